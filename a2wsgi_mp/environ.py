@@ -1,0 +1,117 @@
+"""Translate an ASGI HTTP scope into a PEP 3333 environ.
+
+The front never builds the environ itself: it ships a *request head* (the
+msgpack-clean subset of the scope, see :func:`request_head`) and the worker
+process turns it into an environ with :func:`build_environ`.  Doing the work in
+the worker keeps it off the event loop, which is the front's bottleneck, and
+keeps everything on the wire plain data (no locks, no file objects: the reason
+nobody pickles environs into process pools).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import IO, Any, Iterable, Mapping, MutableMapping
+
+Environ = MutableMapping[str, Any]
+
+#: The scope keys a worker needs.  Everything else (``state``, ``extensions``,
+#: server objects) stays in the front.
+HEAD_KEYS = (
+    "method",
+    "scheme",
+    "path",
+    "query_string",
+    "root_path",
+    "headers",
+    "client",
+    "server",
+    "http_version",
+)
+
+
+def request_head(scope: Mapping[str, Any]) -> dict[str, Any]:
+    """The msgpack-clean part of ``scope`` that crosses the process boundary."""
+    head = {key: scope[key] for key in HEAD_KEYS if key in scope}
+    headers = head.get("headers")
+    if headers is not None and not isinstance(headers, list):
+        head["headers"] = list(headers)
+    return head
+
+
+def _latin1_path(path: str) -> str:
+    # PEP 3333: native strings hold bytes; the path's UTF-8 bytes, as latin-1.
+    return path.encode("utf-8").decode("latin-1")
+
+
+def build_environ(
+    scope: Mapping[str, Any],
+    body: IO[bytes],
+    *,
+    errors: IO[str] | None = None,
+    multithread: bool = False,
+    multiprocess: bool = True,
+    file_wrapper: Any = None,
+    body_length: int | None = None,
+) -> Environ:
+    """A PEP 3333 environ for ``scope`` whose ``wsgi.input`` is ``body``.
+
+    ``body`` must already hold the whole request body (the front spools it
+    before dispatch), which is why ``wsgi.input_terminated`` is always true and
+    chunked uploads need no ``CONTENT_LENGTH``.  Given ``body_length``, a
+    request that came without ``Content-Length`` (chunked) gets one anyway:
+    Django and many older apps read exactly ``CONTENT_LENGTH`` bytes and would
+    otherwise see an empty body.
+    """
+    root_path: str = scope.get("root_path", "") or ""
+    path: str = scope.get("path", "") or ""
+    # The ASGI spec says ``path`` includes ``root_path``; older routers strip it.
+    if root_path and path.startswith(root_path):
+        path = path[len(root_path) :]
+    query = scope.get("query_string", b"") or b""
+    server = scope.get("server") or ("localhost", 80)
+    client = scope.get("client")
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": scope.get("method", "GET"),
+        "SCRIPT_NAME": _latin1_path(root_path),
+        "PATH_INFO": _latin1_path(path),
+        "QUERY_STRING": query.decode("latin-1") if isinstance(query, bytes) else query,
+        "SERVER_NAME": str(server[0]),
+        "SERVER_PORT": str(server[1]) if server[1] is not None else "80",
+        "SERVER_PROTOCOL": "HTTP/" + scope.get("http_version", "1.1"),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scope.get("scheme", "http"),
+        "wsgi.input": body,
+        "wsgi.errors": errors if errors is not None else sys.stderr,
+        "wsgi.multithread": multithread,
+        "wsgi.multiprocess": multiprocess,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+    }
+    if client:
+        environ["REMOTE_ADDR"] = str(client[0])
+        environ["REMOTE_PORT"] = str(client[1])
+    if file_wrapper is not None:
+        environ["wsgi.file_wrapper"] = file_wrapper
+    add_headers(environ, scope.get("headers") or ())
+    if body_length and "CONTENT_LENGTH" not in environ:
+        environ["CONTENT_LENGTH"] = str(body_length)
+    return environ
+
+
+def add_headers(environ: Environ, headers: Iterable[tuple[bytes, bytes]]) -> None:
+    """Add CONTENT_TYPE, CONTENT_LENGTH and HTTP_* keys; repeats join with ','."""
+    for raw_name, raw_value in headers:
+        name = raw_name.decode("latin-1").upper().replace("-", "_")
+        value = raw_value.decode("latin-1")
+        if name == "CONTENT_TYPE" or name == "CONTENT_LENGTH":
+            key = name
+        else:
+            key = "HTTP_" + name
+        if key in environ:
+            # RFC 9110 §5.3: repeated fields are a comma-separated list.
+            # (Cookie uses "; " per RFC 6265, which every WSGI framework parses.)
+            sep = "; " if key == "HTTP_COOKIE" else ","
+            environ[key] = environ[key] + sep + value
+        else:
+            environ[key] = value
