@@ -1,3 +1,10 @@
 """a2wsgi_mp: WSGI apps on ASGI servers through a supervised pool of worker processes."""
 
 __version__ = "0.1.0"
+
+from .asgi import ASGIMiddleware  # noqa: E402
+from .front import WSGIPool  # noqa: E402
+from .pool import BootFailed  # noqa: E402
+from .wsgi import WSGIMiddleware  # noqa: E402
+
+__all__ = ["ASGIMiddleware", "BootFailed", "WSGIMiddleware", "WSGIPool", "__version__"]

@@ -1,0 +1,67 @@
+"""The pool's settings, shared by :class:`WSGIPool`, the CLI and the gunicorn worker."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .launcher import START_METHODS, default_start_method
+
+
+@dataclass
+class PoolConfig:
+    #: Worker processes.
+    workers: int = 0  # 0: one per CPU
+    #: Threads (each with its own connection) per worker process.
+    threads: int = 1
+    #: "fork" (a zygote forks workers) or "spawn" (fresh interpreters).
+    start_method: str = ""
+    #: Hard per-request deadline in seconds (504 and the worker replaced); 0 = off.
+    timeout: float = 30.0
+    #: Seconds in-flight requests get to finish on shutdown or reload.
+    graceful_timeout: float = 30.0
+    #: Recycle a worker after this many requests (0 = never), plus up to jitter.
+    max_requests: int = 0
+    max_requests_jitter: int = 0
+    #: Recycle a worker whose RSS exceeds this many MiB, between requests (0 = off).
+    max_rss: int = 0
+    #: Recycle a worker older than this many seconds, between requests (0 = off).
+    max_lifetime: float = 0.0
+    #: Requests that may wait for a worker; beyond it, 503 at once.
+    backlog: int = 2048
+    #: A request that waited this long for a worker gets 503 (0 = wait for ever).
+    queue_timeout: float = 0.0
+    #: Bodies up to this size stay in memory; larger ones go to a temp file.
+    spool_threshold: int = 1024 * 1024
+    #: Larger bodies get 413 (None = unlimited).
+    max_body_size: int | None = None
+    #: Where spooled bodies go (default: the system temp directory).
+    spool_dir: str | None = None
+    #: Seconds a worker may take to load the app.
+    boot_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.workers:
+            self.workers = os.cpu_count() or 1
+        if not self.start_method:
+            self.start_method = default_start_method()
+        if self.start_method not in START_METHODS:
+            raise ValueError(f"start_method must be one of {START_METHODS}, not {self.start_method!r}")
+        for name in ("workers", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("timeout", "graceful_timeout", "max_requests", "max_requests_jitter", "max_rss",
+                     "max_lifetime", "backlog", "queue_timeout", "spool_threshold", "boot_timeout"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.max_body_size is not None and self.max_body_size < 0:
+            raise ValueError("max_body_size must not be negative")
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict[str, Any]) -> "PoolConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(f"unknown WSGIPool option(s): {', '.join(unknown)}")
+        return cls(**kwargs)

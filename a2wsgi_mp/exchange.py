@@ -1,0 +1,93 @@
+"""One request in flight between the front and a worker connection.
+
+The connection's protocol pushes response events in; the request's coroutine
+pulls them out.  When more than :data:`HIGH_WATER` bytes wait here (the client
+reads slower than the worker writes) the connection stops reading, the socket
+fills, and the worker blocks in ``send``: the front never buffers a response
+without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Union
+
+from .ipc import protocol
+
+if TYPE_CHECKING:
+    from .pool import Slot
+
+HIGH_WATER = 512 * 1024
+LOW_WATER = 128 * 1024
+
+
+class Lost:
+    """The worker died (or was killed) with this request on it."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class TimedOut:
+    """The request hit the pool's hard deadline."""
+
+    __slots__ = ()
+
+
+Outcome = Union[protocol.Event, Lost, TimedOut]
+
+
+class Exchange:
+    __slots__ = ("rid", "slot", "_events", "_waiter", "_buffered", "_paused", "finished", "timer")
+
+    def __init__(self, rid: int, slot: "Slot") -> None:
+        self.rid = rid
+        self.slot = slot
+        self._events: deque[Outcome] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._buffered = 0
+        self._paused = False
+        #: True once the worker sent its last frame for this request (or is gone).
+        self.finished = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def feed(self, event: Outcome) -> None:
+        if isinstance(event, protocol.Body):
+            self._buffered += len(event.data)
+            if self._buffered > HIGH_WATER and not self._paused:
+                self._paused = True
+                self.slot.pipe.pause()
+        elif isinstance(event, (protocol.End, protocol.Abort, Lost)) or (
+            isinstance(event, protocol.Start) and event.done
+        ):
+            self.finished = True
+        self._events.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next(self) -> Outcome:
+        while not self._events:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        event = self._events.popleft()
+        if isinstance(event, protocol.Body):
+            self._buffered -= len(event.data)
+            if self._paused and self._buffered < LOW_WATER:
+                self._paused = False
+                self.slot.pipe.resume()
+        return event
+
+    def discard(self) -> None:
+        """Drop what is queued (the client is gone) and let the worker write on."""
+        self._events.clear()
+        self._buffered = 0
+        if self._paused:
+            self._paused = False
+            self.slot.pipe.resume()

@@ -1,0 +1,282 @@
+"""``WSGIPool``: the ASGI app that serves a WSGI app through a process pool.
+
+A request's path: read the whole body into a :class:`~a2wsgi_mp.spool.Spool`
+(so a slow client holds no worker), take an idle worker connection from the
+:class:`~a2wsgi_mp.pool.Pool`, send the request, and relay the response
+events back to the ASGI server as they come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable, MutableMapping
+
+from .config import PoolConfig
+from .environ import request_head
+from .exchange import Exchange, Lost, TimedOut
+from .ipc import protocol
+from .loader import AppRef, describe
+from .pool import BootFailed, Pool, Unavailable
+from .spool import BodyTooLarge, Spool
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+logger = logging.getLogger("a2wsgi_mp")
+
+
+def _plain(status: int, text: str, extra: list[tuple[bytes, bytes]] = ()) -> tuple[Message, Message]:  # type: ignore[assignment]
+    body = text.encode() + b"\n"
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            *extra,
+        ],
+    }
+    return start, {"type": "http.response.body", "body": body, "more_body": False}
+
+
+class WSGIPool:
+    """An ASGI 3 application serving ``app`` from a pool of worker processes.
+
+    ``app`` is an import string (``"package.module:app"``, loaded in every
+    worker) or a WSGI callable (handed to the workers through fork).  Keyword
+    options are those of :class:`~a2wsgi_mp.config.PoolConfig`.
+    """
+
+    def __init__(self, app: AppRef, **options: Any) -> None:
+        self.app_ref = app
+        self.config = PoolConfig.from_kwargs(options)
+        if self.config.start_method == "spawn" and not isinstance(app, str):
+            raise ValueError(
+                f"start_method='spawn' needs the app as an import string such as 'package.module:app', "
+                f"not the object {describe(app)}"
+            )
+        self.pool = Pool(app, self.config)
+        self._start_lock: asyncio.Lock | None = None
+        self._lifespan = False
+
+    # ------------------------------------------------------------ ASGI
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._run_lifespan(receive, send)
+        elif kind == "websocket":
+            # A WSGI app cannot speak WebSocket: refuse the handshake cleanly (403).
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                await send({"type": "websocket.close", "code": 1000})
+        else:
+            raise RuntimeError(f"WSGIPool cannot handle {kind!r} scopes")
+
+    async def startup(self) -> None:
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            await self.pool.start()
+
+    async def shutdown(self) -> None:
+        await self.pool.stop()
+
+    async def reload(self) -> None:
+        await self.pool.reload()
+
+    def stats(self) -> dict[str, Any]:
+        return self.pool.stats()
+
+    async def _run_lifespan(self, receive: Receive, send: Send) -> None:
+        self._lifespan = True
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except BootFailed as exc:
+                    await self.pool.stop(0)
+                    await send({"type": "lifespan.startup.failed", "message": f"WSGI app failed to load:\n{exc}"})
+                    return
+                except Exception as exc:
+                    logger.exception("pool start-up failed")
+                    await self.pool.stop(0)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # ------------------------------------------------------------ HTTP
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.pool._started:
+            try:
+                await self.startup()
+            except BootFailed as exc:
+                logger.error("%s", exc)
+                await _send_plain(send, 503, "Service Unavailable", [(b"retry-after", b"1")])
+                return
+        cfg = self.config
+        if cfg.max_body_size is not None:
+            declared = _content_length(scope)
+            if declared is not None and declared > cfg.max_body_size:
+                await _send_plain(send, 413, "Request body too large", [(b"connection", b"close")])
+                return
+        spool = Spool(cfg.spool_threshold, cfg.max_body_size, cfg.spool_dir)
+        try:
+            if not await _read_body(receive, spool):
+                return  # the client left before sending its whole body
+            inline = await spool.finish()
+        except BodyTooLarge:
+            spool.close()
+            await _send_plain(send, 413, "Request body too large", [(b"connection", b"close")])
+            return
+        except BaseException:
+            spool.close()
+            raise
+        try:
+            try:
+                slot = await self.pool.acquire()
+            except Unavailable as exc:
+                await _send_plain(send, 503, f"Service Unavailable: {exc}",
+                                  [(b"retry-after", str(exc.retry_after).encode())])
+                return
+            exchange = self.pool.begin(slot)
+            frame = protocol.encode_request(exchange.rid, request_head(scope), inline, spool.size)
+            if spool.file is not None:
+                slot.pipe.send_with_fds(frame, [spool.file.fileno()])
+            else:
+                slot.pipe.send(frame)
+        finally:
+            spool.close()  # the worker has its own descriptor now
+        await self._relay(exchange, receive, send)
+
+    async def _relay(self, exchange: Exchange, receive: Receive, send: Send) -> None:
+        """Forward the worker's response; on any way out, leave the slot sane."""
+        pool = self.pool
+        slot = exchange.slot
+        timeout = self.config.timeout
+        if timeout:
+            exchange.timer = asyncio.get_running_loop().call_later(timeout, exchange.feed, TimedOut())
+        watcher: asyncio.Task[Message] | None = None
+        started = False
+        try:
+            while True:
+                event = await exchange.next()
+                if isinstance(event, protocol.Start):
+                    started = True
+                    await send({"type": "http.response.start", "status": event.status, "headers": event.headers})
+                    await send({"type": "http.response.body", "body": event.body, "more_body": not event.done})
+                    if event.done:
+                        break
+                    # A streaming response: from now on, notice a client that leaves.
+                    watcher = asyncio.ensure_future(receive())
+                    watcher.add_done_callback(lambda w: _on_disconnect(w, exchange))
+                elif isinstance(event, protocol.Body):
+                    await send({"type": "http.response.body", "body": event.data, "more_body": True})
+                elif isinstance(event, protocol.End):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    break
+                elif isinstance(event, protocol.Abort):
+                    logger.warning("response cut: %s", event.reason)
+                    break
+                elif isinstance(event, Lost):
+                    if exchange.slot.exchange is exchange:
+                        exchange.slot.exchange = None
+                    pool.counters["502"] += 1
+                    if not started:
+                        await _send_plain(send, 502, "Bad Gateway: the worker died")
+                    return
+                elif isinstance(event, TimedOut):
+                    pool.counters["504"] += 1
+                    pool.abandon(slot, f"request exceeded the {timeout:g} s timeout")
+                    if not started:
+                        await _send_plain(send, 504, "Gateway Timeout")
+                    return
+                elif isinstance(event, protocol.Log):
+                    pass
+        except BaseException:
+            # The server cancelled us, or send() failed: the client is gone.
+            if not exchange.finished:
+                _cancel(exchange)
+                pool._background(self._drain(exchange))
+                exchange = None  # type: ignore[assignment]
+            raise
+        finally:
+            if watcher is not None and not watcher.done():
+                watcher.cancel()
+            if exchange is not None:
+                if exchange.timer is not None:
+                    exchange.timer.cancel()
+                if exchange.finished and slot.exchange is exchange:
+                    pool.release(slot)
+
+    async def _drain(self, exchange: Exchange) -> None:
+        """After a cancel, wait for the worker's last frame, then free the slot."""
+        exchange.discard()
+        try:
+            while True:
+                event = await exchange.next()
+                exchange.discard()
+                if isinstance(event, TimedOut):
+                    self.pool.abandon(exchange.slot, "cancelled request exceeded the timeout")
+                    return
+                if exchange.finished:
+                    break
+        finally:
+            if exchange.timer is not None:
+                exchange.timer.cancel()
+        if exchange.slot.exchange is exchange:
+            self.pool.release(exchange.slot)
+
+
+def _on_disconnect(watcher: "asyncio.Task[Message]", exchange: Exchange) -> None:
+    if watcher.cancelled() or exchange.finished:
+        return
+    if watcher.exception() is not None or watcher.result().get("type") == "http.disconnect":
+        _cancel(exchange)
+
+
+def _cancel(exchange: Exchange) -> None:
+    slot = exchange.slot
+    if not exchange.finished and slot.exchange is exchange and not slot.pipe.closed:
+        slot.pipe.send(protocol.encode_cancel(exchange.rid))
+        exchange.discard()
+
+
+async def _read_body(receive: Receive, spool: Spool) -> bool:
+    """Spool the whole body; False if the client disconnected first."""
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.disconnect":
+            spool.close()
+            return False
+        await spool.write(message.get("body", b""))
+        if not message.get("more_body", False):
+            return True
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _send_plain(send: Send, status: int, text: str, extra: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
+    start, body = _plain(status, text, extra)
+    await send(start)
+    await send(body)

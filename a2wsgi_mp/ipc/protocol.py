@@ -1,0 +1,344 @@
+"""The wire protocol between the front and a worker: bytes in, events out.
+
+Sans-IO in the manner of h11: nothing here touches a socket, a thread or an
+event loop, so the whole protocol is testable (and fuzzable) with plain bytes.
+Transports (:mod:`a2wsgi_mp.ipc.pipe`) only move the bytes this module makes.
+
+A frame is a 6-byte header — version (u8), kind (u8), payload length (u32, big
+endian) — then the payload.  Control payloads are msgpack arrays; BODY payloads
+are a 4-byte request id then raw bytes, so a response chunk is never copied into
+a msgpack buffer on its way out.  A file descriptor that travels with a frame
+(SCM_RIGHTS) is announced by a flag in the frame's payload, never by the frame
+layout, so the decoder stays blind to fds.  See ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Iterator, NamedTuple, Union
+
+import msgpack
+
+VERSION = 1
+HEADER = struct.Struct("!BBI")
+HEADER_SIZE = HEADER.size
+RID = struct.Struct("!I")
+#: Frames larger than this are garbage, not data: a body bigger than one frame
+#: is always sent as several BODY frames.
+MAX_PAYLOAD = 64 * 1024 * 1024
+
+# Front -> worker
+REQUEST = 1
+CANCEL = 2
+# Front -> zygote (the process that starts workers)
+SPAWN = 3
+# Worker -> front
+READY = 16
+BOOT_ERROR = 17
+START = 18
+BODY = 19
+END = 20
+ABORT = 21
+LOG = 22
+# Zygote -> front
+SPAWNED = 23
+EXITED = 24
+
+_KIND_NAMES = {
+    REQUEST: "REQUEST",
+    CANCEL: "CANCEL",
+    READY: "READY",
+    BOOT_ERROR: "BOOT_ERROR",
+    START: "START",
+    BODY: "BODY",
+    END: "END",
+    ABORT: "ABORT",
+    LOG: "LOG",
+    SPAWN: "SPAWN",
+    SPAWNED: "SPAWNED",
+    EXITED: "EXITED",
+}
+
+
+class ProtocolError(Exception):
+    """The peer sent bytes that are not a valid frame of this protocol version."""
+
+
+# ---------------------------------------------------------------- events
+
+
+class Request(NamedTuple):
+    """A request to run: ``head`` is the msgpack-clean scope subset
+    (:func:`a2wsgi_mp.environ.request_head`).  The body is ``body`` inline, or,
+    when ``body`` is None and ``body_length`` > 0, in a file descriptor that came
+    with this frame."""
+
+    rid: int
+    head: dict
+    body: bytes | None
+    body_length: int
+
+
+class Cancel(NamedTuple):
+    """The client went away: stop iterating and close the app's iterable."""
+
+    rid: int
+
+
+class Ready(NamedTuple):
+    """The worker has loaded the app and serves on this connection."""
+
+    pid: int
+    version: int
+
+
+class BootError(NamedTuple):
+    """The worker could not load the app; ``message`` says why (a traceback)."""
+
+    message: str
+
+
+class Start(NamedTuple):
+    """Status, headers and the first chunk; ``done`` when nothing follows."""
+
+    rid: int
+    status: int
+    headers: list
+    body: bytes
+    done: bool
+
+
+class Body(NamedTuple):
+    rid: int
+    data: bytes
+
+
+class End(NamedTuple):
+    rid: int
+
+
+class Abort(NamedTuple):
+    """The response started but cannot complete: the client must see it cut."""
+
+    rid: int
+    reason: str
+
+
+class Log(NamedTuple):
+    """A message for the front's logging (``wsgi.errors``, app tracebacks)."""
+
+    level: int
+    message: str
+
+
+class Spawn(NamedTuple):
+    """Start worker ``worker_id``; its ``slots`` connection sockets come with the frame."""
+
+    worker_id: int
+    slots: int
+
+
+class Spawned(NamedTuple):
+    worker_id: int
+    pid: int
+
+
+class Exited(NamedTuple):
+    """A worker process ended; ``status`` is a raw ``waitpid`` status."""
+
+    pid: int
+    status: int
+
+
+Event = Union[Request, Cancel, Ready, BootError, Start, Body, End, Abort, Log, Spawn, Spawned, Exited]
+
+_CONTROL: dict[int, type] = {
+    REQUEST: Request,
+    CANCEL: Cancel,
+    READY: Ready,
+    BOOT_ERROR: BootError,
+    START: Start,
+    END: End,
+    ABORT: Abort,
+    LOG: Log,
+    SPAWN: Spawn,
+    SPAWNED: Spawned,
+    EXITED: Exited,
+}
+
+
+# ---------------------------------------------------------------- encoding
+
+_packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+
+
+def _frame(kind: int, payload: bytes) -> bytes:
+    return HEADER.pack(VERSION, kind, len(payload)) + payload
+
+
+def encode_request(rid: int, head: dict, body: bytes | None, body_length: int) -> bytes:
+    return _frame(REQUEST, _packb((rid, head, body, body_length)))
+
+
+def encode_cancel(rid: int) -> bytes:
+    return _frame(CANCEL, _packb((rid,)))
+
+
+def encode_ready(pid: int) -> bytes:
+    return _frame(READY, _packb((pid, VERSION)))
+
+
+def encode_boot_error(message: str) -> bytes:
+    return _frame(BOOT_ERROR, _packb((message,)))
+
+
+def encode_start(rid: int, status: int, headers: list, body: bytes, done: bool) -> bytes:
+    return _frame(START, _packb((rid, status, headers, body, done)))
+
+
+def encode_body_header(rid: int, size: int) -> bytes:
+    """The header of a BODY frame; the ``size`` data bytes follow it on the wire.
+
+    Separate from the data so a transport can send both with one gathered
+    write (``sendmsg``) and never copy the chunk.
+    """
+    return HEADER.pack(VERSION, BODY, size + RID.size) + RID.pack(rid)
+
+
+def encode_body(rid: int, data: bytes) -> bytes:
+    return encode_body_header(rid, len(data)) + data
+
+
+def encode_end(rid: int) -> bytes:
+    return _frame(END, _packb((rid,)))
+
+
+def encode_abort(rid: int, reason: str) -> bytes:
+    return _frame(ABORT, _packb((rid, reason)))
+
+
+def encode_log(level: int, message: str) -> bytes:
+    return _frame(LOG, _packb((level, message)))
+
+
+def encode_spawn(worker_id: int, slots: int) -> bytes:
+    return _frame(SPAWN, _packb((worker_id, slots)))
+
+
+def encode_spawned(worker_id: int, pid: int) -> bytes:
+    return _frame(SPAWNED, _packb((worker_id, pid)))
+
+
+def encode_exited(pid: int, status: int) -> bytes:
+    return _frame(EXITED, _packb((pid, status)))
+
+
+# ---------------------------------------------------------------- decoding
+
+
+class Decoder:
+    """Turns a byte stream into events.
+
+    ``feed()`` takes bytes as they arrive, in pieces of any size; ``events()``
+    yields every complete event.  After a :class:`ProtocolError` the stream is
+    unusable (there is no way to find the next frame boundary) and the
+    connection must be dropped.
+    """
+
+    __slots__ = ("_buf", "_broken")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._broken = False
+
+    @property
+    def pending(self) -> int:
+        """Bytes received but not yet part of a complete frame."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def events(self) -> Iterator[Event]:
+        if self._broken:
+            raise ProtocolError("stream already failed")
+        buf = self._buf
+        offset = 0
+        size = len(buf)
+        try:
+            while size - offset >= HEADER_SIZE:
+                version, kind, length = HEADER.unpack_from(buf, offset)
+                if version != VERSION:
+                    raise ProtocolError(f"unsupported protocol version {version} (this side speaks {VERSION})")
+                if length > MAX_PAYLOAD:
+                    raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_PAYLOAD}-byte limit")
+                end = offset + HEADER_SIZE + length
+                if end > size:
+                    break
+                start = offset + HEADER_SIZE
+                offset = end
+                yield _decode(kind, buf, start, end)
+        except ProtocolError:
+            self._broken = True
+            raise
+        finally:
+            if offset:
+                del buf[:offset]
+
+
+def _decode(kind: int, buf: bytearray, start: int, end: int) -> Event:
+    if kind == BODY:
+        if end - start < RID.size:
+            raise ProtocolError("BODY frame shorter than its request id")
+        return Body(RID.unpack_from(buf, start)[0], bytes(buf[start + RID.size : end]))
+    cls = _CONTROL.get(kind)
+    if cls is None:
+        raise ProtocolError(f"unknown frame kind {kind}")
+    try:
+        fields: Any = msgpack.unpackb(buf[start:end], raw=False, use_list=True)
+    except Exception as exc:
+        raise ProtocolError(f"{_KIND_NAMES[kind]} payload is not valid msgpack: {exc}") from None
+    if not isinstance(fields, list) or len(fields) != len(cls._fields):
+        raise ProtocolError(f"{_KIND_NAMES[kind]} payload must be an array of {len(cls._fields)} fields")
+    event = cls(*fields)
+    _check(event)
+    return event
+
+
+def _check(event: Event) -> None:
+    """Field types, so a malformed frame is a ProtocolError here, not a crash later."""
+    ok: bool
+    if isinstance(event, Request):
+        ok = (
+            isinstance(event.rid, int)
+            and isinstance(event.head, dict)
+            and (event.body is None or isinstance(event.body, bytes))
+            and isinstance(event.body_length, int)
+            and event.body_length >= 0
+        )
+    elif isinstance(event, Start):
+        ok = (
+            isinstance(event.rid, int)
+            and isinstance(event.status, int)
+            and isinstance(event.headers, list)
+            and all(
+                isinstance(h, list) and len(h) == 2 and isinstance(h[0], bytes) and isinstance(h[1], bytes)
+                for h in event.headers
+            )
+            and isinstance(event.body, bytes)
+            and isinstance(event.done, bool)
+        )
+    elif isinstance(event, (Cancel, End)):
+        ok = isinstance(event.rid, int)
+    elif isinstance(event, Abort):
+        ok = isinstance(event.rid, int) and isinstance(event.reason, str)
+    elif isinstance(event, Ready):
+        ok = isinstance(event.pid, int) and event.version == VERSION
+    elif isinstance(event, BootError):
+        ok = isinstance(event.message, str)
+    elif isinstance(event, (Spawn, Spawned, Exited)):
+        ok = all(isinstance(value, int) for value in event)
+    else:  # Log
+        ok = isinstance(event.level, int) and isinstance(event.message, str)
+    if not ok:
+        raise ProtocolError(f"malformed {type(event).__name__} frame: {event!r:.200}")

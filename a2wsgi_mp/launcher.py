@@ -1,0 +1,161 @@
+"""The front's handle on the zygote: ask for workers, hear of their exits.
+
+See :mod:`a2wsgi_mp.workers.zygote` for why workers are not forked from the
+front.  An app given as an object can only reach the workers through fork, so
+its zygote is forked from the front (once, at start-up, before the front has
+threads or connections); an app given as an import string gets a zygote that
+is a fresh interpreter, which never imports the app itself, so every worker
+(and every reload) imports it anew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Callable
+
+from .ipc import protocol
+from .ipc.pipe import FrontPipe, pair
+from .loader import AppRef, describe
+from .workers.zygote import run_zygote
+
+logger = logging.getLogger("a2wsgi_mp.pool")
+
+START_METHODS = ("fork", "spawn")
+
+
+def default_start_method() -> str:
+    return "fork" if hasattr(os, "fork") and sys.platform != "darwin" else "spawn"
+
+
+class Launcher:
+    """Starts worker processes through a zygote and reports their exits."""
+
+    def __init__(
+        self,
+        app_ref: AppRef,
+        start_method: str,
+        on_exited: Callable[[int, int], None],
+        on_lost: Callable[[], None],
+    ) -> None:
+        if start_method not in START_METHODS:
+            raise ValueError(f"start_method must be one of {START_METHODS}, not {start_method!r}")
+        if start_method == "spawn" and not isinstance(app_ref, str):
+            raise ValueError(
+                f"start_method='spawn' needs the app as an import string such as 'package.module:app'; "
+                f"{describe(app_ref)} is an object, which only start_method='fork' can hand to workers"
+            )
+        self.app_ref = app_ref
+        self.start_method = start_method
+        self.on_exited = on_exited
+        self.on_lost = on_lost
+        self.pid: int | None = None
+        self._pipe: FrontPipe | None = None
+        self._pending: dict[int, asyncio.Future[int]] = {}
+        self._stopping = False
+
+    async def start(self) -> None:
+        front, zygote = pair()
+        parent = os.getpid()
+        if isinstance(self.app_ref, str):
+            zygote.set_inheritable(True)
+            argv = [
+                sys.executable,
+                "-c",
+                "import sys; from a2wsgi_mp.workers.zygote import main; main(sys.argv[1:])",
+                self.app_ref,
+                self.start_method,
+                str(parent),
+                str(zygote.fileno()),
+            ]
+            self.pid = os.posix_spawn(sys.executable, argv, os.environ)
+        else:
+            self.pid = _fork_zygote(zygote, self.app_ref, self.start_method, parent)
+        zygote.close()
+        self._pipe = await FrontPipe.open(front, self._on_event, self._on_lost)
+
+    async def spawn(self, worker_id: int, socks: list[socket.socket]) -> int:
+        """Start a worker serving ``socks`` (which are closed here); its pid."""
+        if self._pipe is None or self._pipe.closed:
+            raise RuntimeError("the zygote is not running")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending[worker_id] = future
+        try:
+            self._pipe.send_with_fds(protocol.encode_spawn(worker_id, len(socks)), [s.fileno() for s in socks])
+        finally:
+            for s in socks:
+                s.close()
+        return await future
+
+    def _on_event(self, event: protocol.Event) -> None:
+        if isinstance(event, protocol.Spawned):
+            future = self._pending.pop(event.worker_id, None)
+            if future is not None and not future.done():
+                future.set_result(event.pid)
+        elif isinstance(event, protocol.Exited):
+            self.on_exited(event.pid, event.status)
+
+    def _on_lost(self, exc: Exception | None) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(RuntimeError("the zygote exited"))
+        self._pending.clear()
+        self._reap_zygote(block=False)
+        if not self._stopping:
+            logger.error("the zygote process exited unexpectedly (%s)", exc or "EOF")
+            self.on_lost()
+
+    def _reap_zygote(self, block: bool) -> bool:
+        if self.pid is None:
+            return True
+        try:
+            pid, _ = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            pid = self.pid
+        if pid:
+            self.pid = None
+        return pid != 0
+
+    async def stop(self) -> None:
+        """Hang up on the zygote and reap it (its workers die with it)."""
+        self._stopping = True
+        if self._pipe is not None:
+            self._pipe.close()
+        for _ in range(200):
+            if self._reap_zygote(block=False):
+                return
+            await asyncio.sleep(0.01)
+        if self.pid is not None:
+            os.kill(self.pid, signal.SIGKILL)
+            self._reap_zygote(block=True)
+
+
+def _fork_zygote(sock: socket.socket, app: AppRef, start_method: str, parent: int) -> int:
+    keep = sock.fileno()
+    pid = os.fork()
+    if pid:
+        return pid
+    # Child.  We never return into the front's event loop: drop its signal
+    # wake-up fd and every descriptor but ours (listening and client sockets
+    # included), and freeze the inherited heap so no stray finalizer closes a
+    # descriptor number that has since been reused.
+    try:
+        signal.set_wakeup_fd(-1)
+        gc.freeze()
+        os.closerange(3, keep)
+        os.closerange(keep + 1, _max_fd())
+        run_zygote(sock, app, start_method, parent)
+    finally:
+        os._exit(1)
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (ValueError, OSError):
+        return 65536

@@ -1,0 +1,222 @@
+"""The pool's worker process: load the WSGI app once, then serve requests.
+
+One thread per connection ("slot"); with ``threads=1`` that is just the main
+thread, blocking on its socket.  The worker makes no decisions about its own
+life: recycling, timeouts and shutdown are the front's, which signals them by
+hanging up (EOF) or by a signal.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import traceback
+from typing import Any, Callable, NoReturn
+from wsgiref.util import FileWrapper
+
+from ..environ import build_environ
+from ..ipc import protocol
+from ..ipc.pipe import PeerGone, WorkerPipe
+from ..loader import AppRef, load_app
+from ..response import SinkGone, run_wsgi
+
+EXIT_BOOT_FAILED = 3
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL us when our parent goes, even if it is SIGKILLed.
+
+    Elsewhere the EOF on our sockets is the only signal, which is enough for an
+    idle worker but not for one stuck in a request.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def reset_signals() -> None:
+    """Defaults, except SIGINT: Ctrl-C reaches the whole process group, and the
+    front turns it into a graceful drain rather than a pool-wide KeyboardInterrupt."""
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class _Sink:
+    """A :class:`~a2wsgi_mp.response.ResponseSink` writing frames to the front."""
+
+    __slots__ = ("pipe", "rid", "finished")
+
+    def __init__(self, pipe: WorkerPipe, rid: int) -> None:
+        self.pipe = pipe
+        self.rid = rid
+        self.finished = False
+
+    def start(self, status: int, headers: list, body: bytes, done: bool) -> None:
+        self.finished = done
+        self._send(protocol.encode_start(self.rid, status, headers, body, done))
+
+    def body(self, chunk: bytes) -> None:
+        try:
+            self.pipe.send_parts((protocol.encode_body_header(self.rid, len(chunk)), chunk))
+        except PeerGone as exc:
+            raise SinkGone(str(exc)) from exc
+
+    def end(self) -> None:
+        self.finished = True
+        self._send(protocol.encode_end(self.rid))
+
+    def abort(self, reason: str) -> None:
+        self.finished = True
+        self._send(protocol.encode_abort(self.rid, reason))
+
+    def cancelled(self) -> bool:
+        return self.pipe.cancelled(self.rid)
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self.pipe.send(data)
+        except PeerGone as exc:
+            raise SinkGone(str(exc)) from exc
+
+
+class ErrorStream(io.TextIOBase):
+    """``wsgi.errors``: lines go to the front's logging as LOG frames."""
+
+    def __init__(self, pipe: WorkerPipe) -> None:
+        self._pipe = pipe
+        self._buf: list[str] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        self._buf.append(s)
+        if "\n" in s:
+            self.flush()
+        return len(s)
+
+    def flush(self) -> None:
+        if self._buf:
+            text, self._buf = "".join(self._buf), []
+            try:
+                self._pipe.send(protocol.encode_log(logging.ERROR, text.rstrip("\n")))
+            except PeerGone:
+                pass
+
+
+def _body_stream(pipe: WorkerPipe, request: protocol.Request) -> io.IOBase:
+    if request.body is not None:
+        return io.BytesIO(request.body)
+    if request.body_length == 0:
+        return io.BytesIO()
+    # A spooled upload: our own descriptor of the front's unlinked temp file.
+    # The file offset is shared with the front, so rewind.
+    stream = open(pipe.take_fd(), "rb", buffering=256 * 1024)
+    stream.seek(0)
+    return stream
+
+
+def serve_slot(app: Callable[..., Any], pipe: WorkerPipe, multithread: bool) -> None:
+    """Serve requests on one connection until the front hangs up."""
+    errors = ErrorStream(pipe)
+
+    def log_error(message: str) -> None:
+        errors.write(message if message.endswith("\n") else message + "\n")
+
+    while True:
+        event = pipe.next_event()
+        if event is None:
+            return
+        if not isinstance(event, protocol.Request):
+            raise protocol.ProtocolError(f"worker received unexpected {type(event).__name__}")
+        body = _body_stream(pipe, event)
+        environ = build_environ(
+            event.head,
+            body,
+            errors=errors,
+            multithread=multithread,
+            file_wrapper=FileWrapper,
+            body_length=event.body_length,
+        )
+        sink = _Sink(pipe, event.rid)
+        try:
+            run_wsgi(app, environ, sink, log_error)
+            if not sink.finished:  # cancelled by the client: acknowledge
+                sink.abort("client disconnected")
+        except SinkGone:
+            return
+        finally:
+            body.close()
+            pipe.forget(event.rid)
+
+
+def _serve_or_die(app: Callable[..., Any], pipe: WorkerPipe) -> None:
+    # A broken slot thread must take the process down, or the front would keep
+    # a connection that nobody serves.
+    try:
+        serve_slot(app, pipe, True)
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
+
+
+def run_worker(app_ref: AppRef, socks: list[socket.socket], parent_pid: int) -> NoReturn:
+    """Body of a worker process; never returns."""
+    die_with_parent(parent_pid)
+    reset_signals()
+    pipes = [WorkerPipe(s) for s in socks]
+    try:
+        app = load_app(app_ref)
+    except BaseException:
+        message = traceback.format_exc()
+        for pipe in pipes:
+            try:
+                pipe.send(protocol.encode_boot_error(message))
+            except PeerGone:
+                pass
+        os._exit(EXIT_BOOT_FAILED)
+    pid = os.getpid()
+    for pipe in pipes:
+        pipe.send(protocol.encode_ready(pid))
+    code = 0
+    try:
+        multithread = len(pipes) > 1
+        if not multithread:
+            serve_slot(app, pipes[0], False)
+        else:
+            threads = [
+                threading.Thread(target=_serve_or_die, args=(app, p), name=f"slot-{i}", daemon=True)
+                for i, p in enumerate(pipes)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def main(argv: list[str]) -> NoReturn:
+    """Entry point of a spawned worker: ``APP PARENT_PID FD...``."""
+    app_ref, parent_pid, *fds = argv
+    run_worker(app_ref, [socket.socket(fileno=int(fd)) for fd in fds], int(parent_pid))
+

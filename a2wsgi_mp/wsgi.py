@@ -1,0 +1,386 @@
+"""A WSGI app inside an ASGI server, on a thread pool: a drop-in for a2wsgi's ``WSGIMiddleware``.
+
+Same constructor, same in-process thread semantics (``workers`` threads in one
+``ThreadPoolExecutor``), but built on the project's shared PEP 3333 code
+(:mod:`a2wsgi_mp.environ`, :mod:`a2wsgi_mp.response`), which fixes what
+a2wsgi users trip over:
+
+* a client that disconnects mid-stream never leaves a thread blocked: the sink's
+  waits are released and the app's iterable is closed (a2wsgi #48/#49);
+* ``http.disconnect`` while reading ``wsgi.input`` raises :class:`ClientDisconnect`
+  instead of being read as end-of-body (no silently truncated uploads);
+* headers leave with the first body chunk, so ``start_response(..., exc_info)``
+  can still replace them.
+
+Moving to the process pool later is one class name: ``WSGIPool``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import logging
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any, Awaitable, Callable, Iterable, Iterator, MutableMapping
+
+from .environ import Environ
+from .environ import build_environ as _build_environ
+from .response import Headers, SinkGone, run_wsgi
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+WSGIApp = Callable[..., Iterable[bytes]]
+
+__all__ = ["Body", "ClientDisconnect", "ResponseAborted", "WSGIMiddleware", "build_environ"]
+
+logger = logging.getLogger("a2wsgi_mp.wsgi")
+
+_DISCONNECT: Message = {"type": "http.disconnect"}
+
+
+class ClientDisconnect(OSError):
+    """The client left before the request body was complete.
+
+    An ``OSError`` because that is what a real socket read raises, so Django
+    (``UnreadablePostError``), Werkzeug and friends already treat it as a failed
+    upload rather than a short one.
+    """
+
+
+class ResponseAborted(RuntimeError):
+    """Raised to the ASGI server when a started response cannot be completed.
+
+    Raising is the only way ASGI has to make the server cut the connection, so
+    the client sees a broken response instead of a short one passed as whole.
+    """
+
+
+class Body:
+    """``wsgi.input`` that pulls the request body from ASGI ``receive()`` on demand.
+
+    Reads run in the worker thread and hop onto the event loop for each
+    message, so a large upload streams through without being buffered first
+    (the buffer only holds what the app asked for but has not consumed yet).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, receive: Receive) -> None:
+        self.buffer = bytearray()
+        self.loop = loop
+        self.receive = receive
+        self._has_more = True
+        self._disconnected = False
+        self._future: concurrent.futures.Future[Message] | None = None
+
+    @property
+    def has_more(self) -> bool:
+        return self._has_more or bool(self.buffer)
+
+    def abandon(self) -> None:
+        """Release a read blocked on the loop; later reads raise. Any thread may call it."""
+        self._disconnected = True
+        future = self._future
+        if future is not None:
+            future.cancel()
+
+    def _receive_more_data(self) -> bytes:
+        if self._disconnected:
+            raise ClientDisconnect("the client disconnected before the request body was complete")
+        if not self._has_more:
+            return b""
+        try:
+            future = asyncio.run_coroutine_threadsafe(self.receive(), self.loop)
+        except RuntimeError as exc:  # the loop is closed: nobody will ever answer
+            self._disconnected = True
+            raise ClientDisconnect("the event loop is gone") from exc
+        self._future = future
+        if self._disconnected:  # abandon() ran between the check and the assignment
+            future.cancel()
+        try:
+            message = future.result()
+        except concurrent.futures.CancelledError:
+            message = _DISCONNECT
+        except Exception as exc:
+            self._disconnected = True
+            raise ClientDisconnect(f"receive() failed: {exc!r}") from exc
+        finally:
+            self._future = None
+        if message["type"] != "http.request":
+            self._disconnected = True
+            self._has_more = False
+            raise ClientDisconnect("the client disconnected before the request body was complete")
+        self._has_more = bool(message.get("more_body", False))
+        return bytes(message.get("body", b""))
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            while self._has_more:
+                self.buffer.extend(self._receive_more_data())
+            result = bytes(self.buffer)
+            self.buffer.clear()
+            return result
+        while len(self.buffer) < size and self._has_more:
+            self.buffer.extend(self._receive_more_data())
+        result = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return result
+
+    def readline(self, limit: int | None = -1) -> bytes:
+        limit = -1 if limit is None else limit
+        start = 0
+        while True:
+            end = self.buffer.find(b"\n", start) + 1
+            if end == 0 and 0 <= limit <= len(self.buffer):
+                end = limit
+            elif end and 0 <= limit < end:
+                end = limit
+            if end or not self._has_more:
+                end = end or len(self.buffer)
+                result = bytes(self.buffer[:end])
+                del self.buffer[:end]
+                return result
+            start = len(self.buffer)
+            self.buffer.extend(self._receive_more_data())
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        lines: list[bytes] = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
+
+
+def build_environ(scope: Scope, body: IO[bytes] | Body) -> Environ:
+    """An a2wsgi-compatible environ: the shared builder plus a2wsgi's extras.
+
+    a2wsgi adds ``asgi.scope`` and lets a ``SCRIPT_NAME`` environment variable
+    override the mount point; apps written for it rely on both.
+    """
+    environ = _build_environ(scope, body, multithread=True, multiprocess=True)  # type: ignore[arg-type]
+    environ["asgi.scope"] = scope
+    script_name = os.environ.get("SCRIPT_NAME", "")
+    if script_name:
+        environ["SCRIPT_NAME"] = script_name.encode(sys.getfilesystemencoding(), "surrogateescape").decode("latin-1")
+    return environ
+
+
+class WSGIMiddleware:
+    """Convert a WSGI app into an ASGI app, running it on ``workers`` threads.
+
+    ``send_queue_size`` bounds how many response messages a thread may queue
+    ahead of a slow client before it blocks (a2wsgi's meaning, kept).
+    """
+
+    def __init__(self, app: WSGIApp, workers: int = 10, send_queue_size: int = 10) -> None:
+        self.app = app
+        self.send_queue_size = send_queue_size
+        self.executor = ThreadPoolExecutor(thread_name_prefix="WSGI", max_workers=workers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            responder = WSGIResponder(self.app, self.executor, self.send_queue_size)
+            return await responder(scope, receive, send)
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1000})
+            return
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+
+class WSGIResponder:
+    """One request: the ASGI side on the loop, the WSGI call on a pool thread.
+
+    It is the :class:`~a2wsgi_mp.response.ResponseSink` of :func:`run_wsgi`.
+    The thread posts messages with ``call_soon_threadsafe`` and waits on a
+    ``threading.Condition`` for credit (at most ``send_queue_size`` messages in
+    flight).  Every wait is released once the client is gone, which is what
+    keeps a disconnect from pinning the thread.
+    """
+
+    def __init__(self, app: WSGIApp, executor: ThreadPoolExecutor, send_queue_size: int) -> None:
+        self.app = app
+        self.executor = executor
+        self.send_queue_size = max(1, send_queue_size)
+        self.loop = asyncio.get_running_loop()
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._gone = False
+        self._outbox: asyncio.Queue[tuple[Any, ...] | None] = asyncio.Queue()
+        self._recv_lock = asyncio.Lock()
+        self._body_eof = asyncio.Event()
+        self._stash: Message | None = None
+        self._aborted: str | None = None
+        self._send_error: BaseException | None = None
+        self._asgi_receive: Receive
+        self.input: Body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._asgi_receive = receive
+        self.input = Body(self.loop, self._receive)
+        environ = build_environ(scope, self.input)
+        sender = self.loop.create_task(self._sender(send))
+        watcher = self.loop.create_task(self._watch_disconnect(scope))
+        context = contextvars.copy_context()
+        try:
+            await self.loop.run_in_executor(self.executor, context.run, self._run, environ)
+            if not self._gone:  # a gone client's send() may never return: do not wait on it
+                self._outbox.put_nowait(None)
+                await sender
+        except BaseException:
+            self._set_gone()  # cancelled by the server: free the thread's waits
+            raise
+        finally:
+            watcher.cancel()
+            sender.cancel()
+        error = self._send_error
+        if error is not None and not isinstance(error, OSError):
+            raise error
+        if self._aborted is not None and error is None:
+            raise ResponseAborted(self._aborted)
+
+    # -- worker thread side ---------------------------------------------------
+
+    def _run(self, environ: Environ) -> None:
+        try:
+            run_wsgi(self.app, environ, self, logger.error)
+        except SinkGone:
+            pass
+
+    def _post(self, item: tuple[Any, ...]) -> None:
+        with self._cond:
+            while self._in_flight >= self.send_queue_size and not self._gone:
+                self._cond.wait()
+            if self._gone:
+                raise SinkGone("the client disconnected")
+            self._in_flight += 1
+        try:
+            self.loop.call_soon_threadsafe(self._outbox.put_nowait, item)
+        except RuntimeError as exc:  # loop closed
+            self._set_gone()
+            raise SinkGone("the event loop is gone") from exc
+
+    def start(self, status: int, headers: Headers, body: bytes, done: bool) -> None:
+        self._post(("start", status, headers, body, done))
+
+    def body(self, chunk: bytes) -> None:
+        self._post(("body", chunk))
+
+    def end(self) -> None:
+        self._post(("end",))
+
+    def abort(self, reason: str) -> None:
+        self._post(("abort", reason))
+
+    def cancelled(self) -> bool:
+        return self._gone
+
+    def _set_gone(self) -> None:
+        with self._cond:
+            self._gone = True
+            self._cond.notify_all()
+        body = getattr(self, "input", None)
+        if body is not None:
+            body.abandon()
+
+    # -- event loop side ------------------------------------------------------
+
+    async def _sender(self, send: Send) -> None:
+        while True:
+            item = await self._outbox.get()
+            if item is None:
+                return
+            try:
+                kind = item[0]
+                if kind == "start":
+                    _, status, headers, chunk, done = item
+                    await send({"type": "http.response.start", "status": status, "headers": headers})
+                    await send({"type": "http.response.body", "body": chunk, "more_body": not done})
+                elif kind == "body":
+                    await send({"type": "http.response.body", "body": item[1], "more_body": True})
+                elif kind == "end":
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                else:
+                    self._aborted = item[1]
+            except Exception as exc:  # uvicorn >= 0.28 raises ClientDisconnected here
+                self._send_error = exc
+                self._set_gone()
+                return
+            finally:
+                with self._cond:
+                    self._in_flight -= 1
+                    self._cond.notify()
+
+    def _note(self, message: Message) -> None:
+        if message["type"] == "http.disconnect":
+            self._set_gone()
+        elif not message.get("more_body", False):
+            self._body_eof.set()
+
+    async def _receive(self) -> Message:
+        """``receive()`` as :class:`Body` sees it: shares the stream with the watcher."""
+        if self._stash is not None:
+            message, self._stash = self._stash, None
+            return message
+        if self._gone:
+            return _DISCONNECT
+        async with self._recv_lock:
+            if self._stash is not None:
+                message, self._stash = self._stash, None
+                return message
+            message = await self._asgi_receive()
+        self._note(message)
+        return message
+
+    async def _watch_disconnect(self, scope: Scope) -> None:
+        """Notice a client that leaves while the response streams.
+
+        ``receive()`` may only be awaited for disconnects once the body is
+        consumed (before that it hands out body chunks).  A request that
+        declares no body is read ahead here and the message stashed for
+        :class:`Body`, so plain GETs are watched too.
+        """
+        if _declares_no_body(scope):
+            async with self._recv_lock:
+                if self._stash is None and not self._body_eof.is_set() and not self._gone:
+                    message = await self._asgi_receive()
+                    self._note(message)
+                    if message["type"] == "http.request":
+                        self._stash = message
+        await self._body_eof.wait()
+        while not self._gone:
+            message = await self._asgi_receive()
+            if message["type"] == "http.disconnect":
+                self._set_gone()
+
+
+def _declares_no_body(scope: Scope) -> bool:
+    if scope.get("http_version", "1.1") not in ("1.0", "1.1"):
+        return False  # HTTP/2 bodies need no Content-Length
+    for name, value in scope.get("headers") or ():
+        name = name.lower()
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return False
+    return True
