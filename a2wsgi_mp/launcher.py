@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+import traceback
 from typing import Callable
 
 from .ipc import protocol
@@ -141,17 +142,41 @@ def _fork_zygote(sock: socket.socket, app: AppRef, start_method: str, parent: in
     if pid:
         return pid
     # Child.  We never return into the front's event loop: drop its signal
-    # wake-up fd and every descriptor but ours (listening and client sockets
+    # wake-up fd and every inherited descriptor (listening and client sockets
     # included), and freeze the inherited heap so no stray finalizer closes a
     # descriptor number that has since been reused.
     try:
         signal.set_wakeup_fd(-1)
         gc.freeze()
-        os.closerange(3, keep)
-        os.closerange(keep + 1, _max_fd())
+        _neutralize_fds(keep)
         run_zygote(sock, app, start_method, parent)
+    except BaseException:
+        traceback.print_exc()
     finally:
         os._exit(1)
+
+
+def _neutralize_fds(keep: int) -> None:
+    """Point every inherited descriptor but ``keep`` (and stdio) at /dev/null.
+
+    Not closed: C libraries of the front keep their descriptor numbers, and
+    libuv (uvloop) closes and reopens its signal pipe in every forked child.
+    Had those numbers been freed and reused for our sockets, that would close
+    our sockets.  Occupied by /dev/null, the numbers stay harmless.
+    """
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        os.closerange(3, keep)
+        os.closerange(keep + 1, _max_fd())
+        return
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in fds:
+        if fd > 2 and fd not in (keep, null):
+            try:
+                os.dup2(null, fd, inheritable=False)
+            except OSError:
+                pass
 
 
 def _max_fd() -> int:

@@ -342,7 +342,9 @@ class Pool:
                 slot.exchange.feed(Lost(reason))
                 slot.exchange = None
         self._schedule_signal_kill(worker)
-        if expected:
+        if self._stopping:
+            logger.debug("worker %s exited (%s)", worker.pid, reason)
+        elif expected:
             logger.info("worker %s retired (%s)", worker.pid, worker.retire_reason)
         elif booting:
             self._boot_failures += 1

@@ -88,6 +88,8 @@ class _Zygote:
                         s.close()
                     self.ctl.sock.close()
                     run_worker(self.app_ref, [socket.socket(fileno=fd) for fd in fds], self.pid)
+                except BaseException:
+                    traceback.print_exc()
                 finally:
                     os._exit(1)
         for fd in fds:
