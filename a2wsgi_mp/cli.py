@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spool-threshold", type=_size, default=d["spool_threshold"].default,
                    help="request bodies larger than this go to a temp file (default: 1M)")
     p.add_argument("--max-body-size", type=_size, default=None, help="413 for larger request bodies (default: no limit)")
+    p.add_argument("--metrics-path", default=None, help="serve Prometheus metrics at this path (default: off)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug", "trace"])
     p.add_argument("--no-access-log", action="store_true", help="disable uvicorn's access log")
     p.add_argument("--version", action="version", version=f"a2wsgi-mp {__version__}")
@@ -77,6 +78,7 @@ def make_pool(args: argparse.Namespace) -> WSGIPool:
         queue_timeout=args.queue_timeout,
         spool_threshold=args.spool_threshold,
         max_body_size=args.max_body_size,
+        metrics_path=args.metrics_path,
     )
     if args.start_method:
         options["start_method"] = args.start_method

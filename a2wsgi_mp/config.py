@@ -40,6 +40,8 @@ class PoolConfig:
     spool_dir: str | None = None
     #: Seconds a worker may take to load the app.
     boot_timeout: float = 60.0
+    #: Serve Prometheus metrics at this path in the front (None = off).
+    metrics_path: str | None = None
 
     def __post_init__(self) -> None:
         if not self.workers:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import Any, Awaitable, Callable, MutableMapping
 
+from . import metrics
 from .config import PoolConfig
 from .environ import request_head
 from .exchange import Exchange, Lost, TimedOut
@@ -126,6 +127,9 @@ class WSGIPool:
                 await _send_plain(send, 503, "Service Unavailable", [(b"retry-after", b"1")])
                 return
         cfg = self.config
+        if cfg.metrics_path is not None and scope["path"] == cfg.metrics_path:
+            await _send_metrics(send, self.pool.stats())
+            return
         if cfg.max_body_size is not None:
             declared = _content_length(scope)
             if declared is not None and declared > cfg.max_body_size:
@@ -274,6 +278,13 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+async def _send_metrics(send: Send, stats: dict[str, Any]) -> None:
+    body = metrics.render(stats)
+    headers = [(b"content-type", metrics.CONTENT_TYPE), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 async def _send_plain(send: Send, status: int, text: str, extra: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]

@@ -321,7 +321,12 @@ class Pool:
 
     def _on_exited(self, pid: int, status: int) -> None:
         worker = self._by_pid.pop(pid, None)
-        if worker is not None:
+        if worker is None:
+            return
+        if worker.state == "dead":  # its connection told us first; now we know how
+            if not self._stopping and status != 0:
+                logger.warning("worker %s exit status: %s", pid, _describe_status(status))
+        else:
             self._on_dead(worker, _describe_status(status))
 
     def _on_dead(self, worker: Worker, reason: str) -> None:

@@ -23,7 +23,7 @@ from wsgiref.util import FileWrapper
 from ..environ import build_environ
 from ..ipc import protocol
 from ..ipc.pipe import PeerGone, WorkerPipe
-from ..loader import AppRef, load_app
+from ..loader import AppLoadError, AppRef, load_app
 from ..response import SinkGone, run_wsgi
 
 EXIT_BOOT_FAILED = 3
@@ -181,8 +181,8 @@ def run_worker(app_ref: AppRef, socks: list[socket.socket], parent_pid: int) -> 
     pipes = [WorkerPipe(s) for s in socks]
     try:
         app = load_app(app_ref)
-    except BaseException:
-        message = traceback.format_exc()
+    except BaseException as exc:
+        message = str(exc) if isinstance(exc, AppLoadError) else traceback.format_exc()
         for pipe in pipes:
             try:
                 pipe.send(protocol.encode_boot_error(message))
