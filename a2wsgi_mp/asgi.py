@@ -173,6 +173,7 @@ class ASGIMiddleware:
         self._given_loop = loop is not None
         self._pid: int | None = None
         self._failure: BaseException | None = None
+        self._lifespan: _Lifespan | None = None
         self._lock = threading.Lock()
         ref = weakref.ref(self)
 
@@ -217,16 +218,25 @@ class ASGIMiddleware:
             self._pid = pid
 
     def _at_exit(self, pid: int) -> None:
-        """Lifespan shutdown, then stop the private loop: once, in the process that started it."""
-        loop = self._loop
-        if os.getpid() != pid or self._pid != pid or loop is None or loop.is_closed():
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self._lifespan.shutdown(), loop).result(self.shutdown_timeout)
-        except Exception as exc:
-            logger.error("ASGI lifespan shutdown did not complete", exc_info=exc)
-        if not self._given_loop:
-            loop.call_soon_threadsafe(loop.stop)
+        if os.getpid() == pid == self._pid:  # atexit handlers survive fork: not in children
+            self.close()
+
+    def close(self) -> None:
+        """Run the lifespan shutdown and stop the private loop; also done at exit.
+
+        Idempotent; a later request starts everything afresh.
+        """
+        with self._lock:
+            loop, self._pid = self._loop, None
+            if loop is None or not loop.is_running():
+                return
+            if self._lifespan is not None and self._lifespan.supported:
+                try:
+                    asyncio.run_coroutine_threadsafe(self._lifespan.shutdown(), loop).result(self.shutdown_timeout)
+                except Exception as exc:
+                    logger.error("ASGI lifespan shutdown did not complete", exc_info=exc)
+            if not self._given_loop:
+                loop.call_soon_threadsafe(loop.stop)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> "_Response":
         loop = self.loop

@@ -88,9 +88,13 @@ class Body:
         if future is not None:
             future.cancel()
 
-    def _receive_more_data(self) -> bytes:
+    def _check(self) -> None:
         if self._disconnected:
+            self.buffer.clear()  # part of a body that never completed: useless, and misleading
             raise ClientDisconnect("the client disconnected before the request body was complete")
+
+    def _receive_more_data(self) -> bytes:
+        self._check()
         if not self._has_more:
             return b""
         try:
@@ -113,11 +117,12 @@ class Body:
         if message["type"] != "http.request":
             self._disconnected = True
             self._has_more = False
-            raise ClientDisconnect("the client disconnected before the request body was complete")
+            self._check()
         self._has_more = bool(message.get("more_body", False))
         return bytes(message.get("body", b""))
 
     def read(self, size: int | None = -1) -> bytes:
+        self._check()
         if size is None or size < 0:
             while self._has_more:
                 self.buffer.extend(self._receive_more_data())
@@ -131,7 +136,10 @@ class Body:
         return result
 
     def readline(self, limit: int | None = -1) -> bytes:
+        self._check()
         limit = -1 if limit is None else limit
+        if limit == 0:
+            return b""
         start = 0
         while True:
             end = self.buffer.find(b"\n", start) + 1
