@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
+from dataclasses import fields
 from typing import Any, Sequence
 
 from . import __version__
@@ -30,59 +31,53 @@ def _size(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = PoolConfig.__dataclass_fields__
     p = argparse.ArgumentParser(
         prog="a2wsgi-mp",
         description="Serve a WSGI app from uvicorn through a supervised pool of worker processes.",
     )
     p.add_argument("app", help="the WSGI app as 'package.module:app' (or 'module:factory()')")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
-    p.add_argument("--port", type=int, default=8000, help="bind port (default: %(default)s)")
-    p.add_argument("--uds", help="bind to this Unix domain socket instead")
-    p.add_argument("--workers", "-w", type=int, default=0, help="worker processes (default: one per CPU)")
-    p.add_argument("--threads", type=int, default=1, help="threads per worker process (default: 1)")
-    p.add_argument("--start-method", choices=START_METHODS, default=None,
-                   help="how workers start: fork (from a clean zygote) or spawn (default: fork on Linux)")
-    p.add_argument("--timeout", type=float, default=d["timeout"].default,
-                   help="hard per-request timeout in seconds, 504 and the worker replaced; 0 = off (default: %(default)s)")
-    p.add_argument("--graceful-timeout", type=float, default=d["graceful_timeout"].default,
-                   help="seconds in-flight requests get on shutdown (default: %(default)s)")
-    p.add_argument("--max-requests", type=int, default=0, help="recycle a worker after N requests (0 = never)")
-    p.add_argument("--max-requests-jitter", type=int, default=0, help="add up to N to --max-requests per worker")
-    p.add_argument("--max-rss", type=int, default=0, help="recycle a worker above N MiB of RSS (0 = off)")
-    p.add_argument("--max-lifetime", type=float, default=0, help="recycle a worker older than N seconds (0 = off)")
-    p.add_argument("--backlog", type=int, default=d["backlog"].default,
-                   help="requests that may wait for a worker before 503 (default: %(default)s)")
-    p.add_argument("--queue-timeout", type=float, default=0, help="503 for requests that waited N seconds (0 = off)")
-    p.add_argument("--spool-threshold", type=_size, default=d["spool_threshold"].default,
-                   help="request bodies larger than this go to a temp file (default: 1M)")
-    p.add_argument("--max-body-size", type=_size, default=None, help="413 for larger request bodies (default: no limit)")
-    p.add_argument("--metrics-path", default=None, help="serve Prometheus metrics at this path (default: off)")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug", "trace"])
-    p.add_argument("--no-access-log", action="store_true", help="disable uvicorn's access log")
-    p.add_argument("--version", action="version", version=f"a2wsgi-mp {__version__}")
+    server = p.add_argument_group("server")
+    server.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
+    server.add_argument("--port", type=int, default=8000, help="bind port (default: %(default)s)")
+    server.add_argument("--uds", help="bind to this Unix domain socket instead")
+    server.add_argument("--log-level", default="info",
+                        choices=["critical", "error", "warning", "info", "debug", "trace"])
+    server.add_argument("--no-access-log", action="store_true", help="disable uvicorn's access log")
+    server.add_argument("--version", action="version", version=f"a2wsgi-mp {__version__}")
+
+    # Pool options: only those given reach PoolConfig, whose defaults are the
+    # single source of truth (shown in the help).
+    pool = p.add_argument_group("pool")
+    defaults = {f.name: f.default for f in fields(PoolConfig)}
+
+    def option(flag: str, kind: Any, text: str, **extra: Any) -> None:
+        dest = flag.lstrip("-").replace("-", "_")
+        default = defaults[dest]
+        shown = "" if default in (None, "", 0) else f" (default: {default})"
+        pool.add_argument(flag, type=kind, dest=dest, default=argparse.SUPPRESS, help=text + shown, **extra)
+
+    option("--workers", int, "worker processes (default: one per CPU)")
+    option("--threads", int, "threads per worker process")
+    option("--start-method", str, "fork (workers forked from a clean zygote; default on Linux) or spawn",
+           choices=START_METHODS)
+    option("--timeout", float, "hard per-request timeout in seconds: 504 and the worker replaced; 0 = off")
+    option("--graceful-timeout", float, "seconds in-flight requests get on shutdown")
+    option("--max-requests", int, "recycle a worker after N requests; 0 = never")
+    option("--max-requests-jitter", int, "add up to N to --max-requests, per worker")
+    option("--max-rss", int, "recycle a worker above N MiB of RSS, between requests; 0 = off")
+    option("--max-lifetime", float, "recycle a worker older than N seconds, between requests; 0 = off")
+    option("--backlog", int, "requests that may wait for a worker before 503")
+    option("--queue-timeout", float, "503 for a request that waited N seconds for a worker; 0 = off")
+    option("--spool-threshold", _size, "request bodies larger than this (bytes, or 512K, 1M…) go to a temp file")
+    option("--max-body-size", _size, "413 for larger request bodies (default: no limit)")
+    option("--spool-dir", str, "directory for spooled request bodies (default: the system temp dir)")
+    option("--metrics-path", str, "serve Prometheus metrics at this path (default: off)")
     return p
 
 
 def make_pool(args: argparse.Namespace) -> WSGIPool:
-    options: dict[str, Any] = dict(
-        workers=args.workers,
-        threads=args.threads,
-        timeout=args.timeout,
-        graceful_timeout=args.graceful_timeout,
-        max_requests=args.max_requests,
-        max_requests_jitter=args.max_requests_jitter,
-        max_rss=args.max_rss,
-        max_lifetime=args.max_lifetime,
-        backlog=args.backlog,
-        queue_timeout=args.queue_timeout,
-        spool_threshold=args.spool_threshold,
-        max_body_size=args.max_body_size,
-        metrics_path=args.metrics_path,
-    )
-    if args.start_method:
-        options["start_method"] = args.start_method
-    return WSGIPool(args.app, **options)
+    names = {f.name for f in fields(PoolConfig)}
+    return WSGIPool(args.app, **{k: v for k, v in vars(args).items() if k in names})
 
 
 def _setup_logging(level: int) -> None:
@@ -100,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import uvicorn
 
     args = build_parser().parse_args(argv)
+    graceful = getattr(args, "graceful_timeout", PoolConfig.graceful_timeout)
     try:
         pool = make_pool(args)
     except (TypeError, ValueError) as exc:
@@ -113,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         lifespan="on",
         log_level=args.log_level,
         access_log=not args.no_access_log,
-        timeout_graceful_shutdown=args.graceful_timeout or None,
+        timeout_graceful_shutdown=graceful or None,
     )
     _setup_logging(logging.getLevelName(args.log_level.upper()) if args.log_level != "trace" else 5)
     server = uvicorn.Server(config)

@@ -41,7 +41,7 @@ Outcome = Union[protocol.Event, Lost, TimedOut]
 
 
 class Exchange:
-    __slots__ = ("rid", "slot", "_events", "_waiter", "_buffered", "_paused", "finished", "timer")
+    __slots__ = ("rid", "slot", "_events", "_waiter", "_buffered", "_paused", "finished", "cancelled", "timer")
 
     def __init__(self, rid: int, slot: "Slot") -> None:
         self.rid = rid
@@ -52,10 +52,14 @@ class Exchange:
         self._paused = False
         #: True once the worker sent its last frame for this request (or is gone).
         self.finished = False
+        #: True once the front told the worker to stop; its remaining chunks are dropped.
+        self.cancelled = False
         self.timer: asyncio.TimerHandle | None = None
 
     def feed(self, event: Outcome) -> None:
         if isinstance(event, protocol.Body):
+            if self.cancelled:
+                return
             self._buffered += len(event.data)
             if self._buffered > HIGH_WATER and not self._paused:
                 self._paused = True
@@ -84,9 +88,15 @@ class Exchange:
                 self.slot.pipe.resume()
         return event
 
-    def discard(self) -> None:
-        """Drop what is queued (the client is gone) and let the worker write on."""
-        self._events.clear()
+    def cancel(self) -> None:
+        """The client is gone: drop what is queued and let the worker write on
+        (into the void) until it notices."""
+        self.cancelled = True
+        self._events = deque(e for e in self._events if not isinstance(e, protocol.Body))
+        self._buffered = 0
+        if self._paused:
+            self._paused = False
+            self.slot.pipe.resume()
         self._buffered = 0
         if self._paused:
             self._paused = False

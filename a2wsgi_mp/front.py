@@ -191,7 +191,8 @@ class WSGIPool:
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                     break
                 elif isinstance(event, protocol.Abort):
-                    logger.warning("response cut: %s", event.reason)
+                    log = logger.debug if exchange.cancelled else logger.warning
+                    log("response cut: %s", event.reason)
                     break
                 elif isinstance(event, Lost):
                     if exchange.slot.exchange is exchange:
@@ -206,8 +207,6 @@ class WSGIPool:
                     if not started:
                         await _send_plain(send, 504, "Gateway Timeout")
                     return
-                elif isinstance(event, protocol.Log):
-                    pass
         except BaseException:
             # The server cancelled us, or send() failed: the client is gone.
             if not exchange.finished:
@@ -226,11 +225,9 @@ class WSGIPool:
 
     async def _drain(self, exchange: Exchange) -> None:
         """After a cancel, wait for the worker's last frame, then free the slot."""
-        exchange.discard()
         try:
             while True:
                 event = await exchange.next()
-                exchange.discard()
                 if isinstance(event, TimedOut):
                     self.pool.abandon(exchange.slot, "cancelled request exceeded the timeout")
                     return
@@ -254,7 +251,7 @@ def _cancel(exchange: Exchange) -> None:
     slot = exchange.slot
     if not exchange.finished and slot.exchange is exchange and not slot.pipe.closed:
         slot.pipe.send(protocol.encode_cancel(exchange.rid))
-        exchange.discard()
+        exchange.cancel()
 
 
 async def _read_body(receive: Receive, spool: Spool) -> bool:
