@@ -61,6 +61,14 @@ class Launcher:
         self._stopping = False
 
     async def start(self) -> None:
+        """Start the zygote (again, after it died)."""
+        if self.pid is not None:  # a previous zygote: make sure it is gone and reaped
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._reap_zygote(block=True)
+        self._pending.clear()
         front, zygote = pair()
         parent = os.getpid()
         if isinstance(self.app_ref, str):

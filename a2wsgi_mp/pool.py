@@ -23,7 +23,7 @@ import psutil
 from .config import PoolConfig
 from .exchange import Exchange, Lost
 from .ipc import protocol
-from .ipc.pipe import FrontPipe, pair
+from .ipc.pipe import FileHandoff, FrontPipe, pair
 from .launcher import Launcher
 from .loader import AppRef, describe
 
@@ -71,7 +71,10 @@ class Worker:
         self.max_requests = max_requests
         self.started = time.monotonic()
         self.retire_reason = ""
+        #: While booting as a reload replacement: the worker it will retire.
         self.replaces: Worker | None = None
+        #: The reload replacement booting for this worker, if any.
+        self.replaced_by: Worker | None = None
         self.rss = 0
 
     @property
@@ -258,6 +261,8 @@ class Pool:
         limit = cfg.max_requests + (random.randint(0, cfg.max_requests_jitter) if cfg.max_requests else 0)
         worker = Worker(self._next_wid, cfg.threads, limit)
         worker.replaces = replaces
+        if replaces is not None:
+            replaces.replaced_by = worker
         self.workers[worker.id] = worker
         self._background(self._boot(worker))
         return worker
@@ -299,6 +304,8 @@ class Pool:
                              event.message.rstrip())
         else:
             logger.debug("dropping stale %s on worker %s", type(event).__name__, slot.worker.pid)
+            if isinstance(event, FileHandoff):
+                os.close(event.fd)
 
     def _on_ready(self, slot: Slot) -> None:
         slot.ready = True
@@ -362,8 +369,8 @@ class Pool:
                 delay = self._backoff_delay()
                 logger.info("starting a new worker in %.1f s", delay)
                 self._background(self._respawn_later(delay, worker.replaces))
-            elif worker.replaces is None:
-                self._spawn()
+            elif worker.replaced_by is None or worker.replaced_by.state == "dead":
+                self._spawn()  # (a reload replacement already on its way takes its place)
         self._notify()
         self._wake_waiters_if_hopeless()
 
@@ -429,8 +436,22 @@ class Pool:
             asyncio.get_running_loop().call_later(KILL_GRACE, self._signal, worker, signal.SIGKILL)
 
     def _on_launcher_lost(self) -> None:
+        # The workers die with the zygote (PDEATHSIG); start a new zygote before
+        # their replacements ask it for anything.
+        self._background(self._restart_launcher())
+
+    async def _restart_launcher(self) -> None:
+        assert self._launcher is not None
+        while not self._stopping:
+            try:
+                await self._launcher.start()
+                break
+            except Exception as exc:
+                logger.error("could not restart the zygote: %s", exc)
+                await asyncio.sleep(1.0)
         for worker in list(self.workers.values()):
-            self._on_dead(worker, "the zygote exited")
+            if worker.state != "dead":
+                self._on_dead(worker, "the zygote exited")
 
     # ------------------------------------------------------------ housekeeping
 

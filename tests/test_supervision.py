@@ -243,3 +243,16 @@ def test_boot_failure_backs_off_answers_503_then_recovers(server, tmp_path):
     flag.write_text("1")
     assert wait_for(lambda: httpx.get(srv.url + "/", timeout=10).status_code == 200, 20, 0.2)
     assert wait_for(lambda: ready_workers(srv.url) == 2, 20, 0.2)
+
+
+def test_pool_recovers_when_the_zygote_is_killed(server):
+    srv = server("--workers", "2")
+    zygote = next(p for p in srv.descendants() if p.ppid() == srv.pid)
+    old_workers = srv.worker_pids()
+    zygote.kill()
+    # Its workers die with it; a new zygote starts new workers.
+    assert wait_for(lambda: ready_workers(srv.url) == 2 and not (srv.worker_pids() & old_workers), 15, 0.1)
+    results = load(srv.url, ["/"] * 20, concurrency=4)
+    assert all(s == 200 for _, s in results)
+    zygotes = [p for p in srv.descendants() if p.ppid() == srv.pid]
+    assert len(zygotes) == 1 and zygotes[0].pid != zygote.pid
