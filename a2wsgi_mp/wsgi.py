@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any, Awaitable, Callable, Iterable, Iterator, MutableMapping
 
@@ -42,6 +43,10 @@ __all__ = ["Body", "ClientDisconnect", "ResponseAborted", "WSGIMiddleware", "bui
 logger = logging.getLogger("a2wsgi_mp.wsgi")
 
 _DISCONNECT: Message = {"type": "http.disconnect"}
+
+#: Request body the disconnect watcher may read ahead, for a response that
+#: streams before the app has read the upload.  Past it, a2wsgi's behaviour.
+READ_AHEAD_LIMIT = 1024 * 1024
 
 
 class ClientDisconnect(OSError):
@@ -205,8 +210,10 @@ class WSGIMiddleware:
         if scope["type"] == "http":
             responder = WSGIResponder(self.app, self.executor, self.send_queue_size)
             return await responder(scope, receive, send)
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1000})
+        if scope["type"] == "websocket":  # WSGI has no WebSocket: refuse the handshake (403)
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                await send({"type": "websocket.close", "code": 1000})
             return
         if scope["type"] == "lifespan":
             while True:
@@ -239,7 +246,8 @@ class WSGIResponder:
         self._outbox: asyncio.Queue[tuple[Any, ...] | None] = asyncio.Queue()
         self._recv_lock = asyncio.Lock()
         self._body_eof = asyncio.Event()
-        self._stash: Message | None = None
+        self._wake_watcher = asyncio.Event()
+        self._stash: deque[Message] = deque()
         self._aborted: str | None = None
         self._send_error: BaseException | None = None
         self._asgi_receive: Receive
@@ -324,6 +332,7 @@ class WSGIResponder:
                 kind = item[0]
                 if kind == "start":
                     _, status, headers, chunk, done = item
+                    self._wake_watcher.set()
                     await send({"type": "http.response.start", "status": status, "headers": headers})
                     await send({"type": "http.response.body", "body": chunk, "more_body": not done})
                 elif kind == "body":
@@ -346,42 +355,52 @@ class WSGIResponder:
             self._set_gone()
         elif not message.get("more_body", False):
             self._body_eof.set()
+            self._wake_watcher.set()
 
     async def _receive(self) -> Message:
-        """``receive()`` as :class:`Body` sees it: shares the stream with the watcher."""
-        if self._stash is not None:
-            message, self._stash = self._stash, None
-            return message
+        """``receive()`` as :class:`Body` sees it: read-ahead messages first."""
+        if self._stash:
+            return self._stash.popleft()
         if self._gone:
             return _DISCONNECT
         async with self._recv_lock:
-            if self._stash is not None:
-                message, self._stash = self._stash, None
-                return message
+            if self._stash:
+                return self._stash.popleft()
+            if self._gone:
+                return _DISCONNECT
             message = await self._asgi_receive()
         self._note(message)
         return message
 
+    async def _read_ahead(self) -> int:
+        async with self._recv_lock:
+            if self._body_eof.is_set() or self._gone:
+                return 0
+            message = await self._asgi_receive()
+        self._note(message)
+        if message["type"] != "http.request":
+            return 0
+        self._stash.append(message)
+        return len(message.get("body", b""))
+
     async def _watch_disconnect(self, scope: Scope) -> None:
         """Notice a client that leaves while the response streams.
 
-        ``receive()`` may only be awaited for disconnects once the body is
-        consumed (before that it hands out body chunks).  A request that
-        declares no body is read ahead here and the message stashed for
-        :class:`Body`, so plain GETs are watched too.
+        ``receive()`` only reports a disconnect once the body has been read, so
+        the body is read ahead into ``_stash`` (where :class:`Body` finds it):
+        at once for a request that declares none (plain GETs), and, once the
+        response has started, up to :data:`READ_AHEAD_LIMIT` for the rest.
         """
         if _declares_no_body(scope):
-            async with self._recv_lock:
-                if self._stash is None and not self._body_eof.is_set() and not self._gone:
-                    message = await self._asgi_receive()
-                    self._note(message)
-                    if message["type"] == "http.request":
-                        self._stash = message
-        await self._body_eof.wait()
+            await self._read_ahead()
+        await self._wake_watcher.wait()
+        ahead = 0
+        while not self._gone and not self._body_eof.is_set() and ahead <= READ_AHEAD_LIMIT:
+            ahead += await self._read_ahead()
+        if not self._body_eof.is_set():
+            return  # a large upload the app left unread: we cannot see past it
         while not self._gone:
-            message = await self._asgi_receive()
-            if message["type"] == "http.disconnect":
-                self._set_gone()
+            self._note(await self._asgi_receive())
 
 
 def _declares_no_body(scope: Scope) -> bool:

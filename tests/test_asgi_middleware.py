@@ -236,3 +236,45 @@ def test_gunicorn_chunked_and_sized_uploads(gunicorn: Gunicorn) -> None:
     assert sized.json() == expected
     assert streamed.request.headers.get("transfer-encoding") == "chunked"
     assert streamed.json() == expected
+
+
+def test_failed_lifespan_startup_fails_requests() -> None:
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        raise RuntimeError("no database")
+        yield
+
+    middleware = ASGIMiddleware(Starlette(lifespan=lifespan))
+    with pytest.raises(LifespanFailure):
+        middleware({"REQUEST_METHOD": "GET"}, lambda *args: None)
+
+
+def test_early_close_tells_the_app_the_client_left() -> None:
+    import threading
+
+    outcome: dict[str, Any] = {}
+    finished = threading.Event()
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            raise RuntimeError("http only")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        try:
+            for _ in range(1000):
+                await send({"type": "http.response.body", "body": b"x", "more_body": True})
+        except OSError as exc:
+            outcome["send"] = exc
+            outcome["receive"] = await receive()
+        finally:
+            finished.set()
+
+    environ = {
+        "REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": "/", "QUERY_STRING": "",
+        "SERVER_NAME": "test", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http",
+    }
+    response = ASGIMiddleware(app)(environ, lambda *args: None)
+    assert next(iter(response)) == b"x"
+    response.close()  # what a WSGI server does when the client is gone
+    assert finished.wait(5)
+    assert isinstance(outcome["send"], OSError)
+    assert outcome["receive"] == {"type": "http.disconnect"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any, Awaitable, Callable
 
 import httpx
@@ -121,7 +122,7 @@ def test_short_content_length_cuts_the_response() -> None:
 
 def test_lifespan_and_websocket_scopes() -> None:
     middleware = WSGIMiddleware(echo_app)
-    inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}, {"type": "websocket.connect"}]
     sent: list[dict[str, Any]] = []
 
     async def receive():
@@ -264,3 +265,52 @@ def test_body_disconnect_raises_every_time() -> None:
             body.read(1)
     finally:
         stop(loop, thread)
+
+
+@pytest.mark.parametrize("declared", [b"0", b"6"], ids=["no-body", "unread-body"])
+def test_disconnect_while_streaming_stops_the_app(declared: bytes) -> None:
+    """Also when the app never reads the upload: the body is read ahead to see the disconnect."""
+    closed = threading.Event()
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+
+        def chunks():
+            try:
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    yield b"x"
+                    time.sleep(0.001)
+            finally:
+                closed.set()
+
+        return chunks()
+
+    async def main() -> None:
+        gone = asyncio.Event()
+        inbox = [
+            {"type": "http.request", "body": b"abc", "more_body": True},
+            {"type": "http.request", "body": b"def", "more_body": False},
+        ]
+        if declared == b"0":
+            inbox = [{"type": "http.request", "body": b"", "more_body": False}]
+        sent = 0
+
+        async def receive():
+            if inbox:
+                return inbox.pop(0)
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            nonlocal sent
+            sent += 1
+            if sent == 5:
+                gone.set()
+
+        scope = {"type": "http", "method": "POST", "path": "/", "query_string": b"", "http_version": "1.1",
+                 "headers": [(b"content-length", declared)]}
+        await WSGIMiddleware(app)(scope, receive, send)
+
+    run(main())
+    assert closed.wait(TIMEOUT)

@@ -1,0 +1,73 @@
+"""Drive an ASGI app's lifespan protocol from a server that has none (a WSGI server).
+
+Like uvicorn's ``--lifespan auto|on``: an app that raises on the ``lifespan``
+scope before completing startup is taken not to support it, unless support is
+required.  ``state`` is the dict later copied into every request's scope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable, MutableMapping
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+
+logger = logging.getLogger("a2wsgi_mp.asgi")
+
+
+class LifespanFailure(RuntimeError):
+    """The app's lifespan startup failed: this process cannot serve it."""
+
+
+class Lifespan:
+    """Runs ``app``'s lifespan protocol on the loop (like uvicorn's ``--lifespan``)."""
+
+    def __init__(self, app: ASGIApp, state: dict[str, Any], required: bool) -> None:
+        self.app = app
+        self.state = state
+        self.required = required
+        self.supported = False
+
+    async def startup(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self.started: asyncio.Future[str | None] = loop.create_future()
+        self.stopped: asyncio.Future[str | None] = loop.create_future()
+        self.task = loop.create_task(self._main())
+        self.inbox.put_nowait({"type": "lifespan.startup"})
+        await asyncio.wait({self.started, self.task}, return_when=asyncio.FIRST_COMPLETED)
+        if not self.started.done():
+            if self.required:
+                raise LifespanFailure("the app does not support the lifespan protocol")
+            logger.debug("the ASGI app does not support lifespan; going on without it")
+            return
+        if self.started.result() is not None:
+            raise LifespanFailure(f"lifespan startup failed: {self.started.result()}")
+        self.supported = True
+
+    async def shutdown(self) -> None:
+        if not self.supported or self.task.done():
+            return
+        self.inbox.put_nowait({"type": "lifespan.shutdown"})
+        await asyncio.wait({self.stopped, self.task}, return_when=asyncio.FIRST_COMPLETED)
+        if self.stopped.done() and self.stopped.result() is not None:
+            logger.error("lifespan shutdown failed: %s", self.stopped.result())
+
+    async def _main(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": self.state}
+        try:
+            await self.app(scope, self.inbox.get, self._send)
+        except BaseException as exc:
+            if self.supported or self.required or self.started.done():
+                logger.error("Exception in ASGI lifespan", exc_info=exc)
+            else:
+                logger.debug("lifespan not supported by the app (%r)", exc)
+
+    async def _send(self, message: Message) -> None:
+        kind = message["type"]
+        done = self.started if kind.startswith("lifespan.startup.") else self.stopped
+        if not done.done():
+            done.set_result(message.get("message", "") if kind.endswith(".failed") else None)
