@@ -1,0 +1,285 @@
+"""The sans-IO wire protocol: bytes in, events out, and nothing but ProtocolError on garbage."""
+
+from __future__ import annotations
+
+import struct
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from a2wsgi_mp.ipc import protocol as p
+
+# One sample of every frame kind, with the event it must decode to.
+SAMPLES = [
+    (p.encode_request(7, {"method": "GET", "path": "/x", "headers": [[b"host", b"h"]]}, b"body", 4),
+     p.Request(7, {"method": "GET", "path": "/x", "headers": [[b"host", b"h"]]}, b"body", 4)),
+    (p.encode_request(8, {"method": "POST"}, None, 123456789),
+     p.Request(8, {"method": "POST"}, None, 123456789)),
+    (p.encode_cancel(9), p.Cancel(9)),
+    (p.encode_spawn(3, 4), p.Spawn(3, 4)),
+    (p.encode_ready(4242), p.Ready(4242, p.VERSION)),
+    (p.encode_boot_error("Traceback: nope ✗"), p.BootError("Traceback: nope ✗")),
+    (p.encode_start(10, 200, [(b"content-type", b"text/plain")], b"hi", False),
+     p.Start(10, 200, [[b"content-type", b"text/plain"]], b"hi", False)),
+    (p.encode_start(11, 204, [], b"", True), p.Start(11, 204, [], b"", True)),
+    (p.encode_body(12, b"\x00\xff" * 1000), p.Body(12, b"\x00\xff" * 1000)),
+    (p.encode_body(0xFFFFFFFF, b""), p.Body(0xFFFFFFFF, b"")),
+    (p.encode_end(13), p.End(13)),
+    (p.encode_abort(14, "client went away"), p.Abort(14, "client went away")),
+    (p.encode_log(40, "an error line"), p.Log(40, "an error line")),
+    (p.encode_spawned(5, 999), p.Spawned(5, 999)),
+    (p.encode_exited(999, 9), p.Exited(999, 9)),
+]
+if hasattr(p, "encode_file"):  # the file hand-off frames (response bodies passed by descriptor)
+    SAMPLES += [
+        (p.encode_file(15, 200, [(b"content-length", b"10")], 5, 10),
+         p.File(15, 200, [[b"content-length", b"10"]], 5, 10)),
+        (p.encode_file_ack(15), p.FileAck(15)),
+    ]
+STREAM = b"".join(frame for frame, _ in SAMPLES)
+EXPECTED = [event for _, event in SAMPLES]
+
+
+def decode_all(*pieces: bytes) -> list[p.Event]:
+    decoder = p.Decoder()
+    events: list[p.Event] = []
+    for piece in pieces:
+        decoder.feed(piece)
+        events.extend(decoder.events())
+    assert decoder.pending == 0
+    return events
+
+
+def test_every_kind_is_sampled() -> None:
+    kinds = {frame[1] for frame, _ in SAMPLES}
+    assert kinds >= {p.REQUEST, p.CANCEL, p.SPAWN, p.READY, p.BOOT_ERROR, p.START, p.BODY, p.END, p.ABORT,
+                     p.LOG, p.SPAWNED, p.EXITED}
+    assert kinds == set(p._KIND_NAMES), "a frame kind without a round-trip sample"
+
+
+@pytest.mark.parametrize("frame,event", SAMPLES, ids=[type(e).__name__ for _, e in SAMPLES])
+def test_round_trip(frame: bytes, event: p.Event) -> None:
+    version, kind, length = p.HEADER.unpack_from(frame)
+    assert version == p.VERSION
+    assert length == len(frame) - p.HEADER_SIZE
+    assert decode_all(frame) == [event]
+    assert type(decode_all(frame)[0]) is type(event)
+
+
+def test_body_header_plus_data_equals_encode_body() -> None:
+    data = b"chunk" * 100
+    assert p.encode_body_header(5, len(data)) + data == p.encode_body(5, data)
+
+
+def test_all_frames_in_one_feed() -> None:
+    assert decode_all(STREAM) == EXPECTED
+
+
+def test_split_at_every_byte_boundary() -> None:
+    for cut in range(len(STREAM) + 1):
+        assert decode_all(STREAM[:cut], STREAM[cut:]) == EXPECTED, cut
+
+
+def test_fed_one_byte_at_a_time() -> None:
+    decoder = p.Decoder()
+    events: list[p.Event] = []
+    for i in range(len(STREAM)):
+        decoder.feed(STREAM[i : i + 1])
+        events.extend(decoder.events())
+    assert events == EXPECTED
+    assert decoder.pending == 0
+
+
+def test_partial_frame_is_pending_not_an_event() -> None:
+    frame = p.encode_end(1)
+    decoder = p.Decoder()
+    decoder.feed(frame[:-1])
+    assert list(decoder.events()) == []
+    assert decoder.pending == len(frame) - 1
+    decoder.feed(frame[-1:])
+    assert list(decoder.events()) == [p.End(1)]
+    assert decoder.pending == 0
+
+
+@given(st.lists(st.integers(0, len(STREAM)), max_size=12))
+@settings(max_examples=200, deadline=None, database=None)
+def test_split_at_random_boundaries(cuts: list[int]) -> None:
+    bounds = sorted(set([0, *cuts, len(STREAM)]))
+    pieces = [STREAM[a:b] for a, b in zip(bounds, bounds[1:])]
+    assert decode_all(*pieces) == EXPECTED
+
+
+# ---------------------------------------------------------------- garbage
+
+
+def _frame(kind: int, payload: bytes, version: int = p.VERSION) -> bytes:
+    return p.HEADER.pack(version, kind, len(payload)) + payload
+
+
+def _error(data: bytes) -> str:
+    decoder = p.Decoder()
+    decoder.feed(data)
+    with pytest.raises(p.ProtocolError) as info:
+        list(decoder.events())
+    # The stream is unusable afterwards, and says so.
+    with pytest.raises(p.ProtocolError, match="already failed"):
+        list(decoder.events())
+    return str(info.value)
+
+
+def test_bad_version() -> None:
+    message = _error(_frame(p.END, msgpack.packb([1]), version=2))
+    assert "version 2" in message
+
+
+def test_bad_version_detected_from_the_header_alone() -> None:
+    message = _error(p.HEADER.pack(0, p.END, 3))
+    assert "version 0" in message
+
+
+def test_unknown_kind() -> None:
+    message = _error(_frame(99, msgpack.packb([1])))
+    assert "unknown frame kind 99" in message
+
+
+def test_oversized_length_detected_from_the_header_alone() -> None:
+    message = _error(p.HEADER.pack(p.VERSION, p.BODY, p.MAX_PAYLOAD + 1))
+    assert str(p.MAX_PAYLOAD) in message
+    assert str(p.MAX_PAYLOAD + 1) in message
+
+
+def test_bad_msgpack() -> None:
+    message = _error(_frame(p.END, b"\xc1"))  # 0xc1 is never valid msgpack
+    assert "END" in message and "msgpack" in message
+
+
+def test_trailing_bytes_in_payload_are_bad_msgpack() -> None:
+    message = _error(_frame(p.CANCEL, msgpack.packb([1]) + b"\x00"))
+    assert "CANCEL" in message
+
+
+def test_truncated_msgpack() -> None:
+    message = _error(_frame(p.START, msgpack.packb([1, 200, [], b"abc", True])[:-3]))
+    assert "START" in message
+
+
+def test_payload_not_an_array() -> None:
+    message = _error(_frame(p.END, msgpack.packb({"rid": 1})))
+    assert "END" in message and "array of 1" in message
+
+
+def test_wrong_number_of_fields() -> None:
+    message = _error(_frame(p.ABORT, msgpack.packb([1])))
+    assert "ABORT" in message and "array of 2" in message
+
+
+def test_body_shorter_than_its_request_id() -> None:
+    message = _error(_frame(p.BODY, b"\x00\x01"))
+    assert "BODY" in message
+
+
+WRONG_TYPES = [
+    (p.REQUEST, ["1", {}, None, 0]),
+    (p.REQUEST, [1, [], None, 0]),
+    (p.REQUEST, [1, {}, "text", 0]),
+    (p.REQUEST, [1, {}, None, -1]),
+    (p.REQUEST, [1, {}, None, "0"]),
+    (p.CANCEL, [b"1"]),
+    (p.END, [1.5]),
+    (p.START, [1, "200", [], b"", True]),
+    (p.START, [1, 200, [[b"a"]], b"", True]),
+    (p.START, [1, 200, [["a", "b"]], b"", True]),
+    (p.START, [1, 200, [b"ab"], b"", True]),
+    (p.START, [1, 200, {}, b"", True]),
+    (p.START, [1, 200, [], "body", True]),
+    (p.START, [1, 200, [], b"", 1]),
+    (p.ABORT, [1, b"reason"]),
+    (p.READY, [1, p.VERSION + 1]),
+    (p.READY, ["1", p.VERSION]),
+    (p.BOOT_ERROR, [b"message"]),
+    (p.LOG, ["40", "m"]),
+    (p.LOG, [40, None]),
+    (p.SPAWN, [1, "2"]),
+    (p.SPAWNED, [1, None]),
+    (p.EXITED, [1.0, 0]),
+]
+if hasattr(p, "FILE"):
+    WRONG_TYPES += [
+        (p.FILE, [1, 200, [], -1, 10]),
+        (p.FILE, [1, 200, [], 0, -1]),
+        (p.FILE, [1, 200, [["a", "b"]], 0, 1]),
+        (p.FILE_ACK, ["1"]),
+    ]
+
+
+@pytest.mark.parametrize("kind,fields", WRONG_TYPES, ids=[f"{p._KIND_NAMES[k]}-{i}" for i, (k, _) in
+                                                          enumerate(WRONG_TYPES)])
+def test_wrong_field_types(kind: int, fields: list) -> None:
+    message = _error(_frame(kind, msgpack.packb(fields, use_bin_type=True)))
+    assert "malformed" in message
+
+
+def test_error_after_good_frames_yields_them_first() -> None:
+    decoder = p.Decoder()
+    decoder.feed(p.encode_end(1) + p.encode_cancel(2) + _frame(77, b""))
+    events = []
+    with pytest.raises(p.ProtocolError, match="unknown frame kind 77"):
+        for event in decoder.events():
+            events.append(event)
+    assert events == [p.End(1), p.Cancel(2)]
+
+
+# ---------------------------------------------------------------- fuzz
+
+
+def _only_protocol_errors(*pieces: bytes) -> None:
+    decoder = p.Decoder()
+    try:
+        for piece in pieces:
+            decoder.feed(piece)
+            for event in decoder.events():
+                assert isinstance(event, tuple)
+    except p.ProtocolError:
+        pass
+
+
+@given(st.binary(max_size=2048))
+@settings(max_examples=500, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+def test_fuzz_random_bytes(data: bytes) -> None:
+    _only_protocol_errors(data)
+
+
+@given(st.sampled_from(sorted(p._KIND_NAMES)), st.binary(max_size=512))
+@settings(max_examples=500, deadline=None, database=None)
+def test_fuzz_random_payload_behind_a_valid_header(kind: int, payload: bytes) -> None:
+    _only_protocol_errors(_frame(kind, payload))
+
+
+_msgpack_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False, width=32)
+    | st.text(max_size=20) | st.binary(max_size=20),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=5), children, max_size=5),
+    max_leaves=8,
+)
+
+
+@given(st.sampled_from(sorted(p._KIND_NAMES)), st.lists(_msgpack_values, max_size=6))
+@settings(max_examples=200, deadline=None, database=None)
+def test_fuzz_well_formed_msgpack_of_any_shape(kind: int, fields: list) -> None:
+    _only_protocol_errors(_frame(kind, msgpack.packb(fields, use_bin_type=True)))
+
+
+@given(st.integers(0, len(STREAM) - 1), st.integers(0, 255), st.integers(1, len(STREAM)))
+@settings(max_examples=500, deadline=None, database=None)
+def test_fuzz_one_corrupted_byte_in_a_valid_stream(index: int, value: int, cut: int) -> None:
+    data = bytearray(STREAM)
+    data[index] = value
+    _only_protocol_errors(bytes(data[:cut]), bytes(data[cut:]))
+
+
+def test_header_layout_is_stable() -> None:
+    # Version 1 wire format: !BBI header, BODY payload = !I request id + raw bytes.
+    assert p.HEADER_SIZE == 6
+    assert p.encode_body(1, b"ab") == struct.pack("!BBII", 1, p.BODY, 6, 1) + b"ab"
