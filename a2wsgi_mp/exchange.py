@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Union
 from .ipc import protocol
 
 if TYPE_CHECKING:
-    from .pool import Slot
+    from .handles import Slot
 
 HIGH_WATER = 512 * 1024
 LOW_WATER = 128 * 1024

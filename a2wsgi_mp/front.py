@@ -119,7 +119,7 @@ class WSGIPool:
     # ------------------------------------------------------------ HTTP
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.pool._started:
+        if not self.pool.started:
             try:
                 await self.startup()
             except BootFailed as exc:
@@ -211,7 +211,7 @@ class WSGIPool:
             # The server cancelled us, or send() failed: the client is gone.
             if not exchange.finished:
                 _cancel(exchange)
-                pool._background(self._drain(exchange))
+                pool.background(self._drain(exchange))
                 exchange = None  # type: ignore[assignment]
             raise
         finally:

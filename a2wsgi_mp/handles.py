@@ -1,0 +1,60 @@
+"""The front's handles on worker processes and on their connections."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .exchange import Exchange
+    from .ipc.pipe import FrontPipe
+
+
+class Slot:
+    """One connection to one worker thread."""
+
+    __slots__ = ("worker", "pipe", "exchange", "ready")
+
+    def __init__(self, worker: "Worker") -> None:
+        self.worker = worker
+        self.pipe: "FrontPipe" = None  # type: ignore[assignment]
+        self.exchange: "Exchange | None" = None
+        self.ready = False
+
+
+class Worker:
+    """One worker process, as the front sees it."""
+
+    def __init__(self, wid: int, threads: int, max_requests: int) -> None:
+        self.id = wid
+        self.pid: int | None = None
+        self.slots = [Slot(self) for _ in range(threads)]
+        self.state = "booting"  # booting -> ready -> retiring -> dead (or boot-failed -> dead)
+        self.requests = 0
+        self.max_requests = max_requests
+        self.started = time.monotonic()
+        self.retire_reason = ""
+        #: While booting as a reload replacement: the worker it will retire.
+        self.replaces: Worker | None = None
+        #: The reload replacement booting for this worker, if any.
+        self.replaced_by: Worker | None = None
+        self.rss = 0
+
+    @property
+    def busy(self) -> int:
+        return sum(1 for s in self.slots if s.exchange is not None)
+
+    @property
+    def serving(self) -> bool:
+        return self.state in ("ready", "retiring")
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "pid": self.pid,
+            "state": self.state,
+            "requests": self.requests,
+            "busy": self.busy,
+            "rss": self.rss,
+            "age": round(time.monotonic() - self.started, 3),
+        }

@@ -1,0 +1,388 @@
+"""Keep the pool's worker processes whole.
+
+The supervisor owns every worker process and its connections ("slots", one
+per worker thread).  A worker that dies is replaced at once (with back-off when
+it cannot even load the app); one that hangs past the deadline is killed; one
+that served enough requests, grew too large or lived too long is retired
+between requests.  It tells the dispatcher (:class:`~a2wsgi_mp.pool.Pool`)
+only two things: this slot can take a request, this slot is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import time
+from typing import Any, Callable
+
+import psutil
+
+from .config import PoolConfig
+from .exchange import Lost
+from .handles import Slot, Worker
+from .ipc import protocol
+from .ipc.pipe import FrontPipe, pair
+from .launcher import Launcher
+from .loader import AppRef, describe
+
+logger = logging.getLogger("a2wsgi_mp.pool")
+app_logger = logging.getLogger("a2wsgi_mp.wsgi")
+
+#: Seconds between SIGTERM (which a worker honours after its current request)
+#: and SIGKILL, for a worker that must go.
+KILL_GRACE = 2.0
+BACKOFF_MIN, BACKOFF_MAX = 0.1, 10.0
+
+
+class BootFailed(Exception):
+    """No worker could load the app; the message carries the worker's error."""
+
+
+class Supervisor:
+    def __init__(
+        self,
+        app_ref: AppRef,
+        config: PoolConfig,
+        counters: dict[str, int],
+        offer: Callable[[Slot], None],
+        withdraw: Callable[[Slot], None],
+        on_hopeless: Callable[[], None],
+    ) -> None:
+        self.app_ref = app_ref
+        self.config = config
+        self.counters = counters
+        self._offer = offer
+        self._withdraw = withdraw
+        self._on_hopeless = on_hopeless
+        self.workers: dict[int, Worker] = {}
+        #: Workers whose process has not been reported reaped: the only pids
+        #: it is safe to signal (a reaped pid may already belong to another process).
+        self._by_pid: dict[int, Worker] = {}
+        self._next_wid = 0
+        self._launcher: Launcher | None = None
+        self.boot_failures = 0
+        self._last_boot_error = ""
+        self._ever_ready = False
+        self.stopping = False
+        self._changed = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start the workers; return when all are ready, raise BootFailed if none can be."""
+        self._launcher = Launcher(self.app_ref, self.config.start_method, self._on_exited, self._on_launcher_lost)
+        await self._launcher.start()
+        for _ in range(self.config.workers):
+            self._spawn()
+        deadline = time.monotonic() + self.config.boot_timeout
+        while len(self.workers) < self.config.workers or any(w.state != "ready" for w in self.workers.values()):
+            if self.boot_failures and not self._ever_ready:
+                raise BootFailed(self._last_boot_error or "the worker exited while loading the app")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BootFailed(f"workers did not load {describe(self.app_ref)} within {self.config.boot_timeout} s")
+            await self.wait_change(remaining)
+        if self.config.max_rss or self.config.max_lifetime:
+            self.background(self._watch_resources())
+        logger.info("pool ready: %d workers x %d threads serving %s", len(self.workers), self.config.threads,
+                    describe(self.app_ref))
+
+    async def stop(self, timeout: float) -> None:
+        """Let in-flight requests finish within ``timeout``, then end every process."""
+        self.stopping = True
+        deadline = time.monotonic() + timeout
+        while any(w.busy for w in self.workers.values()):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                logger.warning("graceful timeout: killing %d busy workers",
+                               sum(1 for w in self.workers.values() if w.busy))
+                break
+            await self.wait_change(remaining)
+        for worker in list(self.workers.values()):
+            self._hang_up(worker)
+        # Idle workers exit on EOF; give them a moment to be reaped, then kill
+        # the stragglers and let the zygote go.
+        deadline = time.monotonic() + 1.0
+        while self._by_pid and time.monotonic() < deadline:
+            await self.wait_change(deadline - time.monotonic())
+        for worker in list(self._by_pid.values()):
+            self._signal(worker, signal.SIGKILL)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._launcher is not None:
+            await self._launcher.stop()
+
+    def reload(self) -> None:
+        """A fresh worker (re-importing the app) for every worker; each old one
+        retires only once its replacement is ready, so no request is dropped."""
+        for worker in list(self.workers.values()):
+            if worker.state in ("booting", "ready"):
+                self._spawn(replaces=worker)
+
+    # ------------------------------------------------------------ what the dispatcher asks
+
+    @property
+    def hopeless(self) -> bool:
+        """No worker serves and the last ones could not load the app."""
+        return bool(self.boot_failures) and not any(w.serving for w in self.workers.values())
+
+    def retry_after(self) -> int:
+        """Seconds until the next boot attempt, rounded up: for Retry-After."""
+        return int(min(BACKOFF_MAX, BACKOFF_MIN * 2 ** max(0, self.boot_failures - 1)) + 0.999)
+
+    def released(self, slot: Slot) -> bool:
+        """A request on ``slot`` ended; True if the slot takes the next one."""
+        worker = slot.worker
+        worker.requests += 1
+        if worker.state == "ready" and worker.max_requests and worker.requests >= worker.max_requests:
+            self._retire(worker, f"served {worker.requests} requests")
+        if worker.state == "retiring" and not worker.busy:
+            self._hang_up(worker)
+        self.notify()
+        return worker.state == "ready"
+
+    def kill(self, worker: Worker, why: str) -> None:
+        """Replace ``worker`` now; TERM it, KILL it after a grace period.
+
+        For a worker stuck in a request (already answered 504): its
+        replacement starts at once rather than when the corpse is found.
+        """
+        if worker.state == "dead":
+            return
+        self.counters["killed"] += 1
+        logger.warning("killing worker %s: %s", worker.pid, why)
+        self._retire(worker, why, count=False)
+        self._signal(worker, signal.SIGTERM)
+        asyncio.get_running_loop().call_later(KILL_GRACE, self._signal, worker, signal.SIGKILL)
+
+    # ------------------------------------------------------------ workers
+
+    def _spawn(self, replaces: Worker | None = None) -> Worker:
+        self._next_wid += 1
+        cfg = self.config
+        limit = cfg.max_requests + (random.randint(0, cfg.max_requests_jitter) if cfg.max_requests else 0)
+        worker = Worker(self._next_wid, cfg.threads, limit)
+        worker.replaces = replaces
+        if replaces is not None:
+            replaces.replaced_by = worker
+        self.workers[worker.id] = worker
+        self.background(self._boot(worker))
+        return worker
+
+    async def _boot(self, worker: Worker) -> None:
+        assert self._launcher is not None
+        socks = []
+        try:
+            for slot in worker.slots:
+                front, back = pair()
+                socks.append(back)
+                slot.pipe = await FrontPipe.open(
+                    front,
+                    lambda event, slot=slot: self._on_event(slot, event),
+                    lambda exc, worker=worker: self._on_dead(worker, "its connection closed"),
+                )
+            worker.pid = await self._launcher.spawn(worker.id, socks)
+            self._by_pid[worker.pid] = worker
+        except Exception as exc:
+            for s in socks:
+                s.close()
+            logger.error("could not start a worker: %s", exc)
+            self._on_dead(worker, f"start failed: {exc}")
+
+    def _on_event(self, slot: Slot, event: protocol.Event) -> None:
+        exchange = slot.exchange
+        if exchange is not None and getattr(event, "rid", None) == exchange.rid:
+            exchange.feed(event)
+        elif isinstance(event, protocol.Log):
+            app_logger.log(event.level, "[worker %s] %s", slot.worker.pid, event.message)
+        elif isinstance(event, protocol.Ready):
+            self._on_ready(slot)
+        elif isinstance(event, protocol.BootError):
+            worker = slot.worker
+            if worker.state == "booting":
+                self._last_boot_error = event.message
+                worker.state = "boot-failed"
+                logger.error("worker %s could not load %s:\n%s", worker.pid, describe(self.app_ref),
+                             event.message.rstrip())
+        else:
+            logger.debug("dropping stale %s on worker %s", type(event).__name__, slot.worker.pid)
+
+    def _on_ready(self, slot: Slot) -> None:
+        slot.ready = True
+        worker = slot.worker
+        if worker.state != "booting" or not all(s.ready for s in worker.slots):
+            return
+        worker.state = "ready"
+        self._ever_ready = True
+        self.boot_failures = 0
+        if self.stopping:
+            self._hang_up(worker)
+            return
+        for s in worker.slots:
+            self._offer(s)
+        old, worker.replaces = worker.replaces, None
+        if old is not None and old.state in ("booting", "ready"):
+            self._retire(old, "reload", replace=False)
+        self.notify()
+
+    def _on_exited(self, pid: int, status: int) -> None:
+        worker = self._by_pid.pop(pid, None)
+        if worker is None:
+            return
+        if worker.state == "dead":  # its connection told us first; now we know how
+            if not self.stopping and status != 0:
+                logger.warning("worker %s exit status: %s", pid, describe_status(status))
+        else:
+            self._on_dead(worker, describe_status(status))
+
+    def _on_dead(self, worker: Worker, reason: str) -> None:
+        if worker.state == "dead":
+            return
+        booting = worker.state in ("booting", "boot-failed")
+        was_retiring = worker.state == "retiring"  # its replacement is on its way already
+        expected = was_retiring and not worker.busy
+        worker.state = "dead"
+        self.workers.pop(worker.id, None)
+        for slot in worker.slots:
+            self._withdraw(slot)
+            if slot.pipe is not None:
+                slot.pipe.close()
+            if slot.exchange is not None:
+                slot.exchange.feed(Lost(reason))
+                slot.exchange = None
+        if worker.pid is not None and worker.pid in self._by_pid:
+            # A broken connection but a lingering process (stuck in C code):
+            # it must not live on unsupervised.
+            asyncio.get_running_loop().call_later(KILL_GRACE, self._signal, worker, signal.SIGKILL)
+        if self.stopping:
+            logger.debug("worker %s exited (%s)", worker.pid, reason)
+        elif expected:
+            logger.info("worker %s retired (%s)", worker.pid, worker.retire_reason)
+        elif booting:
+            self.boot_failures += 1
+            logger.error("worker %s died while loading the app (%s)", worker.pid, reason)
+        else:
+            logger.warning("worker %s died (%s)", worker.pid, reason)
+        if not self.stopping and not was_retiring:
+            self.counters["respawned"] += 1
+            if booting:
+                delay = self.retry_after()
+                logger.info("starting a new worker in %.1f s", delay)
+                self.background(self._respawn_later(delay, worker.replaces))
+            elif worker.replaced_by is None or worker.replaced_by.state == "dead":
+                self._spawn()  # (a reload replacement already on its way takes its place)
+        self.notify()
+        if self.hopeless:
+            self._on_hopeless()
+
+    async def _respawn_later(self, delay: float, replaces: Worker | None) -> None:
+        await asyncio.sleep(delay)
+        if not self.stopping:
+            self._spawn(replaces=replaces if replaces is not None and replaces.state != "dead" else None)
+
+    def _retire(self, worker: Worker, reason: str, *, replace: bool = True, count: bool = True) -> None:
+        """Give ``worker`` no more requests; it leaves once idle.  Unless it is
+        being replaced already (reload), its replacement starts now."""
+        if worker.state not in ("ready", "booting") or self.stopping:
+            return
+        worker.state = "retiring"
+        worker.retire_reason = reason
+        if count:
+            self.counters["recycled"] += 1
+            logger.info("recycling worker %s: %s", worker.pid, reason)
+        for slot in worker.slots:
+            self._withdraw(slot)
+        if replace:
+            self._spawn()
+        if not worker.busy:
+            self._hang_up(worker)
+
+    def _hang_up(self, worker: Worker) -> None:
+        for slot in worker.slots:
+            if slot.pipe is not None:
+                slot.pipe.close()
+
+    def _signal(self, worker: Worker, sig: int) -> None:
+        if worker.pid is not None and self._by_pid.get(worker.pid) is worker:
+            try:
+                os.kill(worker.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def _on_launcher_lost(self) -> None:
+        # The workers die with the zygote (PDEATHSIG); start a new zygote before
+        # their replacements ask it for anything.
+        self.background(self._restart_launcher())
+
+    async def _restart_launcher(self) -> None:
+        assert self._launcher is not None
+        while not self.stopping:
+            try:
+                await self._launcher.start()
+                break
+            except Exception as exc:
+                logger.error("could not restart the zygote: %s", exc)
+                await asyncio.sleep(1.0)
+        for worker in list(self.workers.values()):
+            if worker.state != "dead":
+                self._on_dead(worker, "the zygote exited")
+
+    # ------------------------------------------------------------ housekeeping
+
+    async def _watch_resources(self) -> None:
+        cfg = self.config
+        while not self.stopping:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for worker in list(self.workers.values()):
+                if worker.state != "ready" or worker.pid is None:
+                    continue
+                if cfg.max_rss:
+                    worker.rss = _rss(worker.pid)
+                    if worker.rss > cfg.max_rss * 1024 * 1024:
+                        self._retire(worker, f"RSS {worker.rss // (1024 * 1024)} MiB > {cfg.max_rss} MiB")
+                        continue
+                if cfg.max_lifetime and now - worker.started > cfg.max_lifetime:
+                    self._retire(worker, f"lived {now - worker.started:.0f} s")
+
+    def refresh_rss(self) -> None:
+        for worker in self.workers.values():
+            if worker.pid is not None:
+                worker.rss = _rss(worker.pid) or worker.rss
+
+    def background(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def notify(self) -> None:
+        self._changed.set()
+
+    async def wait_change(self, timeout: float) -> None:
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+
+def _rss(pid: int) -> int:
+    try:
+        return psutil.Process(pid).memory_info().rss
+    except psutil.Error:
+        return 0
+
+
+def describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = str(sig)
+        return f"killed by {name}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
