@@ -117,6 +117,14 @@ def test_unknown_route_status_and_body_pass_through(client: httpx.Client) -> Non
     assert r.text == "not found"
 
 
+def test_head_has_headers_and_no_body(client: httpx.Client) -> None:
+    r = client.head("/hello")
+    assert r.status_code == 200
+    assert r.headers["content-length"] == "13"
+    assert r.content == b""
+    assert client.get("/hello").text == "Hello, world!"  # the connection is still in sync
+
+
 def test_write_callable(client: httpx.Client) -> None:
     r = client.get("/write")
     assert r.status_code == 200
@@ -266,6 +274,62 @@ def test_max_body_size_chunked_gets_413(core_servers: ServerSet) -> None:
 # ---------------------------------------------------------------- responses
 
 
+def _expected_sha(size: int) -> str:
+    from tests.apps.core_app import download_bytes
+
+    digest = hashlib.sha256()
+    for piece in download_bytes(size):
+        digest.update(piece)
+    return digest.hexdigest()
+
+
+def test_streamed_download_is_intact(client: httpx.Client) -> None:
+    size = 32 * MiB + 12345
+    digest = hashlib.sha256()
+    received = 0
+    with client.stream("GET", f"/download?size={size}") as r:
+        assert r.status_code == 200
+        assert r.headers["content-length"] == str(size)
+        for chunk in r.iter_bytes():
+            digest.update(chunk)
+            received += len(chunk)
+    assert received == size
+    assert digest.hexdigest() == _expected_sha(size)
+
+
+@pytest.mark.parametrize("size", [0, 1000, 5 * MiB + 7])
+def test_file_wrapper_response_is_intact(client: httpx.Client, size: int) -> None:
+    r = client.get(f"/file?size={size}")
+    assert r.status_code == 200
+    assert r.headers["content-length"] == str(size)
+    assert len(r.content) == size
+    assert _sha(r.content) == _expected_sha(size)
+
+
+def test_slow_reader_does_not_grow_front_memory(main: Server) -> None:
+    import psutil
+
+    size = 96 * MiB
+    front = psutil.Process(main.pid)
+    baseline = front.memory_info().rss
+    digest = hashlib.sha256()
+    received = 0
+    with httpx.Client(base_url=main.url, timeout=30) as c:
+        with c.stream("GET", f"/download?size={size}") as r:
+            chunks = r.iter_raw(64 * 1024)
+            first = next(chunks)
+            digest.update(first)
+            received += len(first)
+            time.sleep(1.0)  # the worker produces far faster than this: back-pressure must hold it
+            grown = front.memory_info().rss - baseline
+            for chunk in chunks:
+                digest.update(chunk)
+                received += len(chunk)
+    assert grown < 32 * MiB, f"the front buffered {grown / MiB:.1f} MiB for a client that did not read"
+    assert received == size
+    assert digest.hexdigest() == _expected_sha(size)
+
+
 def test_streaming_reaches_the_client_as_it_is_made(client: httpx.Client) -> None:
     arrivals: list[float] = []
     data = b""
@@ -396,12 +460,13 @@ def test_websocket_refused_with_websockets_client(main: Server) -> None:
 
 def test_starlette_mount_without_lifespan_starts_lazily(starlette_server: Server) -> None:
     assert starlette_server.descendants_before_first_request == []  # type: ignore[attr-defined]
-    with httpx.Client(base_url=starlette_server.url, timeout=30) as c:
-        assert c.get("/ping").text == "pong"
-        r = c.get("/legacy/hello")
-        assert r.status_code == 200
-        assert r.text == "Hello, world!"
+    assert httpx.get(starlette_server.url + "/ping", timeout=10).text == "pong"
+    # Several first requests at once: one start-up, all of them served.
+    responses = _concurrent_get(starlette_server.url, ["/legacy/hello"] * 6)
+    assert [(r.status_code, r.text) for r in responses] == [(200, "Hello, world!")] * 6
     assert len(starlette_server.worker_pids()) == 2
+    zygotes = [p for p in starlette_server.descendants() if p.ppid() == starlette_server.pid]
+    assert len(zygotes) == 1, "the pool was started more than once"
 
 
 def test_starlette_mount_environ(starlette_server: Server) -> None:

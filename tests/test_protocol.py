@@ -38,6 +38,12 @@ if hasattr(p, "encode_file"):  # the file hand-off frames (response bodies passe
          p.File(15, 200, [[b"content-length", b"10"]], 5, 10)),
         (p.encode_file_ack(15), p.FileAck(15)),
     ]
+if hasattr(p, "encode_shm_body"):  # the shared-memory ring frames (--ipc shm)
+    SAMPLES += [
+        (p.encode_shm_setup(1 << 20), p.ShmSetup(1 << 20)),
+        (p.encode_shm_credit(65536), p.ShmCredit(65536)),
+        (p.encode_shm_body(16, 4096, 65536), p.ShmBody(16, 4096, 65536)),
+    ]
 STREAM = b"".join(frame for frame, _ in SAMPLES)
 EXPECTED = [event for _, event in SAMPLES]
 
@@ -211,6 +217,14 @@ if hasattr(p, "FILE"):
         (p.FILE, [1, 200, [], 0, -1]),
         (p.FILE, [1, 200, [["a", "b"]], 0, 1]),
         (p.FILE_ACK, ["1"]),
+    ]
+if hasattr(p, "SHM_BODY"):
+    WRONG_TYPES += [
+        (p.SHM_SETUP, ["big"]),
+        (p.SHM_CREDIT, [None]),
+        (p.SHM_BODY, [1, -1, 10]),
+        (p.SHM_BODY, [1, 0, -10]),
+        (p.SHM_BODY, [1, b"0", 10]),
     ]
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
+import tempfile
 import threading
 import time
 from urllib.parse import parse_qs
@@ -80,6 +82,19 @@ class _Recorded:
 
     def close(self):
         _record(f"closed-{self.token}", str(self.sent))
+
+
+_BLOCK = random.Random(1234).randbytes(1 << 20)
+
+
+def download_bytes(size, chunk=64 * 1024):
+    """Deterministic bytes, in chunks: the tests compute the same to check a download."""
+    sent = 0
+    while sent < size:
+        offset = (sent * 7) % (len(_BLOCK) - chunk)
+        piece = _BLOCK[offset : offset + min(chunk, size - sent)]
+        sent += len(piece)
+        yield piece
 
 
 def _environ_view(environ):
@@ -163,6 +178,19 @@ def app(environ, start_response):
     if path == "/short-list":
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "100")])
         return [b"0123456789"]
+    if path == "/download":
+        size = int(q["size"])
+        start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))])
+        return download_bytes(size, int(q.get("chunk", 64 * 1024)))
+    if path == "/file":
+        # A real file through wsgi.file_wrapper (the server may send it by descriptor).
+        size = int(q["size"])
+        f = tempfile.TemporaryFile()
+        for piece in download_bytes(size):
+            f.write(piece)
+        f.seek(0)
+        start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))])
+        return environ["wsgi.file_wrapper"](f, 64 * 1024)
     if path == "/write":
         write = start_response("200 OK", [("Content-Type", "text/plain")])
         write(b"written;")
