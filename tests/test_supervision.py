@@ -256,3 +256,39 @@ def test_pool_recovers_when_the_zygote_is_killed(server):
     assert all(s == 200 for _, s in results)
     zygotes = [p for p in srv.descendants() if p.ppid() == srv.pid]
     assert len(zygotes) == 1 and zygotes[0].pid != zygote.pid
+
+
+def test_sigterm_to_every_process_still_drains(server):
+    """systemd stops a whole cgroup at once: workers finish their request first."""
+    srv = server("--workers", "2", "--graceful-timeout", "10")
+    everyone = [psutil.Process(srv.pid), *srv.descendants()]
+
+    async def scenario() -> int:
+        async with httpx.AsyncClient() as client:
+            slow = asyncio.ensure_future(client.get(srv.url + "/sleep?1.5", timeout=10))
+            await asyncio.sleep(0.3)
+            for p in everyone:
+                p.send_signal(signal.SIGTERM)
+            return (await slow).status_code
+
+    assert asyncio.run(scenario()) == 200
+    srv.wait(15)
+    assert wait_gone(everyone, 5) == []
+
+
+def test_sigterm_to_a_busy_worker_finishes_its_request_first(server):
+    srv = server("--workers", "1")
+
+    async def scenario() -> tuple[int, int]:
+        async with httpx.AsyncClient() as client:
+            (victim,) = srv.worker_pids()
+            slow = asyncio.ensure_future(client.get(srv.url + "/sleep?1", timeout=10))
+            await asyncio.sleep(0.3)
+            os.kill(victim, signal.SIGTERM)
+            response = await slow
+            return response.status_code, victim
+
+    status, victim = asyncio.run(scenario())
+    assert status == 200
+    assert wait_for(lambda: victim not in srv.worker_pids() and ready_workers(srv.url) == 1, 10)
+    assert httpx.get(srv.url + "/").status_code == 200

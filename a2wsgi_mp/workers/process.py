@@ -46,13 +46,47 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def reset_signals() -> None:
-    """Defaults, except SIGINT: Ctrl-C reaches the whole process group, and the
-    front turns it into a graceful drain rather than a pool-wide KeyboardInterrupt."""
+def reset_signals(on_term: Any = signal.SIG_DFL) -> None:
+    """Defaults, except SIGINT (ignored) and SIGTERM (``on_term``).
+
+    The pool has its own process group, so Ctrl-C in a terminal reaches only
+    the front, which drains the pool in order; SIGINT is ignored anyway in case
+    someone signals the group.  SIGTERM can still come from outside all at once
+    (systemd stops a whole cgroup): a worker then finishes its request first.
+    """
     signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2):
+    for sig in (signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class _Drain:
+    """SIGTERM means: finish the requests in flight, then exit (like gunicorn's
+    sync worker).  A worker stuck in a request is KILLed by the front later."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.inflight = 0
+        self.requested = False
+
+    def on_term(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        if self.inflight == 0:
+            os._exit(0)
+
+    def begin(self) -> None:
+        with self.lock:
+            self.inflight += 1
+
+    def end(self) -> None:
+        with self.lock:
+            self.inflight -= 1
+            if self.requested and self.inflight == 0:
+                os._exit(0)
+
+
+_drain = _Drain()
 
 
 class _Sink:
@@ -153,6 +187,7 @@ def serve_slot(app: Callable[..., Any], pipe: WorkerPipe, multithread: bool) -> 
             body_length=event.body_length,
         )
         sink = _Sink(pipe, event.rid)
+        _drain.begin()
         try:
             run_wsgi(app, environ, sink, log_error)
             if not sink.finished:  # cancelled by the client: acknowledge
@@ -162,6 +197,7 @@ def serve_slot(app: Callable[..., Any], pipe: WorkerPipe, multithread: bool) -> 
         finally:
             body.close()
             pipe.forget(event.rid)
+            _drain.end()
 
 
 def _serve_or_die(app: Callable[..., Any], pipe: WorkerPipe) -> None:
@@ -177,7 +213,7 @@ def _serve_or_die(app: Callable[..., Any], pipe: WorkerPipe) -> None:
 def run_worker(app_ref: AppRef, socks: list[socket.socket], parent_pid: int) -> NoReturn:
     """Body of a worker process; never returns."""
     die_with_parent(parent_pid)
-    reset_signals()
+    reset_signals(_drain.on_term)
     pipes = [WorkerPipe(s) for s in socks]
     try:
         app = load_app(app_ref)

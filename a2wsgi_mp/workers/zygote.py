@@ -100,7 +100,11 @@ class _Zygote:
 def run_zygote(ctl: socket.socket, app_ref: AppRef, start_method: str, parent_pid: int) -> NoReturn:
     try:
         die_with_parent(parent_pid)
-        reset_signals()
+        # The zygote ends only with the front (EOF, or PDEATHSIG): a SIGTERM to
+        # everyone must not take the workers down before the front drains them.
+        reset_signals(signal.SIG_IGN)
+        # Our own process group, so terminal and group signals reach the front only.
+        os.setpgid(0, 0)
         _Zygote(ctl, app_ref, start_method).run()
     except BaseException:
         traceback.print_exc()
