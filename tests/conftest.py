@@ -106,8 +106,11 @@ class Server:
             return []
 
     def worker_pids(self) -> set[int]:
-        """Pids of the worker processes: the server's grandchildren (server -> zygote -> workers)."""
-        return {p.pid for p in self.descendants() if _ppid(p) != self.pid and _alive(p)}
+        """Pids of the worker processes: the leaves of the server's process tree
+        (server -> zygote -> workers; the test apps start no processes of their own)."""
+        procs = [p for p in self.descendants() if _alive(p)]
+        parents = {_ppid(p) for p in procs}
+        return {p.pid for p in procs if p.pid not in parents}
 
     def stop(self) -> list[psutil.Process]:
         """TERM, wait, KILL; returns the descendants that outlived it (should be none)."""

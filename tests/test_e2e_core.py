@@ -248,6 +248,35 @@ def test_small_chunked_upload(client: httpx.Client) -> None:
     assert got["fd_link"] is None
 
 
+def _spool_fds(pid: int) -> list[str]:
+    """Links of ``pid``'s descriptors that are nameless temp files (spooled bodies)."""
+    links = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.endswith("(deleted)") or "/#" in link:
+            links.append(link)
+    return links
+
+
+def test_client_leaving_mid_upload_releases_the_spool(main: Server) -> None:
+    assert _spool_fds(main.pid) == []
+    for _ in range(3):
+        with socket.create_connection((HOST, main.port), timeout=10) as s:
+            s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10485760\r\n\r\n" + b"a" * (3 * MiB))
+            deadline = time.monotonic() + 5
+            while not _spool_fds(main.pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert _spool_fds(main.pid), "3 MiB of a 10 MiB body should be in a spool file by now"
+    deadline = time.monotonic() + 5
+    while _spool_fds(main.pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _spool_fds(main.pid) == [], "the spool file of an abandoned upload stayed open"
+    _assert_all_workers_free(main)
+
+
 def test_max_body_size_declared_length_gets_413(core_servers: ServerSet) -> None:
     server = core_servers.get("limited")
     with httpx.Client(base_url=server.url, timeout=30) as c:
@@ -343,19 +372,26 @@ def test_streaming_reaches_the_client_as_it_is_made(client: httpx.Client) -> Non
     assert arrivals[-1] - arrivals[0] >= 0.6
 
 
-def test_client_disconnect_mid_stream_closes_the_iterable(core_servers: ServerSet, main: Server) -> None:
+@pytest.mark.parametrize("query,pause", [
+    ("chunks=400&delay=0.05", 0.0),  # a slow producer: the worker sleeps between chunks
+    ("chunks=4000&delay=0&size=262144", 0.5),  # 1 GiB as fast as possible: the worker blocks on back-pressure
+], ids=["slow-producer", "blocked-on-backpressure"])
+def test_client_disconnect_mid_stream_closes_the_iterable(core_servers: ServerSet, main: Server, query: str,
+                                                          pause: float) -> None:
     token = uuid.uuid4().hex
     record = core_servers.record_dir / f"closed-{token}"  # type: ignore[attr-defined]
+    total = int(query.split("chunks=")[1].split("&")[0])
     with httpx.Client(base_url=main.url, timeout=10) as c:
-        with c.stream("GET", f"/slow-stream?token={token}&chunks=400&delay=0.05") as r:
+        with c.stream("GET", f"/slow-stream?token={token}&{query}") as r:
             assert r.status_code == 200
             next(r.iter_raw())
+            time.sleep(pause)
         # Leaving the block mid-body closes the connection.
     deadline = time.monotonic() + 10
     while not record.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert record.exists(), "close() of the streamed iterable was not called after the client left"
-    assert int(record.read_text()) < 400, "the app streamed to the end instead of being stopped"
+    assert int(record.read_text()) < total, "the app streamed to the end instead of being stopped"
     _assert_all_workers_free(main)
 
 

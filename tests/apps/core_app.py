@@ -67,18 +67,19 @@ def _record(name, text=""):
 class _Recorded:
     """A streamed body whose ``close()`` is written down under ``token``."""
 
-    def __init__(self, token, chunks, delay):
+    def __init__(self, token, chunks, delay, size=1024):
         self.token = token
         self.chunks = chunks
         self.delay = delay
+        self.chunk = b"x" * size
         self.sent = 0
 
     def __iter__(self):
         for i in range(self.chunks):
-            if i:
+            if i and self.delay:
                 time.sleep(self.delay)
             self.sent += 1
-            yield b"x" * 1024
+            yield self.chunk
 
     def close(self):
         _record(f"closed-{self.token}", str(self.sent))
@@ -157,7 +158,8 @@ def app(environ, start_response):
         return gen()
     if path == "/slow-stream":
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
-        return _Recorded(q["token"], int(q.get("chunks", "400")), float(q.get("delay", "0.05")))
+        return _Recorded(q["token"], int(q.get("chunks", "400")), float(q.get("delay", "0.05")),
+                         int(q.get("size", "1024")))
     if path == "/error-before":
         raise RuntimeError("boom before start_response")
     if path == "/error-after":
