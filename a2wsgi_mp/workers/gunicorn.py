@@ -1,0 +1,675 @@
+"""``gunicorn -k a2wsgi_mp.workers.gunicorn.PoolWorker``: gunicorn's arbiter in front
+of a2wsgi_mp.
+
+Process topology::
+
+    gunicorn arbiter                      (binds the sockets, supervises, HUP/TTIN/...)
+     └─ PoolWorker        x --workers     (uvicorn front on the arbiter's sockets)
+         └─ zygote                        (a2wsgi_mp.workers.zygote)
+             └─ pool process x --threads  (runs the WSGI app, one request at a time)
+
+Each gunicorn worker is an event loop (uvloop and httptools when installed)
+serving HTTP with uvicorn's ``Server`` on ``self.sockets``, and owns a
+:class:`~a2wsgi_mp.front.WSGIPool` of ``--threads`` processes.  gunicorn's
+settings are mapped in :meth:`PoolWorker.pool_options` and
+:meth:`PoolWorker.uvicorn_options`; docs/gunicorn.md has the table.
+
+Signals (the loop's own handlers once it runs; gunicorn's before):
+
+* TERM: graceful; stop accepting, finish in-flight requests within
+  ``graceful_timeout``, stop the pool, exit 0.
+* QUIT, INT: quick; call ``worker_int``, cut in-flight requests, exit 0.
+* ABRT (the arbiter's "heartbeat missed"): call ``worker_abort``, SIGKILL the
+  pool, exit 1 (a Python-level handler, so it also interrupts a loop stuck in
+  Python code, and no core dump).
+* USR1: reopen log files.  WINCH: ignored.  HUP: reload the pool's processes
+  (fresh imports of the app) without restarting this worker.
+
+The heartbeat (``self.notify()``) comes from a loop task ticking at least
+every ``self.timeout / 2`` seconds (``self.timeout`` is half of ``--timeout``),
+from before the pool boots until the pool has stopped, so neither a slow app
+import nor a long drain makes the arbiter murder the worker; the same tick
+ends the worker when ``self.alive`` goes false or the arbiter is gone
+(``ppid`` changed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import io
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any, Awaitable, Callable, MutableMapping
+
+import psutil
+from gunicorn.workers.base import Worker
+from uvicorn.config import Config as UvicornConfig
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+from uvicorn.server import Server as UvicornServer
+
+from ..environ import build_environ
+from ..front import WSGIPool
+from ..pool import BootFailed
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: gunicorn's ``Arbiter.WORKER_BOOT_ERROR``: the arbiter halts instead of respawning.
+WORKER_BOOT_ERROR = 3
+
+#: gunicorn's caps and defaults for the ``limit_request_*`` settings.
+_MAX_REQUEST_LINE = 8190
+_MAX_HEADERS = 32768
+_DEFAULT_FIELD_SIZE = 8190
+#: What gunicorn reads of a request line when ``limit_request_line`` is 0 ("unlimited").
+_UNLIMITED_LINE = 1024 * 1024
+
+
+def request_limits(cfg: Any) -> tuple[int, int, int]:
+    """gunicorn's effective (request line, header count, header field size)
+    limits; a request line limit of 0 means unlimited, as in gunicorn."""
+    line = int(cfg.limit_request_line)
+    line = _MAX_REQUEST_LINE if line < 0 or line >= _MAX_REQUEST_LINE else line
+    fields = int(cfg.limit_request_fields)
+    fields = _MAX_HEADERS if fields <= 0 or fields > _MAX_HEADERS else fields
+    size = int(cfg.limit_request_field_size)
+    size = _DEFAULT_FIELD_SIZE if size <= 0 else size
+    return line, fields, size
+
+
+# ---------------------------------------------------------------- the uvicorn server
+
+
+class _Server(UvicornServer):
+    """uvicorn's server, minus its own signal handling (the worker owns signals),
+    and with a short pause between closing the listeners and closing idle
+    connections, so a connection accepted just before the stop gets to send its
+    request instead of being closed unanswered (the other workers, or the
+    replacements started by a HUP, keep accepting on the shared socket)."""
+
+    drain_pause = 0.2
+
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
+        return contextlib.nullcontext()
+
+    def install_signal_handlers(self) -> None:  # uvicorn < 0.29
+        pass
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        for server in self.servers:
+            server.close()
+        if not self.force_exit and self.drain_pause:
+            await asyncio.sleep(self.drain_pause)
+        # Not ``sockets``: closing the servers closed those descriptors already,
+        # and by now their numbers may belong to other files.
+        await super().shutdown(sockets=None)
+
+
+# ---------------------------------------------------------------- per-request glue
+
+
+class GunicornRequest:
+    """What ``pre_request``/``post_request`` hooks get as ``req``: the attributes
+    of gunicorn's ``http.Request`` that hooks use, built from the ASGI scope.
+
+    ``body`` is ``None``: the body is spooled by the front and read by the
+    pool process, after ``pre_request`` ran.
+    """
+
+    __slots__ = ("method", "uri", "path", "query", "fragment", "version", "headers", "scheme",
+                 "remote_addr", "peer_addr", "body", "trailers", "scope")
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+        self.method: str = scope.get("method", "GET")
+        self.path: str = scope.get("path", "")
+        query = scope.get("query_string", b"") or b""
+        self.query: str = query.decode("latin-1")
+        raw_path = scope.get("raw_path")
+        uri = raw_path.decode("latin-1") if raw_path else self.path
+        self.uri: str = f"{uri}?{self.query}" if self.query else uri
+        self.fragment = ""
+        major, _, minor = str(scope.get("http_version", "1.1")).partition(".")
+        self.version = (int(major or 1), int(minor or 0))
+        self.headers: list[tuple[str, str]] = [
+            (name.decode("latin-1").upper(), value.decode("latin-1")) for name, value in scope.get("headers", ())
+        ]
+        self.scheme: str = scope.get("scheme", "http")
+        client = scope.get("client")
+        self.remote_addr = tuple(client) if client else None
+        self.peer_addr = self.remote_addr
+        self.body = None
+        self.trailers: list[tuple[str, str]] = []
+
+
+class GunicornResponse:
+    """What ``post_request`` gets as ``resp``: status, headers and bytes sent."""
+
+    __slots__ = ("status", "status_code", "headers", "sent", "response_length")
+
+    def __init__(self) -> None:
+        self.status: str | None = None
+        self.status_code: int | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.sent = 0
+        self.response_length: int | None = None
+
+
+def _status_line(code: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return f"{code} {HTTPStatus(code).phrase}"
+    except ValueError:
+        return str(code)
+
+
+async def _reply(send: Send, status: int, text: str) -> None:
+    body = text.encode() + b"\n"
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close")],
+    })
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class HookMiddleware:
+    """Calls gunicorn's ``pre_request(worker, req)`` before and
+    ``post_request(worker, req, environ, resp)`` after each HTTP request.
+
+    ``environ`` is rebuilt from the scope in the front (without ``wsgi.input``
+    content: the real environ lives in the pool process).  A ``pre_request``
+    that raises gets the request a 500, as in gunicorn.
+    """
+
+    def __init__(self, app: ASGIApp, worker: "PoolWorker", pre: bool, post: bool) -> None:
+        self.app = app
+        self.worker = worker
+        self.pre = pre
+        self.post = post
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        worker = self.worker
+        req = GunicornRequest(scope)
+        worker.nr += 1
+        if self.pre:
+            try:
+                worker.cfg.pre_request(worker, req)
+            except Exception:
+                worker.log.exception("Error handling request %s %s (pre_request hook)", req.method, req.uri)
+                await _reply(send, 500, "Internal Server Error")
+                return
+        if not self.post:
+            await self.app(scope, receive, send)
+            return
+        resp = GunicornResponse()
+
+        async def tracking_send(message: Message) -> None:
+            kind = message["type"]
+            if kind == "http.response.start":
+                resp.status_code = message["status"]
+                resp.status = _status_line(message["status"])
+                resp.headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", ())]
+                for name, value in resp.headers:
+                    if name.lower() == "content-length" and value.isdigit():
+                        resp.response_length = int(value)
+            elif kind == "http.response.body":
+                resp.sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        finally:
+            try:
+                environ = build_environ(scope, io.BytesIO())
+                worker.cfg.post_request(worker, req, environ, resp)
+            except Exception:
+                worker.log.exception("Exception in post_request hook")
+
+
+class GunicornFront:
+    """The outermost ASGI layer of a gunicorn worker: gunicorn's request limits
+    and ``secure_scheme_headers``, checked against the real peer address before
+    uvicorn's proxy-header handling rewrites it."""
+
+    def __init__(self, app: ASGIApp, cfg: Any) -> None:
+        self.app = app
+        self.max_line, self.max_fields, self.max_field_size = request_limits(cfg)
+        self.scheme_headers = {
+            k.lower().encode("latin-1"): v for k, v in (cfg.secure_scheme_headers or {}).items()
+        }
+        allowed = cfg.forwarded_allow_ips or []
+        self.trusted = ProxyHeadersMiddleware(app, allowed).trusted_hosts if allowed else None
+        self.always_trust = "*" in allowed if isinstance(allowed, list) else allowed.strip() == "*"
+
+    def _trusted(self, scope: Scope) -> bool:
+        client = scope.get("client")
+        if self.always_trust or not client:  # no peer address: a Unix socket, trusted as in gunicorn
+            return True
+        return self.trusted is not None and client[0] in self.trusted
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # Request line: "METHOD SP target SP HTTP/x.y"; uvicorn does not bound it.
+        if self.max_line:
+            target = len(scope.get("raw_path") or scope.get("path", "").encode())
+            query = scope.get("query_string")
+            if query:
+                target += 1 + len(query)
+            if len(scope.get("method", "")) + target + 10 > self.max_line:
+                await _reply(send, 414, "URI Too Long")
+                return
+        headers = scope.get("headers", ())
+        if len(headers) > self.max_fields:
+            await _reply(send, 431, "Request Header Fields Too Large: too many header fields")
+            return
+        limit = self.max_field_size
+        scheme_headers = self.scheme_headers
+        scheme = None
+        if limit or scheme_headers:
+            trusted = None
+            for name, value in headers:
+                if limit and len(name) + len(value) + 2 > limit:
+                    await _reply(send, 431, "Request Header Fields Too Large: a header field is too long")
+                    return
+                if name in scheme_headers:
+                    if trusted is None:
+                        trusted = self._trusted(scope)
+                    if not trusted:
+                        continue
+                    this = "https" if value.decode("latin-1") == scheme_headers[name] else "http"
+                    if scheme is not None and this != scheme:
+                        await _reply(send, 400, "Bad Request: contradictory scheme headers")
+                        return
+                    scheme = this
+        if scheme is not None and scheme != scope.get("scheme"):
+            scope = dict(scope)
+            scope["scheme"] = scheme
+        await self.app(scope, receive, send)
+
+
+# ---------------------------------------------------------------- the worker
+
+
+class PoolWorker(Worker):
+    """A gunicorn worker serving the WSGI app through an a2wsgi_mp process pool.
+
+    ``--threads`` is the number of pool processes per gunicorn worker (each
+    runs one request at a time): ``gunicorn -w 2 --threads 4`` makes 2 fronts
+    and 8 app processes.
+    """
+
+    #: uvicorn ``Config`` overrides; see :class:`PoolH11Worker`.
+    CONFIG_KWARGS: dict[str, Any] = {"loop": "auto", "http": "auto"}
+    #: Extra :class:`~a2wsgi_mp.config.PoolConfig` options (``max_rss``,
+    #: ``spool_threshold``, ``max_body_size``, ...): set them in a subclass.
+    POOL_OPTIONS: dict[str, Any] = {}
+    #: Seconds of the graceful budget kept for stopping the pool after the drain.
+    POOL_STOP_RESERVE = 1.5
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wsgi: Any = None
+        self.pool: WSGIPool | None = None
+        self.server: _Server | None = None
+        self.exit_code = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_deadline: float | None = None
+        self._quick = False
+        self._stopped: asyncio.Event | None = None
+
+    # ------------------------------------------------------------ settings
+
+    def app_uri(self) -> str | None:
+        return getattr(self.app, "app_uri", None) or getattr(self.cfg, "wsgi_app", None)
+
+    def pool_options(self, app_ref: Any) -> dict[str, Any]:
+        cfg = self.cfg
+        options: dict[str, Any] = {
+            "workers": max(1, int(cfg.threads or 1)),
+            "threads": 1,
+            "timeout": float(cfg.timeout or 0),
+            "graceful_timeout": float(cfg.graceful_timeout or 0),
+            "max_requests": max(0, int(cfg.max_requests or 0)),
+            "max_requests_jitter": max(0, int(cfg.max_requests_jitter or 0)),
+            "backlog": max(1, int(cfg.backlog or 2048)),
+        }
+        if not isinstance(app_ref, str):
+            options["start_method"] = "fork"  # an object reaches the pool only through fork
+        options.update(self.POOL_OPTIONS)
+        return options
+
+    def uvicorn_options(self) -> dict[str, Any]:
+        cfg = self.cfg
+        options: dict[str, Any] = {
+            "log_config": None,
+            "lifespan": "off",  # the worker starts and stops the pool itself
+            "proxy_headers": bool(cfg.forwarded_allow_ips),
+            "forwarded_allow_ips": cfg.forwarded_allow_ips or None,
+            "timeout_keep_alive": cfg.keepalive,
+            "limit_concurrency": cfg.worker_connections or None,
+            "backlog": cfg.backlog,
+            "access_log": bool(cfg.accesslog),
+            "timeout_graceful_shutdown": cfg.graceful_timeout,
+        }
+        bound = self._head_bound()
+        if bound is not None:
+            options["h11_max_incomplete_event_size"] = bound
+        if cfg.is_ssl:
+            options.update(self._ssl_options())
+        options.update(self.CONFIG_KWARGS)
+        return options
+
+    def _head_bound(self) -> int | None:
+        """The largest request head gunicorn's limits allow (for h11's buffer)."""
+        line, fields, size = request_limits(self.cfg)
+        return max(16 * 1024, (line or _UNLIMITED_LINE) + 2 + fields * (size + 2) + 2)
+
+    def _ssl_options(self) -> dict[str, Any]:
+        cfg = self.cfg
+        if "ssl_context_factory" in inspect.signature(UvicornConfig.__init__).parameters:
+            from gunicorn import sock as gsock
+
+            # gunicorn's own context builder (certfile, keyfile, ca_certs,
+            # cert_reqs, ciphers) run through the user's ``ssl_context`` hook.
+            return {
+                "ssl_certfile": cfg.certfile,
+                "ssl_keyfile": cfg.keyfile,
+                "ssl_context_factory": lambda _config, _default: gsock.ssl_context(cfg),
+            }
+        options = cfg.ssl_options
+        return {
+            "ssl_keyfile": options.get("keyfile"),
+            "ssl_certfile": options.get("certfile"),
+            "ssl_keyfile_password": options.get("password"),
+            "ssl_cert_reqs": options.get("cert_reqs"),
+            "ssl_ca_certs": options.get("ca_certs"),
+            "ssl_ciphers": options.get("ciphers"),
+            **({"ssl_version": options["ssl_version"]} if options.get("ssl_version") else {}),
+        }
+
+    # ------------------------------------------------------------ boot
+
+    def init_process(self) -> None:
+        self._setup_logging()
+        if self.cfg.pythonpath:
+            # Spawned pool processes import the app afresh: give them the
+            # arbiter's --pythonpath too.
+            extra = [p.strip() for p in self.cfg.pythonpath.split(",") if p.strip()]
+            old = os.environ.get("PYTHONPATH")
+            os.environ["PYTHONPATH"] = os.pathsep.join(extra + ([old] if old else []))
+        if self.cfg.reload:
+            self.log.warning("PoolWorker: --reload watches the front only, not the pool's app code; "
+                             "send SIGHUP to the arbiter (or to a worker) to reload the app")
+        super().init_process()  # calls load_wsgi(), post_worker_init, then run()
+
+    def _setup_logging(self) -> None:
+        for name, source in (("uvicorn.error", self.log.error_log), ("uvicorn.access", self.log.access_log),
+                             ("a2wsgi_mp", self.log.error_log)):
+            target = logging.getLogger(name)
+            target.handlers = source.handlers
+            target.setLevel(source.level)
+            target.propagate = False
+
+    def load_wsgi(self) -> None:
+        """Build the pool (started later, in the loop).  Without ``preload_app``
+        the front never imports the app: each pool process imports the app
+        URI.  With it, the pool forks from the arbiter's already loaded app."""
+        uri = self.app_uri()
+        if self.cfg.preload_app or not uri:
+            super().load_wsgi()  # preloaded: returns the arbiter's object
+            ref: Any = self.wsgi
+        else:
+            ref = uri
+        self.pool = WSGIPool(ref, **self.pool_options(ref))
+        self.config = UvicornConfig(app=self._asgi_app(self.pool), **self.uvicorn_options())
+        self._warn_limits()
+
+    def _asgi_app(self, pool: WSGIPool) -> ASGIApp:
+        cfg = self.cfg
+        app: ASGIApp = pool
+        pre = _customised(cfg, "pre_request") or getattr(self.log, "loglevel", logging.INFO) <= logging.DEBUG
+        post = _customised(cfg, "post_request")
+        if pre or post:
+            app = HookMiddleware(app, self, pre, post)
+        return GunicornFront(app, cfg)
+
+    def _warn_limits(self) -> None:
+        if self.age > 1:  # once per arbiter: the first worker says it
+            return
+        http = self.config.http
+        if http == "auto":
+            try:
+                import httptools  # noqa: F401
+                http = "httptools"
+            except ImportError:
+                http = "h11"
+        if http == "httptools" or not isinstance(http, str):
+            self.log.warning(
+                "PoolWorker: with the httptools parser, limit_request_line/limit_request_fields/"
+                "limit_request_field_size are checked once the request head is parsed (414/431), but "
+                "the head's size is not bounded while it is read; use "
+                "a2wsgi_mp.workers.gunicorn.PoolH11Worker for a hard bound")
+
+    # ------------------------------------------------------------ signals
+
+    def init_signals(self) -> None:
+        super().init_signals()
+        # HUP would otherwise kill the worker (SIG_DFL) and drop its requests.
+        signal.signal(signal.SIGHUP, self.handle_hup)
+
+    def _install_loop_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_signal_handler(signal.SIGTERM, self._on_term)
+        loop.add_signal_handler(signal.SIGQUIT, self._on_quit, signal.SIGQUIT)
+        loop.add_signal_handler(signal.SIGINT, self._on_quit, signal.SIGINT)
+        loop.add_signal_handler(signal.SIGUSR1, self.log.reopen_files)
+        loop.add_signal_handler(signal.SIGWINCH, self.log.debug, "worker: SIGWINCH ignored.")
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        # SIGABRT stays a Python-level handler (handle_abort): the arbiter sends
+        # it when the heartbeat stopped, i.e. when the loop may not be turning.
+
+    def _restore_signals(self) -> None:
+        # The closed loop left SIG_DFL behind; keep gunicorn's handlers until exit.
+        for sig, handler in ((signal.SIGTERM, self.handle_exit), (signal.SIGQUIT, self.handle_quit),
+                             (signal.SIGINT, self.handle_quit), (signal.SIGUSR1, self.handle_usr1),
+                             (signal.SIGWINCH, self.handle_winch), (signal.SIGHUP, self.handle_hup)):
+            try:
+                signal.signal(sig, handler)
+            except (ValueError, OSError):
+                pass
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self.alive = False  # before the loop runs, or after it: run() checks it
+
+    def handle_hup(self, sig: int, frame: Any) -> None:
+        if self._loop is None or self._loop.is_closed():
+            return
+        self._loop.call_soon_threadsafe(self._on_hup)
+
+    def handle_abort(self, sig: int, frame: Any) -> None:
+        self.alive = False
+        try:
+            self.cfg.worker_abort(self)
+        finally:
+            self._kill_pool()
+            sys.exit(1)
+
+    def _on_term(self) -> None:
+        self.begin_stop(quick=False)
+
+    def _on_quit(self, sig: int) -> None:
+        if not self._quick:
+            self.cfg.worker_int(self)
+        self.begin_stop(quick=True)
+
+    def _on_hup(self) -> None:
+        if self.pool is not None and self.alive and self._loop is not None:
+            self.log.info("PoolWorker %s: SIGHUP, reloading the pool's processes", self.pid)
+            self._loop.create_task(self.pool.reload())
+
+    def begin_stop(self, quick: bool) -> None:
+        """Stop accepting and wind down: ``quick`` cuts in-flight requests."""
+        self.alive = False
+        now = time.monotonic()
+        if self._stop_deadline is None:
+            self._stop_deadline = now + float(self.cfg.graceful_timeout or 0)
+        if quick:
+            self._quick = True
+            self._stop_deadline = now
+        server = self.server
+        if server is not None:
+            server.config.timeout_graceful_shutdown = max(0.0, self._stop_deadline - now - self.POOL_STOP_RESERVE)
+            server.should_exit = True
+            if quick:
+                server.force_exit = True
+        if self._stopped is not None:
+            self._stopped.set()
+
+    def _kill_pool(self) -> None:
+        """SIGKILL every descendant (zygote and pool processes) at once."""
+        try:
+            children = psutil.Process().children(recursive=True)
+        except psutil.Error:
+            return
+        for child in children:
+            try:
+                child.kill()
+            except psutil.Error:
+                pass
+
+    # ------------------------------------------------------------ main loop
+
+    def heartbeat_interval(self) -> float:
+        return min(1.0, max(0.05, self.timeout / 2)) if self.timeout else 1.0
+
+    async def heartbeat(self) -> None:
+        """``notify()`` on every tick, for the whole life of the loop; end the
+        worker when it is told to (``alive``) or orphaned (``ppid``)."""
+        interval = self.heartbeat_interval()
+        while True:
+            self.notify()
+            if self._stop_deadline is None:
+                if self.ppid != os.getppid():
+                    self.log.info("Parent changed, shutting down: %s", self)
+                    self.begin_stop(quick=False)
+                elif not self.alive:
+                    self.begin_stop(quick=False)
+            await asyncio.sleep(interval)
+
+    def run(self) -> None:
+        loop_factory = self.config.get_loop_factory() if hasattr(self.config, "get_loop_factory") else None
+        try:
+            if sys.version_info >= (3, 11):
+                with asyncio.Runner(loop_factory=loop_factory) as runner:
+                    runner.run(self._main())
+            else:  # pragma: no cover - Python 3.10
+                loop = loop_factory() if loop_factory else asyncio.new_event_loop()
+                asyncio.set_event_loop(loop)
+                try:
+                    loop.run_until_complete(self._main())
+                finally:
+                    loop.close()
+        finally:
+            self._restore_signals()
+        if self.exit_code:
+            sys.exit(self.exit_code)
+
+    async def _main(self) -> None:
+        assert self.pool is not None
+        loop = self._loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        self._install_loop_signals(loop)
+        beat = loop.create_task(self.heartbeat())
+        try:
+            if await self._start_pool() and self.alive:
+                self.server = _Server(self.config)
+                self.server.drain_pause = min(self.server.drain_pause, float(self.cfg.graceful_timeout or 0))
+                if not self.alive:  # a TERM came during the pool's boot
+                    self.begin_stop(self._quick)
+                # The plain sockets, not gunicorn's wrappers: uvloop detaches a
+                # socket.socket it took over, but close()s anything else after
+                # libuv already closed the descriptor (EBADF noise in the log).
+                await self.server.serve(sockets=[getattr(s, "sock", s) for s in self.sockets])
+                if not self.server.started and not self._stop_requested():
+                    self.log.error("PoolWorker %s: the server did not start", self.pid)
+                    self.exit_code = WORKER_BOOT_ERROR
+        finally:
+            try:
+                await self._stop_pool()
+            finally:
+                beat.cancel()
+
+    def _stop_requested(self) -> bool:
+        return self._stop_deadline is not None
+
+    async def _start_pool(self) -> bool:
+        assert self.pool is not None and self._stopped is not None
+        start = asyncio.ensure_future(self.pool.startup())
+        stop = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not start.done():  # told to stop while the pool boots
+            start.cancel()
+            with contextlib.suppress(BaseException):
+                await start
+            return False
+        exc = start.exception()
+        if exc is None:
+            return True
+        if isinstance(exc, BootFailed):
+            self.log.error("PoolWorker %s: the WSGI app failed to load (exit %d, the arbiter halts):\n%s",
+                           self.pid, WORKER_BOOT_ERROR, exc)
+        else:
+            self.log.error("PoolWorker %s: the pool failed to start (exit %d): %r",
+                           self.pid, WORKER_BOOT_ERROR, exc, exc_info=exc)
+        self.exit_code = WORKER_BOOT_ERROR
+        return False
+
+    async def _stop_pool(self) -> None:
+        assert self.pool is not None
+        now = time.monotonic()
+        deadline = self._stop_deadline if self._stop_deadline is not None else now
+        grace = 0.0 if self._quick else max(0.0, deadline - now - 1.0)
+        try:
+            await self.pool.pool.stop(grace)
+        except Exception:
+            self.log.exception("PoolWorker %s: error while stopping the pool", self.pid)
+            self._kill_pool()
+
+
+class PoolH11Worker(PoolWorker):
+    """:class:`PoolWorker` on the pure-Python h11 parser, which bounds the
+    request head while reading it (``h11_max_incomplete_event_size`` from
+    gunicorn's ``limit_request_*``)."""
+
+    CONFIG_KWARGS = {"loop": "auto", "http": "h11"}
+
+    def _warn_limits(self) -> None:
+        pass
+
+
+def _customised(cfg: Any, name: str) -> bool:
+    setting = cfg.settings.get(name)
+    if setting is None:
+        return False
+    default = getattr(setting, "default", None)
+    return setting.value is not default and getattr(setting.value, "__code__", None) is not getattr(
+        default, "__code__", None)
