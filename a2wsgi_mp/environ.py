@@ -66,8 +66,11 @@ def build_environ(
     root_path: str = scope.get("root_path", "") or ""
     path: str = scope.get("path", "") or ""
     # The ASGI spec says ``path`` includes ``root_path``; older routers strip it.
+    # Only a whole-segment prefix counts: "/appendix" is not under "/app".
     if root_path and path.startswith(root_path):
-        path = path[len(root_path) :]
+        rest = path[len(root_path) :]
+        if not rest or rest[0] == "/" or root_path.endswith("/"):
+            path = rest
     query = scope.get("query_string", b"") or b""
     server = scope.get("server") or ("localhost", 80)
     client = scope.get("client")

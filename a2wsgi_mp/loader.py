@@ -44,7 +44,7 @@ def load_app(ref: AppRef) -> Callable[..., Any]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
+        if exc.name is not None and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise AppLoadError(f"could not import module {module_name!r} for app {ref!r}: {exc}") from exc
         raise  # the module exists but its own imports fail: show the real traceback
     name, args, kwargs = call

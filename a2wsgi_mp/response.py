@@ -55,10 +55,12 @@ class ResponseSink(Protocol):
 class StartResponse:
     """The ``start_response`` callable of one request, and its ``write()``."""
 
-    __slots__ = ("sink", "status", "headers", "started", "done", "remaining")
+    __slots__ = ("sink", "status", "headers", "started", "done", "remaining", "head")
 
-    def __init__(self, sink: ResponseSink) -> None:
+    def __init__(self, sink: ResponseSink, head: bool = False) -> None:
         self.sink = sink
+        #: A HEAD request: its Content-Length describes a body that is not sent.
+        self.head = head
         self.status: int | None = None
         self.headers: Headers = []
         self.started = False
@@ -112,6 +114,8 @@ class StartResponse:
             if len(chunk) >= self.remaining:
                 chunk = chunk[: self.remaining]
                 last = True
+            elif last and not self._bodiless:
+                last = False  # short of its Content-Length: finish() cuts it
             self.remaining -= len(chunk)
         chunk = bytes(chunk)
         if not self.started:
@@ -124,17 +128,22 @@ class StartResponse:
             if last:
                 self.sink.end()
 
+    @property
+    def _bodiless(self) -> bool:
+        return self.head or self.status in (204, 304)
+
     def finish(self) -> None:
         """The iterable is exhausted: end the response, or cut it if it fell short."""
         if self.done:
             return
-        if self.remaining:
-            if self.started:
-                self.sink.abort(f"the app sent {self.remaining} bytes less than its Content-Length")
-                self.done = True
-                return
         if self.status is None:
             raise RuntimeError("the WSGI app returned without calling start_response()")
+        if self.remaining and not self._bodiless:
+            if not self.started:  # nothing sent yet: an honest 500 instead
+                raise RuntimeError(f"the WSGI app declared Content-Length {self.remaining} and sent no body")
+            self.sink.abort(f"the app sent {self.remaining} bytes less than its Content-Length")
+            self.done = True
+            return
         self.done = True
         if self.started:
             self.sink.end()
@@ -154,7 +163,7 @@ def run_wsgi(
     Never raises for the app's errors (they are logged and turned into a 500 or
     a cut response); errors of the sink itself (the peer vanished) propagate.
     """
-    response = StartResponse(sink)
+    response = StartResponse(sink, head=environ.get("REQUEST_METHOD") == "HEAD")
     iterable: Any = None
     try:
         iterable = app(environ, response)

@@ -121,9 +121,6 @@ def test_describe() -> None:
     assert describe(core_app.make_app) == "make_app"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: loader.load_app tests module_name.startswith(exc.name), so a missing "
-                                       "dependency whose name prefixes the app module is reported as the app "
-                                       "module itself missing")
 def test_missing_dependency_with_a_prefix_name_is_not_reported_as_the_module_missing() -> None:
     # tests.apps.core_prefix_dep exists; it imports tests.apps.core_prefix, which does not.
     with pytest.raises(ImportError) as info:

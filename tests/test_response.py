@@ -316,8 +316,6 @@ def test_short_body_in_a_stream_is_aborted() -> None:
     assert sink.aborted, sink.calls
 
 
-@pytest.mark.xfail(strict=True, reason="bug: response.run_wsgi sends a one-element list as last=True even when it "
-                                       "is shorter than Content-Length: a short body looks complete")
 def test_short_body_in_a_one_element_list_is_aborted() -> None:
     def app(environ, start_response):
         start_response("200 OK", [("Content-Length", "10")])
@@ -329,8 +327,6 @@ def test_short_body_in_a_one_element_list_is_aborted() -> None:
     assert sink.aborted
 
 
-@pytest.mark.xfail(strict=True, reason="bug: StartResponse.finish() completes a never-started response whose "
-                                       "Content-Length is unmet (empty body, done=True) instead of cutting it / 500")
 def test_short_body_with_nothing_sent_and_no_chunks() -> None:
     def app(environ, start_response):
         start_response("200 OK", [("Content-Length", "10")])
