@@ -85,8 +85,9 @@ class WSGIPool:
         async with self._start_lock:
             await self.pool.start()
 
-    async def shutdown(self) -> None:
-        await self.pool.stop()
+    async def shutdown(self, graceful_timeout: float | None = None) -> None:
+        """Drain: in-flight requests get ``graceful_timeout`` (default: the pool's setting)."""
+        await self.pool.stop(graceful_timeout)
 
     async def reload(self) -> None:
         await self.pool.reload()

@@ -649,7 +649,7 @@ class PoolWorker(Worker):
         deadline = self._stop_deadline if self._stop_deadline is not None else now
         grace = 0.0 if self._quick else max(0.0, deadline - now - 1.0)
         try:
-            await self.pool.pool.stop(grace)
+            await self.pool.shutdown(grace)
         except Exception:
             self.log.exception("PoolWorker %s: error while stopping the pool", self.pid)
             self._kill_pool()
