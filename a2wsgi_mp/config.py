@@ -42,6 +42,9 @@ class PoolConfig:
     boot_timeout: float = 60.0
     #: Serve Prometheus metrics at this path in the front (None = off).
     metrics_path: str | None = None
+    #: How response bodies reach the front: "pipe" (the socketpair) or "shm" (a
+    #: shared-memory ring per slot; control frames stay on the socketpair).
+    ipc: str = "pipe"
 
     def __post_init__(self) -> None:
         if not self.workers:
@@ -59,6 +62,8 @@ class PoolConfig:
                 raise ValueError(f"{name} must not be negative")
         if self.max_body_size is not None and self.max_body_size < 0:
             raise ValueError("max_body_size must not be negative")
+        if self.ipc not in ("pipe", "shm"):
+            raise ValueError(f"ipc must be 'pipe' or 'shm', not {self.ipc!r}")
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> "PoolConfig":

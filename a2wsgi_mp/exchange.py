@@ -10,10 +10,12 @@ without bound.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import deque
 from typing import TYPE_CHECKING, Union
 
 from .ipc import protocol
+from .ipc.pipe import FileHandoff
 
 if TYPE_CHECKING:
     from .handles import Slot
@@ -64,6 +66,11 @@ class Exchange:
             if self._buffered > HIGH_WATER and not self._paused:
                 self._paused = True
                 self.slot.pipe.pause()
+        elif isinstance(event, FileHandoff):
+            self.finished = True
+            if self.cancelled:  # nobody will send it: close the file, end the exchange
+                os.close(event.fd)
+                event = protocol.End(event.rid)
         elif isinstance(event, (protocol.End, protocol.Abort, Lost)) or (
             isinstance(event, protocol.Start) and event.done
         ):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import stat
 from typing import Any, Awaitable, Callable, MutableMapping
 
 from . import metrics
@@ -17,6 +19,7 @@ from .config import PoolConfig
 from .environ import request_head
 from .exchange import Exchange, Lost, TimedOut
 from .ipc import protocol
+from .ipc.pipe import FileHandoff
 from .loader import AppRef, describe
 from .pool import BootFailed, Pool, Unavailable
 from .spool import BodyTooLarge, Spool
@@ -163,9 +166,9 @@ class WSGIPool:
                 slot.pipe.send(frame)
         finally:
             spool.close()  # the worker has its own descriptor now
-        await self._relay(exchange, receive, send)
+        await self._relay(exchange, receive, send, scope)
 
-    async def _relay(self, exchange: Exchange, receive: Receive, send: Send) -> None:
+    async def _relay(self, exchange: Exchange, receive: Receive, send: Send, scope: Scope | None = None) -> None:
         """Forward the worker's response; on any way out, leave the slot sane."""
         pool = self.pool
         slot = exchange.slot
@@ -174,6 +177,7 @@ class WSGIPool:
             exchange.timer = asyncio.get_running_loop().call_later(timeout, exchange.feed, TimedOut())
         watcher: asyncio.Task[Message] | None = None
         started = False
+        handoff: FileHandoff | None = None
         try:
             while True:
                 event = await exchange.next()
@@ -190,6 +194,9 @@ class WSGIPool:
                     await send({"type": "http.response.body", "body": event.data, "more_body": True})
                 elif isinstance(event, protocol.End):
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    break
+                elif isinstance(event, FileHandoff):
+                    handoff = event  # the worker is free: send the file after releasing it
                     break
                 elif isinstance(event, protocol.Abort):
                     log = logger.debug if exchange.cancelled else logger.warning
@@ -223,6 +230,8 @@ class WSGIPool:
                     exchange.timer.cancel()
                 if exchange.finished and slot.exchange is exchange:
                     pool.release(slot)
+        if handoff is not None:
+            await _send_file(handoff, scope or {}, receive, send)
 
     async def _drain(self, exchange: Exchange) -> None:
         """After a cancel, wait for the worker's last frame, then free the slot."""
@@ -239,6 +248,81 @@ class WSGIPool:
                 exchange.timer.cancel()
         if exchange.slot.exchange is exchange:
             self.pool.release(exchange.slot)
+
+
+#: Piece size when the front streams a file handed over by a worker.
+FILE_CHUNK = 1024 * 1024
+
+
+def _pathsend_path(handoff: FileHandoff, scope: Scope) -> str | None:
+    """``/proc/self/fd/N`` when the server does ``http.response.pathsend`` and
+    that path really is the whole of this file; else None (stream it ourselves)."""
+    extensions = scope.get("extensions") or {}
+    if "http.response.pathsend" not in extensions or handoff.offset != 0:
+        return None
+    path = f"/proc/self/fd/{handoff.fd}"
+    try:
+        mine, there = os.fstat(handoff.fd), os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(there.st_mode) or (mine.st_dev, mine.st_ino) != (there.st_dev, there.st_ino):
+        return None
+    if mine.st_size != handoff.length:
+        return None
+    return path
+
+
+async def _send_file(handoff: FileHandoff, scope: Scope, receive: Receive, send: Send) -> None:
+    """Send a response whose body is a file a worker passed us; closes its fd."""
+    fd = handoff.fd
+    watcher: asyncio.Task[Message] | None = None
+    pending: asyncio.Future[bytes] | None = None
+    try:
+        await send({"type": "http.response.start", "status": handoff.status, "headers": handoff.headers})
+        path = _pathsend_path(handoff, scope)
+        if path is not None:
+            await send({"type": "http.response.pathsend", "path": path})
+            # The server opens the path; keep the fd (hence the path) alive until
+            # it says the response is over.
+            while (await receive()).get("type") != "http.disconnect":
+                pass
+            return
+        if handoff.length == 0:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        gone = False
+
+        def on_message(w: "asyncio.Task[Message]") -> None:
+            nonlocal gone
+            if not w.cancelled() and (w.exception() is not None or w.result().get("type") == "http.disconnect"):
+                gone = True
+
+        watcher = asyncio.ensure_future(receive())
+        watcher.add_done_callback(on_message)
+        loop = asyncio.get_running_loop()
+        offset, remaining = handoff.offset, handoff.length
+        pending = loop.run_in_executor(None, os.pread, fd, min(FILE_CHUNK, remaining), offset)
+        while True:
+            data = await pending
+            if not data:
+                logger.warning("file response cut: the file shrank by %d bytes", remaining)
+                return
+            offset += len(data)
+            remaining -= len(data)
+            if remaining > 0:  # read the next piece while this one goes out
+                pending = loop.run_in_executor(None, os.pread, fd, min(FILE_CHUNK, remaining), offset)
+            if gone:
+                return
+            await send({"type": "http.response.body", "body": data, "more_body": remaining > 0})
+            if remaining <= 0:
+                return
+    finally:
+        if watcher is not None and not watcher.done():
+            watcher.cancel()
+        if pending is not None and not pending.done():
+            pending.add_done_callback(lambda _f: os.close(fd))
+        else:
+            os.close(fd)
 
 
 def _on_disconnect(watcher: "asyncio.Task[Message]", exchange: Exchange) -> None:

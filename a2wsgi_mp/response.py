@@ -167,9 +167,12 @@ def run_wsgi(
     iterable: Any = None
     try:
         iterable = app(environ, response)
+        send_file = getattr(sink, "send_file", None)
+        if send_file is not None and send_file(response, iterable):
+            pass  # the sink took the whole response (a file handed over by descriptor)
         # A one-element list or tuple (most frameworks' plain responses) is known
         # to be complete at its first chunk: status, headers and body travel together.
-        if isinstance(iterable, (list, tuple)) and len(iterable) == 1:
+        elif isinstance(iterable, (list, tuple)) and len(iterable) == 1:
             response.send(iterable[0], last=True)
         else:
             for chunk in iterable:

@@ -23,8 +23,8 @@ import psutil
 from .config import PoolConfig
 from .exchange import Lost
 from .handles import Slot, Worker
-from .ipc import protocol
-from .ipc.pipe import FrontPipe, pair
+from .ipc import protocol, shm
+from .ipc.pipe import FileHandoff, FrontPipe, pair
 from .launcher import Launcher
 from .loader import AppRef, describe
 
@@ -184,6 +184,7 @@ class Supervisor:
                     front,
                     lambda event, slot=slot: self._on_event(slot, event),
                     lambda exc, worker=worker: self._on_dead(worker, "its connection closed"),
+                    shm.DEFAULT_SIZE if self.config.ipc == "shm" else 0,
                 )
             worker.pid = await self._launcher.spawn(worker.id, socks)
             self._by_pid[worker.pid] = worker
@@ -210,6 +211,8 @@ class Supervisor:
                              event.message.rstrip())
         else:
             logger.debug("dropping stale %s on worker %s", type(event).__name__, slot.worker.pid)
+            if isinstance(event, FileHandoff):
+                os.close(event.fd)
 
     def _on_ready(self, slot: Slot) -> None:
         slot.ready = True

@@ -13,9 +13,10 @@ import asyncio
 import os
 import socket
 from collections import deque
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 from . import protocol
+from .shm import MIN_CHUNK, Region, RingWriter
 
 _RECV_SIZE = 256 * 1024
 _MAX_FDS = 4
@@ -38,6 +39,19 @@ def _unpack_fds(ancdata: list) -> list[int]:
     return fds
 
 
+class FileHandoff(NamedTuple):
+    """A FILE frame together with the descriptor that followed it.
+
+    Whoever receives one owns ``fd`` and must close it."""
+
+    rid: int
+    status: int
+    headers: list
+    offset: int
+    length: int
+    fd: int
+
+
 # ---------------------------------------------------------------- front (asyncio)
 
 
@@ -55,6 +69,7 @@ class FrontPipe(asyncio.Protocol):
         sock: socket.socket,
         on_event: Callable[[protocol.Event], None],
         on_lost: Callable[[Exception | None], None],
+        shm_size: int = 0,
     ) -> None:
         self.sock = sock
         self.on_event = on_event
@@ -64,6 +79,13 @@ class FrontPipe(asyncio.Protocol):
         self._closed = False
         # A private duplicate: asyncio owns ``sock``; fds go out through this one.
         self._fd_sock = sock.dup()
+        #: The consumer asked to pause reading (flow control).
+        self._paused = False
+        #: A FILE frame whose descriptor we wait for (reading the transport is paused).
+        self._file: protocol.File | None = None
+        #: ``--ipc shm``: the ring's size, and the ring once the worker is READY.
+        self._shm_size = shm_size
+        self.region: Region | None = None
 
     @classmethod
     async def open(
@@ -71,10 +93,11 @@ class FrontPipe(asyncio.Protocol):
         sock: socket.socket,
         on_event: Callable[[protocol.Event], None],
         on_lost: Callable[[Exception | None], None],
+        shm_size: int = 0,
     ) -> "FrontPipe":
         loop = asyncio.get_running_loop()
         sock.setblocking(False)
-        pipe = cls(sock, on_event, on_lost)
+        pipe = cls(sock, on_event, on_lost, shm_size)
         await loop.connect_accepted_socket(lambda: pipe, sock)
         return pipe
 
@@ -85,11 +108,81 @@ class FrontPipe(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         decoder = self._decoder
         decoder.feed(data)
+        file: protocol.File | None = None
+        credit = 0
+        events = decoder.events()
         try:
-            for event in decoder.events():
-                self.on_event(event)
+            try:
+                for event in events:
+                    if isinstance(event, protocol.ShmBody):
+                        if self.region is None:
+                            raise protocol.ProtocolError("SHM_BODY without a shared-memory region")
+                        try:
+                            data = self.region.read(event.offset, event.length)
+                        except ValueError as exc:
+                            raise protocol.ProtocolError(str(exc)) from None
+                        credit += event.length
+                        event = protocol.Body(event.rid, data)
+                    elif isinstance(event, protocol.File):
+                        file = event  # the worker sends nothing more until it has our FILE_ACK
+                        break
+                    elif isinstance(event, protocol.Ready) and self._shm_size and self.region is None:
+                        self._setup_shm()
+                    self.on_event(event)
+            finally:
+                events.close()
+                if credit and not self._closed and self.transport is not None:
+                    self.transport.write(protocol.encode_shm_credit(credit))
+            if file is not None:
+                self._expect_fd(file)
         except protocol.ProtocolError as exc:
             self._lose(exc)
+
+    def _setup_shm(self) -> None:
+        """Give the worker its ring, before anything else is sent on this slot."""
+        self.region = Region.create(self._shm_size)
+        self.send_with_fds(protocol.encode_shm_setup(self._shm_size), [self.region.fd])
+        self.region.release_fd()
+
+    def _expect_fd(self, event: protocol.File) -> None:
+        """Stop the transport (whose plain ``recv`` would drop a descriptor), ask
+        the worker for the file's fd, and take it with ``recvmsg`` on our dup."""
+        if self._decoder.pending:
+            raise protocol.ProtocolError("data after a FILE frame, before its FILE_ACK")
+        assert self.transport is not None
+        self._file = event
+        self.transport.pause_reading()
+        self.transport.write(protocol.encode_file_ack(event.rid))
+        asyncio.get_running_loop().add_reader(self._fd_sock.fileno(), self._read_fd)
+
+    def _read_fd(self) -> None:
+        event = self._file
+        if event is None or self._closed:
+            return
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self._fd_sock, 1, _MAX_FDS, socket.MSG_CMSG_CLOEXEC)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lose(exc)
+            return
+        self._stop_fd_wait()
+        if not data or len(fds) != 1 or data != b"F":
+            for fd in fds:
+                os.close(fd)
+            self._lose(protocol.ProtocolError("a FILE frame's descriptor did not arrive") if data else None)
+            return
+        if not self._paused and self.transport is not None:
+            self.transport.resume_reading()
+        self.on_event(FileHandoff(*event, fds[0]))
+
+    def _stop_fd_wait(self) -> None:
+        if self._file is not None:
+            self._file = None
+            try:
+                asyncio.get_running_loop().remove_reader(self._fd_sock.fileno())
+            except (RuntimeError, ValueError, OSError):
+                pass
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost follows
@@ -101,10 +194,17 @@ class FrontPipe(asyncio.Protocol):
         if self._closed:
             return
         self._closed = True
+        self._stop_fd_wait()
         self._fd_sock.close()
+        self._close_region()
         if self.transport is not None:
             self.transport.abort()
         self.on_lost(exc)
+
+    def _close_region(self) -> None:
+        if self.region is not None:
+            self.region.close()
+            self.region = None
 
     # sending
     @property
@@ -127,11 +227,13 @@ class FrontPipe(asyncio.Protocol):
             raise RuntimeError(f"short sendmsg with fd: {sent} of {len(data)} bytes")
 
     def pause(self) -> None:
+        self._paused = True
         if self.transport is not None and not self._closed:
             self.transport.pause_reading()
 
     def resume(self) -> None:
-        if self.transport is not None and not self._closed:
+        self._paused = False
+        if self.transport is not None and not self._closed and self._file is None:
             self.transport.resume_reading()
 
     def close(self) -> None:
@@ -139,7 +241,9 @@ class FrontPipe(asyncio.Protocol):
         if self._closed:
             return
         self._closed = True
+        self._stop_fd_wait()
         self._fd_sock.close()
+        self._close_region()
         if self.transport is not None:
             self.transport.close()
 
@@ -162,6 +266,8 @@ class WorkerPipe:
         self._fds: deque[int] = deque()
         self._cancelled: set[int] = set()
         self._eof = False
+        #: ``--ipc shm``: the slot's ring, once the front sent SHM_SETUP.
+        self.ring: RingWriter | None = None
 
     # receiving
     def _fill(self, flags: int = 0) -> bool:
@@ -181,6 +287,19 @@ class WorkerPipe:
         for event in self._decoder.events():
             if isinstance(event, protocol.Cancel):
                 self._cancelled.add(event.rid)
+            elif isinstance(event, protocol.ShmCredit):
+                if self.ring is None:
+                    raise protocol.ProtocolError("SHM_CREDIT without a shared-memory region")
+                self.ring.credit(event.nbytes)
+            elif isinstance(event, protocol.ShmSetup):
+                if not self._fds:
+                    raise protocol.ProtocolError("SHM_SETUP arrived without its memfd")
+                fd = self._fds.popleft()
+                try:
+                    self.ring = RingWriter(Region(fd, event.size))
+                finally:
+                    os.close(fd)  # the mapping keeps its own
+                self.ring.region.fd = -1
             else:
                 self._events.append(event)
         return True
@@ -236,8 +355,55 @@ class WorkerPipe:
         except OSError as exc:
             raise PeerGone(str(exc)) from exc
 
+    def uses_shm(self, size: int) -> bool:
+        return self.ring is not None and size >= MIN_CHUNK
+
+    def send_shm(self, rid: int, data: bytes) -> None:
+        """Move ``data`` through the ring in as many pieces as it takes."""
+        ring = self.ring
+        assert ring is not None
+        view = memoryview(data)
+        while view:
+            offset, n = ring.put(view)
+            if not n:  # full: wait for the front's credit (or a cancel, or EOF)
+                if rid in self._cancelled:
+                    return
+                if self._eof:
+                    raise PeerGone("the front hung up")
+                self._fill()
+                continue
+            self.send(protocol.encode_shm_body(rid, offset, n))
+            view = view[n:]
+
+    def send_file(self, frame: bytes, rid: int, fd: int) -> None:
+        """Send a FILE frame, wait for the front's FILE_ACK, then pass ``fd``.
+
+        The descriptor waits for the ack because the front's event-loop transport
+        reads with a plain ``recv``, which would silently drop it."""
+        self.send(frame)
+        while True:
+            for i, event in enumerate(self._events):
+                if isinstance(event, protocol.FileAck) and event.rid == rid:
+                    del self._events[i]
+                    break
+            else:
+                if self._eof:
+                    raise PeerGone("the front hung up before taking a file")
+                self._fill()
+                continue
+            break
+        try:
+            sent = socket.send_fds(self.sock, [b"F"], [fd])
+        except OSError as exc:
+            raise PeerGone(str(exc)) from exc
+        if sent != 1:
+            raise PeerGone("could not pass a file descriptor")
+
     def close(self) -> None:
         for fd in self._fds:
             os.close(fd)
         self._fds.clear()
+        if self.ring is not None:
+            self.ring.region.close()
+            self.ring = None
         self.sock.close()

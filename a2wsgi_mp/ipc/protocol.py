@@ -30,6 +30,12 @@ MAX_PAYLOAD = 64 * 1024 * 1024
 # Front -> worker
 REQUEST = 1
 CANCEL = 2
+#: The front is ready for the descriptor announced by a FILE frame.
+FILE_ACK = 4
+#: A shared-memory region for this slot (its memfd rides along by SCM_RIGHTS).
+SHM_SETUP = 5
+#: The front has copied this many bytes out of the region: the worker may reuse them.
+SHM_CREDIT = 6
 # Front -> zygote (the process that starts workers)
 SPAWN = 3
 # Worker -> front
@@ -40,6 +46,10 @@ BODY = 19
 END = 20
 ABORT = 21
 LOG = 22
+#: A whole response whose body is a file, handed over by descriptor.
+FILE = 25
+#: A response chunk that lies in the slot's shared-memory region.
+SHM_BODY = 26
 # Zygote -> front
 SPAWNED = 23
 EXITED = 24
@@ -57,6 +67,11 @@ _KIND_NAMES = {
     SPAWN: "SPAWN",
     SPAWNED: "SPAWNED",
     EXITED: "EXITED",
+    FILE: "FILE",
+    FILE_ACK: "FILE_ACK",
+    SHM_SETUP: "SHM_SETUP",
+    SHM_CREDIT: "SHM_CREDIT",
+    SHM_BODY: "SHM_BODY",
 }
 
 
@@ -108,6 +123,44 @@ class Start(NamedTuple):
     done: bool
 
 
+class File(NamedTuple):
+    """The whole response: status, headers, and ``length`` bytes of a file from
+    ``offset``.  The file's descriptor follows by SCM_RIGHTS once the front
+    answers with FILE_ACK (a descriptor must not reach a reader that would drop it)."""
+
+    rid: int
+    status: int
+    headers: list
+    offset: int
+    length: int
+
+
+class FileAck(NamedTuple):
+    """The front has stopped reading and waits for the FILE frame's descriptor."""
+
+    rid: int
+
+
+class ShmSetup(NamedTuple):
+    """The slot's shared-memory ring: ``size`` bytes, its memfd came with the frame."""
+
+    size: int
+
+
+class ShmCredit(NamedTuple):
+    """``nbytes`` more of the ring (in order) may be written again."""
+
+    nbytes: int
+
+
+class ShmBody(NamedTuple):
+    """A response chunk at ``offset`` in the slot's ring (never wrapping)."""
+
+    rid: int
+    offset: int
+    length: int
+
+
 class Body(NamedTuple):
     rid: int
     data: bytes
@@ -150,7 +203,10 @@ class Exited(NamedTuple):
     status: int
 
 
-Event = Union[Request, Cancel, Ready, BootError, Start, Body, End, Abort, Log, Spawn, Spawned, Exited]
+Event = Union[
+    Request, Cancel, Ready, BootError, Start, Body, End, Abort, Log, Spawn, Spawned, Exited, File, FileAck,
+    ShmSetup, ShmCredit, ShmBody,
+]
 
 _CONTROL: dict[int, type] = {
     REQUEST: Request,
@@ -164,6 +220,11 @@ _CONTROL: dict[int, type] = {
     SPAWN: Spawn,
     SPAWNED: Spawned,
     EXITED: Exited,
+    FILE: File,
+    FILE_ACK: FileAck,
+    SHM_SETUP: ShmSetup,
+    SHM_CREDIT: ShmCredit,
+    SHM_BODY: ShmBody,
 }
 
 
@@ -194,6 +255,26 @@ def encode_boot_error(message: str) -> bytes:
 
 def encode_start(rid: int, status: int, headers: list, body: bytes, done: bool) -> bytes:
     return _frame(START, _packb((rid, status, headers, body, done)))
+
+
+def encode_file(rid: int, status: int, headers: list, offset: int, length: int) -> bytes:
+    return _frame(FILE, _packb((rid, status, headers, offset, length)))
+
+
+def encode_file_ack(rid: int) -> bytes:
+    return _frame(FILE_ACK, _packb((rid,)))
+
+
+def encode_shm_setup(size: int) -> bytes:
+    return _frame(SHM_SETUP, _packb((size,)))
+
+
+def encode_shm_credit(nbytes: int) -> bytes:
+    return _frame(SHM_CREDIT, _packb((nbytes,)))
+
+
+def encode_shm_body(rid: int, offset: int, length: int) -> bytes:
+    return _frame(SHM_BODY, _packb((rid, offset, length)))
 
 
 def encode_body_header(rid: int, size: int) -> bytes:
@@ -328,7 +409,17 @@ def _check(event: Event) -> None:
             and isinstance(event.body, bytes)
             and isinstance(event.done, bool)
         )
-    elif isinstance(event, (Cancel, End)):
+    elif isinstance(event, File):
+        ok = (
+            isinstance(event.rid, int)
+            and isinstance(event.status, int)
+            and _headers_ok(event.headers)
+            and isinstance(event.offset, int)
+            and isinstance(event.length, int)
+            and event.offset >= 0
+            and event.length >= 0
+        )
+    elif isinstance(event, (Cancel, End, FileAck)):
         ok = isinstance(event.rid, int)
     elif isinstance(event, Abort):
         ok = isinstance(event.rid, int) and isinstance(event.reason, str)
@@ -336,9 +427,17 @@ def _check(event: Event) -> None:
         ok = isinstance(event.pid, int) and event.version == VERSION
     elif isinstance(event, BootError):
         ok = isinstance(event.message, str)
+    elif isinstance(event, (ShmSetup, ShmCredit, ShmBody)):
+        ok = all(isinstance(value, int) and value >= 0 for value in event)
     elif isinstance(event, (Spawn, Spawned, Exited)):
         ok = all(isinstance(value, int) for value in event)
     else:  # Log
         ok = isinstance(event.level, int) and isinstance(event.message, str)
     if not ok:
         raise ProtocolError(f"malformed {type(event).__name__} frame: {event!r:.200}")
+
+
+def _headers_ok(headers: Any) -> bool:
+    return isinstance(headers, list) and all(
+        isinstance(h, list) and len(h) == 2 and isinstance(h[0], bytes) and isinstance(h[1], bytes) for h in headers
+    )

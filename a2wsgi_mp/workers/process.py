@@ -18,13 +18,13 @@ import sys
 import threading
 import traceback
 from typing import Any, Callable, NoReturn
-from wsgiref.util import FileWrapper
 
 from ..environ import build_environ
 from ..ipc import protocol
 from ..ipc.pipe import PeerGone, WorkerPipe
 from ..loader import AppLoadError, AppRef, load_app
-from ..response import SinkGone, run_wsgi
+from ..response import SinkGone, StartResponse, run_wsgi
+from .filewrapper import FileWrapper, file_span
 
 EXIT_BOOT_FAILED = 3
 _PR_SET_PDEATHSIG = 1
@@ -100,18 +100,44 @@ class _Sink:
         self.finished = False
 
     def start(self, status: int, headers: list, body: bytes, done: bool) -> None:
+        if self.pipe.uses_shm(len(body)):  # a big first chunk goes through shared memory
+            self._send(protocol.encode_start(self.rid, status, headers, b"", False))
+            self.body(body)
+            if done:
+                self.end()
+            return
         self.finished = done
         self._send(protocol.encode_start(self.rid, status, headers, body, done))
 
     def body(self, chunk: bytes) -> None:
         try:
-            self.pipe.send_parts((protocol.encode_body_header(self.rid, len(chunk)), chunk))
+            if self.pipe.uses_shm(len(chunk)):
+                self.pipe.send_shm(self.rid, chunk)
+            else:
+                self.pipe.send_parts((protocol.encode_body_header(self.rid, len(chunk)), chunk))
         except PeerGone as exc:
             raise SinkGone(str(exc)) from exc
 
     def end(self) -> None:
         self.finished = True
         self._send(protocol.encode_end(self.rid))
+
+    def send_file(self, response: StartResponse, iterable: Any) -> bool:
+        """Hand a ``wsgi.file_wrapper`` file to the front by descriptor; False to iterate it."""
+        if response.status is None or response.started:
+            return False
+        span = file_span(iterable, response.remaining)
+        if span is None:
+            return False
+        fd, offset, length = span
+        frame = protocol.encode_file(self.rid, response.status, response.headers, offset, length)
+        response.started = response.done = True
+        self.finished = True
+        try:
+            self.pipe.send_file(frame, self.rid, fd)
+        except PeerGone as exc:
+            raise SinkGone(str(exc)) from exc
+        return True
 
     def abort(self, reason: str) -> None:
         self.finished = True
