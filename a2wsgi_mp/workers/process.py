@@ -27,6 +27,8 @@ from ..response import SinkGone, StartResponse, run_wsgi
 from .filewrapper import FileWrapper, file_span
 
 EXIT_BOOT_FAILED = 3
+#: Larger response chunks cross the pipe as several BODY frames of this size.
+PIECE = 256 * 1024
 _PR_SET_PDEATHSIG = 1
 
 
@@ -100,7 +102,7 @@ class _Sink:
         self.finished = False
 
     def start(self, status: int, headers: list, body: bytes, done: bool) -> None:
-        if self.pipe.uses_shm(len(body)):  # a big first chunk goes through shared memory
+        if len(body) > PIECE or self.pipe.uses_shm(len(body)):  # a big first chunk: as BODY pieces
             self._send(protocol.encode_start(self.rid, status, headers, b"", False))
             self.body(body)
             if done:
@@ -113,8 +115,13 @@ class _Sink:
         try:
             if self.pipe.uses_shm(len(chunk)):
                 self.pipe.send_shm(self.rid, chunk)
-            else:
+            elif len(chunk) <= PIECE:
                 self.pipe.send_parts((protocol.encode_body_header(self.rid, len(chunk)), chunk))
+            else:  # frames stay far below MAX_PAYLOAD, and the front never holds a huge one
+                view = memoryview(chunk)
+                for i in range(0, len(view), PIECE):
+                    piece = view[i : i + PIECE]
+                    self.pipe.send_parts((protocol.encode_body_header(self.rid, len(piece)), piece))
         except PeerGone as exc:
             raise SinkGone(str(exc)) from exc
 

@@ -35,6 +35,17 @@ def app(environ, start_response):
         body = f"{size} {digest.hexdigest()}".encode()
         start_response("200 OK", [("Content-Length", str(len(body)))])
         return [body]
+    if path == "/drain":  # read and drop the body
+        stream = environ["wsgi.input"]
+        size = 0
+        while True:
+            chunk = stream.read(1024 * 1024)
+            if not chunk:
+                break
+            size += len(chunk)
+        body = str(size).encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
     if path == "/once":  # one body of `size` bytes in a one-element list
         size = int(q.get("size", "0"))
         body = (BLOCK * (size // len(BLOCK) + 1))[:size]
