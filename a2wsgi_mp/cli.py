@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     option("--max-body-size", _size, "413 for larger request bodies (default: no limit)")
     option("--spool-dir", str, "directory for spooled request bodies (default: the system temp dir)")
     option("--metrics-path", str, "serve Prometheus metrics at this path (default: off)")
-    option("--ipc", str, "response bodies via the socketpair (pipe) or a shared-memory ring per slot (shm)",
+    option("--ipc", str, "bodies via the socketpair (pipe) or a shared-memory ring per slot (shm)",
            choices=["pipe", "shm"])
     return p
 

@@ -42,8 +42,8 @@ class PoolConfig:
     boot_timeout: float = 60.0
     #: Serve Prometheus metrics at this path in the front (None = off).
     metrics_path: str | None = None
-    #: How response bodies reach the front: "pipe" (the socketpair) or "shm" (a
-    #: shared-memory ring per slot; control frames stay on the socketpair).
+    #: How bodies move between front and workers: "pipe" (the socketpair) or "shm"
+    #: (a shared-memory ring per slot; control frames stay on the socketpair).
     ipc: str = "pipe"
 
     def __post_init__(self) -> None:

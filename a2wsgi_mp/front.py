@@ -159,11 +159,13 @@ class WSGIPool:
                                   [(b"retry-after", str(exc.retry_after).encode())])
                 return
             exchange = self.pool.begin(slot)
-            frame = protocol.encode_request(exchange.rid, request_head(scope), inline, spool.size)
             if spool.file is not None:
+                frame = protocol.encode_request(exchange.rid, request_head(scope), inline, spool.size)
                 slot.pipe.send_with_fds(frame, [spool.file.fileno()])
+            elif inline and slot.pipe.put_request_body(inline):  # --ipc shm: through the ring
+                slot.pipe.send(protocol.encode_request_shm(exchange.rid, request_head(scope), len(inline)))
             else:
-                slot.pipe.send(frame)
+                slot.pipe.send(protocol.encode_request(exchange.rid, request_head(scope), inline, spool.size))
         finally:
             spool.close()  # the worker has its own descriptor now
         await self._relay(exchange, receive, send, scope)

@@ -44,6 +44,8 @@ if hasattr(p, "encode_shm_body"):  # the shared-memory ring frames (--ipc shm)
         (p.encode_shm_credit(65536), p.ShmCredit(65536)),
         (p.encode_shm_body(16, 4096, 65536), p.ShmBody(16, 4096, 65536)),
     ]
+if hasattr(p, "encode_request_shm"):  # a request body in the slot's ring (--ipc shm)
+    SAMPLES += [(p.encode_request_shm(17, {"method": "POST"}, 40000), p.RequestShm(17, {"method": "POST"}, 40000))]
 STREAM = b"".join(frame for frame, _ in SAMPLES)
 EXPECTED = [event for _, event in SAMPLES]
 

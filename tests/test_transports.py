@@ -37,8 +37,23 @@ def test_shm_frames_round_trip():
     assert list(dec.events()) == [protocol.ShmSetup(4096), protocol.ShmCredit(10), protocol.ShmBody(3, 100, 200)]
 
 
+def test_request_shm_frame_round_trip_and_needs_a_ring():
+    from a2wsgi_mp.ipc.pipe import WorkerPipe
+
+    dec = protocol.Decoder()
+    dec.feed(protocol.encode_request_shm(9, {"method": "POST"}, 5))
+    assert list(dec.events()) == [protocol.RequestShm(9, {"method": "POST"}, 5)]
+    a, b = socket.socketpair()
+    pipe = WorkerPipe(b)
+    a.sendall(protocol.encode_request_shm(9, {}, 5))
+    with pytest.raises(protocol.ProtocolError):
+        pipe.next_event()
+    pipe.close()
+    a.close()
+
+
 @pytest.mark.parametrize("kind,fields", [(protocol.SHM_BODY, (1, -1, 5)), (protocol.SHM_CREDIT, ("x",)),
-                                         (protocol.SHM_SETUP, (1, 2))])
+                                         (protocol.SHM_SETUP, (1, 2)), (protocol.REQUEST_SHM, (1, {}, -1))])
 def test_malformed_shm_frames(kind, fields):
     dec = protocol.Decoder()
     dec.feed(protocol._frame(kind, protocol._packb(fields)))
@@ -143,6 +158,17 @@ def test_upload_64mib_sha256(srv):
     assert r.text == f"{64 * MB} {expected}"
     time.sleep(0.2)
     assert os.listdir(srv.tmp) == []
+
+
+def test_inline_uploads_interleaved_with_downloads(srv):
+    # Request bodies up to the spool threshold go through the ring with --ipc shm;
+    # responses reuse the same ring in between.
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        for size in (10, 40_000, MB - 1, MB, 300_000):
+            body = os.urandom(size)
+            assert c.post("/upload", content=body).text == f"{size} {hashlib.sha256(body).hexdigest()}"
+            r = c.get(f"/once?size={5 * MB}")
+            assert len(r.content) == 5 * MB and r.content[:4] == BLOCK[:4]
 
 
 @pytest.mark.parametrize("size", [1, 40_000, 5 * MB, 64 * MB + 1])

@@ -138,6 +138,14 @@ class FrontPipe(asyncio.Protocol):
         except protocol.ProtocolError as exc:
             self._lose(exc)
 
+    def put_request_body(self, body: bytes) -> bool:
+        """Copy a request body into this (idle) slot's ring; False if it should go inline."""
+        region = self.region
+        if region is None or not MIN_CHUNK <= len(body) <= region.size:
+            return False
+        region.map[: len(body)] = body
+        return True
+
     def _setup_shm(self) -> None:
         """Give the worker its ring, before anything else is sent on this slot."""
         self.region = Region.create(self._shm_size)
@@ -291,6 +299,12 @@ class WorkerPipe:
                 if self.ring is None:
                     raise protocol.ProtocolError("SHM_CREDIT without a shared-memory region")
                 self.ring.credit(event.nbytes)
+            elif isinstance(event, protocol.RequestShm):
+                ring = self.ring
+                if ring is None or ring.outstanding or event.length > ring.region.size:
+                    raise protocol.ProtocolError("REQUEST_SHM without an idle ring large enough")
+                body = ring.region.read(0, event.length)
+                self._events.append(protocol.Request(event.rid, event.head, body, event.length))
             elif isinstance(event, protocol.ShmSetup):
                 if not self._fds:
                     raise protocol.ProtocolError("SHM_SETUP arrived without its memfd")

@@ -36,6 +36,8 @@ FILE_ACK = 4
 SHM_SETUP = 5
 #: The front has copied this many bytes out of the region: the worker may reuse them.
 SHM_CREDIT = 6
+#: A REQUEST whose (inline-sized) body lies at offset 0 of the slot's ring.
+REQUEST_SHM = 7
 # Front -> zygote (the process that starts workers)
 SPAWN = 3
 # Worker -> front
@@ -72,6 +74,7 @@ _KIND_NAMES = {
     SHM_SETUP: "SHM_SETUP",
     SHM_CREDIT: "SHM_CREDIT",
     SHM_BODY: "SHM_BODY",
+    REQUEST_SHM: "REQUEST_SHM",
 }
 
 
@@ -147,6 +150,15 @@ class ShmSetup(NamedTuple):
     size: int
 
 
+class RequestShm(NamedTuple):
+    """A REQUEST whose ``length``-byte body is at the start of the slot's ring
+    (the ring is idle between requests).  The worker copies it out on receipt."""
+
+    rid: int
+    head: dict
+    length: int
+
+
 class ShmCredit(NamedTuple):
     """``nbytes`` more of the ring (in order) may be written again."""
 
@@ -205,7 +217,7 @@ class Exited(NamedTuple):
 
 Event = Union[
     Request, Cancel, Ready, BootError, Start, Body, End, Abort, Log, Spawn, Spawned, Exited, File, FileAck,
-    ShmSetup, ShmCredit, ShmBody,
+    ShmSetup, ShmCredit, ShmBody, RequestShm,
 ]
 
 _CONTROL: dict[int, type] = {
@@ -225,6 +237,7 @@ _CONTROL: dict[int, type] = {
     SHM_SETUP: ShmSetup,
     SHM_CREDIT: ShmCredit,
     SHM_BODY: ShmBody,
+    REQUEST_SHM: RequestShm,
 }
 
 
@@ -267,6 +280,10 @@ def encode_file_ack(rid: int) -> bytes:
 
 def encode_shm_setup(size: int) -> bytes:
     return _frame(SHM_SETUP, _packb((size,)))
+
+
+def encode_request_shm(rid: int, head: dict, length: int) -> bytes:
+    return _frame(REQUEST_SHM, _packb((rid, head, length)))
 
 
 def encode_shm_credit(nbytes: int) -> bytes:
@@ -427,6 +444,9 @@ def _check(event: Event) -> None:
         ok = isinstance(event.pid, int) and event.version == VERSION
     elif isinstance(event, BootError):
         ok = isinstance(event.message, str)
+    elif isinstance(event, RequestShm):
+        ok = isinstance(event.rid, int) and isinstance(event.head, dict) and isinstance(event.length, int) \
+            and event.length >= 0
     elif isinstance(event, (ShmSetup, ShmCredit, ShmBody)):
         ok = all(isinstance(value, int) and value >= 0 for value in event)
     elif isinstance(event, (Spawn, Spawned, Exited)):

@@ -11,7 +11,9 @@ SIGKILL) and passes the memfd to the worker with an SHM_SETUP frame
   several pieces);
 * the front copies the piece out (it needs ``bytes`` for ASGI anyway), and
   answers with ``SHM_CREDIT [nbytes]``, coalesced per read;
-* the worker blocks for credit when the ring is full.
+* the worker blocks for credit when the ring is full;
+* between requests the ring is idle, so an inline request body of at least
+  :data:`MIN_CHUNK` goes to its start, announced by ``REQUEST_SHM``.
 
 Flow control is the pipe's: when the client reads slowly the front stops
 reading the slot, so SHM_BODY frames wait unread, no credit goes back, and
