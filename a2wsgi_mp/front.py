@@ -274,6 +274,15 @@ def _pathsend_path(handoff: FileHandoff, scope: Scope) -> str | None:
     return path
 
 
+#: Longest the front keeps a pathsend file's descriptor open after the send.
+PATHSEND_HOLD = 60.0
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive()).get("type") != "http.disconnect":
+        pass
+
+
 async def _send_file(handoff: FileHandoff, scope: Scope, receive: Receive, send: Send) -> None:
     """Send a response whose body is a file a worker passed us; closes its fd."""
     fd = handoff.fd
@@ -285,8 +294,11 @@ async def _send_file(handoff: FileHandoff, scope: Scope, receive: Receive, send:
         if path is not None:
             await send({"type": "http.response.pathsend", "path": path})
             # The server opens the path; keep the fd (hence the path) alive until
-            # it says the response is over.
-            while (await receive()).get("type") != "http.disconnect":
+            # it says the response is over (bounded: a server that never says so
+            # must not pin the descriptor for the connection's whole life).
+            try:
+                await asyncio.wait_for(_until_disconnect(receive), PATHSEND_HOLD)
+            except asyncio.TimeoutError:
                 pass
             return
         if handoff.length == 0:

@@ -281,3 +281,29 @@ def test_big_file_through_uvicorn(tmp_path):
         assert size == 256 * 1024 * 1024 and got.hexdigest() == digest.hexdigest()
         assert peak < 64 * 1024 * 1024, f"peak RSS {peak / 2**20:.1f} MiB"
         assert httpx.get(srv.url + "/").text == "ok"
+
+
+def test_pathsend_hold_is_bounded(data_file, monkeypatch):
+    monkeypatch.setattr(front_mod, "PATHSEND_HOLD", 0.2)
+
+    async def go(pool):
+        sent = []
+        first = True
+
+        async def receive():
+            nonlocal first
+            if first:
+                first = False
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.sleep(3600)  # a server that never reports the end
+
+        async def send(message):
+            sent.append(message)
+
+        before = _open_fds()
+        await asyncio.wait_for(pool(_scope("/file", {"http.response.pathsend": {}}), receive, send), 10)
+        return sent, before, _open_fds()
+
+    sent, before, after = _run(go)
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.pathsend"]
+    assert after <= before
