@@ -542,27 +542,47 @@ def sc_p4(server: Server, ctx: Context) -> dict[str, Any]:
             "slow_clients": n, "idle_from_P1": "P1" in ctx.session, "loaded": loaded, "slow": slow_stats}
 
 
+def _best_transfer(server: Server, ctx: Context, once: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Best of ``repeat`` transfers (fastest successful one); RSS peaks over all of them."""
+    runs = []
+    with RssSampler(server) as rss:
+        for _ in range(max(1, ctx.mode["repeat"])):
+            runs.append(once())
+            if not runs[-1]["ok"]:
+                break
+    good = [r for r in runs if r["ok"]]
+    best = min(good, key=lambda r: r["seconds"]) if good else runs[-1]
+    size = ctx.mode["body"]
+    return dict(best, all_seconds=[r["seconds"] for r in runs],
+                mb_s=size / MiB / best["seconds"] if best["ok"] and best["seconds"] else None, **rss.summary())
+
+
 def sc_p5(server: Server, ctx: Context) -> dict[str, Any]:
     size = ctx.mode["body"]
-    with RssSampler(server) as rss:
+
+    def once() -> dict[str, Any]:
         code, secs, body = curl(["-T", ctx.bodyfile, "-H", "Expect:", "-H", "Content-Type: application/octet-stream",
                                  server.url + "/upload"], timeout=120)
-    ok = code == 200 and body.strip() == str(size)
-    return {"seconds": secs, "status": code, "ok": ok, "answer": body[:80], "bytes": size,
-            "mb_s": size / MiB / secs if ok and secs else None, **rss.summary()}
+        return {"seconds": secs, "status": code, "ok": code == 200 and body.strip() == str(size),
+                "answer": body[:80], "bytes": size}
+
+    return _best_transfer(server, ctx, once)
 
 
 def sc_p6(server: Server, ctx: Context) -> dict[str, Any]:
     size = ctx.mode["body"]
-    with RssSampler(server) as rss:
+
+    def once() -> dict[str, Any]:
         proc = subprocess.run(["curl", "-sS", "--max-time", "120", "-o", "/dev/null", "-w",
                                "%{http_code} %{time_total} %{size_download}", f"{server.url}/download?n={size}"],
                               capture_output=True, text=True, timeout=130)
-    parts = proc.stdout.split()
-    code, secs, got = (int(parts[0]), float(parts[1]), int(float(parts[2]))) if len(parts) == 3 else (0, float("nan"), 0)
-    ok = code == 200 and got == size
-    return {"seconds": secs, "status": code, "ok": ok, "bytes": got, "error": proc.stderr.strip()[:200],
-            "mb_s": size / MiB / secs if ok and secs else None, **rss.summary()}
+        parts = proc.stdout.split()
+        code, secs, got = ((int(parts[0]), float(parts[1]), int(float(parts[2]))) if len(parts) == 3
+                           else (0, float("nan"), 0))
+        return {"seconds": secs, "status": code, "ok": code == 200 and got == size, "bytes": got,
+                "error": proc.stderr.strip()[:200]}
+
+    return _best_transfer(server, ctx, once)
 
 
 def sc_p7(server: Server, ctx: Context) -> dict[str, Any]:
@@ -710,6 +730,8 @@ def _goals_for(mp: str, get: Callable[[str, str], Any], goal: Callable[..., None
             if a5 and a5.get("ok"):
                 ok = ok and r5["seconds"] <= a5["seconds"]
                 detail += f"; a2wsgi {a5['seconds']:.2f} s ({r5['seconds'] / a5['seconds']:.2f}x)"
+            elif ok:
+                ok, detail = None, detail + "; a2wsgi not measured"
             goal(mp, "P5 upload no slower than a2wsgi, every process <= 64 MiB RSS", ok, detail)
         r6, a6 = get("P6", mp), get("P6", "a2wsgi")
         if r6 and a6 and a6.get("ok"):
