@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .ipc.fds import MAX_FDS
 from .launcher import START_METHODS, default_start_method
 
 
@@ -56,6 +57,8 @@ class PoolConfig:
         for name in ("workers", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.threads > MAX_FDS:  # each thread's connection travels in one SCM_RIGHTS message
+            raise ValueError(f"threads must be at most {MAX_FDS}")
         for name in ("timeout", "graceful_timeout", "max_requests", "max_requests_jitter", "max_rss",
                      "max_lifetime", "backlog", "queue_timeout", "spool_threshold", "boot_timeout"):
             if getattr(self, name) < 0:

@@ -15,7 +15,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Union
 
 from .ipc import protocol
-from .ipc.pipe import FileHandoff
+from .ipc.fds import FileHandoff
 
 if TYPE_CHECKING:
     from .handles import Slot

@@ -19,7 +19,7 @@ from .config import PoolConfig
 from .environ import request_head
 from .exchange import Exchange, Lost, TimedOut
 from .ipc import protocol
-from .ipc.pipe import FileHandoff
+from .ipc.fds import FileHandoff
 from .loader import AppRef, describe
 from .pool import BootFailed, Pool, Unavailable
 from .spool import BodyTooLarge, Spool

@@ -8,7 +8,6 @@ processes (zygote, workers) outlives them.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import socket
@@ -16,7 +15,6 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest

@@ -8,7 +8,6 @@ import warnings
 from wsgiref import validate
 
 import msgpack
-import pytest
 
 from a2wsgi_mp.environ import build_environ, request_head
 

@@ -292,3 +292,12 @@ def test_sigterm_to_a_busy_worker_finishes_its_request_first(server):
     assert status == 200
     assert wait_for(lambda: victim not in srv.worker_pids() and ready_workers(srv.url) == 1, 10)
     assert httpx.get(srv.url + "/").status_code == 200
+
+
+def test_many_threads_per_worker_all_get_their_connection(server):
+    # Regression: 16+ slot sockets travel to the zygote in one SCM_RIGHTS message.
+    srv = server("--workers", "2", "--threads", "20")
+    results = load(srv.url, ["/sleep?0.2"] * 40, concurrency=40)
+    assert all(s == 200 for _, s in results)
+    assert httpx.get(srv.url + "/metrics").text.count("a2wsgi_mp_workers{") == 1
+    assert ready_workers(srv.url) == 2

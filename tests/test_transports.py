@@ -38,7 +38,7 @@ def test_shm_frames_round_trip():
 
 
 def test_request_shm_frame_round_trip_and_needs_a_ring():
-    from a2wsgi_mp.ipc.pipe import WorkerPipe
+    from a2wsgi_mp.ipc.worker_pipe import WorkerPipe
 
     dec = protocol.Decoder()
     dec.feed(protocol.encode_request_shm(9, {"method": "POST"}, 5))

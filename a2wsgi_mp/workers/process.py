@@ -21,7 +21,7 @@ from typing import Any, Callable, NoReturn
 
 from ..environ import build_environ
 from ..ipc import protocol
-from ..ipc.pipe import PeerGone, WorkerPipe
+from ..ipc.worker_pipe import PeerGone, WorkerPipe
 from ..loader import AppLoadError, AppRef, load_app
 from ..response import SinkGone, StartResponse, run_wsgi
 from .filewrapper import FileWrapper, file_span

@@ -21,7 +21,7 @@ import traceback
 from typing import NoReturn
 
 from ..ipc import protocol
-from ..ipc.pipe import WorkerPipe
+from ..ipc.worker_pipe import WorkerPipe
 from ..loader import AppRef
 from .process import die_with_parent, reset_signals, run_worker
 
