@@ -18,7 +18,6 @@ Moving to the process pool later is one class name: ``WSGIPool``.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextvars
 import logging
 import os
@@ -26,8 +25,9 @@ import sys
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import IO, Any, Awaitable, Callable, Iterable, Iterator, MutableMapping
+from typing import IO, Any, Awaitable, Callable, Iterable, MutableMapping
 
+from .body import DISCONNECT, Body, ClientDisconnect
 from .environ import Environ
 from .environ import build_environ as _build_environ
 from .response import Headers, SinkGone, run_wsgi
@@ -42,20 +42,9 @@ __all__ = ["Body", "ClientDisconnect", "ResponseAborted", "WSGIMiddleware", "bui
 
 logger = logging.getLogger("a2wsgi_mp.wsgi")
 
-_DISCONNECT: Message = {"type": "http.disconnect"}
-
 #: Request body the disconnect watcher may read ahead, for a response that
 #: streams before the app has read the upload.  Past it, a2wsgi's behaviour.
 READ_AHEAD_LIMIT = 1024 * 1024
-
-
-class ClientDisconnect(OSError):
-    """The client left before the request body was complete.
-
-    An ``OSError`` because that is what a real socket read raises, so Django
-    (``UnreadablePostError``), Werkzeug and friends already treat it as a failed
-    upload rather than a short one.
-    """
 
 
 class ResponseAborted(RuntimeError):
@@ -64,120 +53,6 @@ class ResponseAborted(RuntimeError):
     Raising is the only way ASGI has to make the server cut the connection, so
     the client sees a broken response instead of a short one passed as whole.
     """
-
-
-class Body:
-    """``wsgi.input`` that pulls the request body from ASGI ``receive()`` on demand.
-
-    Reads run in the worker thread and hop onto the event loop for each
-    message, so a large upload streams through without being buffered first
-    (the buffer only holds what the app asked for but has not consumed yet).
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, receive: Receive) -> None:
-        self.buffer = bytearray()
-        self.loop = loop
-        self.receive = receive
-        self._has_more = True
-        self._disconnected = False
-        self._future: concurrent.futures.Future[Message] | None = None
-
-    @property
-    def has_more(self) -> bool:
-        return self._has_more or bool(self.buffer)
-
-    def abandon(self) -> None:
-        """Release a read blocked on the loop; later reads raise. Any thread may call it."""
-        self._disconnected = True
-        future = self._future
-        if future is not None:
-            future.cancel()
-
-    def _check(self) -> None:
-        if self._disconnected:
-            self.buffer.clear()  # part of a body that never completed: useless, and misleading
-            raise ClientDisconnect("the client disconnected before the request body was complete")
-
-    def _receive_more_data(self) -> bytes:
-        self._check()
-        if not self._has_more:
-            return b""
-        try:
-            future = asyncio.run_coroutine_threadsafe(self.receive(), self.loop)
-        except RuntimeError as exc:  # the loop is closed: nobody will ever answer
-            self._disconnected = True
-            raise ClientDisconnect("the event loop is gone") from exc
-        self._future = future
-        if self._disconnected:  # abandon() ran between the check and the assignment
-            future.cancel()
-        try:
-            message = future.result()
-        except concurrent.futures.CancelledError:
-            message = _DISCONNECT
-        except Exception as exc:
-            self._disconnected = True
-            raise ClientDisconnect(f"receive() failed: {exc!r}") from exc
-        finally:
-            self._future = None
-        if message["type"] != "http.request":
-            self._disconnected = True
-            self._has_more = False
-            self._check()
-        self._has_more = bool(message.get("more_body", False))
-        return bytes(message.get("body", b""))
-
-    def read(self, size: int | None = -1) -> bytes:
-        self._check()
-        if size is None or size < 0:
-            while self._has_more:
-                self.buffer.extend(self._receive_more_data())
-            result = bytes(self.buffer)
-            self.buffer.clear()
-            return result
-        while len(self.buffer) < size and self._has_more:
-            self.buffer.extend(self._receive_more_data())
-        result = bytes(self.buffer[:size])
-        del self.buffer[:size]
-        return result
-
-    def readline(self, limit: int | None = -1) -> bytes:
-        self._check()
-        limit = -1 if limit is None else limit
-        if limit == 0:
-            return b""
-        start = 0
-        while True:
-            end = self.buffer.find(b"\n", start) + 1
-            if end == 0 and 0 <= limit <= len(self.buffer):
-                end = limit
-            elif end and 0 <= limit < end:
-                end = limit
-            if end or not self._has_more:
-                end = end or len(self.buffer)
-                result = bytes(self.buffer[:end])
-                del self.buffer[:end]
-                return result
-            start = len(self.buffer)
-            self.buffer.extend(self._receive_more_data())
-
-    def readlines(self, hint: int | None = -1) -> list[bytes]:
-        lines: list[bytes] = []
-        total = 0
-        while True:
-            line = self.readline()
-            if not line:
-                return lines
-            lines.append(line)
-            total += len(line)
-            if hint is not None and 0 < hint <= total:
-                return lines
-
-    def __iter__(self) -> Iterator[bytes]:
-        while True:
-            line = self.readline()
-            if not line:
-                return
-            yield line
 
 
 def build_environ(scope: Scope, body: IO[bytes] | Body) -> Environ:
@@ -362,12 +237,12 @@ class WSGIResponder:
         if self._stash:
             return self._stash.popleft()
         if self._gone:
-            return _DISCONNECT
+            return DISCONNECT
         async with self._recv_lock:
             if self._stash:
                 return self._stash.popleft()
             if self._gone:
-                return _DISCONNECT
+                return DISCONNECT
             message = await self._asgi_receive()
         self._note(message)
         return message

@@ -11,8 +11,11 @@ Process topology::
 Each gunicorn worker is an event loop (uvloop and httptools when installed)
 serving HTTP with uvicorn's ``Server`` on ``self.sockets``, and owns a
 :class:`~a2wsgi_mp.front.WSGIPool` of ``--threads`` processes.  gunicorn's
-settings are mapped in :meth:`PoolWorker.pool_options` and
-:meth:`PoolWorker.uvicorn_options`; docs/gunicorn.md has the table.
+settings are mapped in :mod:`a2wsgi_mp.workers.gunicorn_config` (through
+:meth:`PoolWorker.pool_options` and :meth:`PoolWorker.uvicorn_options`);
+docs/gunicorn.md has the table.  The per-request layers (request limits,
+``secure_scheme_headers``, ``pre_request``/``post_request``) are in
+:mod:`a2wsgi_mp.workers.gunicorn_hooks`.
 
 Signals (the loop's own handlers once it runs; gunicorn's before):
 
@@ -37,271 +40,44 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
-import io
 import logging
 import os
 import signal
 import sys
 import time
-from typing import Any, Awaitable, Callable, MutableMapping
+from typing import Any
 
 import psutil
 from gunicorn.workers.base import Worker
 from uvicorn.config import Config as UvicornConfig
-from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
-from uvicorn.server import Server as UvicornServer
 
-from ..environ import build_environ
 from ..front import WSGIPool
 from ..pool import BootFailed
+from . import gunicorn_config
+from .gunicorn_config import customised as _customised
+from .gunicorn_config import request_limits
+from .gunicorn_hooks import (
+    ASGIApp,
+    GunicornFront,
+    GunicornRequest,
+    GunicornResponse,
+    HookMiddleware,
+)
+from .gunicorn_server import DrainingServer
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+__all__ = [
+    "WORKER_BOOT_ERROR",
+    "GunicornFront",
+    "GunicornRequest",
+    "GunicornResponse",
+    "HookMiddleware",
+    "PoolH11Worker",
+    "PoolWorker",
+    "request_limits",
+]
 
 #: gunicorn's ``Arbiter.WORKER_BOOT_ERROR``: the arbiter halts instead of respawning.
 WORKER_BOOT_ERROR = 3
-
-#: gunicorn's caps and defaults for the ``limit_request_*`` settings.
-_MAX_REQUEST_LINE = 8190
-_MAX_HEADERS = 32768
-_DEFAULT_FIELD_SIZE = 8190
-#: What gunicorn reads of a request line when ``limit_request_line`` is 0 ("unlimited").
-_UNLIMITED_LINE = 1024 * 1024
-
-
-def request_limits(cfg: Any) -> tuple[int, int, int]:
-    """gunicorn's effective (request line, header count, header field size)
-    limits; a request line limit of 0 means unlimited, as in gunicorn."""
-    line = int(cfg.limit_request_line)
-    line = _MAX_REQUEST_LINE if line < 0 or line >= _MAX_REQUEST_LINE else line
-    fields = int(cfg.limit_request_fields)
-    fields = _MAX_HEADERS if fields <= 0 or fields > _MAX_HEADERS else fields
-    size = int(cfg.limit_request_field_size)
-    size = _DEFAULT_FIELD_SIZE if size <= 0 else size
-    return line, fields, size
-
-
-# ---------------------------------------------------------------- the uvicorn server
-
-
-class _Server(UvicornServer):
-    """uvicorn's server, minus its own signal handling (the worker owns signals),
-    and with a short pause between closing the listeners and closing idle
-    connections, so a connection accepted just before the stop gets to send its
-    request instead of being closed unanswered (the other workers, or the
-    replacements started by a HUP, keep accepting on the shared socket)."""
-
-    drain_pause = 0.2
-
-    def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
-        return contextlib.nullcontext()
-
-    def install_signal_handlers(self) -> None:  # uvicorn < 0.29
-        pass
-
-    async def shutdown(self, sockets: Any = None) -> None:
-        for server in self.servers:
-            server.close()
-        if not self.force_exit and self.drain_pause:
-            await asyncio.sleep(self.drain_pause)
-        # Not ``sockets``: closing the servers closed those descriptors already,
-        # and by now their numbers may belong to other files.
-        await super().shutdown(sockets=None)
-
-
-# ---------------------------------------------------------------- per-request glue
-
-
-class GunicornRequest:
-    """What ``pre_request``/``post_request`` hooks get as ``req``: the attributes
-    of gunicorn's ``http.Request`` that hooks use, built from the ASGI scope.
-
-    ``body`` is ``None``: the body is spooled by the front and read by the
-    pool process, after ``pre_request`` ran.
-    """
-
-    __slots__ = ("method", "uri", "path", "query", "fragment", "version", "headers", "scheme",
-                 "remote_addr", "peer_addr", "body", "trailers", "scope")
-
-    def __init__(self, scope: Scope) -> None:
-        self.scope = scope
-        self.method: str = scope.get("method", "GET")
-        self.path: str = scope.get("path", "")
-        query = scope.get("query_string", b"") or b""
-        self.query: str = query.decode("latin-1")
-        raw_path = scope.get("raw_path")
-        uri = raw_path.decode("latin-1") if raw_path else self.path
-        self.uri: str = f"{uri}?{self.query}" if self.query else uri
-        self.fragment = ""
-        major, _, minor = str(scope.get("http_version", "1.1")).partition(".")
-        self.version = (int(major or 1), int(minor or 0))
-        self.headers: list[tuple[str, str]] = [
-            (name.decode("latin-1").upper(), value.decode("latin-1")) for name, value in scope.get("headers", ())
-        ]
-        self.scheme: str = scope.get("scheme", "http")
-        client = scope.get("client")
-        self.remote_addr = tuple(client) if client else None
-        self.peer_addr = self.remote_addr
-        self.body = None
-        self.trailers: list[tuple[str, str]] = []
-
-
-class GunicornResponse:
-    """What ``post_request`` gets as ``resp``: status, headers and bytes sent."""
-
-    __slots__ = ("status", "status_code", "headers", "sent", "response_length")
-
-    def __init__(self) -> None:
-        self.status: str | None = None
-        self.status_code: int | None = None
-        self.headers: list[tuple[str, str]] = []
-        self.sent = 0
-        self.response_length: int | None = None
-
-
-def _status_line(code: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return f"{code} {HTTPStatus(code).phrase}"
-    except ValueError:
-        return str(code)
-
-
-async def _reply(send: Send, status: int, text: str) -> None:
-    body = text.encode() + b"\n"
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close")],
-    })
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-class HookMiddleware:
-    """Calls gunicorn's ``pre_request(worker, req)`` before and
-    ``post_request(worker, req, environ, resp)`` after each HTTP request.
-
-    ``environ`` is rebuilt from the scope in the front (without ``wsgi.input``
-    content: the real environ lives in the pool process).  A ``pre_request``
-    that raises gets the request a 500, as in gunicorn.
-    """
-
-    def __init__(self, app: ASGIApp, worker: "PoolWorker", pre: bool, post: bool) -> None:
-        self.app = app
-        self.worker = worker
-        self.pre = pre
-        self.post = post
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        worker = self.worker
-        req = GunicornRequest(scope)
-        worker.nr += 1
-        if self.pre:
-            try:
-                worker.cfg.pre_request(worker, req)
-            except Exception:
-                worker.log.exception("Error handling request %s %s (pre_request hook)", req.method, req.uri)
-                await _reply(send, 500, "Internal Server Error")
-                return
-        if not self.post:
-            await self.app(scope, receive, send)
-            return
-        resp = GunicornResponse()
-
-        async def tracking_send(message: Message) -> None:
-            kind = message["type"]
-            if kind == "http.response.start":
-                resp.status_code = message["status"]
-                resp.status = _status_line(message["status"])
-                resp.headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", ())]
-                for name, value in resp.headers:
-                    if name.lower() == "content-length" and value.isdigit():
-                        resp.response_length = int(value)
-            elif kind == "http.response.body":
-                resp.sent += len(message.get("body", b""))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        finally:
-            try:
-                environ = build_environ(scope, io.BytesIO())
-                worker.cfg.post_request(worker, req, environ, resp)
-            except Exception:
-                worker.log.exception("Exception in post_request hook")
-
-
-class GunicornFront:
-    """The outermost ASGI layer of a gunicorn worker: gunicorn's request limits
-    and ``secure_scheme_headers``, checked against the real peer address before
-    uvicorn's proxy-header handling rewrites it."""
-
-    def __init__(self, app: ASGIApp, cfg: Any) -> None:
-        self.app = app
-        self.max_line, self.max_fields, self.max_field_size = request_limits(cfg)
-        self.scheme_headers = {
-            k.lower().encode("latin-1"): v for k, v in (cfg.secure_scheme_headers or {}).items()
-        }
-        allowed = cfg.forwarded_allow_ips or []
-        self.trusted = ProxyHeadersMiddleware(app, allowed).trusted_hosts if allowed else None
-        self.always_trust = "*" in allowed if isinstance(allowed, list) else allowed.strip() == "*"
-
-    def _trusted(self, scope: Scope) -> bool:
-        client = scope.get("client")
-        if self.always_trust or not client:  # no peer address: a Unix socket, trusted as in gunicorn
-            return True
-        return self.trusted is not None and client[0] in self.trusted
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        # Request line: "METHOD SP target SP HTTP/x.y"; uvicorn does not bound it.
-        if self.max_line:
-            target = len(scope.get("raw_path") or scope.get("path", "").encode())
-            query = scope.get("query_string")
-            if query:
-                target += 1 + len(query)
-            if len(scope.get("method", "")) + target + 10 > self.max_line:
-                await _reply(send, 414, "URI Too Long")
-                return
-        headers = scope.get("headers", ())
-        if len(headers) > self.max_fields:
-            await _reply(send, 431, "Request Header Fields Too Large: too many header fields")
-            return
-        limit = self.max_field_size
-        scheme_headers = self.scheme_headers
-        scheme = None
-        if limit or scheme_headers:
-            trusted = None
-            for name, value in headers:
-                if limit and len(name) + len(value) + 2 > limit:
-                    await _reply(send, 431, "Request Header Fields Too Large: a header field is too long")
-                    return
-                if name in scheme_headers:
-                    if trusted is None:
-                        trusted = self._trusted(scope)
-                    if not trusted:
-                        continue
-                    this = "https" if value.decode("latin-1") == scheme_headers[name] else "http"
-                    if scheme is not None and this != scheme:
-                        await _reply(send, 400, "Bad Request: contradictory scheme headers")
-                        return
-                    scheme = this
-        if scheme is not None and scheme != scope.get("scheme"):
-            scope = dict(scope)
-            scope["scheme"] = scheme
-        await self.app(scope, receive, send)
 
 
 # ---------------------------------------------------------------- the worker
@@ -327,7 +103,7 @@ class PoolWorker(Worker):
         super().__init__(*args, **kwargs)
         self.wsgi: Any = None
         self.pool: WSGIPool | None = None
-        self.server: _Server | None = None
+        self.server: DrainingServer | None = None
         self.exit_code = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_deadline: float | None = None
@@ -340,69 +116,12 @@ class PoolWorker(Worker):
         return getattr(self.app, "app_uri", None) or getattr(self.cfg, "wsgi_app", None)
 
     def pool_options(self, app_ref: Any) -> dict[str, Any]:
-        cfg = self.cfg
-        options: dict[str, Any] = {
-            "workers": max(1, int(cfg.threads or 1)),
-            "threads": 1,
-            "timeout": float(cfg.timeout or 0),
-            "graceful_timeout": float(cfg.graceful_timeout or 0),
-            "max_requests": max(0, int(cfg.max_requests or 0)),
-            "max_requests_jitter": max(0, int(cfg.max_requests_jitter or 0)),
-            "backlog": max(1, int(cfg.backlog or 2048)),
-        }
-        if not isinstance(app_ref, str):
-            options["start_method"] = "fork"  # an object reaches the pool only through fork
-        options.update(self.POOL_OPTIONS)
-        return options
+        """See :func:`~a2wsgi_mp.workers.gunicorn_config.pool_options`."""
+        return gunicorn_config.pool_options(self.cfg, app_ref, self.POOL_OPTIONS)
 
     def uvicorn_options(self) -> dict[str, Any]:
-        cfg = self.cfg
-        options: dict[str, Any] = {
-            "log_config": None,
-            "lifespan": "off",  # the worker starts and stops the pool itself
-            "proxy_headers": bool(cfg.forwarded_allow_ips),
-            "forwarded_allow_ips": cfg.forwarded_allow_ips or None,
-            "timeout_keep_alive": cfg.keepalive,
-            "limit_concurrency": cfg.worker_connections or None,
-            "backlog": cfg.backlog,
-            "access_log": bool(cfg.accesslog),
-            "timeout_graceful_shutdown": cfg.graceful_timeout,
-        }
-        bound = self._head_bound()
-        if bound is not None:
-            options["h11_max_incomplete_event_size"] = bound
-        if cfg.is_ssl:
-            options.update(self._ssl_options())
-        options.update(self.CONFIG_KWARGS)
-        return options
-
-    def _head_bound(self) -> int | None:
-        """The largest request head gunicorn's limits allow (for h11's buffer)."""
-        line, fields, size = request_limits(self.cfg)
-        return max(16 * 1024, (line or _UNLIMITED_LINE) + 2 + fields * (size + 2) + 2)
-
-    def _ssl_options(self) -> dict[str, Any]:
-        cfg = self.cfg
-        if "ssl_context_factory" in inspect.signature(UvicornConfig.__init__).parameters:
-            from gunicorn import sock as gsock
-
-            # gunicorn's own context builder (certfile, keyfile, ca_certs,
-            # cert_reqs, ciphers) run through the user's ``ssl_context`` hook.
-            return {
-                "ssl_certfile": cfg.certfile,
-                "ssl_keyfile": cfg.keyfile,
-                "ssl_context_factory": lambda _config, _default: gsock.ssl_context(cfg),
-            }
-        options = cfg.ssl_options
-        return {
-            "ssl_keyfile": options.get("keyfile"),
-            "ssl_certfile": options.get("certfile"),
-            "ssl_keyfile_password": options.get("password"),
-            "ssl_cert_reqs": options.get("cert_reqs"),
-            "ssl_ca_certs": options.get("ca_certs"),
-            "ssl_ciphers": options.get("ciphers"),
-            **({"ssl_version": options["ssl_version"]} if options.get("ssl_version") else {}),
-        }
+        """See :func:`~a2wsgi_mp.workers.gunicorn_config.uvicorn_options`."""
+        return gunicorn_config.uvicorn_options(self.cfg, self.CONFIG_KWARGS)
 
     # ------------------------------------------------------------ boot
 
@@ -598,7 +317,7 @@ class PoolWorker(Worker):
         beat = loop.create_task(self.heartbeat())
         try:
             if await self._start_pool() and self.alive:
-                self.server = _Server(self.config)
+                self.server = DrainingServer(self.config)
                 self.server.drain_pause = min(self.server.drain_pause, float(self.cfg.graceful_timeout or 0))
                 if not self.alive:  # a TERM came during the pool's boot
                     self.begin_stop(self._quick)
@@ -665,11 +384,3 @@ class PoolH11Worker(PoolWorker):
     def _warn_limits(self) -> None:
         pass
 
-
-def _customised(cfg: Any, name: str) -> bool:
-    setting = cfg.settings.get(name)
-    if setting is None:
-        return False
-    default = getattr(setting, "default", None)
-    return setting.value is not default and getattr(setting.value, "__code__", None) is not getattr(
-        default, "__code__", None)

@@ -1,0 +1,116 @@
+"""gunicorn settings → a2wsgi_mp's options, for :mod:`a2wsgi_mp.workers.gunicorn`.
+
+Kept apart from the worker class so the mapping (docs/gunicorn.md has the
+table) reads as one piece and can be checked without booting a worker: each
+function takes gunicorn's ``cfg`` and returns plain values.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from uvicorn.config import Config as UvicornConfig
+
+__all__ = ["customised", "head_bound", "pool_options", "request_limits", "ssl_options", "uvicorn_options"]
+
+#: gunicorn's caps and defaults for the ``limit_request_*`` settings.
+_MAX_REQUEST_LINE = 8190
+_MAX_HEADERS = 32768
+_DEFAULT_FIELD_SIZE = 8190
+#: What gunicorn reads of a request line when ``limit_request_line`` is 0 ("unlimited").
+_UNLIMITED_LINE = 1024 * 1024
+
+
+def request_limits(cfg: Any) -> tuple[int, int, int]:
+    """gunicorn's effective (request line, header count, header field size)
+    limits; a request line limit of 0 means unlimited, as in gunicorn."""
+    line = int(cfg.limit_request_line)
+    line = _MAX_REQUEST_LINE if line < 0 or line >= _MAX_REQUEST_LINE else line
+    fields = int(cfg.limit_request_fields)
+    fields = _MAX_HEADERS if fields <= 0 or fields > _MAX_HEADERS else fields
+    size = int(cfg.limit_request_field_size)
+    size = _DEFAULT_FIELD_SIZE if size <= 0 else size
+    return line, fields, size
+
+
+def head_bound(cfg: Any) -> int:
+    """The largest request head gunicorn's limits allow (for h11's buffer)."""
+    line, fields, size = request_limits(cfg)
+    return max(16 * 1024, (line or _UNLIMITED_LINE) + 2 + fields * (size + 2) + 2)
+
+
+def pool_options(cfg: Any, app_ref: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    """:class:`~a2wsgi_mp.front.WSGIPool` options: ``--threads`` pool processes
+    of one thread each, gunicorn's timeouts and ``max_requests``; ``extra``
+    (the worker's ``POOL_OPTIONS``) wins."""
+    options: dict[str, Any] = {
+        "workers": max(1, int(cfg.threads or 1)),
+        "threads": 1,
+        "timeout": float(cfg.timeout or 0),
+        "graceful_timeout": float(cfg.graceful_timeout or 0),
+        "max_requests": max(0, int(cfg.max_requests or 0)),
+        "max_requests_jitter": max(0, int(cfg.max_requests_jitter or 0)),
+        "backlog": max(1, int(cfg.backlog or 2048)),
+    }
+    if not isinstance(app_ref, str):
+        options["start_method"] = "fork"  # an object reaches the pool only through fork
+    options.update(extra)
+    return options
+
+
+def uvicorn_options(cfg: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    """uvicorn ``Config`` keyword arguments for the front; ``extra`` (the
+    worker's ``CONFIG_KWARGS``) wins."""
+    options: dict[str, Any] = {
+        "log_config": None,
+        "lifespan": "off",  # the worker starts and stops the pool itself
+        "proxy_headers": bool(cfg.forwarded_allow_ips),
+        "forwarded_allow_ips": cfg.forwarded_allow_ips or None,
+        "timeout_keep_alive": cfg.keepalive,
+        "limit_concurrency": cfg.worker_connections or None,
+        "backlog": cfg.backlog,
+        "access_log": bool(cfg.accesslog),
+        "timeout_graceful_shutdown": cfg.graceful_timeout,
+    }
+    options["h11_max_incomplete_event_size"] = head_bound(cfg)
+    if cfg.is_ssl:
+        options.update(ssl_options(cfg))
+    options.update(extra)
+    return options
+
+
+def ssl_options(cfg: Any) -> dict[str, Any]:
+    """TLS for uvicorn: gunicorn's own context builder where uvicorn takes a
+    factory, else gunicorn's ``ssl_options`` one by one."""
+    if "ssl_context_factory" in inspect.signature(UvicornConfig.__init__).parameters:
+        from gunicorn import sock as gsock
+
+        # gunicorn's own context builder (certfile, keyfile, ca_certs,
+        # cert_reqs, ciphers) run through the user's ``ssl_context`` hook.
+        return {
+            "ssl_certfile": cfg.certfile,
+            "ssl_keyfile": cfg.keyfile,
+            "ssl_context_factory": lambda _config, _default: gsock.ssl_context(cfg),
+        }
+    options = cfg.ssl_options
+    return {
+        "ssl_keyfile": options.get("keyfile"),
+        "ssl_certfile": options.get("certfile"),
+        "ssl_keyfile_password": options.get("password"),
+        "ssl_cert_reqs": options.get("cert_reqs"),
+        "ssl_ca_certs": options.get("ca_certs"),
+        "ssl_ciphers": options.get("ciphers"),
+        **({"ssl_version": options["ssl_version"]} if options.get("ssl_version") else {}),
+    }
+
+
+def customised(cfg: Any, name: str) -> bool:
+    """Whether the server hook ``name`` was set by the user: the per-request
+    hook layer is only worth its cost when a hook is not gunicorn's no-op."""
+    setting = cfg.settings.get(name)
+    if setting is None:
+        return False
+    default = getattr(setting, "default", None)
+    return setting.value is not default and getattr(setting.value, "__code__", None) is not getattr(
+        default, "__code__", None)
