@@ -201,6 +201,8 @@ class Supervisor:
         elif isinstance(event, protocol.Log):
             app_logger.log(event.level, "[worker %s] %s", slot.worker.pid, event.message)
         elif isinstance(event, protocol.Ready):
+            if slot.worker.pid is None:  # READY can overtake the zygote's SPAWNED
+                slot.worker.pid = event.pid
             self._on_ready(slot)
         elif isinstance(event, protocol.BootError):
             worker = slot.worker
@@ -220,6 +222,8 @@ class Supervisor:
         if worker.state != "booting" or not all(s.ready for s in worker.slots):
             return
         worker.state = "ready"
+        if self._ever_ready:  # a replacement: say how long the pool was short
+            logger.info("worker %s ready in %.0f ms", worker.pid, (time.monotonic() - worker.started) * 1000)
         self._ever_ready = True
         self.boot_failures = 0
         if self.stopping:
