@@ -84,8 +84,10 @@ class Pool:
         try:
             if self.config.queue_timeout:
                 return await asyncio.wait_for(asyncio.shield(future), self.config.queue_timeout)
-            return await future
+            return await future  # _offer() popped it from the queue
         except BaseException as exc:
+            if future in self._waiters:  # (not remove()+ValueError: that formats a repr)
+                self._waiters.remove(future)
             if future.done() and not future.cancelled() and future.exception() is None:
                 # Handed a slot just as we gave up (timeout, client gone): pass it on.
                 self._offer(future.result())
@@ -95,11 +97,6 @@ class Pool:
                 self.counters["503"] += 1
                 raise Unavailable("timed out waiting for a worker") from None
             raise
-        finally:
-            try:
-                self._waiters.remove(future)
-            except ValueError:
-                pass
 
     def begin(self, slot: Slot) -> Exchange:
         self._next_rid = (self._next_rid + 1) & 0xFFFFFFFF
