@@ -164,15 +164,23 @@ class FrontPipe(asyncio.Protocol):
         self._lose(exc)
 
     def _lose(self, exc: Exception | None) -> None:
+        if self._shut(abort=True):
+            self.on_lost(exc)
+
+    def _shut(self, abort: bool) -> bool:
+        """Release everything once; False if already done."""
         if self._closed:
-            return
+            return False
         self._closed = True
         self._stop_fd_wait()
         self._fd_sock.close()
         self._close_region()
         if self.transport is not None:
-            self.transport.abort()
-        self.on_lost(exc)
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
+        return True
 
     def _close_region(self) -> None:
         if self.region is not None:
@@ -211,11 +219,4 @@ class FrontPipe(asyncio.Protocol):
 
     def close(self) -> None:
         """Hang up: the worker sees EOF and exits once it is idle."""
-        if self._closed:
-            return
-        self._closed = True
-        self._stop_fd_wait()
-        self._fd_sock.close()
-        self._close_region()
-        if self.transport is not None:
-            self.transport.close()
+        self._shut(abort=False)
