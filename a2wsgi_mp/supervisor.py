@@ -66,6 +66,7 @@ class Supervisor:
         self.boot_failures = 0
         self._last_boot_error = ""
         self._ever_ready = False
+        self._started = False  # True once start() returned: later workers are replacements
         self.stopping = False
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -86,6 +87,7 @@ class Supervisor:
             if remaining <= 0:
                 raise BootFailed(f"workers did not load {describe(self.app_ref)} within {self.config.boot_timeout} s")
             await self.wait_change(remaining)
+        self._started = True
         if self.config.max_rss or self.config.max_lifetime:
             self.background(self._watch_resources())
         logger.info("pool ready: %d workers x %d threads serving %s", len(self.workers), self.config.threads,
@@ -222,7 +224,7 @@ class Supervisor:
         if worker.state != "booting" or not all(s.ready for s in worker.slots):
             return
         worker.state = "ready"
-        if self._ever_ready:  # a replacement: say how long the pool was short
+        if self._started:  # a replacement: say how long the pool was short
             logger.info("worker %s ready in %.0f ms", worker.pid, (time.monotonic() - worker.started) * 1000)
         self._ever_ready = True
         self.boot_failures = 0
