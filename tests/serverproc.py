@@ -1,12 +1,13 @@
-"""Run a real server process on 127.0.0.1 for end-to-end tests, and clean up after it.
+"""Real server processes on 127.0.0.1 for end-to-end tests, and the clean-up after them.
 
 Every process a test starts is stopped by pid (TERM, then KILL), and so is every
-descendant it had, so a failing test never leaves workers behind.
+descendant it ever had, so a failing test never leaves workers behind.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,61 +15,116 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+
+#: Bound on every wait for a server to come up (it usually takes ~1 s).
+START_TIMEOUT = 30.0
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
         return s.getsockname()[1]
 
 
-class ServerProcess:
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None, ready_path: str = "/") -> None:
+def cli_command() -> list[str]:
+    """The installed ``a2wsgi-mp`` console script (``python -m a2wsgi_mp`` as a fallback)."""
+    script = shutil.which("a2wsgi-mp")
+    return [script] if script else [sys.executable, "-m", "a2wsgi_mp"]
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+class ServerFailed(Exception):
+    """The server exited or did not answer in time; the message carries its log."""
+
+
+class Server:
+    """A server subprocess: ``start()`` returns at once, ``wait_ready()`` blocks (bounded).
+
+    ``probe`` is the path polled until it answers; with ``ok_only`` it must answer 200.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+        probe: str = "/hello",
+        ok_only: bool = True,
+    ) -> None:
+        self.name = name
         self.port = free_port()
         self.argv = [a.replace("{port}", str(self.port)) for a in argv]
-        self.env = {**os.environ, **(env or {})}
-        self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), self.env.get("PYTHONPATH")]))
-        self.ready_path = ready_path
-        self.log_file = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", delete=False)
+        self._own_log_dir = log_dir is None
+        self.log_path = (log_dir or Path(tempfile.mkdtemp(prefix="server-"))) / f"{name.replace(':', '_')}.log"
+        self.env = env if env is not None else subprocess_env()
+        self.probe = probe
+        self.ok_only = ok_only
         self.proc: subprocess.Popen[bytes] | None = None
+        self._ready = False
+        self._stopped = False
         self._known: dict[int, psutil.Process] = {}
 
     @classmethod
-    def cli(cls, app: str, *options: str, env: dict[str, str] | None = None, ready_path: str = "/") -> "ServerProcess":
-        argv = [sys.executable, "-m", "a2wsgi_mp", app, "--host", "127.0.0.1", "--port", "{port}", *options]
-        return cls(argv, env, ready_path)
+    def cli(cls, app: str, *options: str, env: dict[str, str] | None = None, ready_path: str = "/") -> "Server":
+        """``python -m a2wsgi_mp APP`` on a free port; ready when ``ready_path`` answers at all."""
+        argv = [sys.executable, "-m", "a2wsgi_mp", app, "--host", HOST, "--port", "{port}", *options]
+        return cls(app, argv, env=subprocess_env(**(env or {})), probe=ready_path, ok_only=False)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{HOST}:{self.port}"
 
     @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, timeout: float = 30.0) -> "ServerProcess":
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=self.log_file, stderr=subprocess.STDOUT)
+    def start(self) -> "Server":
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.argv, cwd=REPO, env=self.env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> "Server":
+        if self._ready:
+            return self
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+                raise ServerFailed(f"server {self.name} exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                httpx.get(self.url + self.ready_path, timeout=1.0)
-                self.remember_descendants()
-                return self
+                r = httpx.get(self.url + self.probe, timeout=1.0)
+                if r.status_code == 200 or not self.ok_only:
+                    self._ready = True
+                    self.remember_descendants()
+                    return self
             except httpx.TransportError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"server did not answer within {timeout} s:\n{self.log()}")
-
-    def log(self) -> str:
-        return Path(self.log_file.name).read_text(errors="replace")
+        raise ServerFailed(f"server {self.name} did not answer within {timeout} s:\n{self.log()}")
 
     def descendants(self) -> list[psutil.Process]:
         try:
@@ -81,15 +137,8 @@ class ServerProcess:
             self._known.setdefault(p.pid, p)
 
     def worker_pids(self) -> set[int]:
-        """Pids of the pool's worker processes (the zygote's children)."""
-        pids = set()
-        for child in self.descendants():
-            try:
-                if child.ppid() != self.pid:
-                    pids.add(child.pid)
-            except psutil.NoSuchProcess:
-                pass
-        return pids
+        """Pids of the pool's worker processes: the zygote's children."""
+        return {p.pid for p in self.descendants() if _alive(p) and _ppid(p) not in (self.pid, None)}
 
     def signal(self, sig: int) -> None:
         self.remember_descendants()
@@ -99,10 +148,12 @@ class ServerProcess:
         assert self.proc is not None
         return self.proc.wait(timeout)
 
-    def stop(self) -> None:
-        """TERM, then KILL; then make sure no descendant survives."""
-        if self.proc is None:
-            return
+    def stop(self) -> list[psutil.Process]:
+        """TERM, wait, KILL; returns the descendants that outlived it (should be none),
+        after killing them so they do not leak into the rest of the run."""
+        if self.proc is None or self._stopped:
+            return []
+        self._stopped = True
         self.remember_descendants()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -111,20 +162,57 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        self._log.close()
         survivors = wait_gone(list(self._known.values()), 5.0)
         for p in survivors:
             try:
                 p.kill()
-            except psutil.NoSuchProcess:
+            except psutil.Error:
                 pass
-        self.log_file.close()
-        os.unlink(self.log_file.name)
+        if self._own_log_dir:
+            shutil.rmtree(self.log_path.parent, ignore_errors=True)
+        return survivors
 
-    def __enter__(self) -> "ServerProcess":
-        return self.start()
+    def __enter__(self) -> "Server":
+        return self.start().wait_ready()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+#: The name the supervision and transport suites use.
+ServerProcess = Server
+
+
+class ServerSet:
+    """Several servers started together (they boot in parallel), stopped together."""
+
+    def __init__(self) -> None:
+        self.servers: dict[str, Server] = {}
+
+    def add(self, server: Server) -> Server:
+        self.servers[server.name] = server.start()
+        return server
+
+    def get(self, name: str) -> Server:
+        return self.servers[name].wait_ready()
+
+    def stop_all(self) -> dict[str, list[psutil.Process]]:
+        return {name: s.stop() for name, s in self.servers.items()}
+
+
+def _ppid(p: psutil.Process) -> int | None:
+    try:
+        return p.ppid()
+    except psutil.Error:
+        return None
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
@@ -138,15 +226,8 @@ def wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Pr
         time.sleep(0.05)
 
 
-def _alive(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def metrics(url: str) -> dict[str, float]:
-    """Parse the unlabelled samples (and worker states) of the Prometheus endpoint."""
+    """The unlabelled samples (and worker states) of the Prometheus endpoint."""
     text = httpx.get(url + "/metrics", timeout=5).text
     values: dict[str, float] = {}
     for line in text.splitlines():
@@ -157,7 +238,7 @@ def metrics(url: str) -> dict[str, float]:
     return values
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.05):  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from .conftest import HOST, REPO, cli_command, free_port, subprocess_env
+from .serverproc import HOST, REPO, cli_command, free_port, subprocess_env
 
 RUN_TIMEOUT = 60
 

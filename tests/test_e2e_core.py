@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from .conftest import HOST, Server, ServerSet, cli_command, subprocess_env
+from .serverproc import HOST, Server, ServerSet, cli_command, subprocess_env
 
 APP = "tests.apps.core_app:app"
 COMMON = ["--host", HOST, "--port", "{port}", "--graceful-timeout", "5"]

@@ -56,7 +56,7 @@ def server():
     def start(*options: str, app: str = APP, env: dict[str, str] | None = None) -> ServerProcess:
         proc = ServerProcess.cli(app, "--metrics-path", "/metrics", "--no-access-log", *options, env=env)
         started.append(proc)
-        return proc.start()
+        return proc.start().wait_ready()
 
     yield start
     for proc in started:

@@ -110,7 +110,7 @@ def srv(request, tmp_path_factory):
     shm_before = set(os.listdir("/dev/shm"))
     proc = ServerProcess.cli(APP, "--workers", "2", "--ipc", request.param, "--no-access-log",
                              "--spool-dir", str(tmp), env={"TMPDIR": str(tmp)}, ready_path="/hello")
-    proc.start()
+    proc.start().wait_ready()
     proc.ipc = request.param  # type: ignore[attr-defined]
     proc.tmp = tmp  # type: ignore[attr-defined]
     yield proc
