@@ -13,13 +13,16 @@ if TYPE_CHECKING:
 class Slot:
     """One connection to one worker thread."""
 
-    __slots__ = ("worker", "pipe", "exchange", "ready")
+    __slots__ = ("worker", "pipe", "exchange", "ready", "reserved")
 
     def __init__(self, worker: "Worker") -> None:
         self.worker = worker
         self.pipe: "FrontPipe" = None  # type: ignore[assignment]
         self.exchange: "Exchange | None" = None
         self.ready = False
+        #: Handed to a queued request that has not started its exchange yet:
+        #: busy already, or a retiring worker would hang up under it.
+        self.reserved = False
 
 
 class Worker:
@@ -42,7 +45,7 @@ class Worker:
 
     @property
     def busy(self) -> int:
-        return sum(1 for s in self.slots if s.exchange is not None)
+        return sum(1 for s in self.slots if s.exchange is not None or s.reserved)
 
     @property
     def serving(self) -> bool:

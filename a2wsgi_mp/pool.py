@@ -65,8 +65,21 @@ class Pool:
 
     # ------------------------------------------------------------ dispatch
 
+    def take_idle(self) -> Slot | None:
+        """An idle slot if one is free now and nobody queues before us."""
+        if self._idle and not self._waiters:
+            return self._idle.popleft()
+        return None
+
     async def acquire(self) -> Slot:
         """An idle slot, FIFO among waiters; Unavailable (503) when there is none to wait for."""
+        while True:
+            slot = await self._acquire()
+            if slot.worker.state != "dead":
+                return slot
+            slot.reserved = False  # its worker died after handing it to us: queue again
+
+    async def _acquire(self) -> Slot:
         if self._idle and not self._waiters:
             return self._idle.popleft()
         if self.supervisor.stopping:
@@ -90,7 +103,10 @@ class Pool:
                 self._waiters.remove(future)
             if future.done() and not future.cancelled() and future.exception() is None:
                 # Handed a slot just as we gave up (timeout, client gone): pass it on.
-                self._offer(future.result())
+                slot = future.result()
+                slot.reserved = False
+                if self.supervisor.unused(slot):
+                    self._offer(slot)
             else:
                 future.cancel()
             if isinstance(exc, asyncio.TimeoutError):
@@ -99,6 +115,7 @@ class Pool:
             raise
 
     def begin(self, slot: Slot) -> Exchange:
+        slot.reserved = False
         self._next_rid = (self._next_rid + 1) & 0xFFFFFFFF
         exchange = Exchange(self._next_rid, slot)
         slot.exchange = exchange
@@ -123,8 +140,10 @@ class Pool:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
+                slot.reserved = True
                 waiter.set_result(slot)
                 return
+        slot.reserved = False
         self._idle.append(slot)
 
     def _withdraw(self, slot: Slot) -> None:

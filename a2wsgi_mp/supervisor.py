@@ -147,6 +147,14 @@ class Supervisor:
         self.notify()
         return worker.state == "ready"
 
+    def unused(self, slot: Slot) -> bool:
+        """A slot came back without a request; True if it takes the next one."""
+        worker = slot.worker
+        if worker.state == "retiring" and not worker.busy:
+            self._hang_up(worker)
+        self.notify()
+        return worker.state == "ready"
+
     def kill(self, worker: Worker, why: str) -> None:
         """Replace ``worker`` now; TERM it, KILL it after a grace period.
 
