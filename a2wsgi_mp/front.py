@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import stat
 from typing import Any, Awaitable, Callable, MutableMapping
 
 from . import metrics
@@ -21,7 +19,9 @@ from .exchange import Exchange, Lost, TimedOut
 from .ipc import protocol
 from .ipc.fds import FileHandoff
 from .loader import AppRef, describe
+from .handles import Slot
 from .pool import BootFailed, Pool, Unavailable
+from .filesend import send_file
 from .spool import BodyTooLarge, Spool
 
 Scope = MutableMapping[str, Any]
@@ -153,11 +153,13 @@ class WSGIPool:
             raise
         try:
             try:
-                slot = await self.pool.acquire()
+                slot = self.pool.take_idle() or await self._wait_for_slot(receive)
             except Unavailable as exc:
                 await _send_plain(send, 503, f"Service Unavailable: {exc}",
                                   [(b"retry-after", str(exc.retry_after).encode())])
                 return
+            if slot is None:
+                return  # the client left while the request was queued: no worker runs it
             exchange = self.pool.begin(slot)
             if spool.file is not None:
                 frame = protocol.encode_request(exchange.rid, request_head(scope), inline, spool.size)
@@ -169,6 +171,38 @@ class WSGIPool:
         finally:
             spool.close()  # the worker has its own descriptor now
         await self._relay(exchange, receive, send, scope)
+
+    async def _wait_for_slot(self, receive: Receive) -> Slot | None:
+        """Queue for a slot, watching the client: None if it leaves first.
+
+        Under overload the queue is where abandoned requests pile up (clients
+        time out and retry); none of them should cost a worker.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        left = False
+
+        def on_leave(_: "asyncio.Future[Message]") -> None:
+            nonlocal left
+            left = True
+            task.cancel()
+
+        # The body is complete, so the next message can only be http.disconnect.
+        watcher = asyncio.ensure_future(receive())
+        watcher.add_done_callback(on_leave)
+        try:
+            return await self.pool.acquire()
+        except asyncio.CancelledError:
+            if not left:
+                raise
+            uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+            if uncancel is not None:
+                uncancel()
+            return None
+        finally:
+            watcher.remove_done_callback(on_leave)
+            if not watcher.done():
+                watcher.cancel()
 
     async def _relay(self, exchange: Exchange, receive: Receive, send: Send, scope: Scope | None = None) -> None:
         """Forward the worker's response; on any way out, leave the slot sane."""
@@ -233,7 +267,7 @@ class WSGIPool:
                 if exchange.finished and slot.exchange is exchange:
                     pool.release(slot)
         if handoff is not None:
-            await _send_file(handoff, scope or {}, receive, send)
+            await send_file(handoff, scope or {}, receive, send)
 
     async def _drain(self, exchange: Exchange) -> None:
         """After a cancel, wait for the worker's last frame, then free the slot."""
@@ -250,93 +284,6 @@ class WSGIPool:
                 exchange.timer.cancel()
         if exchange.slot.exchange is exchange:
             self.pool.release(exchange.slot)
-
-
-#: Piece size when the front streams a file handed over by a worker.
-FILE_CHUNK = 1024 * 1024
-
-
-def _pathsend_path(handoff: FileHandoff, scope: Scope) -> str | None:
-    """``/proc/self/fd/N`` when the server does ``http.response.pathsend`` and
-    that path really is the whole of this file; else None (stream it ourselves)."""
-    extensions = scope.get("extensions") or {}
-    if "http.response.pathsend" not in extensions or handoff.offset != 0:
-        return None
-    path = f"/proc/self/fd/{handoff.fd}"
-    try:
-        mine, there = os.fstat(handoff.fd), os.stat(path)
-    except OSError:
-        return None
-    if not stat.S_ISREG(there.st_mode) or (mine.st_dev, mine.st_ino) != (there.st_dev, there.st_ino):
-        return None
-    if mine.st_size != handoff.length:
-        return None
-    return path
-
-
-#: Longest the front keeps a pathsend file's descriptor open after the send.
-PATHSEND_HOLD = 60.0
-
-
-async def _until_disconnect(receive: Receive) -> None:
-    while (await receive()).get("type") != "http.disconnect":
-        pass
-
-
-async def _send_file(handoff: FileHandoff, scope: Scope, receive: Receive, send: Send) -> None:
-    """Send a response whose body is a file a worker passed us; closes its fd."""
-    fd = handoff.fd
-    watcher: asyncio.Task[Message] | None = None
-    pending: asyncio.Future[bytes] | None = None
-    try:
-        await send({"type": "http.response.start", "status": handoff.status, "headers": handoff.headers})
-        path = _pathsend_path(handoff, scope)
-        if path is not None:
-            await send({"type": "http.response.pathsend", "path": path})
-            # The server opens the path; keep the fd (hence the path) alive until
-            # it says the response is over (bounded: a server that never says so
-            # must not pin the descriptor for the connection's whole life).
-            try:
-                await asyncio.wait_for(_until_disconnect(receive), PATHSEND_HOLD)
-            except asyncio.TimeoutError:
-                pass
-            return
-        if handoff.length == 0:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return
-        gone = False
-
-        def on_message(w: "asyncio.Task[Message]") -> None:
-            nonlocal gone
-            if not w.cancelled() and (w.exception() is not None or w.result().get("type") == "http.disconnect"):
-                gone = True
-
-        watcher = asyncio.ensure_future(receive())
-        watcher.add_done_callback(on_message)
-        loop = asyncio.get_running_loop()
-        offset, remaining = handoff.offset, handoff.length
-        pending = loop.run_in_executor(None, os.pread, fd, min(FILE_CHUNK, remaining), offset)
-        while True:
-            data = await pending
-            if not data:
-                logger.warning("file response cut: the file shrank by %d bytes", remaining)
-                return
-            offset += len(data)
-            remaining -= len(data)
-            if remaining > 0:  # read the next piece while this one goes out
-                pending = loop.run_in_executor(None, os.pread, fd, min(FILE_CHUNK, remaining), offset)
-            if gone:
-                return
-            await send({"type": "http.response.body", "body": data, "more_body": remaining > 0})
-            if remaining <= 0:
-                return
-    finally:
-        if watcher is not None and not watcher.done():
-            watcher.cancel()
-        if pending is not None and not pending.done():
-            pending.add_done_callback(lambda _f: os.close(fd))
-        else:
-            os.close(fd)
 
 
 def _on_disconnect(watcher: "asyncio.Task[Message]", exchange: Exchange) -> None:

@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from a2wsgi_mp import filesend
 from a2wsgi_mp import front as front_mod
 from a2wsgi_mp.front import WSGIPool
 from a2wsgi_mp.ipc import protocol
@@ -117,13 +118,13 @@ def _open_fds() -> set[str]:
 @pytest.fixture
 def handoffs(monkeypatch):
     calls = []
-    real = front_mod._send_file
+    real = front_mod.send_file
 
     async def counting(handoff, *args):
         calls.append(handoff)
         await real(handoff, *args)
 
-    monkeypatch.setattr(front_mod, "_send_file", counting)
+    monkeypatch.setattr(front_mod, "send_file", counting)
     return calls
 
 
@@ -165,7 +166,7 @@ def test_file_goes_by_descriptor(data_file, handoffs, loop_kind):
     assert _complete(out)
     body = _body(out)
     assert len(body) == len(CONTENT) and hashlib.sha256(body).digest() == hashlib.sha256(CONTENT).digest()
-    assert max(len(m.get("body", b"")) for m in out[1:]) <= front_mod.FILE_CHUNK
+    assert max(len(m.get("body", b"")) for m in out[1:]) <= filesend.FILE_CHUNK
     assert len(handoffs) == 1 and handoffs[0].offset == 0 and handoffs[0].length == len(CONTENT)
     assert _body(ok) == b"ok"
     assert after <= before, f"descriptors leaked: {after - before}"
@@ -284,7 +285,7 @@ def test_big_file_through_uvicorn(tmp_path):
 
 
 def test_pathsend_hold_is_bounded(data_file, monkeypatch):
-    monkeypatch.setattr(front_mod, "PATHSEND_HOLD", 0.2)
+    monkeypatch.setattr(filesend, "PATHSEND_HOLD", 0.2)
 
     async def go(pool):
         sent = []

@@ -301,3 +301,26 @@ def test_many_threads_per_worker_all_get_their_connection(server):
     assert all(s == 200 for _, s in results)
     assert httpx.get(srv.url + "/metrics").text.count("a2wsgi_mp_workers{") == 1
     assert ready_workers(srv.url) == 2
+
+
+def test_a_request_abandoned_in_the_queue_never_reaches_a_worker(server):
+    srv = server("--workers", "1")
+    served = metrics(srv.url)["a2wsgi_mp_requests_total"]  # the readiness probe's
+
+    async def scenario() -> int:
+        async with httpx.AsyncClient() as client:
+            busy = asyncio.ensure_future(client.get(srv.url + "/sleep?1", timeout=10))
+            await asyncio.sleep(0.2)
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+            writer.write(b"GET /sleep?0.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.2)  # queued behind the busy worker...
+            writer.close()  # ...and abandoned
+            await writer.wait_closed()
+            return (await busy).status_code
+
+    assert asyncio.run(scenario()) == 200
+    time.sleep(1.0)  # had it been dispatched, it would have run by now
+    assert metrics(srv.url)["a2wsgi_mp_requests_total"] == served + 1
+    assert httpx.get(srv.url + "/").status_code == 200
+    assert metrics(srv.url)["a2wsgi_mp_requests_total"] == served + 2
