@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     option("--queue-timeout", float, "503 for a request that waited N seconds for a worker; 0 = off")
     option("--spool-threshold", _size, "request bodies larger than this (bytes, or 512K, 1M…) go to a temp file")
     option("--max-body-size", _size, "413 for larger request bodies (default: no limit)")
+    option("--response-buffer", _size, "bytes of a response the front holds for a slow client so the worker is "
+           "free at once (0 = the worker waits)")
     option("--spool-dir", str, "directory for spooled request bodies (default: the system temp dir)")
     option("--metrics-path", str, "serve Prometheus metrics at this path (default: off)")
     option("--ipc", str, "bodies via the socketpair (pipe) or a shared-memory ring per slot (shm)",

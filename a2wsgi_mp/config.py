@@ -37,6 +37,10 @@ class PoolConfig:
     spool_threshold: int = 1024 * 1024
     #: Larger bodies get 413 (None = unlimited).
     max_body_size: int | None = None
+    #: Bytes of a response the front takes off a worker whose client reads
+    #: slowly (beyond 512 KiB in memory, in an anonymous temp file), so the
+    #: worker is free for the next request; 0 = the worker waits for the client.
+    response_buffer: int = 32 * 1024 * 1024
     #: Where spooled bodies go (default: the system temp directory).
     spool_dir: str | None = None
     #: Seconds a worker may take to load the app.
@@ -59,7 +63,7 @@ class PoolConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.threads > MAX_FDS:  # each thread's connection travels in one SCM_RIGHTS message
             raise ValueError(f"threads must be at most {MAX_FDS}")
-        for name in ("timeout", "graceful_timeout", "max_requests", "max_requests_jitter", "max_rss",
+        for name in ("timeout", "graceful_timeout", "max_requests", "max_requests_jitter", "max_rss", "response_buffer",
                      "max_lifetime", "backlog", "queue_timeout", "spool_threshold", "boot_timeout"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")

@@ -1,18 +1,19 @@
 """One request in flight between the front and a worker connection.
 
 The connection's protocol pushes response events in; the request's coroutine
-pulls them out.  When more than :data:`HIGH_WATER` bytes wait here (the client
-reads slower than the worker writes) the connection stops reading, the socket
-fills, and the worker blocks in ``send``: the front never buffers a response
-without bound.
+pulls them out.  A client that reads slower than the worker writes is absorbed
+here (memory, then a temp file, up to ``response_buffer``) so the worker moves
+on; past that the connection stops reading, the socket fills, and the worker
+blocks in ``send``: the front never buffers a response without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 from collections import deque
-from typing import TYPE_CHECKING, Union
+from typing import IO, TYPE_CHECKING, Callable, Union
 
 from .ipc import protocol
 from .ipc.fds import FileHandoff
@@ -42,13 +43,41 @@ class TimedOut:
 Outcome = Union[protocol.Event, Lost, TimedOut]
 
 
-class Exchange:
-    __slots__ = ("rid", "slot", "_events", "_waiter", "_buffered", "_paused", "finished", "cancelled", "timer")
+class _Spilled:
+    """``length`` bytes of a response that wait in the spill file, in order."""
 
-    def __init__(self, rid: int, slot: "Slot") -> None:
+    __slots__ = ("length",)
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+
+class Exchange:
+    """One request's response on its way from a worker to the client.
+
+    Up to :data:`HIGH_WATER` bytes wait in memory.  Beyond that, up to
+    ``spill_limit`` more go to an anonymous temp file, so a worker whose client
+    reads slowly still finishes and is released at once; only past that limit
+    does the connection stop reading and the worker wait in ``send``.
+    """
+
+    __slots__ = (
+        "rid", "slot", "_release", "_events", "_waiter", "_buffered", "_paused", "finished", "cancelled",
+        "timer", "_spill_limit", "_spill_dir", "_spill", "_spilled", "_spill_read",
+    )
+
+    def __init__(
+        self,
+        rid: int,
+        slot: "Slot",
+        release: "Callable[[Slot], None] | None" = None,
+        spill_limit: int = 0,
+        spill_dir: str | None = None,
+    ) -> None:
         self.rid = rid
         self.slot = slot
-        self._events: deque[Outcome] = deque()
+        self._release = release
+        self._events: deque[Outcome | _Spilled] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._buffered = 0
         self._paused = False
@@ -57,28 +86,63 @@ class Exchange:
         #: True once the front told the worker to stop; its remaining chunks are dropped.
         self.cancelled = False
         self.timer: asyncio.TimerHandle | None = None
+        self._spill_limit = spill_limit
+        self._spill_dir = spill_dir
+        self._spill: IO[bytes] | None = None
+        self._spilled = 0
+        self._spill_read = 0
 
     def feed(self, event: Outcome) -> None:
         if isinstance(event, protocol.Body):
             if self.cancelled:
                 return
+            if self._buffered >= HIGH_WATER:
+                if self._spilled + len(event.data) <= self._spill_limit:
+                    self._spill_out(event.data)
+                    self._wake()
+                    return
+                if not self._paused:  # past the spill limit too: let the worker wait
+                    self._paused = True
+                    self.slot.pipe.pause()
             self._buffered += len(event.data)
-            if self._buffered > HIGH_WATER and not self._paused:
-                self._paused = True
-                self.slot.pipe.pause()
         elif isinstance(event, FileHandoff):
-            self.finished = True
             if self.cancelled:  # nobody will send it: close the file, end the exchange
                 os.close(event.fd)
                 event = protocol.End(event.rid)
-        elif isinstance(event, (protocol.End, protocol.Abort, Lost)) or (
+            self._finish()
+        elif isinstance(event, (protocol.End, protocol.Abort)) or (
             isinstance(event, protocol.Start) and event.done
         ):
+            self._finish()
+        elif isinstance(event, Lost):
             self.finished = True
         self._events.append(event)
+        self._wake()
+
+    def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _finish(self) -> None:
+        """The worker is done with this request: free it now, even if the client
+        has not read everything yet (the rest waits here)."""
+        self.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if self._paused:  # nothing more comes for us: the connection is the next request's
+            self._paused = False
+            self.slot.pipe.resume()
+        if self._release is not None and self.slot.exchange is self:
+            self._release(self.slot)
+
+    def _spill_out(self, data: bytes) -> None:
+        if self._spill is None:
+            self._spill = tempfile.TemporaryFile(dir=self._spill_dir)
+        # Page-cache writes of at most a frame (256 KiB): the loop does not wait for the disk.
+        os.pwrite(self._spill.fileno(), data, self._spilled)
+        self._spilled += len(data)
+        self._events.append(_Spilled(len(data)))
 
     async def next(self) -> Outcome:
         while not self._events:
@@ -88,6 +152,11 @@ class Exchange:
             finally:
                 self._waiter = None
         event = self._events.popleft()
+        if isinstance(event, _Spilled):
+            assert self._spill is not None
+            data = os.pread(self._spill.fileno(), event.length, self._spill_read)
+            self._spill_read += event.length
+            return protocol.Body(self.rid, data)
         if isinstance(event, protocol.Body):
             self._buffered -= len(event.data)
             if self._paused and self._buffered < LOW_WATER:
@@ -99,12 +168,15 @@ class Exchange:
         """The client is gone: drop what is queued and let the worker write on
         (into the void) until it notices."""
         self.cancelled = True
-        self._events = deque(e for e in self._events if not isinstance(e, protocol.Body))
+        self._events = deque(e for e in self._events if not isinstance(e, (protocol.Body, _Spilled)))
         self._buffered = 0
         if self._paused:
             self._paused = False
             self.slot.pipe.resume()
-        self._buffered = 0
-        if self._paused:
-            self._paused = False
-            self.slot.pipe.resume()
+        self.close()
+
+    def close(self) -> None:
+        """Drop the spill file, if any (it has no name: closing frees it)."""
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None

@@ -262,6 +262,7 @@ class WSGIPool:
             if watcher is not None and not watcher.done():
                 watcher.cancel()
             if exchange is not None:
+                exchange.close()
                 if exchange.timer is not None:
                     exchange.timer.cancel()
                 if exchange.finished and slot.exchange is exchange:
@@ -280,6 +281,7 @@ class WSGIPool:
                 if exchange.finished:
                     break
         finally:
+            exchange.close()
             if exchange.timer is not None:
                 exchange.timer.cancel()
         if exchange.slot.exchange is exchange:
@@ -287,10 +289,13 @@ class WSGIPool:
 
 
 def _on_disconnect(watcher: "asyncio.Task[Message]", exchange: Exchange) -> None:
-    if watcher.cancelled() or exchange.finished:
+    if watcher.cancelled():
         return
     if watcher.exception() is not None or watcher.result().get("type") == "http.disconnect":
-        _cancel(exchange)
+        if exchange.finished:
+            exchange.cancel()  # the worker is done already: just drop what waits here
+        else:
+            _cancel(exchange)
 
 
 def _cancel(exchange: Exchange) -> None:

@@ -117,7 +117,7 @@ class Pool:
     def begin(self, slot: Slot) -> Exchange:
         slot.reserved = False
         self._next_rid = (self._next_rid + 1) & 0xFFFFFFFF
-        exchange = Exchange(self._next_rid, slot)
+        exchange = Exchange(self._next_rid, slot, self.release, self.config.response_buffer, self.config.spool_dir)
         slot.exchange = exchange
         return exchange
 

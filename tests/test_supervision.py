@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -324,3 +325,50 @@ def test_a_request_abandoned_in_the_queue_never_reaches_a_worker(server):
     assert metrics(srv.url)["a2wsgi_mp_requests_total"] == served + 1
     assert httpx.get(srv.url + "/").status_code == 200
     assert metrics(srv.url)["a2wsgi_mp_requests_total"] == served + 2
+
+
+def _unread_download(port: int, size: int) -> socket.socket:
+    """Ask for ``size`` bytes and read none of them (yet)."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.sendall(f"GET /once?size={size} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return sock
+
+
+def _read_response_body(sock: socket.socket) -> bytes:
+    sock.settimeout(10)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    while len(body) < length:
+        body += sock.recv(1 << 20)
+    return body
+
+
+def test_a_slow_reader_does_not_hold_the_worker(server):
+    """The front takes the response off the worker's hands (memory, then a temp file)."""
+    srv = server("--workers", "1", app="tests.apps.transport_app:app")
+    size = 8 * 1024 * 1024
+    sock = _unread_download(srv.port, size)
+    try:
+        time.sleep(0.5)
+        # One worker, and its last client reads nothing: the worker serves on regardless.
+        assert httpx.get(srv.url + "/hello", timeout=5).status_code == 200
+        body = _read_response_body(sock)
+        assert len(body) == size and body == httpx.get(srv.url + f"/once?size={size}", timeout=10).content
+    finally:
+        sock.close()
+
+
+def test_without_a_response_buffer_the_slow_reader_holds_the_worker(server):
+    srv = server("--workers", "1", "--response-buffer", "0", app="tests.apps.transport_app:app")
+    sock = _unread_download(srv.port, 8 * 1024 * 1024)
+    try:
+        time.sleep(0.5)
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.get(srv.url + "/hello", timeout=1.5)
+        assert len(_read_response_body(sock)) == 8 * 1024 * 1024
+    finally:
+        sock.close()
