@@ -18,11 +18,10 @@ import signal
 import time
 from typing import Any, Callable
 
-import psutil
 
 from .config import PoolConfig
 from .exchange import Lost
-from .handles import Slot, Worker
+from .handles import Slot, Worker, describe_status, rss
 from .ipc import protocol, shm
 from .ipc.pipe import FileHandoff, FrontPipe, pair
 from .launcher import Launcher
@@ -359,7 +358,7 @@ class Supervisor:
                 if worker.state != "ready" or worker.pid is None:
                     continue
                 if cfg.max_rss:
-                    worker.rss = _rss(worker.pid)
+                    worker.rss = rss(worker.pid)
                     if worker.rss > cfg.max_rss * 1024 * 1024:
                         self._retire(worker, f"RSS {worker.rss // (1024 * 1024)} MiB > {cfg.max_rss} MiB")
                         continue
@@ -369,7 +368,7 @@ class Supervisor:
     def refresh_rss(self) -> None:
         for worker in self.workers.values():
             if worker.pid is not None:
-                worker.rss = _rss(worker.pid) or worker.rss
+                worker.rss = rss(worker.pid) or worker.rss
 
     def background(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -385,21 +384,3 @@ class Supervisor:
             await asyncio.wait_for(self._changed.wait(), timeout)
         except asyncio.TimeoutError:
             pass
-
-
-def _rss(pid: int) -> int:
-    try:
-        return psutil.Process(pid).memory_info().rss
-    except psutil.Error:
-        return 0
-
-
-def describe_status(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = str(sig)
-        return f"killed by {name}"
-    return f"exit code {os.waitstatus_to_exitcode(status)}"
