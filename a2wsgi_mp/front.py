@@ -31,6 +31,9 @@ Send = Callable[[Message], Awaitable[None]]
 
 logger = logging.getLogger("a2wsgi_mp")
 
+#: A request queued longer than this starts watching for its client leaving.
+QUEUE_WATCH_AFTER = 0.25
+
 
 def _plain(status: int, text: str, extra: list[tuple[bytes, bytes]] = ()) -> tuple[Message, Message]:  # type: ignore[assignment]
     body = text.encode() + b"\n"
@@ -173,23 +176,30 @@ class WSGIPool:
         await self._relay(exchange, receive, send, scope)
 
     async def _wait_for_slot(self, receive: Receive) -> Slot | None:
-        """Queue for a slot, watching the client: None if it leaves first.
+        """Queue for a slot, watching the client once the wait gets long: None if it leaves.
 
         Under overload the queue is where abandoned requests pile up (clients
-        time out and retry); none of them should cost a worker.
+        time out and retry); none of them should cost a worker.  The watch (a
+        task) starts only after :data:`QUEUE_WATCH_AFTER`: short waits, the
+        common case under load, stay as cheap as a future.
         """
         task = asyncio.current_task()
         assert task is not None
         left = False
+        watcher: asyncio.Future[Message] | None = None
 
         def on_leave(_: "asyncio.Future[Message]") -> None:
             nonlocal left
             left = True
             task.cancel()
 
-        # The body is complete, so the next message can only be http.disconnect.
-        watcher = asyncio.ensure_future(receive())
-        watcher.add_done_callback(on_leave)
+        def watch() -> None:
+            nonlocal watcher
+            # The body is complete, so the next message can only be http.disconnect.
+            watcher = asyncio.ensure_future(receive())
+            watcher.add_done_callback(on_leave)
+
+        timer = asyncio.get_running_loop().call_later(QUEUE_WATCH_AFTER, watch)
         try:
             return await self.pool.acquire()
         except asyncio.CancelledError:
@@ -200,9 +210,11 @@ class WSGIPool:
                 uncancel()
             return None
         finally:
-            watcher.remove_done_callback(on_leave)
-            if not watcher.done():
-                watcher.cancel()
+            timer.cancel()
+            if watcher is not None:
+                watcher.remove_done_callback(on_leave)
+                if not watcher.done():
+                    watcher.cancel()
 
     async def _relay(self, exchange: Exchange, receive: Receive, send: Send, scope: Scope | None = None) -> None:
         """Forward the worker's response; on any way out, leave the slot sane."""
