@@ -62,12 +62,11 @@ class WSGIPool:
         self.config = PoolConfig.from_kwargs(options)
         if self.config.start_method == "spawn" and not isinstance(app, str):
             raise ValueError(
-                f"start_method='spawn' needs the app as an import string such as 'package.module:app', "
-                f"not the object {describe(app)}"
+                f"start_method='spawn' needs the app as an import string such as 'package.module:app'; "
+                f"{describe(app)} is an object, which only start_method='fork' can hand to workers"
             )
         self.pool = Pool(app, self.config)
         self._start_lock: asyncio.Lock | None = None
-        self._lifespan = False
 
     # ------------------------------------------------------------ ASGI
 
@@ -102,7 +101,6 @@ class WSGIPool:
         return self.pool.stats()
 
     async def _run_lifespan(self, receive: Receive, send: Send) -> None:
-        self._lifespan = True
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":

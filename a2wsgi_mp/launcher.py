@@ -22,7 +22,7 @@ from typing import Callable
 
 from .ipc import protocol
 from .ipc.pipe import FrontPipe, pair
-from .loader import AppRef, describe
+from .loader import AppRef
 from .workers.zygote import run_zygote
 
 logger = logging.getLogger("a2wsgi_mp.pool")
@@ -46,11 +46,6 @@ class Launcher:
     ) -> None:
         if start_method not in START_METHODS:
             raise ValueError(f"start_method must be one of {START_METHODS}, not {start_method!r}")
-        if start_method == "spawn" and not isinstance(app_ref, str):
-            raise ValueError(
-                f"start_method='spawn' needs the app as an import string such as 'package.module:app'; "
-                f"{describe(app_ref)} is an object, which only start_method='fork' can hand to workers"
-            )
         self.app_ref = app_ref
         self.start_method = start_method
         self.on_exited = on_exited

@@ -126,3 +126,14 @@ def test_missing_dependency_with_a_prefix_name_is_not_reported_as_the_module_mis
     with pytest.raises(ImportError) as info:
         load_app("tests.apps.core_prefix_dep:app")
     assert info.value.name == "tests.apps.core_prefix"
+
+
+def test_spawn_needs_an_import_string() -> None:
+    from a2wsgi_mp import WSGIPool
+
+    def app(environ, start_response):  # pragma: no cover - never called
+        return []
+
+    with pytest.raises(ValueError, match="import string"):
+        WSGIPool(app, start_method="spawn")
+    WSGIPool("tests.apps.core_app:app", start_method="spawn")  # fine: nothing starts until startup()
