@@ -18,28 +18,13 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "apps"))
+from a2wsgi_scenarios import asgi_middleware, wsgi_middleware  # noqa: E402
 from a2wsgi_support import Gunicorn, run_scenario  # noqa: E402
 
 IMPLS = [
     pytest.param("a2wsgi", marks=pytest.mark.xfail(strict=True, reason="a2wsgi 1.10 defect")),
     pytest.param("a2wsgi_mp"),
 ]
-
-
-def wsgi_middleware(impl: str):
-    if impl == "a2wsgi":
-        from a2wsgi import WSGIMiddleware
-    else:
-        from a2wsgi_mp import WSGIMiddleware
-    return WSGIMiddleware
-
-
-def asgi_middleware(impl: str):
-    if impl == "a2wsgi":
-        from a2wsgi import ASGIMiddleware
-    else:
-        from a2wsgi_mp import ASGIMiddleware
-    return ASGIMiddleware
 
 
 # -- WSGIMiddleware (WSGI app on an ASGI server) --------------------------------
