@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
         pool.add_argument(flag, type=kind, dest=dest, default=argparse.SUPPRESS, help=text + shown, **extra)
 
     option("--workers", int, "worker processes (default: one per CPU)")
+    option("--workers-min", int, "elastic pool: never fewer workers than this")
+    option("--workers-max", int, "elastic pool: start workers while requests queue, up to this many")
+    option("--worker-idle-timeout", float, "elastic pool: retire a worker above the minimum idle this long")
+    pool.add_argument("--preload", action="store_true", default=argparse.SUPPRESS, help="import the app once, in the zygote the workers fork from (shared memory); a reload imports the new code in a fresh one")
     option("--threads", int, "threads per worker process")
     option("--start-method", str, "fork (workers forked from a clean zygote; default on Linux) or spawn",
            choices=START_METHODS)

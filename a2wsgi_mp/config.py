@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Union
 
 from .ipc.fds import MAX_FDS
 from .launcher import START_METHODS, default_start_method
@@ -12,8 +12,18 @@ from .launcher import START_METHODS, default_start_method
 
 @dataclass
 class PoolConfig:
-    #: Worker processes.
-    workers: int = 0  # 0: one per CPU
+    #: Worker processes; ``(min, max)`` makes the pool elastic (see workers_min/workers_max).
+    workers: Union[int, tuple[int, int]] = 0  # 0: one per CPU
+    #: Elastic pool: never fewer workers than this (0: ``workers``) ...
+    workers_min: int = 0
+    #: ... and never more (0: ``workers``); above the minimum, a worker idle for
+    #: ``worker_idle_timeout`` seconds leaves, and queued requests start new ones.
+    workers_max: int = 0
+    #: Elastic pool: seconds a worker above the minimum may stay idle.
+    worker_idle_timeout: float = 10.0
+    #: Import the app once, in the zygote, and fork the workers from it
+    #: (shared copy-on-write); a reload starts a fresh zygote with the new code.
+    preload: bool = False
     #: Threads (each with its own connection) per worker process.
     threads: int = 1
     #: "fork" (a zygote forks workers) or "spawn" (fresh interpreters).
@@ -52,25 +62,42 @@ class PoolConfig:
     ipc: str = "pipe"
 
     def __post_init__(self) -> None:
+        if isinstance(self.workers, (tuple, list)):
+            if len(self.workers) != 2:
+                raise ValueError("workers must be a number or a (min, max) pair")
+            self.workers_min, self.workers_max = (int(n) for n in self.workers)
+            self.workers = self.workers_min
         if not self.workers:
-            self.workers = os.cpu_count() or 1
+            self.workers = self.workers_min or os.cpu_count() or 1
+        self.workers_min = self.workers_min or min(self.workers, self.workers_max or self.workers)
+        self.workers_max = self.workers_max or max(self.workers, self.workers_min)
+        if not self.workers_min <= self.workers_max:
+            raise ValueError(f"workers_min ({self.workers_min}) must not exceed workers_max ({self.workers_max})")
+        # The pool starts with the minimum (or ``workers``, if it lies within the range).
+        self.workers = min(max(self.workers, self.workers_min), self.workers_max)
         if not self.start_method:
             self.start_method = default_start_method()
         if self.start_method not in START_METHODS:
             raise ValueError(f"start_method must be one of {START_METHODS}, not {self.start_method!r}")
-        for name in ("workers", "threads"):
+        for name in ("workers", "workers_min", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.threads > MAX_FDS:  # each thread's connection travels in one SCM_RIGHTS message
             raise ValueError(f"threads must be at most {MAX_FDS}")
         for name in ("timeout", "graceful_timeout", "max_requests", "max_requests_jitter", "max_rss", "response_buffer",
-                     "max_lifetime", "backlog", "queue_timeout", "spool_threshold", "boot_timeout"):
+                     "max_lifetime", "worker_idle_timeout", "backlog", "queue_timeout", "spool_threshold", "boot_timeout"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if self.max_body_size is not None and self.max_body_size < 0:
             raise ValueError("max_body_size must not be negative")
+        if self.preload and self.start_method == "spawn":
+            raise ValueError("preload needs start_method='fork': workers are forked from the preloaded zygote")
         if self.ipc not in ("pipe", "shm"):
             raise ValueError(f"ipc must be 'pipe' or 'shm', not {self.ipc!r}")
+
+    @property
+    def elastic(self) -> bool:
+        return self.workers_min < self.workers_max
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> "PoolConfig":

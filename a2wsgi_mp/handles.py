@@ -46,6 +46,10 @@ class Worker:
         #: The reload replacement booting for this worker, if any.
         self.replaced_by: Worker | None = None
         self.rss = 0
+        #: Since when no request ran on this worker (the elastic pool retires long-idle ones).
+        self.idle_since = self.started
+        #: The zygote (:class:`~a2wsgi_mp.launcher.Launcher`) this worker was started by.
+        self.launcher: Any = None
 
     @property
     def busy(self) -> int:

@@ -5,7 +5,9 @@ front.  An app given as an object can only reach the workers through fork, so
 its zygote is forked from the front (once, at start-up, before the front has
 threads or connections); an app given as an import string gets a zygote that
 is a fresh interpreter, which never imports the app itself, so every worker
-(and every reload) imports it anew.
+(and every reload) imports it anew -- unless ``preload`` is set: then that
+fresh zygote imports the app once, freezes its heap and forks the workers
+from it, and a reload is a new zygote (see :meth:`Supervisor.reload`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ logger = logging.getLogger("a2wsgi_mp.pool")
 START_METHODS = ("fork", "spawn")
 
 
+class PreloadFailed(Exception):
+    """The zygote could not import the app; the message carries its error."""
+
+
 def default_start_method() -> str:
     return "fork" if hasattr(os, "fork") and sys.platform != "darwin" else "spawn"
 
@@ -43,6 +49,8 @@ class Launcher:
         start_method: str,
         on_exited: Callable[[int, int], None],
         on_lost: Callable[[], None],
+        preload: bool = False,
+        boot_timeout: float = 60.0,
     ) -> None:
         if start_method not in START_METHODS:
             raise ValueError(f"start_method must be one of {START_METHODS}, not {start_method!r}")
@@ -50,6 +58,9 @@ class Launcher:
         self.start_method = start_method
         self.on_exited = on_exited
         self.on_lost = on_lost
+        self.preload = preload and isinstance(app_ref, str)
+        self.boot_timeout = boot_timeout
+        self._preloaded: asyncio.Future[int] | None = None
         self.pid: int | None = None
         self._pipe: FrontPipe | None = None
         self._pending: dict[int, asyncio.Future[int]] = {}
@@ -76,12 +87,29 @@ class Launcher:
                 self.start_method,
                 str(parent),
                 str(zygote.fileno()),
+                "preload" if self.preload else "",
             ]
             self.pid = os.posix_spawn(sys.executable, argv, os.environ)
         else:
             self.pid = _fork_zygote(zygote, self.app_ref, self.start_method, parent)
         zygote.close()
+        self._stopping = False
+        self._preloaded = asyncio.get_running_loop().create_future() if self.preload else None
         self._pipe = await FrontPipe.open(front, self._on_event, self._on_lost)
+        if self._preloaded is not None:
+            await self._await_preload()
+
+    async def _await_preload(self) -> None:
+        """Wait for the zygote to import the app; PreloadFailed (zygote gone) if it cannot."""
+        assert self._preloaded is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(self._preloaded), self.boot_timeout)
+        except asyncio.TimeoutError:
+            await self.stop()
+            raise PreloadFailed(f"the zygote did not import {self.app_ref} within {self.boot_timeout} s") from None
+        except PreloadFailed:
+            await self.stop()
+            raise
 
     async def spawn(self, worker_id: int, socks: list[socket.socket]) -> int:
         """Start a worker serving ``socks`` (which are closed here); its pid."""
@@ -97,7 +125,13 @@ class Launcher:
         return await future
 
     def _on_event(self, event: protocol.Event) -> None:
-        if isinstance(event, protocol.Spawned):
+        if isinstance(event, (protocol.Ready, protocol.BootError)):  # the preload's outcome
+            if self._preloaded is not None and not self._preloaded.done():
+                if isinstance(event, protocol.Ready):
+                    self._preloaded.set_result(event.pid)
+                else:
+                    self._preloaded.set_exception(PreloadFailed(event.message))
+        elif isinstance(event, protocol.Spawned):
             future = self._pending.pop(event.worker_id, None)
             if future is not None and not future.done():
                 future.set_result(event.pid)
@@ -109,6 +143,9 @@ class Launcher:
             if not future.done():
                 future.set_exception(RuntimeError("the zygote exited"))
         self._pending.clear()
+        if self._preloaded is not None and not self._preloaded.done():
+            self._preloaded.set_exception(PreloadFailed(f"the zygote exited while importing {self.app_ref}"))
+            self._stopping = True  # start() reports it; not a loss of a running zygote
         self._reap_zygote(block=False)
         if not self._stopping:
             logger.error("the zygote process exited unexpectedly (%s)", exc or "EOF")

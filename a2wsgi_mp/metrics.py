@@ -15,6 +15,8 @@ _COUNTERS = {
     "recycled": ("a2wsgi_mp_recycles_total", "Workers retired for max-requests, max-rss, max-lifetime or reload."),
     "respawned": ("a2wsgi_mp_respawns_total", "Workers started to replace one that died."),
     "killed": ("a2wsgi_mp_kills_total", "Workers killed by the supervisor (timeouts)."),
+    "scaled_up": ("a2wsgi_mp_scale_ups_total", "Workers started by the elastic pool because requests queued."),
+    "scaled_down": ("a2wsgi_mp_scale_downs_total", "Workers retired by the elastic pool after idling."),
 }
 
 

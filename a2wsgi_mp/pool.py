@@ -13,7 +13,7 @@ from typing import Any
 
 from .config import PoolConfig
 from .exchange import Exchange
-from .loader import AppRef
+from .loader import AppRef, describe
 from .handles import Slot, Worker
 from .supervisor import BootFailed, Supervisor
 
@@ -30,12 +30,19 @@ class Unavailable(Exception):
 
 class Pool:
     def __init__(self, app_ref: AppRef, config: PoolConfig) -> None:
+        if config.preload and not isinstance(app_ref, str):
+            raise ValueError(f"preload needs the app as an import string such as 'package.module:app' (the "
+                             f"zygote imports it, never the front); {describe(app_ref)} is loaded already")
         self.app_ref = app_ref
         self.config = config
-        self.counters = {"served": 0, "502": 0, "503": 0, "504": 0, "recycled": 0, "respawned": 0, "killed": 0}
+        self.counters = {"served": 0, "502": 0, "503": 0, "504": 0, "recycled": 0, "respawned": 0, "killed": 0,
+                         "scaled_up": 0, "scaled_down": 0}
         self._idle: deque[Slot] = deque()
         self._waiters: deque[asyncio.Future[Slot]] = deque()
         self._next_rid = 0
+        #: An elastic pool reuses the most recently used idle slot (LIFO), so
+        #: under a light load the other workers stay idle and can be retired.
+        self._lifo = config.elastic
         self.started = False
         self.supervisor = Supervisor(app_ref, config, self.counters, self._offer, self._withdraw, self._fail_waiters)
 
@@ -61,14 +68,15 @@ class Pool:
         await self.supervisor.stop(timeout)
 
     async def reload(self) -> None:
-        self.supervisor.reload()
+        """New workers with the (re-imported) app; returns once they are on their way."""
+        await self.supervisor.reload()
 
     # ------------------------------------------------------------ dispatch
 
     def take_idle(self) -> Slot | None:
         """An idle slot if one is free now and nobody queues before us."""
         if self._idle and not self._waiters:
-            return self._idle.popleft()
+            return self._idle.pop() if self._lifo else self._idle.popleft()
         return None
 
     async def acquire(self) -> Slot:
@@ -81,7 +89,7 @@ class Pool:
 
     async def _acquire(self) -> Slot:
         if self._idle and not self._waiters:
-            return self._idle.popleft()
+            return self._idle.pop() if self._lifo else self._idle.popleft()
         if self.supervisor.stopping:
             raise Unavailable("shutting down")
         if not self.started:
@@ -94,6 +102,7 @@ class Pool:
             raise Unavailable("the request queue is full")
         future: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
+        self.supervisor.queued(len(self._waiters))
         try:
             if self.config.queue_timeout:
                 return await asyncio.wait_for(asyncio.shield(future), self.config.queue_timeout)
@@ -169,6 +178,8 @@ class Pool:
         return {
             "workers": [w.info() for w in self.workers.values()],
             "threads": self.config.threads,
+            "workers_min": self.config.workers_min,
+            "workers_max": self.config.workers_max,
             "idle_slots": len(self._idle),
             "queued": sum(1 for w in self._waiters if not w.done()),
             **self.counters,

@@ -19,12 +19,13 @@ import time
 from typing import Any, Callable
 
 
+from . import elastic
 from .config import PoolConfig
 from .exchange import Lost
 from .handles import Slot, Worker, describe_status, rss
 from .ipc import protocol, shm
 from .ipc.pipe import FileHandoff, FrontPipe, pair
-from .launcher import Launcher
+from .launcher import Launcher, PreloadFailed
 from .loader import AppRef, describe
 
 logger = logging.getLogger("a2wsgi_mp.pool")
@@ -62,6 +63,9 @@ class Supervisor:
         self._by_pid: dict[int, Worker] = {}
         self._next_wid = 0
         self._launcher: Launcher | None = None
+        #: Zygotes replaced by a preloaded reload, kept until their workers are gone.
+        self._old_launchers: list[Launcher] = []
+        self._reloading = False
         self.boot_failures = 0
         self._last_boot_error = ""
         self._ever_ready = False
@@ -74,8 +78,11 @@ class Supervisor:
 
     async def start(self) -> None:
         """Start the workers; return when all are ready, raise BootFailed if none can be."""
-        self._launcher = Launcher(self.app_ref, self.config.start_method, self._on_exited, self._on_launcher_lost)
-        await self._launcher.start()
+        self._launcher = self._new_launcher()
+        try:
+            await self._launcher.start()
+        except PreloadFailed as exc:
+            raise BootFailed(f"could not preload {describe(self.app_ref)}:\n{exc}") from None
         for _ in range(self.config.workers):
             self._spawn()
         deadline = time.monotonic() + self.config.boot_timeout
@@ -89,8 +96,18 @@ class Supervisor:
         self._started = True
         if self.config.max_rss or self.config.max_lifetime:
             self.background(self._watch_resources())
-        logger.info("pool ready: %d workers x %d threads serving %s", len(self.workers), self.config.threads,
-                    describe(self.app_ref))
+        if self.config.elastic:
+            self.background(elastic.watch_idle(self))
+        logger.info("pool ready: %d workers x %d threads serving %s%s%s", len(self.workers), self.config.threads,
+                    describe(self.app_ref), " (preloaded)" if self.config.preload else "",
+                    f" (elastic: {self.config.workers_min} to {self.config.workers_max} workers)"
+                    if self.config.elastic else "")
+
+    def _new_launcher(self) -> Launcher:
+        launcher = Launcher(self.app_ref, self.config.start_method, self._on_exited, lambda: None,
+                            self.config.preload, self.config.boot_timeout)
+        launcher.on_lost = lambda: self._on_launcher_lost(launcher)
+        return launcher
 
     async def stop(self, timeout: float) -> None:
         """Let in-flight requests finish within ``timeout``, then end every process."""
@@ -114,17 +131,79 @@ class Supervisor:
             self._signal(worker, signal.SIGKILL)
         for task in list(self._tasks):
             task.cancel()
+        for launcher in self._old_launchers:
+            await launcher.stop()
         if self._launcher is not None:
             await self._launcher.stop()
 
-    def reload(self) -> None:
+    async def reload(self) -> None:
         """A fresh worker (re-importing the app) for every worker; each old one
-        retires only once its replacement is ready, so no request is dropped."""
+        retires only once its replacement is ready, so no request is dropped.
+
+        Preloaded, the new code must first be imported by a fresh zygote, from
+        which the replacements fork; if it cannot, the old workers keep serving.
+        """
+        if self.config.preload and self._launcher is not None:
+            if self._reloading:
+                logger.warning("reload ignored: a reload is under way")
+                return
+            self._reloading = True
+            try:
+                if not await self._reload_zygote():
+                    return
+            finally:
+                self._reloading = False
         for worker in list(self.workers.values()):
-            if worker.state in ("booting", "ready"):
+            if worker.state in ("booting", "ready") and worker.replaced_by is None:
                 self._spawn(replaces=worker)
 
+    async def _reload_zygote(self) -> bool:
+        """Preload the app in a new zygote and make it the one workers fork from."""
+        fresh = self._new_launcher()
+        started = time.monotonic()
+        try:
+            await fresh.start()
+        except PreloadFailed as exc:
+            logger.error("reload failed: could not preload %s; the old workers keep serving:\n%s",
+                         describe(self.app_ref), str(exc).rstrip())
+            return False
+        if self.stopping:
+            await fresh.stop()
+            return False
+        logger.info("reload: new code preloaded in %.0f ms (zygote %s)", (time.monotonic() - started) * 1000,
+                    fresh.pid)
+        old, self._launcher = self._launcher, fresh
+        assert old is not None
+        self._old_launchers.append(old)
+        self._drop_old_launchers()
+        return True
+
+    def _drop_old_launchers(self) -> None:
+        """Stop replaced zygotes none of whose workers is still alive."""
+        for launcher in list(self._old_launchers):
+            if not any(w.launcher is launcher for w in self._by_pid.values()) and not any(
+                    w.launcher is launcher and w.state != "dead" for w in self.workers.values()):
+                self._old_launchers.remove(launcher)
+                self.background(launcher.stop())
+
     # ------------------------------------------------------------ what the dispatcher asks
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def queued(self, depth: int) -> None:
+        """``depth`` requests wait for a worker: an elastic pool grows."""
+        if self.config.elastic:
+            elastic.grow(self, depth)
+
+    def spawn(self) -> Worker:
+        """One more worker (the elastic pool growing)."""
+        return self._spawn()
+
+    def retire(self, worker: Worker, reason: str) -> None:
+        """Retire ``worker`` between requests, without a replacement (the pool shrinking)."""
+        self._retire(worker, reason, replace=False, count=False)
 
     @property
     def hopeless(self) -> bool:
@@ -139,6 +218,7 @@ class Supervisor:
         """A request on ``slot`` ended; True if the slot takes the next one."""
         worker = slot.worker
         worker.requests += 1
+        worker.idle_since = time.monotonic()
         if worker.state == "ready" and worker.max_requests and worker.requests >= worker.max_requests:
             self._retire(worker, f"served {worker.requests} requests")
         if worker.state == "retiring" and not worker.busy:
@@ -184,6 +264,7 @@ class Supervisor:
 
     async def _boot(self, worker: Worker) -> None:
         assert self._launcher is not None
+        worker.launcher = launcher = self._launcher
         socks = []
         try:
             for slot in worker.slots:
@@ -195,7 +276,7 @@ class Supervisor:
                     lambda exc, worker=worker: self._on_dead(worker, "its connection closed"),
                     shm.DEFAULT_SIZE if self.config.ipc == "shm" else 0,
                 )
-            worker.pid = await self._launcher.spawn(worker.id, socks)
+            worker.pid = await launcher.spawn(worker.id, socks)
             self._by_pid[worker.pid] = worker
         except Exception as exc:
             for s in socks:
@@ -254,6 +335,8 @@ class Supervisor:
                 logger.warning("worker %s exit status: %s", pid, describe_status(status))
         else:
             self._on_dead(worker, describe_status(status))
+        if self._old_launchers:
+            self._drop_old_launchers()
 
     def _on_dead(self, worker: Worker, reason: str) -> None:
         if worker.state == "dead":
@@ -329,22 +412,30 @@ class Supervisor:
             except ProcessLookupError:
                 pass
 
-    def _on_launcher_lost(self) -> None:
+    def _on_launcher_lost(self, launcher: Launcher) -> None:
         # The workers die with the zygote (PDEATHSIG); start a new zygote before
         # their replacements ask it for anything.
+        if launcher is not self._launcher:  # a replaced zygote: its workers were retiring anyway
+            if launcher in self._old_launchers:
+                self._old_launchers.remove(launcher)
+            for worker in list(self.workers.values()):
+                if worker.launcher is launcher and worker.state != "dead":
+                    self._on_dead(worker, "its zygote exited")
+            return
         self.background(self._restart_launcher())
 
     async def _restart_launcher(self) -> None:
-        assert self._launcher is not None
+        launcher = self._launcher
+        assert launcher is not None
         while not self.stopping:
             try:
-                await self._launcher.start()
+                await launcher.start()
                 break
             except Exception as exc:
                 logger.error("could not restart the zygote: %s", exc)
                 await asyncio.sleep(1.0)
         for worker in list(self.workers.values()):
-            if worker.state != "dead":
+            if worker.launcher is launcher and worker.state != "dead":
                 self._on_dead(worker, "the zygote exited")
 
     # ------------------------------------------------------------ housekeeping

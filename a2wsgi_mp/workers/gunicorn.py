@@ -149,14 +149,20 @@ class PoolWorker(Worker):
     def load_wsgi(self) -> None:
         """Build the pool (started later, in the loop).  Without ``preload_app``
         the front never imports the app: each pool process imports the app
-        URI.  With it, the pool forks from the arbiter's already loaded app."""
+        URI.  With it, the pool preloads: its zygote (never this front) imports
+        the URI once and the pool processes fork from it, and a pool reload
+        preloads the new code in a fresh zygote.  An app given only as an
+        object (no URI) reaches the pool through a zygote forked from here."""
         uri = self.app_uri()
-        if self.cfg.preload_app or not uri:
-            super().load_wsgi()  # preloaded: returns the arbiter's object
+        if not uri:
+            super().load_wsgi()  # returns the arbiter's object
             ref: Any = self.wsgi
         else:
             ref = uri
-        self.pool = WSGIPool(ref, **self.pool_options(ref))
+        options = self.pool_options(ref)
+        if uri and self.cfg.preload_app and options.get("start_method", "fork") == "fork":
+            options.setdefault("preload", True)
+        self.pool = WSGIPool(ref, **options)
         self.config = UvicornConfig(app=self._asgi_app(self.pool), **self.uvicorn_options())
         self._warn_limits()
 

@@ -6,12 +6,18 @@ front starts one clean zygote at pool start-up, before any of that exists, and
 asks it for workers over a control socket.  The zygote forks them (``fork``) or
 spawns fresh interpreters (``spawn``), reaps them, and reports each exit.
 
+With ``preload``, the zygote (a fresh interpreter, never the front) imports
+the app itself before it forks anything, then freezes its heap (``gc.freeze()``): the
+workers share the app's pages copy-on-write, and the cyclic GC, which would
+write to every object it tracks, leaves those pages alone.
+
 The zygote dies with the front (``PR_SET_PDEATHSIG`` and EOF on its control
 socket), and the workers die with the zygote, so nothing outlives the front.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import signal
@@ -22,8 +28,8 @@ from typing import NoReturn
 
 from ..ipc import protocol
 from ..ipc.worker_pipe import WorkerPipe
-from ..loader import AppRef
-from .process import die_with_parent, reset_signals, run_worker
+from ..loader import AppLoadError, AppRef, load_app
+from .process import EXIT_BOOT_FAILED, die_with_parent, reset_signals, run_worker
 
 
 class _Zygote:
@@ -32,6 +38,22 @@ class _Zygote:
         self.app_ref = app_ref
         self.start_method = start_method
         self.pid = os.getpid()
+        #: What forked workers serve: the preloaded app, or the reference each imports.
+        self.app: AppRef = app_ref
+
+    def preload(self) -> None:
+        """Import the app here, once; READY or BOOT_ERROR tells the front how it went."""
+        try:
+            self.app = load_app(self.app_ref)
+        except BaseException as exc:
+            message = str(exc) if isinstance(exc, AppLoadError) else traceback.format_exc()
+            self.ctl.send(protocol.encode_boot_error(message))
+            os._exit(EXIT_BOOT_FAILED)
+        # Everything allocated so far (the app) is left alone by the collector
+        # from now on, here and in every forked worker: its pages stay shared.
+        gc.collect()
+        gc.freeze()
+        self.ctl.send(protocol.encode_ready(self.pid))
 
     def run(self) -> NoReturn:
         wake_r, wake_w = socket.socketpair()
@@ -87,7 +109,7 @@ class _Zygote:
                     for s in self._wake:
                         s.close()
                     self.ctl.sock.close()
-                    run_worker(self.app_ref, [socket.socket(fileno=fd) for fd in fds], self.pid)
+                    run_worker(self.app, [socket.socket(fileno=fd) for fd in fds], self.pid)
                 except BaseException:
                     traceback.print_exc()
                 finally:
@@ -97,7 +119,8 @@ class _Zygote:
         return pid
 
 
-def run_zygote(ctl: socket.socket, app_ref: AppRef, start_method: str, parent_pid: int) -> NoReturn:
+def run_zygote(ctl: socket.socket, app_ref: AppRef, start_method: str, parent_pid: int,
+               preload: bool = False) -> NoReturn:
     try:
         die_with_parent(parent_pid)
         # The zygote ends only with the front (EOF, or PDEATHSIG): a SIGTERM to
@@ -105,14 +128,17 @@ def run_zygote(ctl: socket.socket, app_ref: AppRef, start_method: str, parent_pi
         reset_signals(signal.SIG_IGN)
         # Our own process group, so terminal and group signals reach the front only.
         os.setpgid(0, 0)
-        _Zygote(ctl, app_ref, start_method).run()
+        zygote = _Zygote(ctl, app_ref, start_method)
+        if preload:
+            zygote.preload()
+        zygote.run()
     except BaseException:
         traceback.print_exc()
     os._exit(1)
 
 
 def main(argv: list[str]) -> NoReturn:
-    """Entry point of a spawned zygote: ``APP START_METHOD PARENT_PID FD``."""
-    app_ref, start_method, parent_pid, fd = argv
-    run_zygote(socket.socket(fileno=int(fd)), app_ref, start_method, int(parent_pid))
+    """Entry point of a spawned zygote: ``APP START_METHOD PARENT_PID FD [preload]``."""
+    app_ref, start_method, parent_pid, fd, *flags = argv
+    run_zygote(socket.socket(fileno=int(fd)), app_ref, start_method, int(parent_pid), "preload" in flags)
 
