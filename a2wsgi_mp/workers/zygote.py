@@ -40,9 +40,17 @@ class _Zygote:
         self.pid = os.getpid()
         #: What forked workers serve: the preloaded app, or the reference each imports.
         self.app: AppRef = app_ref
+        self.preloaded = False
 
     def preload(self) -> None:
-        """Import the app here, once; READY or BOOT_ERROR tells the front how it went."""
+        """Import the app here, once; READY or BOOT_ERROR tells the front how it went.
+
+        As the :func:`gc.freeze` docs advise: no collection while importing
+        (a collection frees objects and leaves holes in the pages, which the
+        workers would then fill, un-sharing them), freeze before forking, and
+        collect again only in the workers.
+        """
+        gc.disable()
         try:
             self.app = load_app(self.app_ref)
         except BaseException as exc:
@@ -51,8 +59,8 @@ class _Zygote:
             os._exit(EXIT_BOOT_FAILED)
         # Everything allocated so far (the app) is left alone by the collector
         # from now on, here and in every forked worker: its pages stay shared.
-        gc.collect()
         gc.freeze()
+        self.preloaded = True
         self.ctl.send(protocol.encode_ready(self.pid))
 
     def run(self) -> NoReturn:
@@ -109,6 +117,8 @@ class _Zygote:
                     for s in self._wake:
                         s.close()
                     self.ctl.sock.close()
+                    if self.preloaded:
+                        gc.enable()
                     run_worker(self.app, [socket.socket(fileno=fd) for fd in fds], self.pid)
                 except BaseException:
                     traceback.print_exc()
