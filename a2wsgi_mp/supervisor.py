@@ -24,8 +24,9 @@ from .exchange import Lost
 from .handles import Slot, Worker, describe_status, rss
 from .ipc import protocol, shm
 from .ipc.pipe import FileHandoff, FrontPipe, pair
-from .launcher import Launcher
+from .launcher import Launcher, ZygoteLost
 from .loader import AppRef, describe
+from .processes import ProcessTable
 
 logger = logging.getLogger("a2wsgi_mp.pool")
 app_logger = logging.getLogger("a2wsgi_mp.wsgi")
@@ -57,9 +58,9 @@ class Supervisor:
         self._withdraw = withdraw
         self._on_hopeless = on_hopeless
         self.workers: dict[int, Worker] = {}
-        #: Workers whose process has not been reported reaped: the only pids
-        #: it is safe to signal (a reaped pid may already belong to another process).
-        self._by_pid: dict[int, Worker] = {}
+        #: Workers whose process is not known to have exited (by its zygote's
+        #: report or its pidfd): the only ones it makes sense to signal.
+        self._procs: ProcessTable[Worker] = ProcessTable(self._on_process_gone, self._zygote_alive)
         self._next_wid = 0
         self._launcher: Launcher | None = None
         self.boot_failures = 0
@@ -108,14 +109,15 @@ class Supervisor:
         # Idle workers exit on EOF; give them a moment to be reaped, then kill
         # the stragglers and let the zygote go.
         deadline = time.monotonic() + 1.0
-        while self._by_pid and time.monotonic() < deadline:
+        while self._procs and time.monotonic() < deadline:
             await self.wait_change(deadline - time.monotonic())
-        for worker in list(self._by_pid.values()):
+        for worker in self._procs.owners():
             self._signal(worker, signal.SIGKILL)
         for task in list(self._tasks):
             task.cancel()
         if self._launcher is not None:
             await self._launcher.stop()
+        self._procs.forget_all()
 
     def reload(self) -> None:
         """A fresh worker (re-importing the app) for every worker; each old one
@@ -195,12 +197,21 @@ class Supervisor:
                     lambda exc, worker=worker: self._on_dead(worker, "its connection closed"),
                     shm.DEFAULT_SIZE if self.config.ipc == "shm" else 0,
                 )
-            worker.pid = await self._launcher.spawn(worker.id, socks)
-            self._by_pid[worker.pid] = worker
+            await self._launcher.wait_running()
+            pid = await self._launcher.spawn(worker.id, socks)
+            if worker.pid is None:
+                worker.pid = pid
+                self._procs.add(pid, worker, self._launcher.generation)
+        except ZygoteLost as exc:
+            # Not an app failure.  If the zygote forked the worker before it
+            # died, the worker's READY names it; if not, its connections close
+            # and _on_dead starts another (see there).
+            logger.info("worker %d: %s", worker.id, exc)
         except Exception as exc:
             for s in socks:
                 s.close()
             logger.error("could not start a worker: %s", exc)
+            worker.state = "boot-failed"  # (back off: this may well persist)
             self._on_dead(worker, f"start failed: {exc}")
 
     def _on_event(self, slot: Slot, event: protocol.Event) -> None:
@@ -212,6 +223,8 @@ class Supervisor:
         elif isinstance(event, protocol.Ready):
             if slot.worker.pid is None:  # READY can overtake the zygote's SPAWNED
                 slot.worker.pid = event.pid
+                if self._launcher is not None:
+                    self._procs.add(event.pid, slot.worker, self._launcher.generation)
             self._on_ready(slot)
         elif isinstance(event, protocol.BootError):
             worker = slot.worker
@@ -245,20 +258,22 @@ class Supervisor:
             self._retire(old, "reload", replace=False)
         self.notify()
 
-    def _on_exited(self, pid: int, status: int) -> None:
-        worker = self._by_pid.pop(pid, None)
-        if worker is None:
-            return
+    def _on_process_gone(self, worker: Worker, status: int | None) -> None:
+        how = describe_status(status) if status is not None else "exited, status unknown"
         if worker.state == "dead":  # its connection told us first; now we know how
-            if not self.stopping and status != 0:
-                logger.warning("worker %s exit status: %s", pid, describe_status(status))
+            if not self.stopping and status:
+                logger.warning("worker %s exit status: %s", worker.pid, how)
         else:
-            self._on_dead(worker, describe_status(status))
+            self._on_dead(worker, how)
 
     def _on_dead(self, worker: Worker, reason: str) -> None:
         if worker.state == "dead":
             return
         booting = worker.state in ("booting", "boot-failed")
+        # No process ever said a word (no SPAWNED, READY or BOOT_ERROR): the
+        # zygote died with our SPAWN, or before it.  Not the app's failure.
+        never_started = worker.state == "booting" and worker.pid is None
+        booting = booting and not never_started
         was_retiring = worker.state == "retiring"  # its replacement is on its way already
         expected = was_retiring and not worker.busy
         worker.state = "dead"
@@ -270,12 +285,14 @@ class Supervisor:
             if slot.exchange is not None:
                 slot.exchange.feed(Lost(reason))
                 slot.exchange = None
-        if worker.pid is not None and worker.pid in self._by_pid:
+        if worker.pid is not None and worker.pid in self._procs:
             # A broken connection but a lingering process (stuck in C code):
             # it must not live on unsupervised.
             asyncio.get_running_loop().call_later(KILL_GRACE, self._signal, worker, signal.SIGKILL)
         if self.stopping:
             logger.debug("worker %s exited (%s)", worker.pid, reason)
+        elif never_started:
+            logger.info("worker %d was not started (%s); starting another", worker.id, reason)
         elif expected:
             logger.info("worker %s retired (%s)", worker.pid, worker.retire_reason)
         elif booting:
@@ -285,8 +302,8 @@ class Supervisor:
             logger.warning("worker %s died (%s)", worker.pid, reason)
         if not self.stopping and not was_retiring:
             self.counters["respawned"] += 1
-            if booting:
-                delay = self.retry_after()
+            if booting or never_started:
+                delay = self.retry_after() if booting else BACKOFF_MIN
                 logger.info("starting a new worker in %.1f s", delay)
                 self.background(self._respawn_later(delay, worker.replaces))
             elif worker.replaced_by is None or worker.replaced_by.state == "dead":
@@ -323,15 +340,21 @@ class Supervisor:
                 slot.pipe.close()
 
     def _signal(self, worker: Worker, sig: int) -> None:
-        if worker.pid is not None and self._by_pid.get(worker.pid) is worker:
-            try:
-                os.kill(worker.pid, sig)
-            except ProcessLookupError:
-                pass
+        if worker.pid is not None:
+            self._procs.signal(worker.pid, worker, sig)
+
+    def _zygote_alive(self, generation: int) -> bool:
+        launcher = self._launcher
+        return launcher is not None and launcher.running and launcher.generation == generation
+
+    def _on_exited(self, pid: int, status: int) -> None:
+        self._procs.gone(pid, status)
 
     def _on_launcher_lost(self) -> None:
-        # The workers die with the zygote (PDEATHSIG); start a new zygote before
-        # their replacements ask it for anything.
+        # The workers live on (they watch the front, not the zygote) and keep
+        # serving; only their exit statuses are lost.  Those that exited while
+        # it was dying, and those we cannot follow without it, are settled now.
+        self._procs.reporter_lost()
         self.background(self._restart_launcher())
 
     async def _restart_launcher(self) -> None:
@@ -343,9 +366,6 @@ class Supervisor:
             except Exception as exc:
                 logger.error("could not restart the zygote: %s", exc)
                 await asyncio.sleep(1.0)
-        for worker in list(self.workers.values()):
-            if worker.state != "dead":
-                self._on_dead(worker, "the zygote exited")
 
     # ------------------------------------------------------------ housekeeping
 
