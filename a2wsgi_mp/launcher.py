@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import logging
 import os
 import signal
@@ -25,15 +26,23 @@ from typing import Callable
 from .ipc import protocol
 from .ipc.pipe import FrontPipe, pair
 from .loader import AppRef
+from .processes import open_pidfd
 from .workers.zygote import run_zygote
 
 logger = logging.getLogger("a2wsgi_mp.pool")
 
 START_METHODS = ("fork", "spawn")
+#: Zygote generations, unique in the front even across launchers (a preloaded
+#: reload starts a second launcher while the first one's workers still serve).
+_generations = itertools.count(1)
 
 
 class PreloadFailed(Exception):
     """The zygote could not import the app; the message carries its error."""
+
+
+class ZygoteLost(RuntimeError):
+    """The zygote is not running (it died, or is being restarted): not an app failure."""
 
 
 def default_start_method() -> str:
@@ -62,9 +71,14 @@ class Launcher:
         self.boot_timeout = boot_timeout
         self._preloaded: asyncio.Future[int] | None = None
         self.pid: int | None = None
+        #: Counts zygotes started: tells which one started (and reports on) a worker.
+        self.generation = 0
         self._pipe: FrontPipe | None = None
         self._pending: dict[int, asyncio.Future[int]] = {}
         self._stopping = False
+        self._running: asyncio.Event | None = None
+        #: A pidfd of the front, inherited by the zygote and its workers: what they watch.
+        self._front_fd = -1
 
     async def start(self) -> None:
         """Start the zygote (again, after it died)."""
@@ -75,10 +89,16 @@ class Launcher:
                 pass
             self._reap_zygote(block=True)
         self._pending.clear()
+        if self._running is None:
+            self._running = asyncio.Event()
+        if self._front_fd < 0:
+            self._front_fd = open_pidfd(os.getpid())
         front, zygote = pair()
         parent = os.getpid()
         if isinstance(self.app_ref, str):
             zygote.set_inheritable(True)
+            if self._front_fd >= 0:
+                os.set_inheritable(self._front_fd, True)
             argv = [
                 sys.executable,
                 "-c",
@@ -87,17 +107,22 @@ class Launcher:
                 self.start_method,
                 str(parent),
                 str(zygote.fileno()),
+                str(self._front_fd),
                 "preload" if self.preload else "",
             ]
             self.pid = os.posix_spawn(sys.executable, argv, os.environ)
+            if self._front_fd >= 0:
+                os.set_inheritable(self._front_fd, False)
         else:
-            self.pid = _fork_zygote(zygote, self.app_ref, self.start_method, parent)
+            self.pid = _fork_zygote(zygote, self.app_ref, self.start_method, parent, self._front_fd)
         zygote.close()
         self._stopping = False
+        self.generation = next(_generations)
         self._preloaded = asyncio.get_running_loop().create_future() if self.preload else None
         self._pipe = await FrontPipe.open(front, self._on_event, self._on_lost)
         if self._preloaded is not None:
             await self._await_preload()
+        self._running.set()
 
     async def _await_preload(self) -> None:
         """Wait for the zygote to import the app; PreloadFailed (zygote gone) if it cannot."""
@@ -111,10 +136,26 @@ class Launcher:
             await self.stop()
             raise
 
+    @property
+    def running(self) -> bool:
+        return self._pipe is not None and not self._pipe.closed
+
+    async def wait_running(self) -> None:
+        """Return once a zygote is running (at once, usually)."""
+        while not self.running and not self._stopping:
+            assert self._running is not None
+            self._running.clear()
+            await self._running.wait()
+
     async def spawn(self, worker_id: int, socks: list[socket.socket]) -> int:
-        """Start a worker serving ``socks`` (which are closed here); its pid."""
+        """Start a worker serving ``socks`` (which are closed here); its pid.
+
+        ZygoteLost if the zygote dies first: the worker may or may not have been
+        forked (its READY, or the EOF of its connections, tells)."""
         if self._pipe is None or self._pipe.closed:
-            raise RuntimeError("the zygote is not running")
+            for s in socks:
+                s.close()
+            raise ZygoteLost("the zygote is not running")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[worker_id] = future
         try:
@@ -141,12 +182,14 @@ class Launcher:
     def _on_lost(self, exc: Exception | None) -> None:
         for future in self._pending.values():
             if not future.done():
-                future.set_exception(RuntimeError("the zygote exited"))
+                future.set_exception(ZygoteLost("the zygote exited"))
         self._pending.clear()
         if self._preloaded is not None and not self._preloaded.done():
             self._preloaded.set_exception(PreloadFailed(f"the zygote exited while importing {self.app_ref}"))
             self._stopping = True  # start() reports it; not a loss of a running zygote
         self._reap_zygote(block=False)
+        if self._running is not None:
+            self._running.clear()
         if not self._stopping:
             logger.error("the zygote process exited unexpectedly (%s)", exc or "EOF")
             self.on_lost()
@@ -163,8 +206,10 @@ class Launcher:
         return pid != 0
 
     async def stop(self) -> None:
-        """Hang up on the zygote and reap it (its workers die with it)."""
+        """Hang up on the zygote and reap it (the supervisor ends the workers)."""
         self._stopping = True
+        if self._running is not None:
+            self._running.set()  # wake wait_running()
         if self._pipe is not None:
             self._pipe.close()
         for _ in range(200):
@@ -174,10 +219,13 @@ class Launcher:
         if self.pid is not None:
             os.kill(self.pid, signal.SIGKILL)
             self._reap_zygote(block=True)
+        if self._front_fd >= 0:
+            os.close(self._front_fd)
+            self._front_fd = -1
 
 
-def _fork_zygote(sock: socket.socket, app: AppRef, start_method: str, parent: int) -> int:
-    keep = sock.fileno()
+def _fork_zygote(sock: socket.socket, app: AppRef, start_method: str, parent: int, front_fd: int) -> int:
+    keep = {sock.fileno(), front_fd}
     pid = os.fork()
     if pid:
         return pid
@@ -189,15 +237,15 @@ def _fork_zygote(sock: socket.socket, app: AppRef, start_method: str, parent: in
         signal.set_wakeup_fd(-1)
         gc.freeze()
         _neutralize_fds(keep)
-        run_zygote(sock, app, start_method, parent)
+        run_zygote(sock, app, start_method, parent, front_fd)
     except BaseException:
         traceback.print_exc()
     finally:
         os._exit(1)
 
 
-def _neutralize_fds(keep: int) -> None:
-    """Point every inherited descriptor but ``keep`` (and stdio) at /dev/null.
+def _neutralize_fds(keep: set[int]) -> None:
+    """Point every inherited descriptor but those in ``keep`` (and stdio) at /dev/null.
 
     Not closed: C libraries of the front keep their descriptor numbers, and
     libuv (uvloop) closes and reopens its signal pipe in every forked child.
@@ -207,12 +255,15 @@ def _neutralize_fds(keep: int) -> None:
     try:
         fds = [int(name) for name in os.listdir("/proc/self/fd")]
     except OSError:
-        os.closerange(3, keep)
-        os.closerange(keep + 1, _max_fd())
+        low = 3
+        for fd in sorted(k for k in keep if k >= 3):
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, _max_fd())
         return
     null = os.open(os.devnull, os.O_RDWR)
     for fd in fds:
-        if fd > 2 and fd not in (keep, null):
+        if fd > 2 and fd != null and fd not in keep:
             try:
                 os.dup2(null, fd, inheritable=False)
             except OSError:

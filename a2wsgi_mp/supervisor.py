@@ -25,8 +25,9 @@ from .exchange import Lost
 from .handles import Slot, Worker, describe_status, rss
 from .ipc import protocol, shm
 from .ipc.pipe import FileHandoff, FrontPipe, pair
-from .launcher import Launcher, PreloadFailed
+from .launcher import Launcher, PreloadFailed, ZygoteLost
 from .loader import AppRef, describe
+from .processes import ProcessTable
 
 logger = logging.getLogger("a2wsgi_mp.pool")
 app_logger = logging.getLogger("a2wsgi_mp.wsgi")
@@ -58,13 +59,11 @@ class Supervisor:
         self._withdraw = withdraw
         self._on_hopeless = on_hopeless
         self.workers: dict[int, Worker] = {}
-        #: Workers whose process has not been reported reaped: the only pids
-        #: it is safe to signal (a reaped pid may already belong to another process).
-        self._by_pid: dict[int, Worker] = {}
+        #: Workers whose process is not known to have exited (by its zygote's
+        #: report or its pidfd): the only ones it makes sense to signal.
+        self._procs: ProcessTable[Worker] = ProcessTable(self._on_process_gone, self._zygote_alive)
         self._next_wid = 0
         self._launcher: Launcher | None = None
-        #: Zygotes replaced by a preloaded reload, kept until their workers are gone.
-        self._old_launchers: list[Launcher] = []
         self._reloading = False
         self.boot_failures = 0
         self._last_boot_error = ""
@@ -125,16 +124,15 @@ class Supervisor:
         # Idle workers exit on EOF; give them a moment to be reaped, then kill
         # the stragglers and let the zygote go.
         deadline = time.monotonic() + 1.0
-        while self._by_pid and time.monotonic() < deadline:
+        while self._procs and time.monotonic() < deadline:
             await self.wait_change(deadline - time.monotonic())
-        for worker in list(self._by_pid.values()):
+        for worker in self._procs.owners():
             self._signal(worker, signal.SIGKILL)
         for task in list(self._tasks):
             task.cancel()
-        for launcher in self._old_launchers:
-            await launcher.stop()
         if self._launcher is not None:
             await self._launcher.stop()
+        self._procs.forget_all()
 
     async def reload(self) -> None:
         """A fresh worker (re-importing the app) for every worker; each old one
@@ -174,17 +172,11 @@ class Supervisor:
                     fresh.pid)
         old, self._launcher = self._launcher, fresh
         assert old is not None
-        self._old_launchers.append(old)
-        self._drop_old_launchers()
+        # The old workers outlive their zygote (they watch the front) and
+        # retire as their replacements come up; the front follows them by pidfd.
+        await old.stop()
+        self._procs.reporter_lost()
         return True
-
-    def _drop_old_launchers(self) -> None:
-        """Stop replaced zygotes none of whose workers is still alive."""
-        for launcher in list(self._old_launchers):
-            if not any(w.launcher is launcher for w in self._by_pid.values()) and not any(
-                    w.launcher is launcher and w.state != "dead" for w in self.workers.values()):
-                self._old_launchers.remove(launcher)
-                self.background(launcher.stop())
 
     # ------------------------------------------------------------ what the dispatcher asks
 
@@ -276,12 +268,21 @@ class Supervisor:
                     lambda exc, worker=worker: self._on_dead(worker, "its connection closed"),
                     shm.DEFAULT_SIZE if self.config.ipc == "shm" else 0,
                 )
-            worker.pid = await launcher.spawn(worker.id, socks)
-            self._by_pid[worker.pid] = worker
+            await launcher.wait_running()
+            pid = await launcher.spawn(worker.id, socks)
+            if worker.pid is None:
+                worker.pid = pid
+                self._procs.add(pid, worker, launcher.generation)
+        except ZygoteLost as exc:
+            # Not an app failure.  If the zygote forked the worker before it
+            # died, the worker's READY names it; if not, its connections close
+            # and _on_dead starts another (see there).
+            logger.info("worker %d: %s", worker.id, exc)
         except Exception as exc:
             for s in socks:
                 s.close()
             logger.error("could not start a worker: %s", exc)
+            worker.state = "boot-failed"  # (back off: this may well persist)
             self._on_dead(worker, f"start failed: {exc}")
 
     def _on_event(self, slot: Slot, event: protocol.Event) -> None:
@@ -293,6 +294,8 @@ class Supervisor:
         elif isinstance(event, protocol.Ready):
             if slot.worker.pid is None:  # READY can overtake the zygote's SPAWNED
                 slot.worker.pid = event.pid
+                if slot.worker.launcher is not None:
+                    self._procs.add(event.pid, slot.worker, slot.worker.launcher.generation)
             self._on_ready(slot)
         elif isinstance(event, protocol.BootError):
             worker = slot.worker
@@ -326,22 +329,22 @@ class Supervisor:
             self._retire(old, "reload", replace=False)
         self.notify()
 
-    def _on_exited(self, pid: int, status: int) -> None:
-        worker = self._by_pid.pop(pid, None)
-        if worker is None:
-            return
+    def _on_process_gone(self, worker: Worker, status: int | None) -> None:
+        how = describe_status(status) if status is not None else "exited, status unknown"
         if worker.state == "dead":  # its connection told us first; now we know how
-            if not self.stopping and status != 0:
-                logger.warning("worker %s exit status: %s", pid, describe_status(status))
+            if not self.stopping and status:
+                logger.warning("worker %s exit status: %s", worker.pid, how)
         else:
-            self._on_dead(worker, describe_status(status))
-        if self._old_launchers:
-            self._drop_old_launchers()
+            self._on_dead(worker, how)
 
     def _on_dead(self, worker: Worker, reason: str) -> None:
         if worker.state == "dead":
             return
         booting = worker.state in ("booting", "boot-failed")
+        # No process ever said a word (no SPAWNED, READY or BOOT_ERROR): the
+        # zygote died with our SPAWN, or before it.  Not the app's failure.
+        never_started = worker.state == "booting" and worker.pid is None
+        booting = booting and not never_started
         was_retiring = worker.state == "retiring"  # its replacement is on its way already
         expected = was_retiring and not worker.busy
         worker.state = "dead"
@@ -353,12 +356,14 @@ class Supervisor:
             if slot.exchange is not None:
                 slot.exchange.feed(Lost(reason))
                 slot.exchange = None
-        if worker.pid is not None and worker.pid in self._by_pid:
+        if worker.pid is not None and worker.pid in self._procs:
             # A broken connection but a lingering process (stuck in C code):
             # it must not live on unsupervised.
             asyncio.get_running_loop().call_later(KILL_GRACE, self._signal, worker, signal.SIGKILL)
         if self.stopping:
             logger.debug("worker %s exited (%s)", worker.pid, reason)
+        elif never_started:
+            logger.info("worker %d was not started (%s); starting another", worker.id, reason)
         elif expected:
             logger.info("worker %s retired (%s)", worker.pid, worker.retire_reason)
         elif booting:
@@ -368,8 +373,8 @@ class Supervisor:
             logger.warning("worker %s died (%s)", worker.pid, reason)
         if not self.stopping and not was_retiring:
             self.counters["respawned"] += 1
-            if booting:
-                delay = self.retry_after()
+            if booting or never_started:
+                delay = self.retry_after() if booting else BACKOFF_MIN
                 logger.info("starting a new worker in %.1f s", delay)
                 self.background(self._respawn_later(delay, worker.replaces))
             elif worker.replaced_by is None or worker.replaced_by.state == "dead":
@@ -406,21 +411,22 @@ class Supervisor:
                 slot.pipe.close()
 
     def _signal(self, worker: Worker, sig: int) -> None:
-        if worker.pid is not None and self._by_pid.get(worker.pid) is worker:
-            try:
-                os.kill(worker.pid, sig)
-            except ProcessLookupError:
-                pass
+        if worker.pid is not None:
+            self._procs.signal(worker.pid, worker, sig)
+
+    def _zygote_alive(self, generation: int) -> bool:
+        launcher = self._launcher
+        return launcher is not None and launcher.running and launcher.generation == generation
+
+    def _on_exited(self, pid: int, status: int) -> None:
+        self._procs.gone(pid, status)
 
     def _on_launcher_lost(self, launcher: Launcher) -> None:
-        # The workers die with the zygote (PDEATHSIG); start a new zygote before
-        # their replacements ask it for anything.
-        if launcher is not self._launcher:  # a replaced zygote: its workers were retiring anyway
-            if launcher in self._old_launchers:
-                self._old_launchers.remove(launcher)
-            for worker in list(self.workers.values()):
-                if worker.launcher is launcher and worker.state != "dead":
-                    self._on_dead(worker, "its zygote exited")
+        # The workers live on (they watch the front, not the zygote) and keep
+        # serving; only their exit statuses are lost.  Those that exited while
+        # it was dying, and those we cannot follow without it, are settled now.
+        self._procs.reporter_lost()
+        if launcher is not self._launcher:  # a zygote replaced by a reload: nothing to restart
             return
         self.background(self._restart_launcher())
 
@@ -434,9 +440,6 @@ class Supervisor:
             except Exception as exc:
                 logger.error("could not restart the zygote: %s", exc)
                 await asyncio.sleep(1.0)
-        for worker in list(self.workers.values()):
-            if worker.launcher is launcher and worker.state != "dead":
-                self._on_dead(worker, "the zygote exited")
 
     # ------------------------------------------------------------ housekeeping
 

@@ -7,6 +7,7 @@ the pool is whole again afterwards.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import signal
 import socket
@@ -246,17 +247,102 @@ def test_boot_failure_backs_off_answers_503_then_recovers(server, tmp_path):
     assert wait_for(lambda: ready_workers(srv.url) == 2, 20, 0.2)
 
 
-def test_pool_recovers_when_the_zygote_is_killed(server):
+def pool_pids(url: str) -> set[int]:
+    """The worker pids the pool reports (orphaned workers are no descendants of the front)."""
+    text = httpx.get(url + "/metrics", timeout=5).text
+    return {int(line.split('"')[1]) for line in text.splitlines() if line.startswith("a2wsgi_mp_worker_requests{pid=")}
+
+
+def zygote_of(srv: ServerProcess) -> psutil.Process | None:
+    return next((p for p in srv.descendants() if p.ppid() == srv.pid), None)
+
+
+def kill_zygote(srv: ServerProcess) -> psutil.Process:
+    """SIGKILL the zygote; return once a new one runs."""
+    victim = zygote_of(srv)
+    assert victim is not None
+    victim.kill()
+    assert wait_for(lambda: (z := zygote_of(srv)) is not None and z.pid != victim.pid, 15)
+    return victim
+
+
+async def _closed_loop(url: str, path: str, clients: int, stop: asyncio.Event) -> list[int]:
+    """``clients`` clients, each sending its next request when the last is answered, until ``stop``."""
+    statuses: list[int] = []
+
+    async def client() -> None:
+        async with httpx.AsyncClient(timeout=30) as http:
+            while not stop.is_set():
+                try:
+                    statuses.append((await http.get(url + path)).status_code)
+                except httpx.TransportError:
+                    statuses.append(0)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return statuses
+
+
+def test_zygote_kills_cost_no_request(server):
+    """The workers watch the front, not the zygote: they serve on while a new zygote starts."""
     srv = server("--workers", "2")
-    zygote = next(p for p in srv.descendants() if p.ppid() == srv.pid)
-    old_workers = srv.worker_pids()
-    zygote.kill()
-    # Its workers die with it; a new zygote starts new workers.
-    assert wait_for(lambda: ready_workers(srv.url) == 2 and not (srv.worker_pids() & old_workers), 15, 0.1)
-    results = load(srv.url, ["/"] * 20, concurrency=4)
-    assert all(s == 200 for _, s in results)
-    zygotes = [p for p in srv.descendants() if p.ppid() == srv.pid]
-    assert len(zygotes) == 1 and zygotes[0].pid != zygote.pid
+    workers = pool_pids(srv.url)
+    assert workers == srv.worker_pids() and len(workers) == 2
+
+    async def scenario() -> list[int]:
+        stop = asyncio.Event()
+        load = asyncio.ensure_future(_closed_loop(srv.url, "/sleep?0.005", 4, stop))
+        for _ in range(3):
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(kill_zygote, srv)
+        await asyncio.sleep(0.3)
+        stop.set()
+        return await load
+
+    statuses = asyncio.run(scenario())
+    assert len(statuses) > 20 and set(statuses) == {200}, collections.Counter(statuses)
+    assert pool_pids(srv.url) == workers  # the same workers, orphaned but alive and serving
+    assert all(psutil.Process(pid).ppid() != srv.pid for pid in workers)
+    m = metrics(srv.url)
+    assert m["a2wsgi_mp_respawns_total"] == 0 and m["a2wsgi_mp_rejected_total"] == 0
+    # An orphan that crashes is seen (by pidfd) and replaced through the new zygote.
+    assert httpx.get(srv.url + "/exit", timeout=10).status_code == 502
+    assert wait_for(lambda: ready_workers(srv.url) == 2 and len(pool_pids(srv.url) - workers) == 1, 15)
+    assert len(pool_pids(srv.url) & srv.worker_pids()) == 1  # the newcomer is the new zygote's child
+    assert "status unknown" in srv.log() or "its connection closed" in srv.log()
+    assert "could not load" not in srv.log() and "while loading" not in srv.log()
+
+
+def test_a_spawn_lost_with_the_zygote_is_no_boot_failure(server):
+    """A replacement asked of a zygote that dies is asked again of the next one; requests wait."""
+    srv = server("--workers", "1")
+    zygote = zygote_of(srv)
+    assert zygote is not None
+    zygote.suspend()  # it will not act on the SPAWN for the replacement...
+    assert httpx.get(srv.url + "/exit", timeout=10).status_code == 502
+
+    async def scenario() -> list[int]:
+        async with httpx.AsyncClient(timeout=30) as http:
+            waiting = [asyncio.ensure_future(http.get(srv.url + "/")) for _ in range(3)]
+            await asyncio.sleep(0.5)
+            assert not any(w.done() for w in waiting)  # queued, not refused
+            zygote.kill()  # ...and dies with it
+            return [(await w).status_code for w in waiting]
+
+    assert asyncio.run(scenario()) == [200, 200, 200]
+    assert wait_for(lambda: ready_workers(srv.url) == 1, 15)
+    assert metrics(srv.url)["a2wsgi_mp_rejected_total"] == 0
+    assert "while loading" not in srv.log()
+
+
+def test_orphaned_workers_still_die_with_a_sigkilled_front(server):
+    srv = server("--workers", "2")
+    workers = [psutil.Process(pid) for pid in srv.worker_pids()]
+    old_zygote = kill_zygote(srv)
+    assert wait_for(lambda: ready_workers(srv.url) == 2, 10)
+    everyone = [*workers, *srv.descendants()]
+    assert old_zygote not in everyone and len(everyone) == 3
+    os.kill(srv.pid, signal.SIGKILL)
+    assert wait_gone(everyone, 5) == []
 
 
 def test_sigterm_to_every_process_still_drains(server):

@@ -23,6 +23,7 @@ from ..environ import build_environ
 from ..ipc import protocol
 from ..ipc.worker_pipe import PeerGone, WorkerPipe
 from ..loader import AppLoadError, AppRef, load_app
+from ..processes import watch_front
 from ..response import SinkGone, StartResponse, run_wsgi
 from .filewrapper import FileWrapper, file_span
 
@@ -243,9 +244,21 @@ def _serve_or_die(app: Callable[..., Any], pipe: WorkerPipe) -> None:
         os._exit(1)
 
 
-def run_worker(app_ref: AppRef, socks: list[socket.socket], parent_pid: int) -> NoReturn:
-    """Body of a worker process; never returns."""
-    die_with_parent(parent_pid)
+def tie_to_front(front_fd: int, parent_pid: int) -> None:
+    """Never outlive the front, but survive the zygote.
+
+    With a pidfd of the front (Linux >= 5.3) the worker watches the front
+    itself; without one it falls back to dying with its parent (the zygote).
+    """
+    if front_fd >= 0:
+        watch_front(front_fd)
+    else:
+        die_with_parent(parent_pid)
+
+
+def run_worker(app_ref: AppRef, socks: list[socket.socket], parent_pid: int, front_fd: int = -1) -> NoReturn:
+    """Body of a worker process; never returns.  ``front_fd``: a pidfd of the front, or -1."""
+    tie_to_front(front_fd, parent_pid)
     reset_signals(_drain.on_term)
     pipes = [WorkerPipe(s) for s in socks]
     try:
@@ -285,7 +298,7 @@ def run_worker(app_ref: AppRef, socks: list[socket.socket], parent_pid: int) -> 
 
 
 def main(argv: list[str]) -> NoReturn:
-    """Entry point of a spawned worker: ``APP PARENT_PID FD...``."""
-    app_ref, parent_pid, *fds = argv
-    run_worker(app_ref, [socket.socket(fileno=int(fd)) for fd in fds], int(parent_pid))
+    """Entry point of a spawned worker: ``APP PARENT_PID FRONT_PIDFD FD...`` (FRONT_PIDFD -1: none)."""
+    app_ref, parent_pid, front_fd, *fds = argv
+    run_worker(app_ref, [socket.socket(fileno=int(fd)) for fd in fds], int(parent_pid), int(front_fd))
 

@@ -12,7 +12,11 @@ workers share the app's pages copy-on-write, and the cyclic GC, which would
 write to every object it tracks, leaves those pages alone.
 
 The zygote dies with the front (``PR_SET_PDEATHSIG`` and EOF on its control
-socket), and the workers die with the zygote, so nothing outlives the front.
+socket).  The workers do not die with the zygote: each watches a pidfd of the
+front (:func:`a2wsgi_mp.processes.watch_front`), so a killed zygote costs no
+request while the front starts a new one, and still nothing outlives the
+front.  Workers left behind by a dead zygote are re-parented to init (or the
+nearest subreaper), which reaps them; the front follows them by pidfd.
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ from .process import EXIT_BOOT_FAILED, die_with_parent, reset_signals, run_worke
 
 
 class _Zygote:
-    def __init__(self, ctl: socket.socket, app_ref: AppRef, start_method: str) -> None:
+    def __init__(self, ctl: socket.socket, app_ref: AppRef, start_method: str, front_fd: int) -> None:
         self.ctl = WorkerPipe(ctl)
+        #: A pidfd of the front, handed down to every worker (-1: none).
+        self.front_fd = front_fd
         self.app_ref = app_ref
         self.start_method = start_method
         self.pid = os.getpid()
@@ -88,8 +94,8 @@ class _Zygote:
                         pid = self._start(fds)
                         self.ctl.send(protocol.encode_spawned(event.worker_id, pid))
                 if self.ctl._eof:
-                    # The front is gone or shutting down: workers follow us
-                    # through their own PDEATHSIG.
+                    # The front is gone or shutting down; the workers end on
+                    # their own (EOF on their connections, or the front's pidfd).
                     os._exit(0)
 
     def _reap(self) -> None:
@@ -106,8 +112,10 @@ class _Zygote:
         if self.start_method == "spawn":
             for fd in fds:
                 os.set_inheritable(fd, True)
+            if self.front_fd >= 0:
+                os.set_inheritable(self.front_fd, True)
             entry = "import sys; from a2wsgi_mp.workers.process import main; main(sys.argv[1:])"
-            argv = [sys.executable, "-c", entry, str(self.app_ref), str(self.pid)]
+            argv = [sys.executable, "-c", entry, str(self.app_ref), str(self.pid), str(self.front_fd)]
             pid = os.posix_spawn(sys.executable, argv + [str(fd) for fd in fds], os.environ)
         else:
             pid = os.fork()
@@ -119,7 +127,7 @@ class _Zygote:
                     self.ctl.sock.close()
                     if self.preloaded:
                         gc.enable()
-                    run_worker(self.app, [socket.socket(fileno=fd) for fd in fds], self.pid)
+                    run_worker(self.app, [socket.socket(fileno=fd) for fd in fds], self.pid, self.front_fd)
                 except BaseException:
                     traceback.print_exc()
                 finally:
@@ -129,8 +137,10 @@ class _Zygote:
         return pid
 
 
-def run_zygote(ctl: socket.socket, app_ref: AppRef, start_method: str, parent_pid: int,
-               preload: bool = False) -> NoReturn:
+def run_zygote(
+    ctl: socket.socket, app_ref: AppRef, start_method: str, parent_pid: int, front_fd: int = -1,
+    preload: bool = False,
+) -> NoReturn:
     try:
         die_with_parent(parent_pid)
         # The zygote ends only with the front (EOF, or PDEATHSIG): a SIGTERM to
@@ -138,7 +148,7 @@ def run_zygote(ctl: socket.socket, app_ref: AppRef, start_method: str, parent_pi
         reset_signals(signal.SIG_IGN)
         # Our own process group, so terminal and group signals reach the front only.
         os.setpgid(0, 0)
-        zygote = _Zygote(ctl, app_ref, start_method)
+        zygote = _Zygote(ctl, app_ref, start_method, front_fd)
         if preload:
             zygote.preload()
         zygote.run()
@@ -148,7 +158,8 @@ def run_zygote(ctl: socket.socket, app_ref: AppRef, start_method: str, parent_pi
 
 
 def main(argv: list[str]) -> NoReturn:
-    """Entry point of a spawned zygote: ``APP START_METHOD PARENT_PID FD [preload]``."""
-    app_ref, start_method, parent_pid, fd, *flags = argv
-    run_zygote(socket.socket(fileno=int(fd)), app_ref, start_method, int(parent_pid), "preload" in flags)
+    """Entry point of a spawned zygote: ``APP START_METHOD PARENT_PID FD FRONT_PIDFD [preload]``."""
+    app_ref, start_method, parent_pid, fd, front_fd, *flags = argv
+    run_zygote(socket.socket(fileno=int(fd)), app_ref, start_method, int(parent_pid), int(front_fd),
+               "preload" in flags)
 
