@@ -193,3 +193,30 @@ def test_elastic_pool_grows_under_a_burst_and_shrinks_when_idle(tmp_path: Path) 
         assert len(deploy.importers()) == 1  # grown by fork: one import in all
     finally:
         assert server.stop() == []
+
+
+def test_elastic_and_preload_options() -> None:
+    from a2wsgi_mp.config import PoolConfig
+    from a2wsgi_mp.front import WSGIPool
+
+    c = PoolConfig(workers=(2, 16))
+    assert (c.workers, c.workers_min, c.workers_max, c.elastic) == (2, 2, 16, True)
+    c = PoolConfig(workers=6, workers_min=2, workers_max=4)  # the start count is clamped to the range
+    assert (c.workers, c.workers_min, c.workers_max) == (4, 2, 4)
+    assert not PoolConfig(workers=3).elastic
+    for bad in ({"workers": (4, 2)}, {"workers": (1, 2, 3)}, {"worker_idle_timeout": -1},
+                {"preload": True, "start_method": "spawn"}):
+        with pytest.raises(ValueError):
+            PoolConfig(**bad)
+    with pytest.raises(ValueError, match="import string"):
+        WSGIPool(lambda environ, start_response: [], preload=True)
+
+
+def test_cli_options_reach_the_pool() -> None:
+    from a2wsgi_mp.cli import build_parser, make_pool
+
+    args = build_parser().parse_args([APP, "--preload", "--workers-min", "1", "--workers-max", "5",
+                                      "--worker-idle-timeout", "2.5"])
+    config = make_pool(args).config
+    assert (config.preload, config.workers_min, config.workers_max, config.worker_idle_timeout) == (True, 1, 5, 2.5)
+    assert make_pool(build_parser().parse_args([APP])).config.preload is False
