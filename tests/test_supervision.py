@@ -135,10 +135,27 @@ def test_max_rss_recycles_between_requests(server):
     srv = server("--workers", "1", "--max-rss", "120")
     pid = int(httpx.get(srv.url + "/").text)
     assert httpx.get(srv.url + "/grow?200", timeout=10).status_code == 200
-    # The watchdog checks about once a second; the fat worker leaves, a new one serves.
-    assert wait_for(lambda: int(httpx.get(srv.url + "/").text) != pid, 10, 0.2)
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    # The worker reports its RSS with the response: the next request meets a new worker.
+    assert int(httpx.get(srv.url + "/", timeout=10).text) != pid
+    assert wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 10)
     assert "RSS" in srv.log()
+
+
+def test_max_rss_overshoot_stays_within_one_request(server):
+    """A worker leaking 16 MiB a request never holds more than max_rss + 16 MiB."""
+    limit, leak = 200, 16
+    srv = server("--workers", "1", "--max-rss", str(limit))
+    seen: list[tuple[int, int]] = []
+    for _ in range(30):
+        response = httpx.get(srv.url + f"/leak?{leak}", timeout=30)
+        assert response.status_code == 200
+        pid, rss = map(int, response.text.split())
+        seen.append((pid, rss))
+    overshoot = max(rss for _, rss in seen) - limit * 2**20
+    print(f"max RSS {max(rss for _, rss in seen) / 2**20:.0f} MiB: {overshoot / 2**20:+.1f} MiB over --max-rss {limit}")
+    assert overshoot <= (leak + 2) * 2**20, seen
+    assert len({pid for pid, _ in seen}) >= 2  # recycled at least once (30 x 16 MiB = 480 MiB)
+    assert metrics(srv.url)["a2wsgi_mp_worker_crashes_total"] == 0
 
 
 def test_backlog_full_answers_503_with_retry_after(server):
