@@ -211,8 +211,11 @@ class Supervisor:
         worker = slot.worker
         worker.requests += 1
         worker.idle_since = time.monotonic()
-        if worker.state == "ready" and worker.max_requests and worker.requests >= worker.max_requests:
-            self._retire(worker, f"served {worker.requests} requests")
+        if worker.state == "ready":
+            if worker.max_requests and worker.requests >= worker.max_requests:
+                self._retire(worker, f"served {worker.requests} requests")
+            elif self.config.max_rss and worker.rss > self.config.max_rss * 1024 * 1024:
+                self._retire(worker, self._rss_reason(worker))
         if worker.state == "retiring" and not worker.busy:
             self._hang_up(worker)
         self.notify()
@@ -289,6 +292,8 @@ class Supervisor:
         exchange = slot.exchange
         if exchange is not None and getattr(event, "rid", None) == exchange.rid:
             exchange.feed(event)
+        elif isinstance(event, protocol.Usage):  # just before the last frame: see released()
+            slot.worker.rss = event.rss
         elif isinstance(event, protocol.Log):
             app_logger.log(event.level, "[worker %s] %s", slot.worker.pid, event.message)
         elif isinstance(event, protocol.Ready):
@@ -296,6 +301,8 @@ class Supervisor:
                 slot.worker.pid = event.pid
                 if slot.worker.launcher is not None:
                     self._procs.add(event.pid, slot.worker, slot.worker.launcher.generation)
+            if self.config.max_rss:  # before any REQUEST on this slot
+                slot.pipe.send(protocol.encode_report(True))
             self._on_ready(slot)
         elif isinstance(event, protocol.BootError):
             worker = slot.worker
@@ -451,13 +458,16 @@ class Supervisor:
             for worker in list(self.workers.values()):
                 if worker.state != "ready" or worker.pid is None:
                     continue
-                if cfg.max_rss:
+                if cfg.max_rss:  # (growth while idle: the worker reports after each request)
                     worker.rss = rss(worker.pid)
                     if worker.rss > cfg.max_rss * 1024 * 1024:
-                        self._retire(worker, f"RSS {worker.rss // (1024 * 1024)} MiB > {cfg.max_rss} MiB")
+                        self._retire(worker, self._rss_reason(worker))
                         continue
                 if cfg.max_lifetime and now - worker.started > cfg.max_lifetime:
                     self._retire(worker, f"lived {now - worker.started:.0f} s")
+
+    def _rss_reason(self, worker: Worker) -> str:
+        return f"RSS {worker.rss // (1024 * 1024)} MiB > {self.config.max_rss} MiB"
 
     def refresh_rss(self) -> None:
         for worker in self.workers.values():

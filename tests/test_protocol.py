@@ -46,6 +46,9 @@ if hasattr(p, "encode_shm_body"):  # the shared-memory ring frames (--ipc shm)
     ]
 if hasattr(p, "encode_request_shm"):  # a request body in the slot's ring (--ipc shm)
     SAMPLES += [(p.encode_request_shm(17, {"method": "POST"}, 40000), p.RequestShm(17, {"method": "POST"}, 40000))]
+if hasattr(p, "encode_usage"):  # RSS reports for max_rss (version 2)
+    SAMPLES += [(p.encode_report(True), p.Report(True)), (p.encode_report(False), p.Report(False)),
+                (p.encode_usage(215 << 20), p.Usage(215 << 20))]
 STREAM = b"".join(frame for frame, _ in SAMPLES)
 EXPECTED = [event for _, event in SAMPLES]
 
@@ -138,8 +141,8 @@ def _error(data: bytes) -> str:
 
 
 def test_bad_version() -> None:
-    message = _error(_frame(p.END, msgpack.packb([1]), version=2))
-    assert "version 2" in message
+    message = _error(_frame(p.END, msgpack.packb([1]), version=p.VERSION + 1))
+    assert f"version {p.VERSION + 1}" in message
 
 
 def test_bad_version_detected_from_the_header_alone() -> None:
@@ -228,6 +231,14 @@ if hasattr(p, "SHM_BODY"):
         (p.SHM_BODY, [1, 0, -10]),
         (p.SHM_BODY, [1, b"0", 10]),
     ]
+if hasattr(p, "USAGE"):
+    WRONG_TYPES += [
+        (p.REPORT, [1]),
+        (p.REPORT, ["yes"]),
+        (p.USAGE, [-1]),
+        (p.USAGE, [1.5]),
+        (p.USAGE, [None]),
+    ]
 
 
 @pytest.mark.parametrize("kind,fields", WRONG_TYPES, ids=[f"{p._KIND_NAMES[k]}-{i}" for i, (k, _) in
@@ -296,6 +307,19 @@ def test_fuzz_one_corrupted_byte_in_a_valid_stream(index: int, value: int, cut: 
 
 
 def test_header_layout_is_stable() -> None:
-    # Version 1 wire format: !BBI header, BODY payload = !I request id + raw bytes.
+    # The wire format since version 1: !BBI header, BODY payload = !I request id + raw bytes.
+    # Version 2 added REPORT and USAGE.
+    assert p.VERSION == 2
     assert p.HEADER_SIZE == 6
-    assert p.encode_body(1, b"ab") == struct.pack("!BBII", 1, p.BODY, 6, 1) + b"ab"
+    assert p.encode_body(1, b"ab") == struct.pack("!BBII", 2, p.BODY, 6, 1) + b"ab"
+
+
+def test_a_version_1_peer_is_refused_at_its_first_frame() -> None:
+    with pytest.raises(p.ProtocolError, match="unsupported protocol version 1 .this side speaks 2."):
+        list(decode_stream(_frame(p.READY, msgpack.packb([1, 1]), version=1)))
+
+
+def decode_stream(data: bytes):
+    decoder = p.Decoder()
+    decoder.feed(data)
+    return decoder.events()

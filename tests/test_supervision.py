@@ -51,6 +51,15 @@ def ready_workers(url: str) -> int:
     return int(metrics(url).get('a2wsgi_mp_workers{state="ready"}', 0))
 
 
+def wait_busy(url: str, n: int = 1, timeout: float = 15) -> None:
+    """Until ``n`` requests are on workers: a condition, not a sleep that hopes they are."""
+    assert wait_for(lambda: metrics(url).get("a2wsgi_mp_busy_slots", 0) >= n, timeout), f"{n} busy slots"
+
+
+async def busy(url: str, n: int = 1) -> None:
+    await asyncio.to_thread(wait_busy, url, n)
+
+
 @pytest.fixture
 def server():
     started: list[ServerProcess] = []
@@ -91,7 +100,7 @@ def test_sigkill_from_outside_fails_only_its_request(server):
     async def scenario() -> tuple[int, list[tuple[str, int]]]:
         async with httpx.AsyncClient() as client:
             victim_req = asyncio.ensure_future(client.get(srv.url + "/sleep?2", timeout=10))
-            await asyncio.sleep(0.3)
+            await busy(srv.url)
             # The busy worker is the one whose CPU time is not growing... simpler:
             # find it by asking the other one.
             other = int((await client.get(srv.url + "/")).text)
@@ -135,10 +144,27 @@ def test_max_rss_recycles_between_requests(server):
     srv = server("--workers", "1", "--max-rss", "120")
     pid = int(httpx.get(srv.url + "/").text)
     assert httpx.get(srv.url + "/grow?200", timeout=10).status_code == 200
-    # The watchdog checks about once a second; the fat worker leaves, a new one serves.
-    assert wait_for(lambda: int(httpx.get(srv.url + "/").text) != pid, 10, 0.2)
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    # The worker reports its RSS with the response: the next request meets a new worker.
+    assert int(httpx.get(srv.url + "/", timeout=10).text) != pid
+    assert wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 10)
     assert "RSS" in srv.log()
+
+
+def test_max_rss_overshoot_stays_within_one_request(server):
+    """A worker leaking 16 MiB a request never holds more than max_rss + 16 MiB."""
+    limit, leak = 200, 16
+    srv = server("--workers", "1", "--max-rss", str(limit))
+    seen: list[tuple[int, int]] = []
+    for _ in range(30):
+        response = httpx.get(srv.url + f"/leak?{leak}", timeout=30)
+        assert response.status_code == 200
+        pid, rss = map(int, response.text.split())
+        seen.append((pid, rss))
+    overshoot = max(rss for _, rss in seen) - limit * 2**20
+    print(f"max RSS {max(rss for _, rss in seen) / 2**20:.0f} MiB: {overshoot / 2**20:+.1f} MiB over --max-rss {limit}")
+    assert overshoot <= (leak + 2) * 2**20, seen
+    assert len({pid for pid, _ in seen}) >= 2  # recycled at least once (30 x 16 MiB = 480 MiB)
+    assert metrics(srv.url)["a2wsgi_mp_worker_crashes_total"] == 0
 
 
 def test_backlog_full_answers_503_with_retry_after(server):
@@ -146,8 +172,8 @@ def test_backlog_full_answers_503_with_retry_after(server):
 
     async def scenario() -> list[httpx.Response]:
         async with httpx.AsyncClient(limits=httpx.Limits(max_connections=10)) as client:
-            first = asyncio.ensure_future(client.get(srv.url + "/sleep?1", timeout=10))
-            await asyncio.sleep(0.2)
+            first = asyncio.ensure_future(client.get(srv.url + "/sleep?2", timeout=10))
+            await busy(srv.url)
             rest = [asyncio.ensure_future(client.get(srv.url + "/sleep?0.1", timeout=10)) for _ in range(5)]
             return [await first] + [await r for r in rest]
 
@@ -163,7 +189,7 @@ def test_queue_timeout_answers_503(server):
     async def scenario() -> list[int]:
         async with httpx.AsyncClient() as client:
             first = asyncio.ensure_future(client.get(srv.url + "/sleep?1", timeout=10))
-            await asyncio.sleep(0.1)
+            await busy(srv.url)
             second = await client.get(srv.url + "/", timeout=10)
             return [(await first).status_code, second.status_code]
 
@@ -179,7 +205,7 @@ def test_sigterm_lets_in_flight_requests_finish(server):
     async def scenario() -> int:
         async with httpx.AsyncClient() as client:
             slow = asyncio.ensure_future(client.get(srv.url + "/sleep?1.5", timeout=10))
-            await asyncio.sleep(0.3)
+            await busy(srv.url)
             srv.signal(signal.SIGTERM)
             return (await slow).status_code
 
@@ -353,7 +379,7 @@ def test_sigterm_to_every_process_still_drains(server):
     async def scenario() -> int:
         async with httpx.AsyncClient() as client:
             slow = asyncio.ensure_future(client.get(srv.url + "/sleep?1.5", timeout=10))
-            await asyncio.sleep(0.3)
+            await busy(srv.url)
             for p in everyone:
                 p.send_signal(signal.SIGTERM)
             return (await slow).status_code
@@ -370,7 +396,7 @@ def test_sigterm_to_a_busy_worker_finishes_its_request_first(server):
         async with httpx.AsyncClient() as client:
             (victim,) = srv.worker_pids()
             slow = asyncio.ensure_future(client.get(srv.url + "/sleep?1", timeout=10))
-            await asyncio.sleep(0.3)
+            await busy(srv.url)
             os.kill(victim, signal.SIGTERM)
             response = await slow
             return response.status_code, victim
@@ -396,18 +422,20 @@ def test_a_request_abandoned_in_the_queue_never_reaches_a_worker(server):
 
     async def scenario() -> int:
         async with httpx.AsyncClient() as client:
-            busy = asyncio.ensure_future(client.get(srv.url + "/sleep?1", timeout=10))
-            await asyncio.sleep(0.2)
+            slow = asyncio.ensure_future(client.get(srv.url + "/sleep?1", timeout=10))
+            await busy(srv.url)
             reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
             writer.write(b"GET /sleep?0.5 HTTP/1.1\r\nHost: x\r\n\r\n")
             await writer.drain()
-            await asyncio.sleep(0.2)  # queued behind the busy worker...
+            await asyncio.to_thread(  # queued behind the busy worker...
+                wait_for, lambda: metrics(srv.url)["a2wsgi_mp_queue_depth"] == 1, 15)
             writer.close()  # ...and abandoned
             await writer.wait_closed()
-            return (await busy).status_code
+            return (await slow).status_code
 
     assert asyncio.run(scenario()) == 200
-    time.sleep(1.0)  # had it been dispatched, it would have run by now
+    assert wait_for(lambda: metrics(srv.url)["a2wsgi_mp_queue_depth"] == 0, 15)
+    time.sleep(1.0)  # (a negative check: had it been dispatched, it would have run by now)
     assert metrics(srv.url)["a2wsgi_mp_requests_total"] == served + 1
     assert httpx.get(srv.url + "/").status_code == 200
     assert metrics(srv.url)["a2wsgi_mp_requests_total"] == served + 2
@@ -452,7 +480,7 @@ def test_without_a_response_buffer_the_slow_reader_holds_the_worker(server):
     srv = server("--workers", "1", "--response-buffer", "0", app="tests.apps.transport_app:app")
     sock = _unread_download(srv.port, 8 * 1024 * 1024)
     try:
-        time.sleep(0.5)
+        wait_busy(srv.url)
         with pytest.raises(httpx.ReadTimeout):
             httpx.get(srv.url + "/hello", timeout=1.5)
         assert len(_read_response_body(sock)) == 8 * 1024 * 1024

@@ -22,7 +22,7 @@ from a2wsgi_mp.ipc import protocol
 from a2wsgi_mp.ipc.shm import Region, RingWriter
 
 from .apps.transport_app import BLOCK
-from .serverproc import ServerProcess
+from .serverproc import ServerProcess, wait_for
 
 APP = "tests.apps.transport_app:app"
 MB = 1024 * 1024
@@ -156,8 +156,7 @@ def test_upload_64mib_sha256(srv):
     expected = hashlib.sha256(b"".join(BLOCK[i:] + BLOCK[:i] for i in range(64))).hexdigest()
     r = httpx.post(srv.url + "/upload", content=body(), headers={"content-length": str(64 * MB)}, timeout=60)
     assert r.text == f"{64 * MB} {expected}"
-    time.sleep(0.2)
-    assert os.listdir(srv.tmp) == []
+    assert wait_for(lambda: os.listdir(srv.tmp) == [], 10), os.listdir(srv.tmp)
 
 
 def test_inline_uploads_interleaved_with_downloads(srv):
@@ -257,8 +256,7 @@ def test_sigkill_worker_mid_transfer_leaves_nothing(srv):
         time.sleep(0.1)
     for _ in range(10):
         assert httpx.get(srv.url + "/hello", timeout=5).status_code == 200
-    time.sleep(0.3)
     # The dead worker's ring went with it: one memfd per live slot, none stray.
-    assert _memfds(srv.pid) == (2 if srv.ipc == "shm" else 0)
+    assert wait_for(lambda: _memfds(srv.pid) == (2 if srv.ipc == "shm" else 0), 10), _memfds(srv.pid)
     assert set(os.listdir("/dev/shm")) == shm_before
     assert os.listdir(srv.tmp) == []

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Union
 
-__all__ = ['Request', 'Cancel', 'Ready', 'BootError', 'Start', 'File', 'FileAck', 'ShmSetup', 'RequestShm', 'ShmCredit', 'ShmBody', 'Body', 'End', 'Abort', 'Log', 'Spawn', 'Spawned', 'Exited', 'Event']
+__all__ = ['Request', 'Cancel', 'Ready', 'BootError', 'Start', 'File', 'FileAck', 'ShmSetup', 'RequestShm', 'ShmCredit', 'ShmBody', 'Body', 'End', 'Abort', 'Log', 'Spawn', 'Spawned', 'Exited', 'Report', 'Usage', 'Event']
 
 
 class Request(NamedTuple):
@@ -139,7 +139,23 @@ class Exited(NamedTuple):
     status: int
 
 
+class Report(NamedTuple):
+    """Front -> worker, once after READY: report ``rss`` (a bool) with every response.
+
+    Off unless the pool has ``max_rss``: reading it costs the worker ~2 us a request."""
+
+    rss: bool
+
+
+class Usage(NamedTuple):
+    """Worker -> front: its resident memory in bytes, in the same write as (and just
+    before) a response's last frame, so the front decides on recycling before it
+    hands the slot to the next request."""
+
+    rss: int
+
+
 Event = Union[
     Request, Cancel, Ready, BootError, Start, Body, End, Abort, Log, Spawn, Spawned, Exited, File, FileAck,
-    ShmSetup, ShmCredit, ShmBody, RequestShm,
+    ShmSetup, ShmCredit, ShmBody, RequestShm, Report, Usage,
 ]

@@ -19,7 +19,8 @@ from typing import Any, Iterator
 
 import msgpack
 
-VERSION = 1
+#: 2: REPORT and USAGE (a worker's RSS with each response's last frame).
+VERSION = 2
 HEADER = struct.Struct("!BBI")
 HEADER_SIZE = HEADER.size
 RID = struct.Struct("!I")
@@ -38,6 +39,8 @@ SHM_SETUP = 5
 SHM_CREDIT = 6
 #: A REQUEST whose (inline-sized) body lies at offset 0 of the slot's ring.
 REQUEST_SHM = 7
+#: What the worker should report with each response's last frame (its RSS, for max_rss).
+REPORT = 8
 # Front -> zygote (the process that starts workers)
 SPAWN = 3
 # Worker -> front
@@ -52,6 +55,8 @@ LOG = 22
 FILE = 25
 #: A response chunk that lies in the slot's shared-memory region.
 SHM_BODY = 26
+#: The worker's resident memory, sent just before (in the same write as) a response's last frame.
+USAGE = 27
 # Zygote -> front
 SPAWNED = 23
 EXITED = 24
@@ -75,6 +80,8 @@ _KIND_NAMES = {
     SHM_CREDIT: "SHM_CREDIT",
     SHM_BODY: "SHM_BODY",
     REQUEST_SHM: "REQUEST_SHM",
+    REPORT: "REPORT",
+    USAGE: "USAGE",
 }
 
 
@@ -103,6 +110,8 @@ from .events import (  # noqa: E402,F401
     Spawn,
     Spawned,
     Exited,
+    Report,
+    Usage,
 )
 
 _CONTROL: dict[int, type] = {
@@ -123,6 +132,8 @@ _CONTROL: dict[int, type] = {
     SHM_CREDIT: ShmCredit,
     SHM_BODY: ShmBody,
     REQUEST_SHM: RequestShm,
+    REPORT: Report,
+    USAGE: Usage,
 }
 
 
@@ -177,6 +188,14 @@ def encode_shm_credit(nbytes: int) -> bytes:
 
 def encode_shm_body(rid: int, offset: int, length: int) -> bytes:
     return _frame(SHM_BODY, _packb((rid, offset, length)))
+
+
+def encode_report(rss: bool) -> bytes:
+    return _frame(REPORT, _packb((rss,)))
+
+
+def encode_usage(rss: int) -> bytes:
+    return _frame(USAGE, _packb((rss,)))
 
 
 def encode_body_header(rid: int, size: int) -> bytes:
@@ -334,6 +353,10 @@ def _check(event: Event) -> None:
             and event.length >= 0
     elif isinstance(event, (ShmSetup, ShmCredit, ShmBody)):
         ok = all(isinstance(value, int) and value >= 0 for value in event)
+    elif isinstance(event, Report):
+        ok = isinstance(event.rss, bool)
+    elif isinstance(event, Usage):
+        ok = isinstance(event.rss, int) and event.rss >= 0
     elif isinstance(event, (Spawn, Spawned, Exited)):
         ok = all(isinstance(value, int) for value in event)
     else:  # Log

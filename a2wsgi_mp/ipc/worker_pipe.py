@@ -35,6 +35,8 @@ class WorkerPipe:
         self._eof = False
         #: ``--ipc shm``: the slot's ring, once the front sent SHM_SETUP.
         self.ring: RingWriter | None = None
+        #: The front asked (REPORT) for our RSS with every response's last frame.
+        self.report_rss = False
 
     # receiving
     def _fill(self, flags: int = 0) -> bool:
@@ -66,6 +68,8 @@ class WorkerPipe:
                     raise protocol.ProtocolError("REQUEST_SHM without an idle ring large enough")
                 body = ring.region.read(0, event.length)
                 self._events.append(protocol.Request(event.rid, event.head, body, event.length))
+            elif isinstance(event, protocol.Report):
+                self.report_rss = event.rss
             elif isinstance(event, protocol.ShmSetup):
                 if not self._fds:
                     raise protocol.ProtocolError("SHM_SETUP arrived without its memfd")

@@ -92,6 +92,33 @@ class _Drain:
 _drain = _Drain()
 
 
+class _Rss:
+    """This process's resident memory, cheaply: one ``pread`` of a kept-open
+    ``/proc/self/statm`` (~2 us), opened in the worker itself (a descriptor
+    inherited from the zygote would describe the zygote)."""
+
+    def __init__(self) -> None:
+        self.fd = -1
+        self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def __call__(self) -> int:
+        if self.fd < 0:
+            try:
+                self.fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return _psutil_rss()
+        return int(os.pread(self.fd, 128, 0).split()[1]) * self.page
+
+
+def _psutil_rss() -> int:
+    import psutil  # (not Linux: no /proc)
+
+    return psutil.Process().memory_info().rss
+
+
+own_rss = _Rss()
+
+
 class _Sink:
     """A :class:`~a2wsgi_mp.response.ResponseSink` writing frames to the front."""
 
@@ -110,7 +137,8 @@ class _Sink:
                 self.end()
             return
         self.finished = done
-        self._send(protocol.encode_start(self.rid, status, headers, body, done))
+        frame = protocol.encode_start(self.rid, status, headers, body, done)
+        self._send(self._with_usage(frame) if done else frame)
 
     def body(self, chunk: bytes) -> None:
         try:
@@ -128,7 +156,13 @@ class _Sink:
 
     def end(self) -> None:
         self.finished = True
-        self._send(protocol.encode_end(self.rid))
+        self._send(self._with_usage(protocol.encode_end(self.rid)))
+
+    def _with_usage(self, last: bytes) -> bytes:
+        """A response's last frame, preceded (same write) by our RSS if the front asked."""
+        if self.pipe.report_rss:
+            return protocol.encode_usage(own_rss()) + last
+        return last
 
     def send_file(self, response: StartResponse, iterable: Any) -> bool:
         """Hand a ``wsgi.file_wrapper`` file to the front by descriptor; False to iterate it."""
@@ -142,14 +176,14 @@ class _Sink:
         response.started = response.done = True
         self.finished = True
         try:
-            self.pipe.send_file(frame, self.rid, fd)
+            self.pipe.send_file(self._with_usage(frame), self.rid, fd)
         except PeerGone as exc:
             raise SinkGone(str(exc)) from exc
         return True
 
     def abort(self, reason: str) -> None:
         self.finished = True
-        self._send(protocol.encode_abort(self.rid, reason))
+        self._send(self._with_usage(protocol.encode_abort(self.rid, reason)))
 
     def cancelled(self) -> bool:
         return self.pipe.cancelled(self.rid)

@@ -18,13 +18,14 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Route
+from tests.apps.markers import write_marker
 
 IMPL = os.environ.get("A2WSGI_IMPL", "a2wsgi_mp")
 MARKERS = Path(os.environ.get("A2WSGI_MARKER_DIR", "."))
 
 
 def mark(name: str) -> None:
-    (MARKERS / f"{name}.{os.getpid()}").write_text(str(os.getpid()))
+    write_marker(MARKERS / f"{name}.{os.getpid()}", str(os.getpid()))
 
 
 @asynccontextmanager

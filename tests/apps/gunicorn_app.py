@@ -11,6 +11,7 @@ import os
 import time
 from pathlib import Path
 from urllib.parse import parse_qs
+from tests.apps.markers import write_marker
 
 MARKERS = os.environ.get("GUNICORN_TEST_MARKERS")
 
@@ -22,7 +23,7 @@ def application(environ, start_response):
         seconds = float(query.get("s", ["1"])[0])
         tag = query.get("tag", ["slow"])[0]
         if MARKERS:
-            Path(MARKERS, f"started-{tag}-{os.getpid()}").write_text(str(os.getpid()))
+            write_marker(Path(MARKERS, f"started-{tag}-{os.getpid()}"), str(os.getpid()))
         time.sleep(seconds)
         body = f"slept {seconds} in {os.getpid()}".encode()
     elif path == "/environ":

@@ -8,11 +8,13 @@ import os
 import time
 from pathlib import Path
 
+from tests.apps.markers import write_marker
+
 MARKERS = Path(os.environ.get("GUNICORN_TEST_MARKERS", "."))
 
 
 def _mark(name: str, data: object = "") -> None:
-    (MARKERS / f"{name}-{os.getpid()}-{time.monotonic_ns()}").write_text(json.dumps(data))
+    write_marker(MARKERS / f"{name}-{os.getpid()}-{time.monotonic_ns()}", json.dumps(data))
 
 
 def post_worker_init(worker):

@@ -26,6 +26,15 @@ def app(environ, start_response):
         time.sleep(seconds)
     if path == "/grow":
         _ballast.append(bytearray(int(environ.get("QUERY_STRING") or 0) * 1024 * 1024))
+    if path == "/leak":  # keep (and touch) N MiB per request; answer "pid rss"
+        chunk = bytearray(int(environ.get("QUERY_STRING") or 0) * 1024 * 1024)
+        chunk[::4096] = b"x" * len(range(0, len(chunk), 4096))
+        _ballast.append(chunk)
+        with open("/proc/self/statm", "rb") as f:
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        body = f"{os.getpid()} {rss}".encode()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
     body = f"{os.getpid()}".encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]

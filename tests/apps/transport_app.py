@@ -3,6 +3,7 @@
 import hashlib
 import os
 import time
+from tests.apps.markers import write_marker
 
 BLOCK = bytes(range(256)) * 4096  # 1 MiB, deterministic
 
@@ -84,8 +85,7 @@ def app(environ, start_response):
 
             def close(self):
                 if marker:
-                    with open(marker, "w") as f:
-                        f.write(str(os.getpid()))
+                    write_marker(marker, str(os.getpid()))
 
         start_response("200 OK", [])
         return Endless()
