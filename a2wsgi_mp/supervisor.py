@@ -19,7 +19,7 @@ import time
 from typing import Any, Callable
 
 
-from . import elastic
+from . import elastic, preload
 from .config import PoolConfig
 from .exchange import Lost
 from .handles import Slot, Worker, describe_status, rss
@@ -64,7 +64,8 @@ class Supervisor:
         self._procs: ProcessTable[Worker] = ProcessTable(self._on_process_gone, self._zygote_alive)
         self._next_wid = 0
         self._launcher: Launcher | None = None
-        self._reloading = False
+        #: A preloaded reload is importing the new code (see :mod:`.preload`).
+        self.reloading = False
         self.boot_failures = 0
         self._last_boot_error = ""
         self._ever_ready = False
@@ -77,7 +78,7 @@ class Supervisor:
 
     async def start(self) -> None:
         """Start the workers; return when all are ready, raise BootFailed if none can be."""
-        self._launcher = self._new_launcher()
+        self._launcher = self.new_launcher()
         try:
             await self._launcher.start()
         except PreloadFailed as exc:
@@ -102,7 +103,8 @@ class Supervisor:
                     f" (elastic: {self.config.workers_min} to {self.config.workers_max} workers)"
                     if self.config.elastic else "")
 
-    def _new_launcher(self) -> Launcher:
+    def new_launcher(self) -> Launcher:
+        """A launcher for this pool's zygote (not started)."""
         launcher = Launcher(self.app_ref, self.config.start_method, self._on_exited, lambda: None,
                             self.config.preload, self.config.boot_timeout)
         launcher.on_lost = lambda: self._on_launcher_lost(launcher)
@@ -137,46 +139,19 @@ class Supervisor:
     async def reload(self) -> None:
         """A fresh worker (re-importing the app) for every worker; each old one
         retires only once its replacement is ready, so no request is dropped.
-
-        Preloaded, the new code must first be imported by a fresh zygote, from
-        which the replacements fork; if it cannot, the old workers keep serving.
-        """
+        Preloaded, a fresh zygote imports the new code first (see :mod:`.preload`)."""
         if self.config.preload and self._launcher is not None:
-            if self._reloading:
-                logger.warning("reload ignored: a reload is under way")
+            fresh = await preload.fresh_zygote(self)
+            if fresh is None:
                 return
-            self._reloading = True
-            try:
-                if not await self._reload_zygote():
-                    return
-            finally:
-                self._reloading = False
+            old, self._launcher = self._launcher, fresh
+            # The old workers outlive their zygote (they watch the front) and
+            # retire as their replacements come up; the front follows them by pidfd.
+            await old.stop()
+            self._procs.reporter_lost()
         for worker in list(self.workers.values()):
             if worker.state in ("booting", "ready") and worker.replaced_by is None:
                 self._spawn(replaces=worker)
-
-    async def _reload_zygote(self) -> bool:
-        """Preload the app in a new zygote and make it the one workers fork from."""
-        fresh = self._new_launcher()
-        started = time.monotonic()
-        try:
-            await fresh.start()
-        except PreloadFailed as exc:
-            logger.error("reload failed: could not preload %s; the old workers keep serving:\n%s",
-                         describe(self.app_ref), str(exc).rstrip())
-            return False
-        if self.stopping:
-            await fresh.stop()
-            return False
-        logger.info("reload: new code preloaded in %.0f ms (zygote %s)", (time.monotonic() - started) * 1000,
-                    fresh.pid)
-        old, self._launcher = self._launcher, fresh
-        assert old is not None
-        # The old workers outlive their zygote (they watch the front) and
-        # retire as their replacements come up; the front follows them by pidfd.
-        await old.stop()
-        self._procs.reporter_lost()
-        return True
 
     # ------------------------------------------------------------ what the dispatcher asks
 
