@@ -7,7 +7,6 @@ see who imported it, how often, and which code answers.
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from collections import Counter
