@@ -115,6 +115,14 @@ def _open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
+async def _fds_settled(before: set[str], timeout: float = 10.0) -> set[str]:
+    """Our descriptors once they are back within ``before`` (closing may lag a loop turn or two)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not _open_fds() <= before and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+    return _open_fds()
+
+
 @pytest.fixture
 def handoffs(monkeypatch):
     calls = []
@@ -158,8 +166,7 @@ def test_file_goes_by_descriptor(data_file, handoffs, loop_kind):
         before = _open_fds()
         out = await _call(pool, "/file")
         after_first = await _call(pool, "/")  # the worker is free and fine
-        await asyncio.sleep(0.05)
-        return out, after_first, before, _open_fds()
+        return out, after_first, before, await _fds_settled(before)
 
     out, ok, before, after = _run(go, loop_kind)
     assert out[0]["status"] == 200 and [b"content-type", b"application/octet-stream"] in [list(h) for h in out[0]["headers"]]
@@ -242,8 +249,7 @@ def test_client_gone_mid_file(data_file, handoffs, loop_kind):
         with pytest.raises(OSError):
             await _call(pool, "/file", None, breaks)
         ok = await _call(pool, "/")
-        await asyncio.sleep(0.05)
-        return ok, before, _open_fds()
+        return ok, before, await _fds_settled(before)
 
     ok, before, after = _run(go, loop_kind)
     assert _body(ok) == b"ok"
