@@ -93,12 +93,19 @@ def test_ring_pieces_never_wrap_and_reuse_space():
         region.close()
 
 
+def _dev_shm() -> set[str]:
+    """/dev/shm entries that could be ours.  ``sem.*`` are POSIX semaphores that
+    multiprocessing creates in any program on a shared machine (and that come and
+    go while a test runs); this package creates none, nor anything else there."""
+    return {name for name in os.listdir("/dev/shm") if not name.startswith("sem.")}
+
+
 def test_memfd_region_has_no_name_on_disk():
-    before = set(os.listdir("/dev/shm"))
+    before = _dev_shm()
     region = Region.create(1 << 20)
     link = os.readlink(f"/proc/self/fd/{region.fd}")
     region.close()
-    assert link.startswith("/memfd:") and set(os.listdir("/dev/shm")) == before
+    assert link.startswith("/memfd:") and _dev_shm() == before
 
 
 # ------------------------------------------------------------ end to end
@@ -107,7 +114,7 @@ def test_memfd_region_has_no_name_on_disk():
 @pytest.fixture(scope="module", params=["pipe", "shm"])
 def srv(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(f"ipc-{request.param}")
-    shm_before = set(os.listdir("/dev/shm"))
+    shm_before = _dev_shm()
     proc = ServerProcess.cli(APP, "--workers", "2", "--ipc", request.param, "--no-access-log",
                              "--spool-dir", str(tmp), env={"TMPDIR": str(tmp)}, ready_path="/hello")
     proc.start().wait_ready()
@@ -115,7 +122,7 @@ def srv(request, tmp_path_factory):
     proc.tmp = tmp  # type: ignore[attr-defined]
     yield proc
     proc.stop()
-    assert set(os.listdir("/dev/shm")) == shm_before, "a /dev/shm entry was left behind"
+    assert _dev_shm() == shm_before, "a /dev/shm entry was left behind"
     assert os.listdir(tmp) == [], f"temp files left behind: {os.listdir(tmp)}"
 
 
@@ -234,7 +241,7 @@ def test_1gib_download_sha256_with_bounded_rss(srv):
 
 
 def test_sigkill_worker_mid_transfer_leaves_nothing(srv):
-    shm_before = set(os.listdir("/dev/shm"))
+    shm_before = _dev_shm()
     workers_before = srv.worker_pids()
     with httpx.stream("GET", srv.url + "/download?mib=4096", timeout=30) as r:
         it = r.iter_raw(MB)
@@ -258,5 +265,5 @@ def test_sigkill_worker_mid_transfer_leaves_nothing(srv):
         assert httpx.get(srv.url + "/hello", timeout=5).status_code == 200
     # The dead worker's ring went with it: one memfd per live slot, none stray.
     assert wait_for(lambda: _memfds(srv.pid) == (2 if srv.ipc == "shm" else 0), 10), _memfds(srv.pid)
-    assert set(os.listdir("/dev/shm")) == shm_before
+    assert _dev_shm() == shm_before
     assert os.listdir(srv.tmp) == []
