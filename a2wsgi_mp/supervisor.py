@@ -74,6 +74,7 @@ class Supervisor:
 
     async def start(self) -> None:
         """Start the workers; return when all are ready, raise BootFailed if none can be."""
+        began = time.monotonic()
         self._launcher = Launcher(self.app_ref, self.config.start_method, self._on_exited, self._on_launcher_lost)
         await self._launcher.start()
         for _ in range(self.config.workers):
@@ -89,12 +90,15 @@ class Supervisor:
         self._started = True
         if self.config.max_rss or self.config.max_lifetime:
             self.background(self._watch_resources())
-        logger.info("pool ready: %d workers x %d threads serving %s", len(self.workers), self.config.threads,
-                    describe(self.app_ref))
+        logger.info("pool ready in %.1f s: %d workers x %d thread(s) each, serving %s (zygote %s, %s)",
+                    time.monotonic() - began, len(self.workers), self.config.threads, describe(self.app_ref),
+                    self._launcher.pid, self.config.start_method)
 
     async def stop(self, timeout: float) -> None:
         """Let in-flight requests finish within ``timeout``, then end every process."""
         self.stopping = True
+        busy = sum(w.busy for w in self.workers.values())
+        logger.info("draining: %d workers, %d requests in flight, up to %.0f s", len(self.workers), busy, timeout)
         deadline = time.monotonic() + timeout
         while any(w.busy for w in self.workers.values()):
             remaining = deadline - time.monotonic()
@@ -116,13 +120,18 @@ class Supervisor:
             task.cancel()
         if self._launcher is not None:
             await self._launcher.stop()
+        c = self.counters
+        logger.info("pool stopped: %d requests served; 502: %d, 503: %d, 504: %d; recycled %d, respawned %d, "
+                    "killed %d", c["served"], c["502"], c["503"], c["504"], c["recycled"], c["respawned"], c["killed"])
 
     def reload(self) -> None:
         """A fresh worker (re-importing the app) for every worker; each old one
         retires only once its replacement is ready, so no request is dropped."""
-        for worker in list(self.workers.values()):
-            if worker.state in ("booting", "ready"):
-                self._spawn(replaces=worker)
+        old = [w for w in self.workers.values() if w.state in ("booting", "ready")]
+        logger.info("reload: starting %d fresh workers; each old one retires once its replacement is ready",
+                    len(old))
+        for worker in old:
+            self._spawn(replaces=worker)
 
     # ------------------------------------------------------------ what the dispatcher asks
 
@@ -243,6 +252,8 @@ class Supervisor:
         old, worker.replaces = worker.replaces, None
         if old is not None and old.state in ("booting", "ready"):
             self._retire(old, "reload", replace=False)
+            if not any(w.replaces is not None for w in self.workers.values()):
+                logger.info("reload complete: %d workers ready", sum(w.state == "ready" for w in self.workers.values()))
         self.notify()
 
     def _on_exited(self, pid: int, status: int) -> None:

@@ -51,6 +51,7 @@ import psutil
 from gunicorn.workers.base import Worker
 from uvicorn.config import Config as UvicornConfig
 
+from .. import proctitle
 from ..front import WSGIPool
 from ..pool import BootFailed
 from . import gunicorn_config
@@ -157,7 +158,12 @@ class PoolWorker(Worker):
         else:
             ref = uri
         self.pool = WSGIPool(ref, **self.pool_options(ref))
+        self.pool.fronts = (int(self.cfg.workers or 1), "gunicorn -w")
+        # Our zygote and pool processes named as gunicorn names its own: "gunicorn: pool worker 3 [app]".
+        os.environ.setdefault(proctitle.PREFIX_ENV, "gunicorn: pool ")
         self.config = UvicornConfig(app=self._asgi_app(self.pool), **self.uvicorn_options())
+        if self.age <= 1:
+            self.log.info("%s", gunicorn_config.layout_note(self.cfg))
         self._warn_limits()
 
     def _asgi_app(self, pool: WSGIPool) -> ASGIApp:

@@ -23,6 +23,7 @@ from ..environ import build_environ
 from ..ipc import protocol
 from ..ipc.worker_pipe import PeerGone, WorkerPipe
 from ..loader import AppLoadError, AppRef, load_app
+from ..proctitle import take_inherited
 from ..response import SinkGone, StartResponse, run_wsgi
 from .filewrapper import FileWrapper, file_span
 
@@ -287,5 +288,6 @@ def run_worker(app_ref: AppRef, socks: list[socket.socket], parent_pid: int) -> 
 def main(argv: list[str]) -> NoReturn:
     """Entry point of a spawned worker: ``APP PARENT_PID FD...``."""
     app_ref, parent_pid, *fds = argv
+    take_inherited()
     run_worker(app_ref, [socket.socket(fileno=int(fd)) for fd in fds], int(parent_pid))
 

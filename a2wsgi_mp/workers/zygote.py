@@ -22,7 +22,8 @@ from typing import NoReturn
 
 from ..ipc import protocol
 from ..ipc.worker_pipe import WorkerPipe
-from ..loader import AppRef
+from ..loader import AppRef, describe
+from ..proctitle import TITLE_ENV, set_role, set_title, title
 from .process import die_with_parent, reset_signals, run_worker
 
 
@@ -55,7 +56,7 @@ class _Zygote:
                     event = self.ctl._events.popleft()
                     if isinstance(event, protocol.Spawn):
                         fds = self.ctl.take_fds(event.slots)
-                        pid = self._start(fds)
+                        pid = self._start(fds, event.worker_id)
                         self.ctl.send(protocol.encode_spawned(event.worker_id, pid))
                 if self.ctl._eof:
                     # The front is gone or shutting down: workers follow us
@@ -72,13 +73,14 @@ class _Zygote:
                 return
             self.ctl.send(protocol.encode_exited(pid, status))
 
-    def _start(self, fds: list[int]) -> int:
+    def _start(self, fds: list[int], worker_id: int) -> int:
+        name = title(f"worker {worker_id}", describe(self.app_ref))
         if self.start_method == "spawn":
             for fd in fds:
                 os.set_inheritable(fd, True)
             entry = "import sys; from a2wsgi_mp.workers.process import main; main(sys.argv[1:])"
             argv = [sys.executable, "-c", entry, str(self.app_ref), str(self.pid)]
-            pid = os.posix_spawn(sys.executable, argv + [str(fd) for fd in fds], os.environ)
+            pid = os.posix_spawn(sys.executable, argv + [str(fd) for fd in fds], {**os.environ, TITLE_ENV: name})
         else:
             pid = os.fork()
             if pid == 0:
@@ -87,6 +89,7 @@ class _Zygote:
                     for s in self._wake:
                         s.close()
                     self.ctl.sock.close()
+                    set_title(name)
                     run_worker(self.app_ref, [socket.socket(fileno=fd) for fd in fds], self.pid)
                 except BaseException:
                     traceback.print_exc()
@@ -105,6 +108,7 @@ def run_zygote(ctl: socket.socket, app_ref: AppRef, start_method: str, parent_pi
         reset_signals(signal.SIG_IGN)
         # Our own process group, so terminal and group signals reach the front only.
         os.setpgid(0, 0)
+        set_role("zygote", describe(app_ref))
         _Zygote(ctl, app_ref, start_method).run()
     except BaseException:
         traceback.print_exc()

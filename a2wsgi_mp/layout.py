@@ -1,0 +1,59 @@
+"""How many processes serve the app, said out loud at start-up.
+
+``uvicorn --workers 2 mod:app`` with ``WSGIPool(workers=2)`` runs two fronts,
+each with its own pool: four app processes, not two.  The front cannot be told
+by every server how many siblings it has, so :func:`detect_fronts` looks: a
+front started by :mod:`multiprocessing` (uvicorn, hypercorn) reads its parent's
+``--workers``/``-w`` (or ``WEB_CONCURRENCY``), else counts its siblings.
+The CLI and the gunicorn worker know the number and say so instead.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+import psutil
+
+WORKER_FLAGS = ("--workers", "-w")
+
+
+def _flag_value(cmdline: list[str]) -> int | None:
+    for i, arg in enumerate(cmdline):
+        for flag in WORKER_FLAGS:
+            value = None
+            if arg == flag and i + 1 < len(cmdline):
+                value = cmdline[i + 1]
+            elif arg.startswith(flag + "=") and flag.startswith("--"):
+                value = arg.split("=", 1)[1]
+            if value is not None and value.isdigit():
+                return int(value)
+    return None
+
+
+def detect_fronts() -> tuple[int | None, str]:
+    """(number of fronts or None when unknown, how it was found)."""
+    if multiprocessing.parent_process() is None:
+        return 1, "one server process"
+    try:
+        parent = psutil.Process(os.getppid())
+        number = _flag_value(parent.cmdline())
+        if number:
+            return number, f"--workers of the server process {parent.pid}"
+        concurrency = os.environ.get("WEB_CONCURRENCY", "")
+        if concurrency.isdigit():
+            return int(concurrency), "WEB_CONCURRENCY"
+        me = psutil.Process().cmdline()[:3]
+        siblings = [c for c in parent.children() if c.cmdline()[:3] == me]
+        return None, f"at least {len(siblings)} server processes under pid {parent.pid}"
+    except psutil.Error:
+        return None, "a server process among several"
+
+
+def describe(fronts: int | None, how: str, workers: int, threads: int) -> str:
+    per_front = f"{workers} worker{'s' if workers != 1 else ''} x {threads} thread{'s' if threads != 1 else ''}"
+    if fronts is None:
+        return (f"process layout: ? fronts ({how}) x {per_front} per front — every front runs its own pool, "
+                f"so app processes = fronts x {workers}")
+    return (f"process layout: {fronts} front{'s' if fronts != 1 else ''} ({how}) x {per_front} = "
+            f"{fronts * workers} app processes, {fronts * workers * threads} requests at once")
