@@ -111,7 +111,8 @@ OPTIONS: list[Option] = [
            choices=("auto", "asyncio", "uvloop")),
     Option("timeout_keep_alive", int, "close idle keep-alive connections after N seconds", 5),
     Option("limit_concurrency", int, "503 beyond N connections + tasks at once in the front (default: no limit)"),
-    Option("root_path", str, "mounted below this path: SCRIPT_NAME of every request", ""),
+    Option("root_path", str, "the prefix a proxy strips before passing requests on: "
+           "the app sees it as SCRIPT_NAME", ""),
     Option("server_header", boolean, "send a Server header", True, switch=True),
     Option("date_header", boolean, "send a Date header", True, switch=True),
     # -- proxy ------------------------------------------------------------------------------------
