@@ -82,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"a2wsgi-mp: error: {exc}", file=sys.stderr)
         sys.exit(2)
     pool.fronts = (1, "a2wsgi-mp")
+    os.environ[proctitle.PREFIX_ENV] = proctitle.PREFIX  # for the zygote and workers, whatever we inherited
     proctitle.set_role("front", settings.app)
     server_options = settings.target("uvicorn")
     server_options["log_config"] = settings.log_config or cli_logging_config(settings.log_level, settings.access_log)

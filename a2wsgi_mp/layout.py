@@ -50,10 +50,14 @@ def detect_fronts() -> tuple[int | None, str]:
         return None, "a server process among several"
 
 
+def _n(count: int, word: str, plural: str = "") -> str:
+    return f"{count} {word if count == 1 else plural or word + 's'}"
+
+
 def describe(fronts: int | None, how: str, workers: int, threads: int) -> str:
-    per_front = f"{workers} worker{'s' if workers != 1 else ''} x {threads} thread{'s' if threads != 1 else ''}"
+    per_front = f"{_n(workers, 'worker')} x {_n(threads, 'thread')}"
     if fronts is None:
         return (f"process layout: ? fronts ({how}) x {per_front} per front — every front runs its own pool, "
                 f"so app processes = fronts x {workers}")
-    return (f"process layout: {fronts} front{'s' if fronts != 1 else ''} ({how}) x {per_front} = "
-            f"{fronts * workers} app processes, {fronts * workers * threads} requests at once")
+    return (f"process layout: {_n(fronts, 'front')} ({how}) x {per_front} = "
+            f"{_n(fronts * workers, 'app process', 'app processes')}, {_n(fronts * workers * threads, 'request')} at once")

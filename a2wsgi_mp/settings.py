@@ -68,10 +68,18 @@ class Option:
     choices: Sequence[str] | None = None
     switch: bool = False  # --name / --no-name
     many: bool = False  # repeatable; comma-separated in the environment
+    cli_flag: str = ""  # when uvicorn's flag is not the name (--reload-dir for reload_dirs)
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return self.cli_flag or "--" + self.name.replace("_", "-")
+
+    @property
+    def metavar(self) -> str | None:
+        if self.choices is not None:
+            return None
+        word = self.name.split("_")[-1].upper()
+        return {int: "N", float: "SECONDS", size: "SIZE"}.get(self.kind, word[:-1] if self.many else word)
 
     @property
     def env(self) -> str:
@@ -139,8 +147,8 @@ OPTIONS: list[Option] = [
            to="cli", group="development"),
     Option("reload", boolean, "reload the pool's workers when a watched file changes (development)", False,
            to="cli", group="development", switch=True),
-    Option("reload_dirs", str, "directories --reload watches (repeatable; default: --app-dir)", None,
-           to="cli", group="development", many=True),
+    Option("reload_dirs", str, "a directory --reload watches (repeatable; default: --app-dir)", None,
+           to="cli", group="development", many=True, cli_flag="--reload-dir"),
     # -- pool (PoolConfig) ------------------------------------------------------------------------
     pool("workers", int, "worker processes (0: one per CPU)"),
     pool("threads", int, "threads per worker process"),
@@ -217,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
             groups[o.group].add_argument(o.flag, dest=o.name, action=argparse.BooleanOptionalAction,
                                          default=argparse.SUPPRESS, help=text)
         else:
-            groups[o.group].add_argument(o.flag, dest=o.name, type=o.kind, choices=o.choices,
+            groups[o.group].add_argument(o.flag, dest=o.name, type=o.kind, choices=o.choices, metavar=o.metavar,
                                          action="append" if o.many else "store",
                                          default=argparse.SUPPRESS, help=text)
     return p

@@ -170,6 +170,7 @@ def test_process_titles_name_every_role(servers) -> None:
     assert len(zygotes) == 1, [_title(p.pid) for p in children]
     workers = sorted(_title(p.pid) for p in zygotes[0].children())
     assert workers == [f"a2wsgi-mp: worker 1 [{APP}]", f"a2wsgi-mp: worker 2 [{APP}]"]
+    assert httpx.get(server.url + "/pid", timeout=10).json()["forked"] is True  # start method fork (default)
 
 
 def test_reload_serves_new_code_from_the_same_front(servers) -> None:

@@ -128,6 +128,8 @@ class PoolWorker(Worker):
 
     def init_process(self) -> None:
         self._setup_logging()
+        # Our zygote and pool processes named as gunicorn names its own: "gunicorn: pool worker 3 [app]".
+        os.environ[proctitle.PREFIX_ENV] = "gunicorn: pool "
         if self.cfg.pythonpath:
             # Spawned pool processes import the app afresh: give them the
             # arbiter's --pythonpath too.
@@ -159,8 +161,6 @@ class PoolWorker(Worker):
             ref = uri
         self.pool = WSGIPool(ref, **self.pool_options(ref))
         self.pool.fronts = (int(self.cfg.workers or 1), "gunicorn -w")
-        # Our zygote and pool processes named as gunicorn names its own: "gunicorn: pool worker 3 [app]".
-        os.environ.setdefault(proctitle.PREFIX_ENV, "gunicorn: pool ")
         self.config = UvicornConfig(app=self._asgi_app(self.pool), **self.uvicorn_options())
         if self.age <= 1:
             self.log.info("%s", gunicorn_config.layout_note(self.cfg))
