@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import os
 import signal
 import sys
 from typing import Sequence
 
-from . import __version__, proctitle
+from . import __version__, layout, proctitle
 from .front import WSGIPool
 from .logs import cli_logging_config
-from .settings import OPTIONS, Settings, build_parser, resolve, size  # noqa: F401  (re-exported)
+from .settings import Settings, build_parser, resolve, size
+
+__all__ = ["build_parser", "main", "make_pool"]
 
 EXIT_STARTUP_FAILURE = 3
 _size = size  # the name older callers import
@@ -41,23 +42,12 @@ def _use_app_dir(app_dir: str) -> None:
     os.environ["PYTHONPATH"] = path + (os.pathsep + inherited if inherited else "")
 
 
-def _in_use(config: object) -> tuple[str, str]:
-    """The HTTP parser and event loop uvicorn picks for ``auto``."""
-    http, loop = getattr(config, "http"), getattr(config, "loop")
-    if http == "auto":
-        http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    if loop == "auto":
-        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    return str(http), str(loop)
-
-
 def _log_start(settings: Settings, config: object) -> None:
-    http, loop = _in_use(config)
+    stack = layout.server_stack(config)
     tls = "on" if settings.ssl_certfile else "off"
     proxy = (f"X-Forwarded-For/-Proto trusted from {settings.forwarded_allow_ips}" if settings.proxy_headers
              else "proxy headers ignored")
-    logger.info("a2wsgi-mp %s serving %s: HTTP parser %s, event loop %s, TLS %s, %s",
-                __version__, settings.app, http, loop, tls, proxy)
+    logger.info("a2wsgi-mp %s serving %s: %s, TLS %s, %s", __version__, settings.app, stack, tls, proxy)
     by_source: dict[str, list[str]] = {}
     for name, source in settings.sources.items():
         if source != "default":
@@ -65,8 +55,8 @@ def _log_start(settings: Settings, config: object) -> None:
             by_source.setdefault(source, []).append(f"{name}={value}")
     for source, items in by_source.items():
         logger.info("settings from %s: %s", source, ", ".join(items))
-    if http == "h11" or loop == "asyncio":
-        logger.info("uvicorn runs on %s/%s: install httptools and uvloop for the fast path", http, loop)
+    if "h11" in stack or "asyncio" in stack:
+        logger.info("the fast path is httptools + uvloop (the default install on CPython/Linux)")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -10,8 +10,10 @@ The CLI and the gunicorn worker know the number and say so instead.
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import os
+from typing import Any
 
 import psutil
 
@@ -50,6 +52,18 @@ def detect_fronts() -> tuple[int | None, str]:
         return None, "a server process among several"
 
 
+def server_stack(config: Any) -> str:
+    """The HTTP parser and event loop a :class:`uvicorn.Config` runs on (``auto`` resolved as uvicorn does)."""
+    http, loop = getattr(config, "http", "auto"), getattr(config, "loop", "auto")
+    if http == "auto":
+        http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    if loop == "auto":
+        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = http if isinstance(http, str) else getattr(http, "__name__", str(http))
+    loop = loop if isinstance(loop, str) else getattr(loop, "__name__", str(loop))
+    return f"HTTP parser {http}, event loop {loop}"
+
+
 def _n(count: int, word: str, plural: str = "") -> str:
     return f"{count} {word if count == 1 else plural or word + 's'}"
 
@@ -57,7 +71,8 @@ def _n(count: int, word: str, plural: str = "") -> str:
 def describe(fronts: int | None, how: str, workers: int, threads: int) -> str:
     per_front = f"{_n(workers, 'worker')} x {_n(threads, 'thread')}"
     if fronts is None:
-        return (f"process layout: ? fronts ({how}) x {per_front} per front — every front runs its own pool, "
-                f"so app processes = fronts x {workers}")
-    return (f"process layout: {_n(fronts, 'front')} ({how}) x {per_front} = "
-            f"{_n(fronts * workers, 'app process', 'app processes')}, {_n(fronts * workers * threads, 'request')} at once")
+        return (f"process layout: ? fronts ({how}) x {per_front} per front — every front runs its "
+                f"own pool, so app processes = fronts x {workers}")
+    processes = _n(fronts * workers, "app process", "app processes")
+    return (f"process layout: {_n(fronts, 'front')} ({how}) x {per_front} = {processes}, "
+            f"{_n(fronts * workers * threads, 'request')} at once")

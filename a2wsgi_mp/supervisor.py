@@ -90,7 +90,7 @@ class Supervisor:
         self._started = True
         if self.config.max_rss or self.config.max_lifetime:
             self.background(self._watch_resources())
-        logger.info("pool ready in %.1f s: %d workers x %d thread(s) each, serving %s (zygote %s, %s)",
+        logger.info("pool ready in %.1f s: %d worker(s) x %d thread(s) serving %s (zygote %s, %s)",
                     time.monotonic() - began, len(self.workers), self.config.threads, describe(self.app_ref),
                     self._launcher.pid, self.config.start_method)
 
@@ -98,7 +98,7 @@ class Supervisor:
         """Let in-flight requests finish within ``timeout``, then end every process."""
         self.stopping = True
         busy = sum(w.busy for w in self.workers.values())
-        logger.info("draining: %d workers, %d requests in flight, up to %.0f s", len(self.workers), busy, timeout)
+        logger.info("draining: %d worker(s), %d request(s) in flight, up to %.0f s", len(self.workers), busy, timeout)
         deadline = time.monotonic() + timeout
         while any(w.busy for w in self.workers.values()):
             remaining = deadline - time.monotonic()
@@ -128,7 +128,7 @@ class Supervisor:
         """A fresh worker (re-importing the app) for every worker; each old one
         retires only once its replacement is ready, so no request is dropped."""
         old = [w for w in self.workers.values() if w.state in ("booting", "ready")]
-        logger.info("reload: starting %d fresh workers; each old one retires once its replacement is ready",
+        logger.info("reload: starting %d fresh worker(s); each old one retires once its replacement is ready",
                     len(old))
         for worker in old:
             self._spawn(replaces=worker)
@@ -253,7 +253,8 @@ class Supervisor:
         if old is not None and old.state in ("booting", "ready"):
             self._retire(old, "reload", replace=False)
             if not any(w.replaces is not None for w in self.workers.values()):
-                logger.info("reload complete: %d workers ready", sum(w.state == "ready" for w in self.workers.values()))
+                ready = sum(w.state == "ready" for w in self.workers.values())
+                logger.info("reload complete: %d worker(s) ready", ready)
         self.notify()
 
     def _on_exited(self, pid: int, status: int) -> None:

@@ -12,14 +12,13 @@ import datetime
 import ipaddress
 import ssl
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
-from .serverproc import HOST, REPO, Server, ServerSet, subprocess_env, wait_for
+from .serverproc import HOST, Server, ServerSet, wait_for
 
 APP = "tests.apps.core_app:app"
 RELOAD_TIMEOUT = 60.0
@@ -106,7 +105,7 @@ def _environ(server: Server, path: str = "/environ", **kwargs) -> dict:
 def test_command_line_beats_environment_beats_file(servers) -> None:
     server = servers.get("layered")
     log = server.log()
-    assert "pool ready" in log and "2 workers x 2 thread(s)" in log, log  # cli workers, env threads
+    assert "pool ready" in log and "2 worker(s) x 2 thread(s)" in log, log  # cli workers, env threads
     assert "process layout: 1 front (a2wsgi-mp) x 2 workers x 2 threads" in log, log
     # root_path only in the file: the proxy strips the prefix, the app sees it as SCRIPT_NAME.
     environ = _environ(server, "/environ")
@@ -188,7 +187,7 @@ def test_reload_serves_new_code_from_the_same_front(servers) -> None:
     answer = wait_for(new_code, RELOAD_TIMEOUT, 0.1)
     assert answer, server.log()
     assert answer[1] != pid  # a fresh worker imported the new code
-    assert wait_for(lambda: "reload complete: 1 workers ready" in server.log(), 30.0), server.log()
+    assert wait_for(lambda: "reload complete: 1 worker(s) ready" in server.log(), 30.0), server.log()
     assert "reload_target.py changed" in server.log()
     assert server.proc.poll() is None and _title(server.pid).startswith("a2wsgi-mp: front")
 

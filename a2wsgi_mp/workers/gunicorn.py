@@ -51,7 +51,7 @@ import psutil
 from gunicorn.workers.base import Worker
 from uvicorn.config import Config as UvicornConfig
 
-from .. import proctitle
+from .. import layout, proctitle
 from ..front import WSGIPool
 from ..pool import BootFailed
 from . import gunicorn_config
@@ -163,7 +163,7 @@ class PoolWorker(Worker):
         self.pool.fronts = (int(self.cfg.workers or 1), "gunicorn -w")
         self.config = UvicornConfig(app=self._asgi_app(self.pool), **self.uvicorn_options())
         if self.age <= 1:
-            self.log.info("%s", gunicorn_config.layout_note(self.cfg))
+            self.log.info("PoolWorker: %s; %s", layout.server_stack(self.config), gunicorn_config.layout_note(self.cfg))
         self._warn_limits()
 
     def _asgi_app(self, pool: WSGIPool) -> ASGIApp:

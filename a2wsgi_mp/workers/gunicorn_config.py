@@ -119,7 +119,7 @@ def customised(cfg: Any, name: str) -> bool:
 def layout_note(cfg: Any) -> str:
     """docs/gunicorn.md's mapping of ``--threads``, as the log says it once per arbiter."""
     workers, threads = int(cfg.workers or 1), max(1, int(cfg.threads or 1))
-    return (f"PoolWorker: --threads {threads} means {threads} pool process(es) of one thread per gunicorn "
-            f"worker, not threads: -w {workers} --threads {threads} runs {workers} front{'s' if workers != 1 else ''} x {threads} pool "
-            f"processes = {workers * threads} app processes, {workers * threads} requests at once "
-            f"(docs/gunicorn.md)")
+    fronts = f"{workers} front{'s' if workers != 1 else ''}"
+    return (f"--threads {threads} means {threads} pool process(es) of one thread per gunicorn worker, not "
+            f"threads: -w {workers} --threads {threads} runs {fronts} x {threads} pool processes = "
+            f"{workers * threads} app processes, {workers * threads} requests at once (docs/gunicorn.md)")
