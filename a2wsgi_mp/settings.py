@@ -113,6 +113,7 @@ OPTIONS: list[Option] = [
     Option("host", str, "bind address", "127.0.0.1"),
     Option("port", int, "bind port", 8000),
     Option("uds", str, "bind to this Unix domain socket instead"),
+    Option("fd", int, "serve on this inherited socket descriptor (systemd socket activation: 3)"),
     Option("http", str, "HTTP parser (auto: httptools if installed, else h11)", "auto",
            choices=("auto", "httptools", "h11")),
     Option("loop", str, "event loop (auto: uvloop if installed, else asyncio)", "auto",
