@@ -25,7 +25,12 @@ async def watch(dirs: Sequence[str], pool: WSGIPool, stop: asyncio.Event) -> Non
     async for changes in awatch(*dirs, watch_filter=PythonFilter(), stop_event=stop, debounce=400):
         if not pool.pool.started or pool.pool.supervisor.stopping:
             continue
-        paths = sorted({os.path.relpath(path) for _, path in changes})
+        paths = sorted({_short(path) for _, path in changes})
         shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
         logger.info("reload: %s changed", shown)
         await pool.reload()
+
+
+def _short(path: str) -> str:
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative

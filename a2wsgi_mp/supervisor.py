@@ -127,6 +127,14 @@ class Supervisor:
     def reload(self) -> None:
         """A fresh worker (re-importing the app) for every worker; each old one
         retires only once its replacement is ready, so no request is dropped."""
+        for worker in list(self.workers.values()):
+            target = worker.replaces
+            if worker.state == "booting" and target is not None:
+                # A replacement from an earlier reload may hold older code: the
+                # worker it was to replace gets a fresh one below instead.
+                self._retire(worker, "superseded by a newer reload", replace=False, count=False)
+                if target.state == "dead" and target.replaced_by is worker:
+                    self._spawn()  # it stood in for a worker that died meanwhile
         old = [w for w in self.workers.values() if w.state in ("booting", "ready")]
         logger.info("reload: starting %d fresh worker(s); each old one retires once its replacement is ready",
                     len(old))
@@ -247,15 +255,23 @@ class Supervisor:
         if self.stopping:
             self._hang_up(worker)
             return
-        for s in worker.slots:
-            self._offer(s)
         old, worker.replaces = worker.replaces, None
         if old is not None and old.state in ("booting", "ready"):
             self._retire(old, "reload", replace=False)
             if not any(w.replaces is not None for w in self.workers.values()):
-                ready = sum(w.state == "ready" for w in self.workers.values())
-                logger.info("reload complete: %d worker(s) ready", ready)
+                logger.info("reload complete: %d worker(s) ready", self._ready_count())
+        if self._ready_count() > self.config.workers:
+            # A replacement whose worker was replaced already: a reload during a
+            # back-off retry chain (code that did not import, then fixed) starts two.
+            logger.info("worker %s not needed: %d workers are ready", worker.pid, self.config.workers)
+            self._retire(worker, "surplus", replace=False, count=False)
+        else:
+            for s in worker.slots:
+                self._offer(s)
         self.notify()
+
+    def _ready_count(self) -> int:
+        return sum(w.state == "ready" for w in self.workers.values())
 
     def _on_exited(self, pid: int, status: int) -> None:
         worker = self._by_pid.pop(pid, None)

@@ -12,6 +12,7 @@ import datetime
 import ipaddress
 import ssl
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -190,6 +191,31 @@ def test_reload_serves_new_code_from_the_same_front(servers) -> None:
     assert wait_for(lambda: "reload complete: 1 worker(s) ready" in server.log(), 30.0), server.log()
     assert "reload_target.py changed" in server.log()
     assert server.proc.poll() is None and _title(server.pid).startswith("a2wsgi-mp: front")
+
+
+def test_reload_survives_code_that_does_not_import(servers) -> None:
+    """Broken code: the old worker serves on while replacements retry; fixed code:
+    served, and the pool ends with its one worker (no retry left over as a second)."""
+    server = servers.get("reload")
+    assert wait_for(lambda: httpx.get(server.url + "/", timeout=10).text.startswith("v2"), RELOAD_TIMEOUT)
+    failures = server.log().count("could not load reload_target:app")
+    (servers.app_dir / "reload_target.py").write_text("def app(:\n")
+    assert wait_for(lambda: server.log().count("could not load reload_target:app") > failures, RELOAD_TIMEOUT), \
+        server.log()
+    assert httpx.get(server.url + "/", timeout=10).text.startswith("v2-edited ")  # the old worker serves on
+    (servers.app_dir / "reload_target.py").write_text(RELOAD_APP.format(version="v3-fixed-again"))
+    assert wait_for(lambda: httpx.get(server.url + "/", timeout=10).text.startswith("v3-fixed-again "),
+                    RELOAD_TIMEOUT), server.log()
+    assert wait_for(lambda: len(server.worker_pids()) == 1, 30.0), (server.worker_pids(), server.log())
+    # A back-off retry still pending fires within its announced delay: it must not stay as a second worker.
+    delays = [float(line.rsplit(" in ", 1)[1].split()[0]) for line in server.log().splitlines()
+              if "starting a new worker in" in line]
+    window = time.monotonic() + max(delays, default=0.0) + 3.0
+    while time.monotonic() < window:
+        assert len(server.worker_pids()) <= 2, server.log()  # (a surplus one boots, then leaves)
+        time.sleep(0.1)
+    assert wait_for(lambda: len(server.worker_pids()) == 1, 30.0), (server.worker_pids(), server.log())
+    assert httpx.get(server.url + "/", timeout=10).text.startswith("v3-fixed-again ")
 
 
 def test_pool_under_plain_uvicorn_logs_with_time_and_level(servers) -> None:
