@@ -152,3 +152,24 @@ def test_fallback_handler_steps_aside_once_root_is_configured(clean_logging, cap
     root.addHandler(handler)
     logging.getLogger("a2wsgi_mp.pool").warning("later")
     assert seen == ["later"] and "later" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cmdline,expected", [
+    (["uvicorn", "--workers", "3", "m:app"], 3),
+    (["hypercorn", "-w", "2", "m:app"], 2),
+    (["uvicorn", "--workers=4", "m:app"], 4),
+    (["uvicorn", "m:app"], None),
+    (["granian", "--workers"], None),
+])
+def test_sibling_fronts_read_from_the_server_command_line(cmdline: list[str], expected: int | None) -> None:
+    from a2wsgi_mp.layout import _flag_value
+
+    assert _flag_value(cmdline) == expected
+
+
+def test_layout_line_multiplies() -> None:
+    from a2wsgi_mp.layout import describe
+
+    assert describe(2, "uvicorn --workers", 2, 1).endswith("2 fronts (uvicorn --workers) x 2 workers x 1 thread = "
+                                                             "4 app processes, 4 requests at once")
+    assert "? fronts" in describe(None, "unknown", 2, 1)
