@@ -66,6 +66,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     for warning in settings.warnings:
         print(f"a2wsgi-mp: warning: {warning}", file=sys.stderr)
     _use_app_dir(settings.app_dir)
+    watched = settings.reload_dirs or [settings.app_dir]
+    missing = [d for d in watched if not os.path.isdir(d)]
+    if settings.reload and missing:
+        print(f"a2wsgi-mp: error: --reload-dir: not a directory: {', '.join(missing)}", file=sys.stderr)
+        sys.exit(2)
     try:
         pool = make_pool(settings)
     except (TypeError, ValueError) as exc:
@@ -91,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if settings.reload:
             from .reloader import watch
 
-            watcher = loop.create_task(watch(settings.reload_dirs or [settings.app_dir], pool, stop))
+            watcher = loop.create_task(watch(watched, pool, stop))
         try:
             await server.serve()
         finally:

@@ -22,13 +22,16 @@ async def watch(dirs: Sequence[str], pool: WSGIPool, stop: asyncio.Event) -> Non
     from watchfiles import PythonFilter, awatch
 
     logger.info("reload: watching %s for changes to Python files", ", ".join(dirs))
-    async for changes in awatch(*dirs, watch_filter=PythonFilter(), stop_event=stop, debounce=400):
-        if not pool.pool.started or pool.pool.supervisor.stopping:
-            continue
-        paths = sorted({_short(path) for _, path in changes})
-        shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
-        logger.info("reload: %s changed", shown)
-        await pool.reload()
+    try:
+        async for changes in awatch(*dirs, watch_filter=PythonFilter(), stop_event=stop, debounce=400):
+            if not pool.pool.started or pool.pool.supervisor.stopping:
+                continue
+            paths = sorted({_short(path) for _, path in changes})
+            shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+            logger.info("reload: %s changed", shown)
+            await pool.reload()
+    except Exception:
+        logger.exception("reload: the file watcher stopped; SIGHUP still reloads")
 
 
 def _short(path: str) -> str:
