@@ -13,11 +13,20 @@ from __future__ import annotations
 import importlib.util
 import multiprocessing
 import os
+import re
 from typing import Any
 
 import psutil
 
 WORKER_FLAGS = ("--workers", "-w")
+#: Where uvicorn, granian and PaaS conventions take the number of server processes from.
+WORKER_ENV = ("UVICORN_WORKERS", "GRANIAN_WORKERS", "WEB_CONCURRENCY")
+
+
+def _shape(cmdline: list[str]) -> str:
+    """A command line without its numbers: siblings differ only there
+    (``spawn_main(pipe_handle=7)``, granian's ``worker-2`` title)."""
+    return re.sub(r"\d+", "#", " ".join(cmdline).strip())
 
 
 def _flag_value(cmdline: list[str]) -> int | None:
@@ -42,12 +51,13 @@ def detect_fronts() -> tuple[int | None, str]:
         number = _flag_value(parent.cmdline())
         if number:
             return number, f"--workers of the server process {parent.pid}"
-        concurrency = os.environ.get("WEB_CONCURRENCY", "")
-        if concurrency.isdigit():
-            return int(concurrency), "WEB_CONCURRENCY"
-        me = psutil.Process().cmdline()[:3]
-        siblings = [c for c in parent.children() if c.cmdline()[:3] == me]
-        return None, f"at least {len(siblings)} server processes under pid {parent.pid}"
+        for name in WORKER_ENV:
+            value = os.environ.get(name, "")
+            if value.isdigit():
+                return int(value), name
+        me = _shape(psutil.Process().cmdline())
+        siblings = [c for c in parent.children() if _shape(c.cmdline()) == me]
+        return None, f"{len(siblings)} server processes under pid {parent.pid} so far"
     except psutil.Error:
         return None, "a server process among several"
 
