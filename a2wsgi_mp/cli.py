@@ -1,132 +1,109 @@
-"""``a2wsgi-mp APP``: serve a WSGI app on uvicorn through a supervised pool."""
+"""``a2wsgi-mp APP``: serve a WSGI app on uvicorn through a supervised pool.
+
+The options, their environment variables and config-file keys are declared in
+:mod:`a2wsgi_mp.settings`; this module turns the resolved settings into a
+:class:`~a2wsgi_mp.front.WSGIPool` and a :class:`uvicorn.Config`, and runs them.
+"""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import sys
-from dataclasses import fields
-from typing import Any, Sequence
+from typing import Sequence
 
-from . import __version__
-from .config import PoolConfig
+from . import __version__, layout, proctitle
 from .front import WSGIPool
-from .launcher import START_METHODS
+from .logs import cli_logging_config
+from .settings import Settings, build_parser, resolve, size
+
+__all__ = ["build_parser", "main", "make_pool"]
 
 EXIT_STARTUP_FAILURE = 3
+_size = size  # the name older callers import
+
+logger = logging.getLogger("a2wsgi_mp")
+_SECRET = {"ssl_keyfile_password"}
 
 
-def _size(text: str) -> int:
-    """``1048576``, ``512K``, ``1M``, ``2G`` -> bytes."""
-    units = {"K": 1024, "M": 1024**2, "G": 1024**3}
-    text = text.strip().upper().removesuffix("B").removesuffix("I")
-    factor = units.get(text[-1:], 1)
-    number = text[:-1] if text[-1:] in units else text
-    try:
-        return int(float(number) * factor)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+def make_pool(settings: Settings) -> WSGIPool:
+    return WSGIPool(settings.app, **settings.target("pool"))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="a2wsgi-mp",
-        description="Serve a WSGI app from uvicorn through a supervised pool of worker processes.",
-    )
-    p.add_argument("app", help="the WSGI app as 'package.module:app' (or 'module:factory()')")
-    server = p.add_argument_group("server")
-    server.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
-    server.add_argument("--port", type=int, default=8000, help="bind port (default: %(default)s)")
-    server.add_argument("--uds", help="bind to this Unix domain socket instead")
-    server.add_argument("--log-level", default="info",
-                        choices=["critical", "error", "warning", "info", "debug", "trace"])
-    server.add_argument("--no-access-log", action="store_true", help="disable uvicorn's access log")
-    server.add_argument("--version", action="version", version=f"a2wsgi-mp {__version__}")
-
-    # Pool options: only those given reach PoolConfig, whose defaults are the
-    # single source of truth (shown in the help).
-    pool = p.add_argument_group("pool")
-    defaults = {f.name: f.default for f in fields(PoolConfig)}
-
-    def option(flag: str, kind: Any, text: str, **extra: Any) -> None:
-        dest = flag.lstrip("-").replace("-", "_")
-        default = defaults[dest]
-        shown = "" if default in (None, "", 0) else f" (default: {default})"
-        pool.add_argument(flag, type=kind, dest=dest, default=argparse.SUPPRESS, help=text + shown, **extra)
-
-    option("--workers", int, "worker processes (default: one per CPU)")
-    option("--workers-min", int, "elastic pool: never fewer workers than this")
-    option("--workers-max", int, "elastic pool: start workers while requests queue, up to this many")
-    option("--worker-idle-timeout", float, "elastic pool: retire a worker above the minimum idle this long")
-    pool.add_argument("--preload", action="store_true", default=argparse.SUPPRESS, help="import the app once, in the zygote the workers fork from (shared memory); a reload imports the new code in a fresh one")
-    option("--threads", int, "threads per worker process")
-    option("--start-method", str, "fork (workers forked from a clean zygote; default on Linux) or spawn",
-           choices=START_METHODS)
-    option("--timeout", float, "hard per-request timeout in seconds: 504 and the worker replaced; 0 = off")
-    option("--graceful-timeout", float, "seconds in-flight requests get on shutdown")
-    option("--max-requests", int, "recycle a worker after N requests; 0 = never")
-    option("--max-requests-jitter", int, "add up to N to --max-requests, per worker")
-    option("--max-rss", int, "recycle a worker above N MiB of RSS, between requests; 0 = off")
-    option("--max-lifetime", float, "recycle a worker older than N seconds, between requests; 0 = off")
-    option("--backlog", int, "requests that may wait for a worker before 503")
-    option("--queue-timeout", float, "503 for a request that waited N seconds for a worker; 0 = off")
-    option("--spool-threshold", _size, "request bodies larger than this (bytes, or 512K, 1M…) go to a temp file")
-    option("--max-body-size", _size, "413 for larger request bodies (default: no limit)")
-    option("--response-buffer", _size, "bytes of a response the front holds for a slow client so the worker is "
-           "free at once (0 = the worker waits)")
-    option("--spool-dir", str, "directory for spooled request bodies (default: the system temp dir)")
-    option("--metrics-path", str, "serve Prometheus metrics at this path (default: off)")
-    option("--ipc", str, "bodies via the socketpair (pipe) or a shared-memory ring per slot (shm)",
-           choices=["pipe", "shm"])
-    return p
+def _use_app_dir(app_dir: str) -> None:
+    """Import the app from ``app_dir``: first on this process's path and, through
+    PYTHONPATH, on the path of the zygote and workers, which are fresh interpreters."""
+    path = os.path.abspath(app_dir)
+    sys.path.insert(0, path)
+    inherited = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = path + (os.pathsep + inherited if inherited else "")
 
 
-def make_pool(args: argparse.Namespace) -> WSGIPool:
-    names = {f.name for f in fields(PoolConfig)}
-    return WSGIPool(args.app, **{k: v for k, v in vars(args).items() if k in names})
-
-
-def _setup_logging(level: int) -> None:
-    """Our records beside uvicorn's, in the same style."""
-    log = logging.getLogger("a2wsgi_mp")
-    log.setLevel(level)
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)-9s [%(name)s] %(message)s"))
-        log.addHandler(handler)
-        log.propagate = False
+def _log_start(settings: Settings, config: object) -> None:
+    stack = layout.server_stack(config)
+    tls = "on" if settings.ssl_certfile else "off"
+    proxy = (f"X-Forwarded-For/-Proto trusted from {settings.forwarded_allow_ips}" if settings.proxy_headers
+             else "proxy headers ignored")
+    logger.info("a2wsgi-mp %s serving %s: %s, TLS %s, %s", __version__, settings.app, stack, tls, proxy)
+    by_source: dict[str, list[str]] = {}
+    for name, source in settings.sources.items():
+        if source != "default":
+            value = "***" if name in _SECRET else settings.values[name]
+            by_source.setdefault(source, []).append(f"{name}={value}")
+    for source, items in by_source.items():
+        logger.info("settings from %s: %s", source, ", ".join(items))
+    if "h11" in stack or "asyncio" in stack:
+        logger.info("the fast path is httptools + uvloop (the default install on CPython/Linux)")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     import uvicorn
 
-    args = build_parser().parse_args(argv)
-    graceful = getattr(args, "graceful_timeout", PoolConfig.graceful_timeout)
+    settings = resolve(argv)
+    for warning in settings.warnings:
+        print(f"a2wsgi-mp: warning: {warning}", file=sys.stderr)
+    _use_app_dir(settings.app_dir)
+    watched = settings.reload_dirs or [settings.app_dir]
+    missing = [d for d in watched if not os.path.isdir(d)]
+    if settings.reload and missing:
+        print(f"a2wsgi-mp: error: --reload-dir: not a directory: {', '.join(missing)}", file=sys.stderr)
+        sys.exit(2)
     try:
-        pool = make_pool(args)
+        pool = make_pool(settings)
     except (TypeError, ValueError) as exc:
         print(f"a2wsgi-mp: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    config = uvicorn.Config(
-        pool,
-        host=args.host,
-        port=args.port,
-        uds=args.uds,
-        lifespan="on",
-        log_level=args.log_level,
-        access_log=not args.no_access_log,
-        timeout_graceful_shutdown=graceful or None,
-    )
-    _setup_logging(logging.getLevelName(args.log_level.upper()) if args.log_level != "trace" else 5)
+    pool.fronts = (1, "a2wsgi-mp")
+    os.environ[proctitle.PREFIX_ENV] = proctitle.PREFIX  # for the zygote and workers, whatever we inherited
+    proctitle.set_role("front", settings.app)
+    server_options = settings.target("uvicorn")
+    server_options["log_config"] = settings.log_config or cli_logging_config(settings.log_level, settings.access_log)
+    graceful = pool.config.graceful_timeout
+    config = uvicorn.Config(pool, lifespan="on", timeout_graceful_shutdown=graceful or None, **server_options)
+    if settings.log_config is None:
+        logging.getLogger("a2wsgi_mp").setLevel(logging.getLogger("uvicorn.error").level)
+    _log_start(settings, config)
     server = uvicorn.Server(config)
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
         # SIGHUP: fresh workers that re-import the app, none dropped in between.
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(pool.reload()))
-        await server.serve()
+        watcher, stop = None, asyncio.Event()
+        if settings.reload:
+            from .reloader import watch
+
+            watcher = loop.create_task(watch(watched, pool, stop))
+        try:
+            await server.serve()
+        finally:
+            if watcher is not None:
+                stop.set()
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(watcher, 5)
 
     loop_factory = config.get_loop_factory() if hasattr(config, "get_loop_factory") else None
     if loop_factory is None:

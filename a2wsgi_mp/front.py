@@ -12,7 +12,7 @@ import asyncio
 import logging
 from typing import Any, Awaitable, Callable, MutableMapping
 
-from . import metrics
+from . import layout, logs, metrics
 from .config import PoolConfig
 from .environ import request_head
 from .exchange import Exchange, Lost, TimedOut
@@ -67,6 +67,9 @@ class WSGIPool:
             )
         self.pool = Pool(app, self.config)
         self._start_lock: asyncio.Lock | None = None
+        #: (number of fronts, how it is known), set by a launcher that knows
+        #: (the CLI, the gunicorn worker); otherwise detected at start-up.
+        self.fronts: tuple[int | None, str] | None = None
 
     # ------------------------------------------------------------ ASGI
 
@@ -88,7 +91,12 @@ class WSGIPool:
         if self._start_lock is None:
             self._start_lock = asyncio.Lock()
         async with self._start_lock:
+            if self.pool.started:
+                return
+            logs.ensure_visible()
             await self.pool.start()
+            fronts, how = self.fronts or layout.detect_fronts()
+            logger.info("%s", layout.describe(fronts, how, self.config.workers, self.config.threads))
 
     async def shutdown(self, graceful_timeout: float | None = None) -> None:
         """Drain: in-flight requests get ``graceful_timeout`` (default: the pool's setting)."""

@@ -78,6 +78,7 @@ class Supervisor:
 
     async def start(self) -> None:
         """Start the workers; return when all are ready, raise BootFailed if none can be."""
+        began = time.monotonic()
         self._launcher = self.new_launcher()
         try:
             await self._launcher.start()
@@ -98,8 +99,9 @@ class Supervisor:
             self.background(self._watch_resources())
         if self.config.elastic:
             self.background(elastic.watch_idle(self))
-        logger.info("pool ready: %d workers x %d threads serving %s%s%s", len(self.workers), self.config.threads,
-                    describe(self.app_ref), " (preloaded)" if self.config.preload else "",
+        logger.info("pool ready in %.1f s: %d worker(s) x %d thread(s) serving %s (zygote %s, %s%s)%s",
+                    time.monotonic() - began, len(self.workers), self.config.threads, describe(self.app_ref),
+                    self._launcher.pid, self.config.start_method, ", preloaded" if self.config.preload else "",
                     f" (elastic: {self.config.workers_min} to {self.config.workers_max} workers)"
                     if self.config.elastic else "")
 
@@ -113,6 +115,8 @@ class Supervisor:
     async def stop(self, timeout: float) -> None:
         """Let in-flight requests finish within ``timeout``, then end every process."""
         self.stopping = True
+        busy = sum(w.busy for w in self.workers.values())
+        logger.info("draining: %d worker(s), %d request(s) in flight, up to %.0f s", len(self.workers), busy, timeout)
         deadline = time.monotonic() + timeout
         while any(w.busy for w in self.workers.values()):
             remaining = deadline - time.monotonic()
@@ -135,6 +139,9 @@ class Supervisor:
         if self._launcher is not None:
             await self._launcher.stop()
         self._procs.forget_all()
+        c = self.counters
+        logger.info("pool stopped: %d requests served; 502: %d, 503: %d, 504: %d; recycled %d, respawned %d, "
+                    "killed %d", c["served"], c["502"], c["503"], c["504"], c["recycled"], c["respawned"], c["killed"])
 
     async def reload(self) -> None:
         """A fresh worker (re-importing the app) for every worker; each old one
@@ -150,8 +157,18 @@ class Supervisor:
             await old.stop()
             self._procs.reporter_lost()
         for worker in list(self.workers.values()):
-            if worker.state in ("booting", "ready") and worker.replaced_by is None:
-                self._spawn(replaces=worker)
+            target = worker.replaces
+            if worker.state == "booting" and target is not None:
+                # A replacement from an earlier reload may hold older code: the
+                # worker it was to replace gets a fresh one below instead.
+                self._retire(worker, "superseded by a newer reload", replace=False, count=False)
+                if target.state == "dead" and target.replaced_by is worker:
+                    self._spawn()  # it stood in for a worker that died meanwhile
+        old = [w for w in self.workers.values() if w.state in ("booting", "ready")]
+        logger.info("reload: starting %d fresh worker(s); each old one retires once its replacement is ready",
+                    len(old))
+        for worker in old:
+            self._spawn(replaces=worker)
 
     # ------------------------------------------------------------ what the dispatcher asks
 
@@ -304,12 +321,23 @@ class Supervisor:
         if self.stopping:
             self._hang_up(worker)
             return
-        for s in worker.slots:
-            self._offer(s)
         old, worker.replaces = worker.replaces, None
         if old is not None and old.state in ("booting", "ready"):
             self._retire(old, "reload", replace=False)
+            if not any(w.replaces is not None for w in self.workers.values()):
+                logger.info("reload complete: %d worker(s) ready", self._ready_count())
+        if self._ready_count() > self.config.workers_max:
+            # A replacement whose worker was replaced already: a reload during a
+            # back-off retry chain (code that did not import, then fixed) starts two.
+            logger.info("worker %s not needed: %d workers are ready", worker.pid, self.config.workers_max)
+            self._retire(worker, "surplus", replace=False, count=False)
+        else:
+            for s in worker.slots:
+                self._offer(s)
         self.notify()
+
+    def _ready_count(self) -> int:
+        return sum(w.state == "ready" for w in self.workers.values())
 
     def _on_process_gone(self, worker: Worker, status: int | None) -> None:
         how = describe_status(status) if status is not None else "exited, status unknown"

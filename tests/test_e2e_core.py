@@ -539,9 +539,10 @@ def test_spawn_start_method_serves_and_stops_cleanly(core_servers: ServerSet) ->
     assert r.status_code == 200
     pid = r.json()["pid"]
     assert server.worker_pids() == {pid}
-    # A spawned worker is a fresh interpreter, not a fork of the zygote.
-    cmdline = " ".join(psutil.Process(pid).cmdline())
-    assert "a2wsgi_mp.workers.process" in cmdline, cmdline
+    # A spawned worker is a fresh interpreter, not a fork of the zygote (its
+    # command line is its process title now: a2wsgi-mp: worker 1 [app]).
+    assert r.json()["forked"] is False
+    assert "worker 1 [" in " ".join(psutil.Process(pid).cmdline())
     big = os.urandom(2 * MiB)  # a spooled body's fd reaches a spawned worker too
     r = httpx.post(server.url + "/upload", content=big, timeout=30)
     assert r.json()["sha256"] == _sha(big)

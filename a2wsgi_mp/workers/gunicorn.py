@@ -51,6 +51,7 @@ import psutil
 from gunicorn.workers.base import Worker
 from uvicorn.config import Config as UvicornConfig
 
+from .. import layout, proctitle
 from ..front import WSGIPool
 from ..pool import BootFailed
 from . import gunicorn_config
@@ -127,6 +128,8 @@ class PoolWorker(Worker):
 
     def init_process(self) -> None:
         self._setup_logging()
+        # Our zygote and pool processes named as gunicorn names its own: "gunicorn: pool worker 3 [app]".
+        os.environ[proctitle.PREFIX_ENV] = "gunicorn: pool "
         if self.cfg.pythonpath:
             # Spawned pool processes import the app afresh: give them the
             # arbiter's --pythonpath too.
@@ -163,7 +166,10 @@ class PoolWorker(Worker):
         if uri and self.cfg.preload_app and options.get("start_method", "fork") == "fork":
             options.setdefault("preload", True)
         self.pool = WSGIPool(ref, **options)
+        self.pool.fronts = (int(self.cfg.workers or 1), "gunicorn -w")
         self.config = UvicornConfig(app=self._asgi_app(self.pool), **self.uvicorn_options())
+        if self.age <= 1:
+            self.log.info("PoolWorker: %s; %s", layout.server_stack(self.config), gunicorn_config.layout_note(self.cfg))
         self._warn_limits()
 
     def _asgi_app(self, pool: WSGIPool) -> ASGIApp:

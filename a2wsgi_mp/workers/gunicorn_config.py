@@ -114,3 +114,12 @@ def customised(cfg: Any, name: str) -> bool:
     default = getattr(setting, "default", None)
     return setting.value is not default and getattr(setting.value, "__code__", None) is not getattr(
         default, "__code__", None)
+
+
+def layout_note(cfg: Any) -> str:
+    """docs/gunicorn.md's mapping of ``--threads``, as the log says it once per arbiter."""
+    workers, threads = int(cfg.workers or 1), max(1, int(cfg.threads or 1))
+    fronts = f"{workers} front{'s' if workers != 1 else ''}"
+    return (f"--threads {threads} means {threads} pool process(es) of one thread per gunicorn worker, not "
+            f"threads: -w {workers} --threads {threads} runs {fronts} x {threads} pool processes = "
+            f"{workers * threads} app processes, {workers * threads} requests at once (docs/gunicorn.md)")

@@ -24,6 +24,7 @@ from ..ipc import protocol
 from ..ipc.worker_pipe import PeerGone, WorkerPipe
 from ..loader import AppLoadError, AppRef, load_app
 from ..processes import watch_front
+from ..proctitle import take_inherited
 from ..response import SinkGone, StartResponse, run_wsgi
 from .filewrapper import FileWrapper, file_span
 
@@ -334,5 +335,6 @@ def run_worker(app_ref: AppRef, socks: list[socket.socket], parent_pid: int, fro
 def main(argv: list[str]) -> NoReturn:
     """Entry point of a spawned worker: ``APP PARENT_PID FRONT_PIDFD FD...`` (FRONT_PIDFD -1: none)."""
     app_ref, parent_pid, front_fd, *fds = argv
+    take_inherited()
     run_worker(app_ref, [socket.socket(fileno=int(fd)) for fd in fds], int(parent_pid), int(front_fd))
 

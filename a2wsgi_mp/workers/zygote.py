@@ -32,7 +32,8 @@ from typing import NoReturn
 
 from ..ipc import protocol
 from ..ipc.worker_pipe import WorkerPipe
-from ..loader import AppLoadError, AppRef, load_app
+from ..loader import AppLoadError, AppRef, describe, load_app
+from ..proctitle import TITLE_ENV, set_role, set_title, title
 from .process import EXIT_BOOT_FAILED, die_with_parent, reset_signals, run_worker
 
 
@@ -91,7 +92,7 @@ class _Zygote:
                     event = self.ctl._events.popleft()
                     if isinstance(event, protocol.Spawn):
                         fds = self.ctl.take_fds(event.slots)
-                        pid = self._start(fds)
+                        pid = self._start(fds, event.worker_id)
                         self.ctl.send(protocol.encode_spawned(event.worker_id, pid))
                 if self.ctl._eof:
                     # The front is gone or shutting down; the workers end on
@@ -108,7 +109,8 @@ class _Zygote:
                 return
             self.ctl.send(protocol.encode_exited(pid, status))
 
-    def _start(self, fds: list[int]) -> int:
+    def _start(self, fds: list[int], worker_id: int) -> int:
+        name = title(f"worker {worker_id}", describe(self.app_ref))
         if self.start_method == "spawn":
             for fd in fds:
                 os.set_inheritable(fd, True)
@@ -116,7 +118,7 @@ class _Zygote:
                 os.set_inheritable(self.front_fd, True)
             entry = "import sys; from a2wsgi_mp.workers.process import main; main(sys.argv[1:])"
             argv = [sys.executable, "-c", entry, str(self.app_ref), str(self.pid), str(self.front_fd)]
-            pid = os.posix_spawn(sys.executable, argv + [str(fd) for fd in fds], os.environ)
+            pid = os.posix_spawn(sys.executable, argv + [str(fd) for fd in fds], {**os.environ, TITLE_ENV: name})
         else:
             pid = os.fork()
             if pid == 0:
@@ -127,6 +129,7 @@ class _Zygote:
                     self.ctl.sock.close()
                     if self.preloaded:
                         gc.enable()
+                    set_title(name)
                     run_worker(self.app, [socket.socket(fileno=fd) for fd in fds], self.pid, self.front_fd)
                 except BaseException:
                     traceback.print_exc()
@@ -148,6 +151,7 @@ def run_zygote(
         reset_signals(signal.SIG_IGN)
         # Our own process group, so terminal and group signals reach the front only.
         os.setpgid(0, 0)
+        set_role("zygote", describe(app_ref))
         zygote = _Zygote(ctl, app_ref, start_method, front_fd)
         if preload:
             zygote.preload()

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import sys
 import tempfile
 import threading
 import time
@@ -127,10 +128,16 @@ def app(environ, start_response):
     if path.startswith("/environ"):
         return _json(start_response, _environ_view(environ))
     if path == "/pid":
-        return _json(start_response, {"pid": os.getpid(), "thread": threading.get_ident()})
+        # A spawned worker's argv is "-c APP ZYGOTE_PID FD..."; a forked one has the zygote's
+        # ("-c APP START_METHOD FRONT_PID FD") or the front's.
+        forked = sys.argv[2:3] != [str(os.getppid())]
+        return _json(start_response, {"pid": os.getpid(), "thread": threading.get_ident(), "forked": forked})
     if path == "/sleep":
         time.sleep(float(q.get("t", "0.5")))
-        return _json(start_response, {"pid": os.getpid(), "thread": threading.get_ident()})
+        # A spawned worker's argv is "-c APP ZYGOTE_PID FD..."; a forked one has the zygote's
+        # ("-c APP START_METHOD FRONT_PID FD") or the front's.
+        forked = sys.argv[2:3] != [str(os.getppid())]
+        return _json(start_response, {"pid": os.getpid(), "thread": threading.get_ident(), "forked": forked})
     if path == "/upload":
         stream = environ["wsgi.input"]
         link = _fd_link(stream)
