@@ -42,6 +42,7 @@ logger = logging.getLogger("a2wsgi_mp.asgi")
 CHUNK_SIZE = 64 * 1024
 _DISCONNECT: Message = {"type": "http.disconnect"}
 _ERROR_BODY = b"Internal Server Error"
+_GONE = object()  # what a pending send() is resolved with when the client is gone
 
 
 class ClientDisconnected(OSError):
@@ -108,6 +109,7 @@ class RequestBridge:
         self._closed = False  # ended before the response was complete
         self._ended = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._grace: asyncio.TimerHandle | None = None
         loop.call_soon_threadsafe(self._start_task)
 
     def __iter__(self) -> Iterator[bytes]:
@@ -213,13 +215,21 @@ class RequestBridge:
 
     def _on_task_done(self, task: asyncio.Task[None]) -> None:
         exc: BaseException | None = asyncio.CancelledError() if task.cancelled() else task.exception()
+        # Drop what ties this bridge to the app's frames (through the exception's
+        # traceback), so the app's objects are freed, and its generators
+        # finalized (their ``finally`` run), by refcount rather than a later GC.
+        self._task = None
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
         self.task_done.set()
-        if self._ended.is_set() and exc is not None and not task.cancelled():
+        if not self._ended.is_set():
+            self.commands.put(("done", exc))
+        elif exc is not None and not task.cancelled():
             if self._closed and _caused_by_disconnect(exc):
                 logger.debug("ASGI app ended after its client disconnected: %r", exc)
             else:
                 logger.error("Exception in ASGI application after the response", exc_info=exc)
-        self.commands.put(("done", exc))  # unread if the response is already over
 
     def _cancel_task(self) -> None:
         if self._task is not None and not self._task.done():
@@ -235,10 +245,10 @@ class RequestBridge:
             self._read.set_result(_DISCONNECT)
         for future in self._sends:
             if not future.done():
-                future.set_exception(ClientDisconnected("the client disconnected"))
-        if closed:
+                future.set_result(_GONE)  # send() raises, with a traceback the future does not keep
+        if closed and self._task is not None:
             if self._waiting:  # it gets http.disconnect / ClientDisconnected now
-                self.loop.call_later(self.disconnect_grace, self._cancel_task)
+                self._grace = self.loop.call_later(self.disconnect_grace, self._cancel_task)
             else:
                 self._cancel_task()
 
@@ -275,9 +285,11 @@ class RequestBridge:
         self._waiting += 1
         self.commands.put(("send", message, future))
         try:
-            await future
+            gone = await future is _GONE
         finally:
             self._sends.discard(future)
             self._waiting -= 1
+        if gone:
+            raise ClientDisconnected("the client disconnected")
         if final:
             self._end(closed=False)
