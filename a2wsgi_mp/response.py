@@ -217,14 +217,18 @@ def run_wsgi(
     environ: dict[str, Any],
     sink: ResponseSink,
     log_error: Callable[[str], None],
-) -> None:
+) -> BaseException | None:
     """Call ``app`` for ``environ`` and push the whole response into ``sink``.
 
-    Never raises for the app's errors (they are logged and turned into a 500 or
-    a cut response); errors of the sink itself (the peer vanished) propagate.
+    Never raises for the app's errors: they are logged (the line names the
+    request), turned into a 500 or a cut response, and the first one is
+    returned, so an entry point may re-raise it once the response is out (as
+    a2wsgi does, for error trackers and test clients).  Errors of the sink
+    itself (the peer vanished) propagate.
     """
     response = StartResponse(sink, head=environ.get("REQUEST_METHOD") == "HEAD")
     iterable: Any = None
+    error: BaseException | None = None
     try:
         iterable = app(environ, response)
         send_file = getattr(sink, "send_file", None)
@@ -244,8 +248,9 @@ def run_wsgi(
             response.finish()
     except SinkGone:
         raise
-    except Exception:
-        _fail(response, sink, log_error, "Error in WSGI application")
+    except Exception as exc:
+        error = exc
+        _fail(response, sink, log_error, "Error in WSGI application", environ)
     finally:
         close = getattr(iterable, "close", None)
         if close is not None:
@@ -253,12 +258,24 @@ def run_wsgi(
                 close()
             except SinkGone:
                 raise
-            except Exception:
-                _fail(response, sink, log_error, "Error closing the WSGI iterable")
+            except Exception as exc:
+                if error is None:
+                    error = exc
+                _fail(response, sink, log_error, "Error closing the WSGI iterable", environ)
+    return error
 
 
-def _fail(response: StartResponse, sink: ResponseSink, log_error: Callable[[str], None], what: str) -> None:
-    log_error(f"{what}:\n{traceback.format_exc()}")
+def describe_request(environ: dict[str, Any]) -> str:
+    """``GET /path?query`` of an environ, for log lines."""
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    query = environ.get("QUERY_STRING")
+    return f"{environ.get('REQUEST_METHOD', '?')} {path}{'?' + query if query else ''}"
+
+
+def _fail(
+    response: StartResponse, sink: ResponseSink, log_error: Callable[[str], None], what: str, environ: dict[str, Any]
+) -> None:
+    log_error(f"{what} ({describe_request(environ)}):\n{traceback.format_exc()}")
     if response.done:
         return
     response.done = True
