@@ -36,8 +36,8 @@ _TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+").fullmatch
 # header injection), nor DEL.  Exactly what uvicorn's httptools protocol and
 # gunicorn refuse; with the OWS stripped below, also all that h11 refuses.
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]").search
-# PEP 3333: "NNN reason", the reason free of CTLs but HTAB (RFC 9110 §4 of
-# RFC 9112).  A bare "NNN" passes, as with gunicorn: ASGI carries no reason.
+# PEP 3333: "NNN reason", the reason free of CTLs but HTAB (RFC 9112 §4,
+# reason-phrase).  A bare "NNN" passes, as with gunicorn: ASGI carries no reason.
 _STATUS = re.compile(r"([0-9]{3})(?: [^\x00-\x08\x0a-\x1f\x7f]*)?").fullmatch
 _OWS = " \t"
 

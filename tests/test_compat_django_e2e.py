@@ -103,3 +103,36 @@ def test_pool_raise_app_errors_raises_remote_app_error(servers: ServerSet) -> No
     assert "LookupError: raw WSGI app failed" in log
     # A good request on the same server still works, and raises nothing.
     assert httpx.get(server.url + "/hello", timeout=10).text == "hello"
+
+
+def test_pool_raise_app_errors_after_a_cut_response(servers: ServerSet) -> None:
+    server = servers.get("pool_raising-h11")
+    with pytest.raises(httpx.RemoteProtocolError):  # cut, never passed off as complete
+        httpx.get(server.url + "/raw-cut", timeout=10)
+    log = _wait_for_log(server, r"LookupError: failed mid-stream")
+    assert re.search(r"RemoteAppError: in worker \d+: Error in WSGI application \(GET /raw-cut\)", log), log
+
+
+def test_remote_app_error_is_exported() -> None:
+    from a2wsgi_mp import RemoteAppError
+
+    error = RemoteAppError("Error in WSGI application (GET /):\nTraceback ...", 42)
+    assert error.worker_pid == 42 and error.remote_traceback.startswith("Error in WSGI")
+
+
+def test_pool_raise_app_errors_under_starlette_testclient() -> None:
+    from starlette.testclient import TestClient
+
+    from a2wsgi_mp import RemoteAppError, WSGIPool
+
+    pool = WSGIPool("tests.apps.django_cookie:application", workers=1, graceful_timeout=5, raise_app_errors=True)
+    with TestClient(pool) as client:
+        assert client.get("/hello").text == "hello"
+        with pytest.raises(RemoteAppError) as caught:
+            client.get("/raw-boom")
+        assert caught.value.remote_traceback.startswith("Error in WSGI application (GET /raw-boom):\nTraceback")
+        assert caught.value.remote_traceback.endswith("LookupError: raw WSGI app failed")
+        assert client.get("/form").status_code == 200  # the pool serves on
+    with TestClient(WSGIPool("tests.apps.django_cookie:application", workers=1, graceful_timeout=5)) as client:
+        response = client.get("/raw-boom")  # default: no exception, just the 500
+        assert response.status_code == 500

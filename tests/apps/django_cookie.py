@@ -46,7 +46,15 @@ def application(environ, start_response):
         return [b"never sent"]
     if route == "/raw-boom":
         raise LookupError("raw WSGI app failed")
+    if route == "/raw-cut":
+        return _cut(start_response)
     if route == "/hello":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"hello"]
     return django_app(environ, start_response)
+
+
+def _cut(start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b"partial"
+    raise LookupError("failed mid-stream")
