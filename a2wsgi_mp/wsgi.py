@@ -10,7 +10,10 @@ a2wsgi users trip over:
 * ``http.disconnect`` while reading ``wsgi.input`` raises :class:`ClientDisconnect`
   instead of being read as end-of-body (no silently truncated uploads);
 * headers leave with the first body chunk, so ``start_response(..., exc_info)``
-  can still replace them.
+  can still replace them;
+* an exception of the app still reaches the ASGI server, as with a2wsgi, but
+  only after the 500 went out (or the started response was cut), so error
+  trackers, Starlette's ``ServerErrorMiddleware`` and test clients see it.
 
 Moving to the process pool later is one class name: ``WSGIPool``.
 """
@@ -52,6 +55,9 @@ class ResponseAborted(RuntimeError):
 
     Raising is the only way ASGI has to make the server cut the connection, so
     the client sees a broken response instead of a short one passed as whole.
+    When the cut comes from an exception of the app, that exception is raised
+    instead (a2wsgi's behaviour); this one is for a body short of its
+    Content-Length.
     """
 
 
@@ -59,9 +65,11 @@ def build_environ(scope: Scope, body: IO[bytes] | Body) -> Environ:
     """An a2wsgi-compatible environ: the shared builder plus a2wsgi's extras.
 
     a2wsgi adds ``asgi.scope`` and lets a ``SCRIPT_NAME`` environment variable
-    override the mount point; apps written for it rely on both.
+    override the mount point; apps written for it rely on both.  Its
+    ``wsgi.errors`` is ``sys.stdout`` (PEP 3333 allows any text stream): kept,
+    so a migrated app's error output lands where it did.
     """
-    environ = _build_environ(scope, body, multithread=True, multiprocess=True)  # type: ignore[arg-type]
+    environ = _build_environ(scope, body, errors=sys.stdout, multithread=True, multiprocess=True)  # type: ignore[arg-type]
     environ["asgi.scope"] = scope
     script_name = os.environ.get("SCRIPT_NAME", "")
     if script_name:
@@ -125,6 +133,7 @@ class WSGIResponder:
         self._stash: deque[Message] = deque()
         self._aborted: str | None = None
         self._send_error: BaseException | None = None
+        self._app_error: BaseException | None = None
         self._asgi_receive: Receive
         self.input: Body
 
@@ -149,14 +158,29 @@ class WSGIResponder:
         error = self._send_error
         if error is not None and not isinstance(error, OSError):
             raise error
+        app_error, self._app_error = self._app_error, None
+        if app_error is not None and error is None:
+            # The 500 is out (or the response cut): the server logs it and, when
+            # the response had started, drops the connection.  Re-raised with
+            # its own traceback, as a2wsgi and uvicorn's WSGI middleware do.
+            raise app_error
         if self._aborted is not None and error is None:
             raise ResponseAborted(self._aborted)
 
     # -- worker thread side ---------------------------------------------------
 
     def _run(self, environ: Environ) -> None:
+        logged: list[str] = []
+
+        def log_error(message: str) -> None:
+            # The first error is re-raised to the server, which logs it: only a
+            # debug line here, so a migration from a2wsgi logs no duplicate.
+            # Later ones (a failing close() after it) are not raised: logged.
+            (logger.error if logged else logger.debug)(message)
+            logged.append(message)
+
         try:
-            run_wsgi(self.app, environ, self, logger.error)
+            self._app_error = run_wsgi(self.app, environ, self, log_error)
         except SinkGone:
             pass
 

@@ -212,10 +212,11 @@ def test_elastic_and_preload_options() -> None:
 
 
 def test_cli_options_reach_the_pool() -> None:
-    from a2wsgi_mp.cli import build_parser, make_pool
+    from a2wsgi_mp.cli import make_pool
+    from a2wsgi_mp.settings import resolve
 
-    args = build_parser().parse_args([APP, "--preload", "--workers-min", "1", "--workers-max", "5",
-                                      "--worker-idle-timeout", "2.5"])
-    config = make_pool(args).config
+    settings = resolve([APP, "--preload", "--workers-min", "1", "--workers-max", "5", "--worker-idle-timeout", "2.5"],
+                       environ={})
+    config = make_pool(settings).config
     assert (config.preload, config.workers_min, config.workers_max, config.worker_idle_timeout) == (True, 1, 5, 2.5)
-    assert make_pool(build_parser().parse_args([APP])).config.preload is False
+    assert make_pool(resolve([APP], environ={})).config.preload is False

@@ -589,3 +589,126 @@ def test_sink_gone_propagates_and_still_closes() -> None:
     with pytest.raises(SinkGone):
         run(app, GoneSink())
     assert it.closed == 1
+
+
+# ---------------------------------------------------------------- header hygiene (issue 10)
+
+
+def _start(headers, status="200 OK"):
+    def app(environ, start_response):
+        start_response(status, headers)
+        return [b"body"]
+
+    return run(app)
+
+
+def test_django_set_cookie_leading_space_is_stripped() -> None:
+    # django.core.handlers.wsgi emits cookie.output(header="") values: " csrftoken=...".
+    sink, errors = _start([("Content-Type", "text/html"), ("Set-Cookie", " csrftoken=abc; Path=/; SameSite=Lax")])
+    assert sink.status == 200 and not errors
+    assert sink.calls[0][2] == [(b"content-type", b"text/html"), (b"set-cookie", b"csrftoken=abc; Path=/; SameSite=Lax")]
+
+
+def test_optional_whitespace_around_names_and_values_is_stripped_inner_kept() -> None:
+    sink, _ = _start([(" X-A\t", "\t a \t b  "), ("X-Empty", "   ")])
+    assert sink.calls[0][2] == [(b"x-a", b"a \t b"), (b"x-empty", b"")]
+
+
+def test_headers_reach_the_sink_as_tuples_of_bytes() -> None:
+    sink, _ = _start([("X-A", "1"), ("X-B", "2")])
+    assert all(type(h) is tuple and type(h[0]) is bytes and type(h[1]) is bytes for h in sink.calls[0][2])
+
+
+@pytest.mark.parametrize("value", ["a\x01b", "a\x7fb", "a\x0bb", "a\x0cb", "a\rb", "a\nb", "a\x00b", "\x1f"])
+def test_control_characters_in_values_are_500_naming_the_header(value) -> None:
+    sink, errors = _start([("X-Bad", value)])
+    assert sink.status == 500
+    assert b"x-bad" not in sink.headers
+    assert any("'X-Bad'" in e and "InvalidHeader" in e for e in errors), errors
+
+
+@pytest.mark.parametrize("name", ["X A", "X:A", "X(A)", "", "X\x00", "Ä", "X-A\r", "X\"A"])
+def test_names_that_are_not_tokens_are_500(name) -> None:
+    sink, errors = _start([(name, "v")])
+    assert sink.status == 500
+    assert any("invalid header name" in e for e in errors), errors
+
+
+@pytest.mark.parametrize("value", ["+5", "1_0", "-1", "0x10", "5 5", "²"])
+def test_invalid_content_length_values_are_500(value) -> None:
+    sink, _ = _start([("Content-Length", value)])
+    assert sink.status == 500
+
+
+def test_content_length_with_ows_passes_and_conflicts_are_500() -> None:
+    sink, _ = _start([("Content-Length", " 4 ")])
+    assert sink.status == 200 and sink.headers[b"content-length"] == b"4" and sink.body_bytes == b"body"
+    sink, _ = _start([("Content-Length", "4"), ("Content-Length", "4")])
+    assert sink.calls[0][2] == [(b"content-length", b"4")]
+    sink, _ = _start([("Content-Length", "4"), ("Content-Length", "5")])
+    assert sink.status == 500
+
+
+def test_transfer_encoding_from_the_app_is_dropped() -> None:
+    sink, _ = _start([("Transfer-Encoding", "gzip"), ("X-A", "1")])
+    assert sink.status == 200 and sink.calls[0][2] == [(b"x-a", b"1")]
+
+
+@pytest.mark.parametrize("status", ["100 Continue", "101 Switching Protocols", "199 X", "600 Nope", "099 X",
+                                    "200 OK\r\nX-Injected: 1", "200 OK\n", "200\tOK", " 200 OK"])
+def test_non_final_or_malformed_status_is_500(status) -> None:
+    sink, errors = _start([], status=status)
+    assert sink.status == 500
+    assert any("status" in e for e in errors)
+
+
+@pytest.mark.parametrize("status", ["200 OK", "204", "404 Not Found", "599 Custom\treason", "200 Ünïcode reason"])
+def test_valid_statuses_pass(status) -> None:
+    sink, _ = _start([], status=status)
+    assert sink.status == int(status[:3])
+
+
+def test_str_subclasses_are_accepted() -> None:
+    class S(str):
+        pass
+
+    sink, _ = _start([(S("X-A"), S("v"))])
+    assert sink.calls[0][2] == [(b"x-a", b"v")]
+
+
+def test_run_wsgi_returns_the_first_app_error_and_names_the_request() -> None:
+    it = Closing([b"a"], fail_at=0)
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return it
+
+    sink, errors = Sink(), []
+    returned = run_wsgi(app, dict(ENVIRON, PATH_INFO="/p", QUERY_STRING="q=1"), sink, errors.append)
+    assert isinstance(returned, RuntimeError) and str(returned) == "iteration failed"
+    assert errors[0].startswith("Error in WSGI application (GET /p?q=1):\nTraceback")
+
+
+def test_run_wsgi_returns_a_handled_exc_info_without_logging_it() -> None:
+    def app(environ, start_response):
+        try:
+            raise KeyError("handled")
+        except KeyError:
+            start_response("500 Oops", [], sys.exc_info())
+        return [b"page"]
+
+    sink, errors = Sink(), []
+    returned = run_wsgi(app, dict(ENVIRON), sink, errors.append)
+    assert isinstance(returned, KeyError) and not errors and sink.body_bytes == b"page"
+    assert run_wsgi(lambda e, s: (s("200 OK", []), [b""])[1], dict(ENVIRON), Sink(), errors.append) is None
+
+
+def test_header_name_cache_keeps_invalid_names_out_and_maps_spellings() -> None:
+    from a2wsgi_mp import response
+
+    for _ in range(2):  # the second round is served from the cache
+        sink, _ = _start([(" Set-Cookie", "a=1"), ("SET-COOKIE", "b=2")])
+        assert sink.calls[0][2] == [(b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")]
+        sink, _ = _start([("Bad Name", "v")])
+        assert sink.status == 500
+    assert "Bad Name" not in response._NAMES

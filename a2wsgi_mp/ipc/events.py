@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Union
 
-__all__ = ['Request', 'Cancel', 'Ready', 'BootError', 'Start', 'File', 'FileAck', 'ShmSetup', 'RequestShm', 'ShmCredit', 'ShmBody', 'Body', 'End', 'Abort', 'Log', 'Spawn', 'Spawned', 'Exited', 'Report', 'Usage', 'Event']
+__all__ = ['Request', 'Cancel', 'Ready', 'BootError', 'Start', 'File', 'FileAck', 'ShmSetup', 'RequestShm', 'ShmCredit', 'ShmBody', 'Body', 'End', 'Abort', 'Log', 'Spawn', 'Spawned', 'Exited', 'Report', 'Usage', 'AppError', 'Event']
 
 
 class Request(NamedTuple):
@@ -120,6 +120,15 @@ class Log(NamedTuple):
     message: str
 
 
+class AppError(NamedTuple):
+    """The app raised while serving request ``rid``; ``message`` is the log
+    line with its traceback.  Sent before the request's 500 (START) or ABORT,
+    so the front has it when the response ends (``raise_app_errors``)."""
+
+    rid: int
+    message: str
+
+
 class Spawn(NamedTuple):
     """Start worker ``worker_id``; its ``slots`` connection sockets come with the frame."""
 
@@ -157,5 +166,5 @@ class Usage(NamedTuple):
 
 Event = Union[
     Request, Cancel, Ready, BootError, Start, Body, End, Abort, Log, Spawn, Spawned, Exited, File, FileAck,
-    ShmSetup, ShmCredit, ShmBody, RequestShm, Report, Usage,
+    ShmSetup, ShmCredit, ShmBody, RequestShm, Report, Usage, AppError,
 ]

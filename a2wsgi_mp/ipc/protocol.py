@@ -57,6 +57,8 @@ FILE = 25
 SHM_BODY = 26
 #: The worker's resident memory, sent just before (in the same write as) a response's last frame.
 USAGE = 27
+#: The app raised while serving this request: its traceback, before the 500 or ABORT.
+APP_ERROR = 28
 # Zygote -> front
 SPAWNED = 23
 EXITED = 24
@@ -82,6 +84,7 @@ _KIND_NAMES = {
     REQUEST_SHM: "REQUEST_SHM",
     REPORT: "REPORT",
     USAGE: "USAGE",
+    APP_ERROR: "APP_ERROR",
 }
 
 
@@ -107,6 +110,7 @@ from .events import (  # noqa: E402,F401
     End,
     Abort,
     Log,
+    AppError,
     Spawn,
     Spawned,
     Exited,
@@ -134,6 +138,7 @@ _CONTROL: dict[int, type] = {
     REQUEST_SHM: RequestShm,
     REPORT: Report,
     USAGE: Usage,
+    APP_ERROR: AppError,
 }
 
 
@@ -223,6 +228,10 @@ def encode_log(level: int, message: str) -> bytes:
     return _frame(LOG, _packb((level, message)))
 
 
+def encode_app_error(rid: int, message: str) -> bytes:
+    return _frame(APP_ERROR, _packb((rid, message)))
+
+
 def encode_spawn(worker_id: int, slots: int) -> bytes:
     return _frame(SPAWN, _packb((worker_id, slots)))
 
@@ -297,12 +306,21 @@ def _decode(kind: int, buf: bytearray, start: int, end: int) -> Event:
     if cls is None:
         raise ProtocolError(f"unknown frame kind {kind}")
     try:
-        fields: Any = msgpack.unpackb(buf[start:end], raw=False, use_list=True)
+        # Arrays as tuples: cheaper to build, and headers come out as the
+        # (name, value) tuples ASGI servers and middlewares expect.
+        fields: Any = msgpack.unpackb(buf[start:end], raw=False, use_list=False)
     except Exception as exc:
         raise ProtocolError(f"{_KIND_NAMES[kind]} payload is not valid msgpack: {exc}") from None
-    if not isinstance(fields, list) or len(fields) != len(cls._fields):
+    if type(fields) is not tuple or len(fields) != len(cls._fields):
         raise ProtocolError(f"{_KIND_NAMES[kind]} payload must be an array of {len(cls._fields)} fields")
-    event = cls(*fields)
+    if cls is Start or cls is File:  # the hot path: a response's head
+        headers = fields[2]
+        if not _headers_ok(headers):
+            raise ProtocolError(f"malformed {cls.__name__} frame: headers {headers!r:.200}")
+        # A list (of tuples), so an ASGI middleware may append to it.
+        event = cls(fields[0], fields[1], list(headers), fields[3], fields[4])
+    else:
+        event = cls(*fields)
     _check(event)
     return event
 
@@ -322,11 +340,6 @@ def _check(event: Event) -> None:
         ok = (
             isinstance(event.rid, int)
             and isinstance(event.status, int)
-            and isinstance(event.headers, list)
-            and all(
-                isinstance(h, list) and len(h) == 2 and isinstance(h[0], bytes) and isinstance(h[1], bytes)
-                for h in event.headers
-            )
             and isinstance(event.body, bytes)
             and isinstance(event.done, bool)
         )
@@ -334,7 +347,6 @@ def _check(event: Event) -> None:
         ok = (
             isinstance(event.rid, int)
             and isinstance(event.status, int)
-            and _headers_ok(event.headers)
             and isinstance(event.offset, int)
             and isinstance(event.length, int)
             and event.offset >= 0
@@ -342,8 +354,8 @@ def _check(event: Event) -> None:
         )
     elif isinstance(event, (Cancel, End, FileAck)):
         ok = isinstance(event.rid, int)
-    elif isinstance(event, Abort):
-        ok = isinstance(event.rid, int) and isinstance(event.reason, str)
+    elif isinstance(event, (Abort, AppError)):
+        ok = isinstance(event.rid, int) and isinstance(event[1], str)
     elif isinstance(event, Ready):
         ok = isinstance(event.pid, int) and event.version == VERSION
     elif isinstance(event, BootError):
@@ -366,6 +378,10 @@ def _check(event: Event) -> None:
 
 
 def _headers_ok(headers: Any) -> bool:
-    return isinstance(headers, list) and all(
-        isinstance(h, list) and len(h) == 2 and isinstance(h[0], bytes) and isinstance(h[1], bytes) for h in headers
-    )
+    """A tuple of (bytes, bytes) tuples, as ``use_list=False`` decodes them."""
+    if type(headers) is not tuple:
+        return False
+    for h in headers:
+        if type(h) is not tuple or len(h) != 2 or type(h[0]) is not bytes or type(h[1]) is not bytes:
+            return False
+    return True
