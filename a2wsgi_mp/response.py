@@ -10,11 +10,15 @@ feeds an asyncio queue.  Both get the same rules:
 * a declared Content-Length is never exceeded, and falling short of it cuts the
   response rather than pretending it is complete;
 * the iterable's ``close()`` is always called;
-* an error before the response started becomes a 500; after, the response is cut.
+* an error before the response started becomes a 500; after, the response is cut;
+* status and headers are checked here, once for every entry point (see
+  :func:`encode_headers`), so an ASGI server never meets a header it refuses
+  after it has logged a ``200``.
 """
 
 from __future__ import annotations
 
+import re
 import traceback
 from typing import Any, Callable, Iterable, Protocol
 
@@ -26,7 +30,76 @@ INTERNAL_ERROR_HEADERS: Headers = [
     (b"content-length", str(len(INTERNAL_ERROR_BODY)).encode()),
 ]
 
-_FORBIDDEN = ("\r", "\n", "\0")
+# RFC 9110 §5.6.2: a field name is a token.
+_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+").fullmatch
+# RFC 9110 §5.5: a field value holds no CTL but HTAB (so no CR, LF or NUL: no
+# header injection), nor DEL.  Exactly what uvicorn's httptools protocol and
+# gunicorn refuse; with the OWS stripped below, also all that h11 refuses.
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]").search
+# PEP 3333: "NNN reason", the reason free of CTLs but HTAB (RFC 9110 §4 of
+# RFC 9112).  A bare "NNN" passes, as with gunicorn: ASGI carries no reason.
+_STATUS = re.compile(r"([0-9]{3})(?: [^\x00-\x08\x0a-\x1f\x7f]*)?").fullmatch
+_OWS = " \t"
+
+
+class InvalidHeader(ValueError):
+    """A status or header the app gave ``start_response`` that HTTP cannot carry."""
+
+
+def parse_status(status: Any) -> int:
+    """The code of a PEP 3333 status line ``"NNN reason"``.
+
+    A final status only (200-599): RFC 9110 §15 makes 1xx interim responses,
+    which a WSGI app cannot send, and h11 refuses them as a final response.
+    """
+    match = _STATUS(status) if isinstance(status, str) else None
+    code = int(match.group(1)) if match else 0
+    if not 200 <= code <= 599:
+        raise InvalidHeader(f"invalid WSGI status line {status!r}: it must be 'NNN reason' with 200 <= NNN <= 599")
+    return code
+
+
+def encode_headers(headers: Any) -> tuple[Headers, int | None]:
+    """PEP 3333 ``response_headers`` as ASGI wants them, and the declared Content-Length.
+
+    Names are lower-cased; optional whitespace (SP, HTAB) around names and
+    values is stripped, as a2wsgi and gunicorn do (Django's ``Set-Cookie``
+    values start with a space, which h11 refuses).  Anything else HTTP cannot
+    carry raises :class:`InvalidHeader` naming the header, and the caller turns
+    it into a 500.  ``Transfer-Encoding`` is dropped: framing is the server's
+    (PEP 3333 forbids hop-by-hop headers; gunicorn drops them too).
+    """
+    encoded: Headers = []
+    remaining: int | None = None
+    for name, value in headers:
+        if type(name) is not str or type(value) is not str:
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise InvalidHeader(f"header {name!r}: names and values must be str")
+            name, value = str(name), str(value)
+        name = name.strip(_OWS)
+        value = value.strip(_OWS)
+        if not _TOKEN(name):
+            raise InvalidHeader(f"invalid header name {name!r}")
+        if _BAD_VALUE(value):
+            raise InvalidHeader(f"header {name!r}: its value holds a control character")
+        lname = name.lower()
+        try:
+            pair = (lname.encode("latin-1"), value.encode("latin-1"))
+        except UnicodeEncodeError:
+            raise InvalidHeader(f"header {name!r}: its value is not latin-1 (UnicodeEncodeError)") from None
+        if lname == "content-length":
+            if not (value.isascii() and value.isdigit()):
+                raise InvalidHeader(f"header {name!r}: invalid Content-Length {value!r}")
+            length = int(value)
+            if remaining is not None and remaining != length:
+                raise InvalidHeader(f"header {name!r}: conflicting Content-Length values")
+            if remaining is not None:
+                continue
+            remaining = length
+        elif lname == "transfer-encoding":
+            continue
+        encoded.append(pair)
+    return encoded, remaining
 
 
 class SinkGone(Exception):
@@ -81,21 +154,8 @@ class StartResponse:
                 exc_info = None
         elif self.status is not None:
             raise RuntimeError("start_response() called a second time without exc_info")
-        if not isinstance(status, str) or not status[:3].isdigit() or status[3:4] not in ("", " "):
-            raise ValueError(f"invalid WSGI status line {status!r}")
-        code = int(status[:3])
-        encoded: Headers = []
-        remaining = None
-        for name, value in headers:
-            if not isinstance(name, str) or not isinstance(value, str):
-                raise TypeError(f"header {name!r}: names and values must be str")
-            if any(c in name or c in value for c in _FORBIDDEN):
-                raise ValueError(f"header {name!r} contains a control character")
-            lname = name.lower()
-            # Raises UnicodeEncodeError for non-latin-1 text: a 500, as PEP 3333 wants.
-            encoded.append((lname.encode("latin-1"), value.encode("latin-1")))
-            if lname == "content-length":
-                remaining = int(value)
+        code = parse_status(status)
+        encoded, remaining = encode_headers(headers)
         self.status, self.headers, self.remaining = code, encoded, remaining
         return self.write
 
@@ -157,14 +217,18 @@ def run_wsgi(
     environ: dict[str, Any],
     sink: ResponseSink,
     log_error: Callable[[str], None],
-) -> None:
+) -> BaseException | None:
     """Call ``app`` for ``environ`` and push the whole response into ``sink``.
 
-    Never raises for the app's errors (they are logged and turned into a 500 or
-    a cut response); errors of the sink itself (the peer vanished) propagate.
+    Never raises for the app's errors: they are logged (the line names the
+    request), turned into a 500 or a cut response, and the first one is
+    returned, so an entry point may re-raise it once the response is out (as
+    a2wsgi does, for error trackers and test clients).  Errors of the sink
+    itself (the peer vanished) propagate.
     """
     response = StartResponse(sink, head=environ.get("REQUEST_METHOD") == "HEAD")
     iterable: Any = None
+    error: BaseException | None = None
     try:
         iterable = app(environ, response)
         send_file = getattr(sink, "send_file", None)
@@ -184,8 +248,9 @@ def run_wsgi(
             response.finish()
     except SinkGone:
         raise
-    except Exception:
-        _fail(response, sink, log_error, "Error in WSGI application")
+    except Exception as exc:
+        error = exc
+        _fail(response, sink, log_error, "Error in WSGI application", environ)
     finally:
         close = getattr(iterable, "close", None)
         if close is not None:
@@ -193,12 +258,24 @@ def run_wsgi(
                 close()
             except SinkGone:
                 raise
-            except Exception:
-                _fail(response, sink, log_error, "Error closing the WSGI iterable")
+            except Exception as exc:
+                if error is None:
+                    error = exc
+                _fail(response, sink, log_error, "Error closing the WSGI iterable", environ)
+    return error
 
 
-def _fail(response: StartResponse, sink: ResponseSink, log_error: Callable[[str], None], what: str) -> None:
-    log_error(f"{what}:\n{traceback.format_exc()}")
+def describe_request(environ: dict[str, Any]) -> str:
+    """``GET /path?query`` of an environ, for log lines."""
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    query = environ.get("QUERY_STRING")
+    return f"{environ.get('REQUEST_METHOD', '?')} {path}{'?' + query if query else ''}"
+
+
+def _fail(
+    response: StartResponse, sink: ResponseSink, log_error: Callable[[str], None], what: str, environ: dict[str, Any]
+) -> None:
+    log_error(f"{what} ({describe_request(environ)}):\n{traceback.format_exc()}")
     if response.done:
         return
     response.done = True

@@ -10,7 +10,10 @@ a2wsgi users trip over:
 * ``http.disconnect`` while reading ``wsgi.input`` raises :class:`ClientDisconnect`
   instead of being read as end-of-body (no silently truncated uploads);
 * headers leave with the first body chunk, so ``start_response(..., exc_info)``
-  can still replace them.
+  can still replace them;
+* an exception of the app still reaches the ASGI server, as with a2wsgi, but
+  only after the 500 went out (or the started response was cut), so error
+  trackers, Starlette's ``ServerErrorMiddleware`` and test clients see it.
 
 Moving to the process pool later is one class name: ``WSGIPool``.
 """
@@ -125,6 +128,7 @@ class WSGIResponder:
         self._stash: deque[Message] = deque()
         self._aborted: str | None = None
         self._send_error: BaseException | None = None
+        self._app_error: BaseException | None = None
         self._asgi_receive: Receive
         self.input: Body
 
@@ -149,14 +153,29 @@ class WSGIResponder:
         error = self._send_error
         if error is not None and not isinstance(error, OSError):
             raise error
+        app_error, self._app_error = self._app_error, None
+        if app_error is not None and error is None:
+            # The 500 is out (or the response cut): the server logs it and, when
+            # the response had started, drops the connection.  Re-raised with
+            # its own traceback, as a2wsgi and uvicorn's WSGI middleware do.
+            raise app_error
         if self._aborted is not None and error is None:
             raise ResponseAborted(self._aborted)
 
     # -- worker thread side ---------------------------------------------------
 
     def _run(self, environ: Environ) -> None:
+        logged: list[str] = []
+
+        def log_error(message: str) -> None:
+            # The first error is re-raised to the server, which logs it: only a
+            # debug line here, so a migration from a2wsgi logs no duplicate.
+            # Later ones (a failing close() after it) are not raised: logged.
+            (logger.error if logged else logger.debug)(message)
+            logged.append(message)
+
         try:
-            run_wsgi(self.app, environ, self, logger.error)
+            self._app_error = run_wsgi(self.app, environ, self, log_error)
         except SinkGone:
             pass
 

@@ -14,7 +14,7 @@ from a2wsgi_mp.ipc import protocol as p
 # One sample of every frame kind, with the event it must decode to.
 SAMPLES = [
     (p.encode_request(7, {"method": "GET", "path": "/x", "headers": [[b"host", b"h"]]}, b"body", 4),
-     p.Request(7, {"method": "GET", "path": "/x", "headers": [[b"host", b"h"]]}, b"body", 4)),
+     p.Request(7, {"method": "GET", "path": "/x", "headers": ((b"host", b"h"),)}, b"body", 4)),
     (p.encode_request(8, {"method": "POST"}, None, 123456789),
      p.Request(8, {"method": "POST"}, None, 123456789)),
     (p.encode_cancel(9), p.Cancel(9)),
@@ -22,7 +22,7 @@ SAMPLES = [
     (p.encode_ready(4242), p.Ready(4242, p.VERSION)),
     (p.encode_boot_error("Traceback: nope ✗"), p.BootError("Traceback: nope ✗")),
     (p.encode_start(10, 200, [(b"content-type", b"text/plain")], b"hi", False),
-     p.Start(10, 200, [[b"content-type", b"text/plain"]], b"hi", False)),
+     p.Start(10, 200, [(b"content-type", b"text/plain")], b"hi", False)),
     (p.encode_start(11, 204, [], b"", True), p.Start(11, 204, [], b"", True)),
     (p.encode_body(12, b"\x00\xff" * 1000), p.Body(12, b"\x00\xff" * 1000)),
     (p.encode_body(0xFFFFFFFF, b""), p.Body(0xFFFFFFFF, b"")),
@@ -35,7 +35,7 @@ SAMPLES = [
 if hasattr(p, "encode_file"):  # the file hand-off frames (response bodies passed by descriptor)
     SAMPLES += [
         (p.encode_file(15, 200, [(b"content-length", b"10")], 5, 10),
-         p.File(15, 200, [[b"content-length", b"10"]], 5, 10)),
+         p.File(15, 200, [(b"content-length", b"10")], 5, 10)),
         (p.encode_file_ack(15), p.FileAck(15)),
     ]
 if hasattr(p, "encode_shm_body"):  # the shared-memory ring frames (--ipc shm)
@@ -74,6 +74,13 @@ def test_round_trip(frame: bytes, event: p.Event) -> None:
     assert length == len(frame) - p.HEADER_SIZE
     assert decode_all(frame) == [event]
     assert type(decode_all(frame)[0]) is type(event)
+
+
+def test_response_headers_decode_as_a_list_of_byte_tuples() -> None:
+    # What ASGI servers and middlewares expect (Starlette's MutableHeaders appends to the list).
+    frame = p.encode_start(1, 200, [(b"a", b"1"), (b"b", b"2")], b"", True)
+    headers = decode_all(frame)[0].headers
+    assert type(headers) is list and all(type(h) is tuple for h in headers)
 
 
 def test_body_header_plus_data_equals_encode_body() -> None:

@@ -589,3 +589,88 @@ def test_sink_gone_propagates_and_still_closes() -> None:
     with pytest.raises(SinkGone):
         run(app, GoneSink())
     assert it.closed == 1
+
+
+# ---------------------------------------------------------------- header hygiene (issue 10)
+
+
+def _start(headers, status="200 OK"):
+    def app(environ, start_response):
+        start_response(status, headers)
+        return [b"body"]
+
+    return run(app)
+
+
+def test_django_set_cookie_leading_space_is_stripped() -> None:
+    # django.core.handlers.wsgi emits cookie.output(header="") values: " csrftoken=...".
+    sink, errors = _start([("Content-Type", "text/html"), ("Set-Cookie", " csrftoken=abc; Path=/; SameSite=Lax")])
+    assert sink.status == 200 and not errors
+    assert sink.calls[0][2] == [(b"content-type", b"text/html"), (b"set-cookie", b"csrftoken=abc; Path=/; SameSite=Lax")]
+
+
+def test_optional_whitespace_around_names_and_values_is_stripped_inner_kept() -> None:
+    sink, _ = _start([(" X-A\t", "\t a \t b  "), ("X-Empty", "   ")])
+    assert sink.calls[0][2] == [(b"x-a", b"a \t b"), (b"x-empty", b"")]
+
+
+def test_headers_reach_the_sink_as_tuples_of_bytes() -> None:
+    sink, _ = _start([("X-A", "1"), ("X-B", "2")])
+    assert all(type(h) is tuple and type(h[0]) is bytes and type(h[1]) is bytes for h in sink.calls[0][2])
+
+
+@pytest.mark.parametrize("value", ["a\x01b", "a\x7fb", "a\x0bb", "a\x0cb", "a\rb", "a\nb", "a\x00b", "\x1f"])
+def test_control_characters_in_values_are_500_naming_the_header(value) -> None:
+    sink, errors = _start([("X-Bad", value)])
+    assert sink.status == 500
+    assert b"x-bad" not in sink.headers
+    assert any("'X-Bad'" in e and "InvalidHeader" in e for e in errors), errors
+
+
+@pytest.mark.parametrize("name", ["X A", "X:A", "X(A)", "", "X\x00", "Ä", "X-A\r", "X\"A"])
+def test_names_that_are_not_tokens_are_500(name) -> None:
+    sink, errors = _start([(name, "v")])
+    assert sink.status == 500
+    assert any("invalid header name" in e for e in errors), errors
+
+
+@pytest.mark.parametrize("value", ["+5", "1_0", "-1", "0x10", "5 5", "²"])
+def test_invalid_content_length_values_are_500(value) -> None:
+    sink, _ = _start([("Content-Length", value)])
+    assert sink.status == 500
+
+
+def test_content_length_with_ows_passes_and_conflicts_are_500() -> None:
+    sink, _ = _start([("Content-Length", " 4 ")])
+    assert sink.status == 200 and sink.headers[b"content-length"] == b"4" and sink.body_bytes == b"body"
+    sink, _ = _start([("Content-Length", "4"), ("Content-Length", "4")])
+    assert sink.calls[0][2] == [(b"content-length", b"4")]
+    sink, _ = _start([("Content-Length", "4"), ("Content-Length", "5")])
+    assert sink.status == 500
+
+
+def test_transfer_encoding_from_the_app_is_dropped() -> None:
+    sink, _ = _start([("Transfer-Encoding", "gzip"), ("X-A", "1")])
+    assert sink.status == 200 and sink.calls[0][2] == [(b"x-a", b"1")]
+
+
+@pytest.mark.parametrize("status", ["100 Continue", "101 Switching Protocols", "199 X", "600 Nope", "099 X",
+                                    "200 OK\r\nX-Injected: 1", "200 OK\n", "200\tOK", " 200 OK"])
+def test_non_final_or_malformed_status_is_500(status) -> None:
+    sink, errors = _start([], status=status)
+    assert sink.status == 500
+    assert any("status" in e for e in errors)
+
+
+@pytest.mark.parametrize("status", ["200 OK", "204", "404 Not Found", "599 Custom\treason", "200 Ünïcode reason"])
+def test_valid_statuses_pass(status) -> None:
+    sink, _ = _start([], status=status)
+    assert sink.status == int(status[:3])
+
+
+def test_str_subclasses_are_accepted() -> None:
+    class S(str):
+        pass
+
+    sink, _ = _start([(S("X-A"), S("v"))])
+    assert sink.calls[0][2] == [(b"x-a", b"v")]

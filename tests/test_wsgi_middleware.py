@@ -20,8 +20,9 @@ def run(coro: Awaitable[Any]) -> Any:
     return asyncio.run(asyncio.wait_for(coro, TIMEOUT))  # type: ignore[arg-type]
 
 
-async def request(app: Any, method: str = "GET", url: str = "/", **kwargs: Any) -> httpx.Response:
-    transport = httpx.ASGITransport(app=WSGIMiddleware(app))
+async def request(app: Any, method: str = "GET", url: str = "/", raise_app_exceptions: bool = True,
+                  **kwargs: Any) -> httpx.Response:
+    transport = httpx.ASGITransport(app=WSGIMiddleware(app), raise_app_exceptions=raise_app_exceptions)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         return await client.request(method, url, **kwargs)
 
@@ -93,20 +94,88 @@ def test_write_callable_and_streamed_iterable() -> None:
     assert response.content == b"written," + b"".join(b"%d," % i for i in range(50))
 
 
-def test_error_before_start_is_a_500() -> None:
+def test_error_before_start_is_a_500_then_reraised() -> None:
     def app(environ, start_response):
         raise RuntimeError("boom")
 
-    assert run(request(app)).status_code == 500
+    response = run(request(app, raise_app_exceptions=False))
+    assert response.status_code == 500 and response.content == b"Internal Server Error"
+    with pytest.raises(RuntimeError, match="boom"):  # a2wsgi's behaviour: the server sees the exception
+        run(request(app))
 
 
-def test_error_after_start_cuts_the_response() -> None:
+def test_error_after_start_cuts_the_response_and_reraises_the_app_error() -> None:
     def app(environ, start_response):
         start_response("200 OK", [])
         yield b"partial"
         raise RuntimeError("boom")
 
-    with pytest.raises(ResponseAborted):
+    with pytest.raises(RuntimeError, match="boom"):
+        run(request(app))
+
+
+def test_invalid_header_is_a_500_then_reraised() -> None:
+    from a2wsgi_mp.response import InvalidHeader
+
+    def app(environ, start_response):
+        start_response("200 OK", [("X-Bad", "a\x01b")])
+        return [b"x"]
+
+    assert run(request(app, raise_app_exceptions=False)).status_code == 500
+    with pytest.raises(InvalidHeader, match="X-Bad"):
+        run(request(app))
+
+
+def test_starlette_testclient_sees_the_app_exception() -> None:
+    from starlette.testclient import TestClient
+
+    def app(environ, start_response):
+        raise LookupError("from the WSGI app")
+
+    with pytest.raises(LookupError, match="from the WSGI app"):
+        TestClient(WSGIMiddleware(app)).get("/")
+    response = TestClient(WSGIMiddleware(app), raise_server_exceptions=False).get("/")
+    assert response.status_code == 500
+
+
+def test_starlette_server_error_middleware_reraises_after_our_500() -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.testclient import TestClient
+
+    seen: list[BaseException] = []
+
+    def app(environ, start_response):
+        raise LookupError("tracked")
+
+    async def tracker(scope, receive, send):  # what an error tracker's ASGI middleware does
+        try:
+            await WSGIMiddleware(app)(scope, receive, send)
+        except Exception as exc:
+            seen.append(exc)
+            raise
+
+    outer = Starlette(routes=[Mount("/", app=tracker)])
+    response = TestClient(outer, raise_server_exceptions=False).get("/x")
+    assert response.status_code == 500 and response.text == "Internal Server Error"
+    assert len(seen) == 1 and isinstance(seen[0], LookupError)
+
+
+def test_error_in_close_after_a_good_response_is_reraised() -> None:
+    class Body:
+        def __iter__(self):
+            yield b"ok"
+
+        def close(self):
+            raise OSError("close failed")
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "2")])
+        return Body()
+
+    response = run(request(app, raise_app_exceptions=False))
+    assert response.status_code == 200 and response.content == b"ok"
+    with pytest.raises(OSError, match="close failed"):
         run(request(app))
 
 

@@ -278,12 +278,21 @@ def _decode(kind: int, buf: bytearray, start: int, end: int) -> Event:
     if cls is None:
         raise ProtocolError(f"unknown frame kind {kind}")
     try:
-        fields: Any = msgpack.unpackb(buf[start:end], raw=False, use_list=True)
+        # Arrays as tuples: cheaper to build, and headers come out as the
+        # (name, value) tuples ASGI servers and middlewares expect.
+        fields: Any = msgpack.unpackb(buf[start:end], raw=False, use_list=False)
     except Exception as exc:
         raise ProtocolError(f"{_KIND_NAMES[kind]} payload is not valid msgpack: {exc}") from None
-    if not isinstance(fields, list) or len(fields) != len(cls._fields):
+    if type(fields) is not tuple or len(fields) != len(cls._fields):
         raise ProtocolError(f"{_KIND_NAMES[kind]} payload must be an array of {len(cls._fields)} fields")
-    event = cls(*fields)
+    if cls is Start or cls is File:  # the hot path: a response's head
+        headers = fields[2]
+        if not _headers_ok(headers):
+            raise ProtocolError(f"malformed {cls.__name__} frame: headers {headers!r:.200}")
+        # A list (of tuples), so an ASGI middleware may append to it.
+        event = cls(fields[0], fields[1], list(headers), fields[3], fields[4])
+    else:
+        event = cls(*fields)
     _check(event)
     return event
 
@@ -303,11 +312,6 @@ def _check(event: Event) -> None:
         ok = (
             isinstance(event.rid, int)
             and isinstance(event.status, int)
-            and isinstance(event.headers, list)
-            and all(
-                isinstance(h, list) and len(h) == 2 and isinstance(h[0], bytes) and isinstance(h[1], bytes)
-                for h in event.headers
-            )
             and isinstance(event.body, bytes)
             and isinstance(event.done, bool)
         )
@@ -315,7 +319,6 @@ def _check(event: Event) -> None:
         ok = (
             isinstance(event.rid, int)
             and isinstance(event.status, int)
-            and _headers_ok(event.headers)
             and isinstance(event.offset, int)
             and isinstance(event.length, int)
             and event.offset >= 0
@@ -343,6 +346,10 @@ def _check(event: Event) -> None:
 
 
 def _headers_ok(headers: Any) -> bool:
-    return isinstance(headers, list) and all(
-        isinstance(h, list) and len(h) == 2 and isinstance(h[0], bytes) and isinstance(h[1], bytes) for h in headers
-    )
+    """A tuple of (bytes, bytes) tuples, as ``use_list=False`` decodes them."""
+    if type(headers) is not tuple:
+        return False
+    for h in headers:
+        if type(h) is not tuple or len(h) != 2 or type(h[0]) is not bytes or type(h[1]) is not bytes:
+            return False
+    return True
