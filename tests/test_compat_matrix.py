@@ -237,30 +237,3 @@ def test_bare_wsgi_app_raises(client: httpx.Client, cell: Server) -> None:
     assert r.status_code == 500
     assert_logged(cell, "compat-matrix: bare WSGI app failed")
     assert client.get("/raw/hello").text == "hello"  # and keeps serving
-
-
-# ---------------------------------------------------------------- the CLI's --http
-
-
-@pytest.mark.parametrize("choice", ["auto", "httptools", "h11"])
-def test_cli_http_option_reaches_uvicorn(choice: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``a2wsgi-mp --http h11`` is how the cli-h11 cell runs on h11: it must reach uvicorn.Config."""
-    import uvicorn
-
-    from a2wsgi_mp import cli
-
-    seen: list[uvicorn.Config] = []
-
-    class FakeServer:
-        started = True
-
-        def __init__(self, config: uvicorn.Config) -> None:
-            seen.append(config)
-
-        async def serve(self) -> None:
-            return None
-
-    monkeypatch.setattr(uvicorn, "Server", FakeServer)
-    argv = [APP] + ([] if choice == "auto" else ["--http", choice])
-    cli.main(argv)
-    assert [c.http for c in seen] == [choice]
