@@ -43,8 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--log-level", default="info",
                         choices=["critical", "error", "warning", "info", "debug", "trace"])
     server.add_argument("--no-access-log", action="store_true", help="disable uvicorn's access log")
-    server.add_argument("--http", default="auto", choices=["auto", "httptools", "h11"],
-                        help="uvicorn's HTTP/1.1 implementation (default: %(default)s, httptools when installed)")
     server.add_argument("--version", action="version", version=f"a2wsgi-mp {__version__}")
 
     # Pool options: only those given reach PoolConfig, whose defaults are the
@@ -115,7 +113,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         lifespan="on",
         log_level=args.log_level,
         access_log=not args.no_access_log,
-        http=args.http,
         timeout_graceful_shutdown=graceful or None,
     )
     _setup_logging(logging.getLevelName(args.log_level.upper()) if args.log_level != "trace" else 5)
