@@ -8,7 +8,8 @@ cookie/CSRF flow a browser follows.
 
 Cells (entry point / HTTP implementation), chosen so each runs distinct code:
 
-* ``cli-httptools``, ``cli-h11``: ``a2wsgi-mp APP --http …`` (uvicorn).
+* ``cli-httptools``, ``cli-h11``: ``a2wsgi-mp APP`` (uvicorn), with httptools
+  installed and, as on a default install, without it (tests/shims/no_httptools).
 * ``pool-uvicorn-h11``, ``pool-hypercorn``: a ``WSGIPool`` object under
   another ASGI server (hypercorn has its own h11 glue and ASGI checks).
 * ``gunicorn-poolworker`` (httptools), ``gunicorn-poolh11worker`` (h11).
@@ -40,6 +41,8 @@ pytestmark = pytest.mark.timeout(120)
 APP = "tests.apps.compat_wsgi:application"
 POOL = "tests.apps.compat_asgi_entry:pool"
 MIDDLEWARE = "tests.apps.compat_asgi_entry:middleware"
+CLI = [sys.executable, "-m", "a2wsgi_mp", APP, "--host", HOST, "--port", "{port}", "--workers", "2"]
+NO_HTTPTOOLS = REPO / "tests" / "shims" / "no_httptools"
 UVICORN = [sys.executable, "-m", "uvicorn", "--host", HOST, "--port", "{port}", "--log-level", "info"]
 HYPERCORN = [sys.executable, "-m", "hypercorn", "--bind", f"{HOST}:{{port}}", "--error-logfile", "-"]
 GUNICORN = [sys.executable, "-m", "gunicorn", "-b", f"{HOST}:{{port}}", "-w", "1", "--threads", "2",
@@ -48,10 +51,9 @@ WORKERS = "a2wsgi_mp.workers.gunicorn."
 
 #: cell -> (argv, extra environment)
 CELLS: dict[str, tuple[list[str], dict[str, str]]] = {
-    "cli-httptools": ([sys.executable, "-m", "a2wsgi_mp", APP, "--host", HOST, "--port", "{port}",
-                       "--workers", "2", "--http", "httptools"], {}),
-    "cli-h11": ([sys.executable, "-m", "a2wsgi_mp", APP, "--host", HOST, "--port", "{port}",
-                 "--workers", "2", "--http", "h11"], {}),
+    "cli-httptools": (CLI, {}),
+    # A default install (`pip install .`, no httptools): uvicorn's auto picks h11.
+    "cli-h11": (CLI, {"PYTHONPATH": str(NO_HTTPTOOLS)}),
     "pool-uvicorn-h11": ([*UVICORN, "--http", "h11", POOL], {"COMPAT_WORKERS": "2"}),
     "pool-hypercorn": ([*HYPERCORN, POOL], {"COMPAT_WORKERS": "2"}),
     "gunicorn-poolworker": ([*GUNICORN, "-k", WORKERS + "PoolWorker", APP], {}),
@@ -75,11 +77,18 @@ def django_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module", params=list(CELLS))
-def cell(request: pytest.FixtureRequest, django_dir: Path) -> Iterator[Server]:
+def cell(request: pytest.FixtureRequest, django_dir: Path,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     argv, extra = CELLS[request.param]
-    env = subprocess_env(COMPAT_DJANGO_DIR=str(django_dir), **extra)
+    marks = tmp_path_factory.mktemp("shim-marks")
+    env = subprocess_env(COMPAT_DJANGO_DIR=str(django_dir), COMPAT_SHIM_MARKS=str(marks), **extra)
+    if "PYTHONPATH" in extra:  # in front of the repo, which subprocess_env put first
+        env["PYTHONPATH"] = os.pathsep.join([extra["PYTHONPATH"], subprocess_env()["PYTHONPATH"]])
     server = Server(request.param, argv, env=env, probe="/raw/hello")
     with server:
+        if "PYTHONPATH" in extra:
+            # The front really ran without httptools (so on h11), not by luck.
+            assert (marks / f"httptools-refused.{server.pid}").exists(), list(marks.iterdir())
         yield server
     assert not server.stop(), f"processes outlived the {request.param} server"
 
