@@ -1,8 +1,9 @@
 """Compatibility matrix, ASGI side: Starlette and FastAPI through ``ASGIMiddleware``
 on a WSGI server (gunicorn sync), end to end with httpx.
 
-Cells: ``gunicorn-sync`` (a2wsgi_mp's middleware) and ``a2wsgi-gunicorn-sync``
-(a2wsgi 1.10's, the same code with one import changed — the reference).  The
+Cells: ``gunicorn-sync`` and ``gunicorn-gthread`` (a2wsgi_mp's middleware),
+and ``a2wsgi-gunicorn-sync`` (a2wsgi 1.10's, the same code with one import
+changed — the reference).  The
 app (:mod:`tests.apps.compat_asgi`) leaves marker files for what happens in
 gunicorn's worker after the response: a background task ran, a disconnect
 listener ended, a stream was cancelled when its client left.
@@ -27,9 +28,17 @@ pytestmark = pytest.mark.timeout(120)
 APP = "tests.apps.compat_asgi:application"
 #: Two sync workers, so a request one worker is stuck on cannot block the next case;
 #: --timeout bounds how long gunicorn lets a stuck worker live.
-GUNICORN = [sys.executable, "-m", "gunicorn", "-k", "sync", "-w", "2", "-b", f"{HOST}:{{port}}",
-            "--timeout", "20", "--graceful-timeout", "3", "--no-control-socket", APP]
-CELLS = {"gunicorn-sync": {}, "a2wsgi-gunicorn-sync": {"A2WSGI_IMPL": "a2wsgi"}}
+GUNICORN = [sys.executable, "-m", "gunicorn", "-b", f"{HOST}:{{port}}", "--timeout", "20",
+            "--graceful-timeout", "3", "--no-control-socket", APP]
+SYNC = [*GUNICORN, "-k", "sync", "-w", "2"]
+#: gthread: keep-alive, and requests of one process sharing the middleware's loop at once.
+GTHREAD = [*GUNICORN, "-k", "gthread", "-w", "1", "--threads", "4"]
+#: cell -> (argv, extra environment)
+CELLS = {
+    "gunicorn-sync": (SYNC, {}),
+    "gunicorn-gthread": (GTHREAD, {}),
+    "a2wsgi-gunicorn-sync": (SYNC, {"A2WSGI_IMPL": "a2wsgi"}),
+}
 #: a2wsgi 1.10's known defects (docs/a2wsgi-migration.md), expected to fail in its reference cell.
 A2WSGI_DEFECTS = {
     "test_chunked_upload": "a2wsgi reads the body only up to CONTENT_LENGTH: a chunked upload arrives empty",
@@ -43,8 +52,9 @@ MiB = 1024 * 1024
 def cell(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     directory = tmp_path_factory.mktemp("compat-asgi")
     (directory / "served.bin").write_bytes(bytes(range(256)) * 2048)  # 512 KiB
-    env = subprocess_env(COMPAT_ASGI_DIR=str(directory), **CELLS[request.param])
-    server = Server(request.param, GUNICORN, env=env, probe="/hello")
+    argv, extra = CELLS[request.param]
+    env = subprocess_env(COMPAT_ASGI_DIR=str(directory), **extra)
+    server = Server(request.param, argv, env=env, probe="/hello")
     server.dir = directory  # type: ignore[attr-defined]
     with server:
         yield server

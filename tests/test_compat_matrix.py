@@ -13,8 +13,8 @@ Cells (entry point / HTTP implementation), chosen so each runs distinct code:
 * ``pool-uvicorn-h11``, ``pool-hypercorn``: a ``WSGIPool`` object under
   another ASGI server (hypercorn has its own h11 glue and ASGI checks).
 * ``gunicorn-poolworker`` (httptools), ``gunicorn-poolh11worker`` (h11).
-* ``middleware-uvicorn-h11``, ``middleware-hypercorn``: the in-process
-  ``WSGIMiddleware``.
+* ``middleware-uvicorn-httptools``, ``middleware-uvicorn-h11``,
+  ``middleware-hypercorn``: the in-process ``WSGIMiddleware``.
 * ``a2wsgi-uvicorn-h11``: a2wsgi 1.10's ``WSGIMiddleware`` in the same line of
   code (one import changed) — the reference the others must match.
 
@@ -58,6 +58,7 @@ CELLS: dict[str, tuple[list[str], dict[str, str]]] = {
     "pool-hypercorn": ([*HYPERCORN, POOL], {"COMPAT_WORKERS": "2"}),
     "gunicorn-poolworker": ([*GUNICORN, "-k", WORKERS + "PoolWorker", APP], {}),
     "gunicorn-poolh11worker": ([*GUNICORN, "-k", WORKERS + "PoolH11Worker", APP], {}),
+    "middleware-uvicorn-httptools": ([*UVICORN, "--http", "httptools", MIDDLEWARE], {"COMPAT_PRELOAD": "1"}),
     "middleware-uvicorn-h11": ([*UVICORN, "--http", "h11", MIDDLEWARE], {"COMPAT_PRELOAD": "1"}),
     "middleware-hypercorn": ([*HYPERCORN, MIDDLEWARE], {"COMPAT_PRELOAD": "1"}),
     "a2wsgi-uvicorn-h11": ([*UVICORN, "--http", "h11", MIDDLEWARE], {"COMPAT_PRELOAD": "1", "A2WSGI_IMPL": "a2wsgi"}),
@@ -147,6 +148,10 @@ def test_django_admin_login(client: httpx.Client) -> None:
     assert "Site administration" in home.text
     users = client.get("/dj/admin/auth/user/")
     assert users.status_code == 200 and "admin@example.com" in users.text
+    # Logging out is a CSRF-protected POST (Django 5); afterwards the admin asks for a login again.
+    out = client.post("/dj/admin/logout/", data={"csrfmiddlewaretoken": hidden(home.text, "csrfmiddlewaretoken")})
+    assert out.status_code == 200 and "Logged out" in out.text
+    assert client.get("/dj/admin/").status_code == 302
 
 
 def test_django_session_counter(client: httpx.Client) -> None:
