@@ -250,4 +250,8 @@ def test_bare_wsgi_app_raises(client: httpx.Client, cell: Server) -> None:
     r = client.get("/raw/raise")
     assert r.status_code == 500
     assert_logged(cell, "compat-matrix: bare WSGI app failed")
+    if MIDDLEWARE in CELLS[cell.name][0]:
+        # In process, the exception then reaches the ASGI server, through the
+        # error tracker wrapped around the middleware (as a2wsgi's does).
+        assert_logged(cell, "error tracker saw RuntimeError: compat-matrix: bare WSGI app failed")
     assert client.get("/raw/hello").text == "hello"  # and keeps serving
