@@ -54,7 +54,7 @@ def cell(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     (directory / "served.bin").write_bytes(bytes(range(256)) * 2048)  # 512 KiB
     argv, extra = CELLS[request.param]
     env = subprocess_env(COMPAT_ASGI_DIR=str(directory), **extra)
-    server = Server(request.param, argv, env=env, probe="/hello")
+    server = Server(request.param, argv, log_dir=directory, env=env, probe="/hello")  # log kept for failures
     server.dir = directory  # type: ignore[attr-defined]
     with server:
         yield server

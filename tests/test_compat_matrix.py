@@ -85,7 +85,7 @@ def cell(request: pytest.FixtureRequest, django_dir: Path,
     env = subprocess_env(COMPAT_DJANGO_DIR=str(django_dir), COMPAT_SHIM_MARKS=str(marks), **extra)
     if "PYTHONPATH" in extra:  # in front of the repo, which subprocess_env put first
         env["PYTHONPATH"] = os.pathsep.join([extra["PYTHONPATH"], subprocess_env()["PYTHONPATH"]])
-    server = Server(request.param, argv, env=env, probe="/raw/hello")
+    server = Server(request.param, argv, log_dir=marks, env=env, probe="/raw/hello")  # log kept for failures
     with server:
         if "PYTHONPATH" in extra:
             # The front really ran without httptools (so on h11), not by luck.

@@ -60,6 +60,8 @@ DATABASES = {
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 USE_TZ = True
+# Django exports TIME_ZONE as the process's TZ; UTC keeps the co-hosted apps' log times plain.
+TIME_ZONE = "UTC"
 STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
