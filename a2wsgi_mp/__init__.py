@@ -3,8 +3,9 @@
 __version__ = "0.1.0"
 
 from .asgi import ASGIMiddleware  # noqa: E402
+from .errors import RemoteAppError  # noqa: E402
 from .front import WSGIPool  # noqa: E402
 from .pool import BootFailed  # noqa: E402
 from .wsgi import WSGIMiddleware  # noqa: E402
 
-__all__ = ["ASGIMiddleware", "BootFailed", "WSGIMiddleware", "WSGIPool", "__version__"]
+__all__ = ["ASGIMiddleware", "BootFailed", "RemoteAppError", "WSGIMiddleware", "WSGIPool", "__version__"]

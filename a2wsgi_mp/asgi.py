@@ -12,9 +12,19 @@ thread drives one ASGI request through a command queue.  Unlike a2wsgi:
   ``CONTENT_LENGTH`` and a short body is reported as ``http.disconnect``;
 * the app's lifespan runs (``lifespan="auto"``): startup before the first
   request, shutdown at process exit, its ``state`` copied into every request;
+* the lifespan probe of ``"auto"`` never runs a one-shot app's response:
+  an app that answers the ``lifespan`` scope with HTTP messages (a bare
+  ``StreamingResponse``, ``FileResponse``, a raw app without a scope check) is
+  stopped at its first ``send`` and taken not to support lifespan, as uvicorn
+  does, so its body iterator and background task are left for the request;
 * background work after the response (Starlette ``BackgroundTask``) is awaited
   in the iterable's ``close()``, after the server has finished the response,
-  so a streamed response is not held open for it.
+  so a streamed response is not held open for it;
+* disconnects follow the ASGI HTTP spec 2.4 (see :mod:`.asgi_bridge`):
+  ``receive()`` returns ``http.disconnect`` once the response is over, so
+  listen-for-disconnect tasks end, and when the server closes an unfinished
+  response (the client left) ``send()`` raises :class:`ClientDisconnected`
+  and the app is cancelled if it does not stop by itself.
 """
 
 from __future__ import annotations
@@ -23,35 +33,17 @@ import asyncio
 import atexit
 import logging
 import os
-import queue
 import threading
 import weakref
-from http import HTTPStatus
-from typing import Any, Awaitable, Callable, Iterator, Literal, MutableMapping
+from typing import Any, Literal
 
+from .asgi_bridge import ASGIApp, ClientDisconnected, RequestBridge, Scope, StartResponse
 from .environ import Environ
 from .lifespan import LifespanFailure, Lifespan
 
-__all__ = ["ASGIMiddleware", "LifespanFailure", "build_scope"]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
-StartResponse = Callable[..., Any]
+__all__ = ["ASGIMiddleware", "ClientDisconnected", "LifespanFailure", "build_scope"]
 
 logger = logging.getLogger("a2wsgi_mp.asgi")
-
-#: How much of the request body one ``http.request`` message carries at most.
-CHUNK_SIZE = 64 * 1024
-_DISCONNECT: Message = {"type": "http.disconnect"}
-_ERROR_BODY = b"Internal Server Error"
-
-
-def _status_line(status: int) -> str:
-    try:
-        return f"{status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return f"{status} Unknown Status Code"
 
 
 def build_scope(environ: Environ) -> Scope:
@@ -100,6 +92,9 @@ class ASGIMiddleware:
 
     #: Seconds the at-exit lifespan shutdown may take.
     shutdown_timeout = 10.0
+    #: Seconds an app whose client left may run on (it has been sent
+    #: ``http.disconnect`` / ``ClientDisconnected``) before it is cancelled.
+    disconnect_grace = 5.0
 
     def __init__(
         self,
@@ -184,193 +179,8 @@ class ASGIMiddleware:
             if not self._given_loop:
                 loop.call_soon_threadsafe(loop.stop)
 
-    def __call__(self, environ: Environ, start_response: StartResponse) -> "_Response":
+    def __call__(self, environ: Environ, start_response: StartResponse) -> RequestBridge:
         loop = self.loop
         scope = build_scope(environ)
         scope["state"] = dict(self.state)
-        return _Response(self.app, loop, self.wait_time, scope, environ, start_response)
-
-
-class _Response:
-    """The WSGI iterable of one request, and the ASGI ``receive``/``send`` it serves.
-
-    The loop never blocks on the WSGI server: ``receive``/``send`` post a
-    command and await a future that this thread resolves.  ``close()`` (which
-    every WSGI server calls) tells the app the client is gone, or, after a
-    complete response, waits ``wait_time`` for its background work.
-    """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        loop: asyncio.AbstractEventLoop,
-        wait_time: float | None,
-        scope: Scope,
-        environ: Environ,
-        start_response: StartResponse,
-    ) -> None:
-        self.loop = loop
-        self.wait_time = wait_time
-        self.commands: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self.task_done = threading.Event()
-        self.complete = False
-        self._app, self._scope = app, scope
-        self._input = environ.get("wsgi.input")
-        length = environ.get("CONTENT_LENGTH") or ""
-        if length.strip().isdigit():
-            self._remaining: int | None = int(length)
-        else:
-            self._remaining = None if environ.get("wsgi.input_terminated") else 0
-        self._iterator = self._run(start_response)
-        # Loop-side state: touched only on the loop thread.
-        self._pending: dict[asyncio.Future[Any], str] = {}
-        self._closed = False
-        self._sent_last = False
-        self._body_done = False
-        self._finished = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        loop.call_soon_threadsafe(self._start_task)
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self._iterator
-
-    def close(self) -> None:
-        self._iterator.close()
-        self._call_on_loop(self._close_on_loop)  # also when the server never iterated
-        if self.complete and not self.task_done.wait(self.wait_time):
-            self.loop.call_soon_threadsafe(self._cancel_task)
-
-    # -- WSGI thread ----------------------------------------------------------
-
-    def _run(self, start_response: StartResponse) -> Iterator[bytes]:
-        started = False
-        try:
-            while True:
-                command = self.commands.get()
-                kind = command[0]
-                if kind == "receive":
-                    self._reply(command[1], self._read_body())
-                elif kind == "done":
-                    exc = command[1]
-                    if not started:
-                        logger.error("ASGI app returned without a response", exc_info=exc)
-                        exc_info = (type(exc), exc, exc.__traceback__) if exc is not None else None
-                        start_response(
-                            "500 Internal Server Error",
-                            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(_ERROR_BODY)))],
-                            exc_info,
-                        )
-                        yield _ERROR_BODY
-                    elif exc is not None:
-                        raise exc  # the response started: let the server cut it
-                    return
-                else:
-                    message, future = command[1], command[2]
-                    if message["type"] == "http.response.start":
-                        if started:
-                            self._fail(future, RuntimeError("http.response.start sent twice"))
-                            continue
-                        headers = [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in message.get("headers", ())]
-                        start_response(_status_line(message["status"]), headers)
-                        started = True
-                    elif message["type"] == "http.response.body":
-                        if not started:
-                            self._fail(future, RuntimeError("http.response.body sent before http.response.start"))
-                            continue
-                        chunk = message.get("body", b"")
-                        if chunk:
-                            yield bytes(chunk)
-                        if not message.get("more_body", False):
-                            self.complete = True
-                            self._reply(future, None)
-                            return
-                    else:
-                        self._fail(future, RuntimeError(f"unsupported ASGI message {message['type']!r}"))
-                        continue
-                    self._reply(future, None)
-        finally:
-            self._call_on_loop(self._close_on_loop)
-
-    def _read_body(self) -> Message:
-        if self._remaining == 0 or self._input is None:
-            return {"type": "http.request", "body": b"", "more_body": False}
-        size = CHUNK_SIZE if self._remaining is None else min(CHUNK_SIZE, self._remaining)
-        try:
-            data = self._input.read(size)
-        except OSError:
-            return _DISCONNECT
-        if self._remaining is None:
-            return {"type": "http.request", "body": data, "more_body": bool(data)}
-        if not data:  # shorter than its Content-Length: truncated, not complete
-            return _DISCONNECT
-        self._remaining -= len(data)
-        return {"type": "http.request", "body": data, "more_body": self._remaining > 0}
-
-    def _reply(self, future: asyncio.Future[Any], result: Any) -> None:
-        self._call_on_loop(lambda: future.done() or future.set_result(result))
-
-    def _fail(self, future: asyncio.Future[Any], exc: BaseException) -> None:
-        self._call_on_loop(lambda: future.done() or future.set_exception(exc))
-
-    def _call_on_loop(self, callback: Callable[[], Any]) -> None:
-        try:
-            self.loop.call_soon_threadsafe(callback)
-        except RuntimeError:  # loop closed at interpreter exit: nobody is waiting
-            pass
-
-    # -- event loop -----------------------------------------------------------
-
-    def _start_task(self) -> None:
-        self._task = self.loop.create_task(self._app(self._scope, self.receive, self.send))  # type: ignore[arg-type]
-        self._task.add_done_callback(self._on_task_done)
-
-    def _on_task_done(self, task: asyncio.Task[None]) -> None:
-        exc = None if task.cancelled() else task.exception()
-        self.task_done.set()
-        if self._closed or self._sent_last:
-            if exc is not None and not isinstance(exc, OSError):
-                logger.error("Exception in ASGI application after the response", exc_info=exc)
-        self.commands.put(("done", exc))  # unread if the response is already over
-
-    def _cancel_task(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
-    def _close_on_loop(self) -> None:
-        self._closed = True
-        self._finished.set()
-        for future, kind in self._pending.items():
-            if not future.done():
-                if kind == "receive":
-                    future.set_result(_DISCONNECT)
-                else:
-                    future.set_exception(OSError("the client disconnected"))
-
-    async def _call_thread(self, kind: str, *args: Any) -> Any:
-        future = self.loop.create_future()
-        self._pending[future] = kind
-        self.commands.put((kind, *args, future))
-        try:
-            return await future
-        finally:
-            del self._pending[future]
-
-    async def receive(self) -> Message:
-        if self._closed:
-            return _DISCONNECT
-        if self._body_done:
-            await self._finished.wait()  # a disconnect here is the end of the response
-            return _DISCONNECT
-        message = await self._call_thread("receive")
-        if message["type"] != "http.request" or not message.get("more_body"):
-            self._body_done = True
-        return message
-
-    async def send(self, message: Message) -> None:
-        if self._sent_last:
-            raise RuntimeError(f"{message['type']!r} sent after the response completed")
-        if self._closed:
-            raise OSError("the client disconnected")
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
-            self._sent_last = True
-        await self._call_thread("send", message)
+        return RequestBridge(self.app, loop, scope, environ, start_response, self.wait_time, self.disconnect_grace)

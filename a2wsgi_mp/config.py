@@ -50,6 +50,11 @@ class PoolConfig:
     #: How bodies move between front and workers: "pipe" (the socketpair) or "shm"
     #: (a shared-memory ring per slot; control frames stay on the socketpair).
     ipc: str = "pipe"
+    #: After the 500 (or the cut response) of a request whose app raised, raise
+    #: :class:`~a2wsgi_mp.RemoteAppError` (carrying the worker's traceback) to
+    #: the ASGI server, as the in-process ``WSGIMiddleware`` re-raises the app's
+    #: exception.  Off: the traceback is only logged (``a2wsgi_mp.wsgi``).
+    raise_app_errors: bool = False
 
     def __post_init__(self) -> None:
         if not self.workers:

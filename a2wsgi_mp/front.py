@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable, MutableMapping
 from . import metrics
 from .config import PoolConfig
 from .environ import request_head
+from .errors import RemoteAppError
 from .exchange import Exchange, Lost, TimedOut
 from .ipc import protocol
 from .ipc.fds import FileHandoff
@@ -224,6 +225,7 @@ class WSGIPool:
         watcher: asyncio.Task[Message] | None = None
         started = False
         handoff: FileHandoff | None = None
+        app_error: protocol.AppError | None = None
         try:
             while True:
                 event = await exchange.next()
@@ -261,6 +263,8 @@ class WSGIPool:
                     if not started:
                         await _send_plain(send, 504, "Gateway Timeout")
                     return
+                elif isinstance(event, protocol.AppError):
+                    app_error = event  # logged by the supervisor; the 500 or ABORT follows
         except BaseException:
             # The server cancelled us, or send() failed: the client is gone.
             if not exchange.finished:
@@ -279,6 +283,8 @@ class WSGIPool:
                     pool.release(slot)
         if handoff is not None:
             await send_file(handoff, scope or {}, receive, send)
+        if app_error is not None and self.config.raise_app_errors:
+            raise RemoteAppError(app_error.message, slot.worker.pid)
 
     async def _drain(self, exchange: Exchange) -> None:
         """After a cancel, wait for the worker's last frame, then free the slot."""

@@ -3,6 +3,16 @@
 Like uvicorn's ``--lifespan auto|on``: an app that raises on the ``lifespan``
 scope before completing startup is taken not to support it, unless support is
 required.  ``state`` is the dict later copied into every request's scope.
+
+The probe must not run an app's request path to its end: a one-shot app (a
+bare Starlette ``StreamingResponse``: its body iterator can be consumed once)
+or one without a scope check would spend its body, run its background task or
+wait forever for ``http.disconnect``.  So, as in uvicorn, a message that is not
+a lifespan message makes ``send`` raise.  A second ``receive()`` before startup
+was answered (a disconnect listener, or a legitimate shutdown watcher) waits
+for the probe's verdict: it then gets ``lifespan.shutdown`` in due course, or,
+if the app turned out not to support lifespan, is cancelled, so the listener
+task it belongs to ends quietly instead of lingering.
 """
 
 from __future__ import annotations
@@ -17,6 +27,10 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message],
 
 logger = logging.getLogger("a2wsgi_mp.asgi")
 
+_SEND_TYPES = frozenset(
+    {"lifespan.startup.complete", "lifespan.startup.failed", "lifespan.shutdown.complete", "lifespan.shutdown.failed"}
+)
+
 
 class LifespanFailure(RuntimeError):
     """The app's lifespan startup failed: this process cannot serve it."""
@@ -30,15 +44,21 @@ class Lifespan:
         self.state = state
         self.required = required
         self.supported = False
+        self._received = 0
 
     async def startup(self) -> None:
         loop = asyncio.get_running_loop()
         self.inbox: asyncio.Queue[Message] = asyncio.Queue()
         self.started: asyncio.Future[str | None] = loop.create_future()
         self.stopped: asyncio.Future[str | None] = loop.create_future()
+        self.probed = asyncio.Event()
         self.task = loop.create_task(self._main())
         self.inbox.put_nowait({"type": "lifespan.startup"})
-        await asyncio.wait({self.started, self.task}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait({self.started, self.task}, return_when=asyncio.FIRST_COMPLETED)
+            self.supported = self.started.done() and self.started.result() is None
+        finally:
+            self.probed.set()
         if not self.started.done():
             if self.required:
                 raise LifespanFailure("the app does not support the lifespan protocol")
@@ -46,7 +66,6 @@ class Lifespan:
             return
         if self.started.result() is not None:
             raise LifespanFailure(f"lifespan startup failed: {self.started.result()}")
-        self.supported = True
 
     async def shutdown(self) -> None:
         if not self.supported or self.task.done():
@@ -59,15 +78,25 @@ class Lifespan:
     async def _main(self) -> None:
         scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": self.state}
         try:
-            await self.app(scope, self.inbox.get, self._send)
+            await self.app(scope, self._receive, self._send)
         except BaseException as exc:
             if self.supported or self.required or self.started.done():
                 logger.error("Exception in ASGI lifespan", exc_info=exc)
             else:
                 logger.debug("lifespan not supported by the app (%r)", exc)
 
+    async def _receive(self) -> Message:
+        self._received += 1
+        if self._received > 1 and not self.probed.is_set():
+            await self.probed.wait()
+            if not self.supported:
+                raise asyncio.CancelledError()  # ends a stray listener task quietly
+        return await self.inbox.get()
+
     async def _send(self, message: Message) -> None:
         kind = message["type"]
+        if kind not in _SEND_TYPES:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} in the lifespan scope")
         done = self.started if kind.startswith("lifespan.startup.") else self.stopped
         if not done.done():
             done.set_result(message.get("message", "") if kind.endswith(".failed") else None)

@@ -36,8 +36,8 @@ _TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+").fullmatch
 # header injection), nor DEL.  Exactly what uvicorn's httptools protocol and
 # gunicorn refuse; with the OWS stripped below, also all that h11 refuses.
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]").search
-# PEP 3333: "NNN reason", the reason free of CTLs but HTAB (RFC 9110 §4 of
-# RFC 9112).  A bare "NNN" passes, as with gunicorn: ASGI carries no reason.
+# PEP 3333: "NNN reason", the reason free of CTLs but HTAB (RFC 9112 §4,
+# reason-phrase).  A bare "NNN" passes, as with gunicorn: ASGI carries no reason.
 _STATUS = re.compile(r"([0-9]{3})(?: [^\x00-\x08\x0a-\x1f\x7f]*)?").fullmatch
 _OWS = " \t"
 
@@ -128,7 +128,7 @@ class ResponseSink(Protocol):
 class StartResponse:
     """The ``start_response`` callable of one request, and its ``write()``."""
 
-    __slots__ = ("sink", "status", "headers", "started", "done", "remaining", "head")
+    __slots__ = ("sink", "status", "headers", "started", "done", "remaining", "head", "handled")
 
     def __init__(self, sink: ResponseSink, head: bool = False) -> None:
         self.sink = sink
@@ -139,6 +139,9 @@ class StartResponse:
         self.started = False
         self.done = False
         self.remaining: int | None = None
+        #: The exception of an ``exc_info`` the app passed while the headers
+        #: could still be replaced: an error it handled (an error page).
+        self.handled: BaseException | None = None
 
     def __call__(
         self,
@@ -150,6 +153,7 @@ class StartResponse:
             try:
                 if self.started:
                     raise exc_info[1].with_traceback(exc_info[2])
+                self.handled = exc_info[1]
             finally:
                 exc_info = None
         elif self.status is not None:
@@ -223,8 +227,10 @@ def run_wsgi(
     Never raises for the app's errors: they are logged (the line names the
     request), turned into a 500 or a cut response, and the first one is
     returned, so an entry point may re-raise it once the response is out (as
-    a2wsgi does, for error trackers and test clients).  Errors of the sink
-    itself (the peer vanished) propagate.
+    a2wsgi does, for error trackers and test clients).  Failing that, the
+    exception of an ``exc_info`` the app passed to ``start_response`` for its
+    own error page is returned (not logged: the app has reported it).  Errors
+    of the sink itself (the peer vanished) propagate.
     """
     response = StartResponse(sink, head=environ.get("REQUEST_METHOD") == "HEAD")
     iterable: Any = None
@@ -262,7 +268,7 @@ def run_wsgi(
                 if error is None:
                     error = exc
                 _fail(response, sink, log_error, "Error closing the WSGI iterable", environ)
-    return error
+    return error if error is not None else response.handled
 
 
 def describe_request(environ: dict[str, Any]) -> str:

@@ -205,6 +205,8 @@ class Supervisor:
 
     def _on_event(self, slot: Slot, event: protocol.Event) -> None:
         exchange = slot.exchange
+        if type(event) is protocol.AppError:
+            self._log_app_error(slot, event)
         if exchange is not None and getattr(event, "rid", None) == exchange.rid:
             exchange.feed(event)
         elif isinstance(event, protocol.Log):
@@ -224,6 +226,18 @@ class Supervisor:
             logger.debug("dropping stale %s on worker %s", type(event).__name__, slot.worker.pid)
             if isinstance(event, FileHandoff):
                 os.close(event.fd)
+
+    def _log_app_error(self, slot: Slot, event: protocol.AppError) -> None:
+        """An app traceback, attributed to its worker and request.
+
+        With ``raise_app_errors`` the relay raises it to the ASGI server, which
+        logs it: a debug line here then, unless no request will raise it.
+        """
+        exchange = slot.exchange
+        raised = (self.config.raise_app_errors and exchange is not None and exchange.rid == event.rid
+                  and not exchange.finished and not exchange.cancelled)
+        app_logger.log(logging.DEBUG if raised else logging.ERROR, "[worker %s] %s", slot.worker.pid,
+                       event.message)
 
     def _on_ready(self, slot: Slot) -> None:
         slot.ready = True

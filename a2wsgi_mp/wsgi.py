@@ -62,9 +62,11 @@ def build_environ(scope: Scope, body: IO[bytes] | Body) -> Environ:
     """An a2wsgi-compatible environ: the shared builder plus a2wsgi's extras.
 
     a2wsgi adds ``asgi.scope`` and lets a ``SCRIPT_NAME`` environment variable
-    override the mount point; apps written for it rely on both.
+    override the mount point; apps written for it rely on both.  Its
+    ``wsgi.errors`` is ``sys.stdout`` (PEP 3333 allows any text stream): kept,
+    so a migrated app's error output lands where it did.
     """
-    environ = _build_environ(scope, body, multithread=True, multiprocess=True)  # type: ignore[arg-type]
+    environ = _build_environ(scope, body, errors=sys.stdout, multithread=True, multiprocess=True)  # type: ignore[arg-type]
     environ["asgi.scope"] = scope
     script_name = os.environ.get("SCRIPT_NAME", "")
     if script_name:

@@ -29,6 +29,8 @@ SAMPLES = [
     (p.encode_end(13), p.End(13)),
     (p.encode_abort(14, "client went away"), p.Abort(14, "client went away")),
     (p.encode_log(40, "an error line"), p.Log(40, "an error line")),
+    (p.encode_app_error(18, "Error in WSGI application (GET /):\nTraceback ✗"),
+     p.AppError(18, "Error in WSGI application (GET /):\nTraceback ✗")),
     (p.encode_spawned(5, 999), p.Spawned(5, 999)),
     (p.encode_exited(999, 9), p.Exited(999, 9)),
 ]
@@ -211,6 +213,8 @@ WRONG_TYPES = [
     (p.START, [1, 200, [], "body", True]),
     (p.START, [1, 200, [], b"", 1]),
     (p.ABORT, [1, b"reason"]),
+    (p.APP_ERROR, [1, None]),
+    (p.APP_ERROR, ["1", "m"]),
     (p.READY, [1, p.VERSION + 1]),
     (p.READY, ["1", p.VERSION]),
     (p.BOOT_ERROR, [b"message"]),

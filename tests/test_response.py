@@ -674,3 +674,30 @@ def test_str_subclasses_are_accepted() -> None:
 
     sink, _ = _start([(S("X-A"), S("v"))])
     assert sink.calls[0][2] == [(b"x-a", b"v")]
+
+
+def test_run_wsgi_returns_the_first_app_error_and_names_the_request() -> None:
+    it = Closing([b"a"], fail_at=0)
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return it
+
+    sink, errors = Sink(), []
+    returned = run_wsgi(app, dict(ENVIRON, PATH_INFO="/p", QUERY_STRING="q=1"), sink, errors.append)
+    assert isinstance(returned, RuntimeError) and str(returned) == "iteration failed"
+    assert errors[0].startswith("Error in WSGI application (GET /p?q=1):\nTraceback")
+
+
+def test_run_wsgi_returns_a_handled_exc_info_without_logging_it() -> None:
+    def app(environ, start_response):
+        try:
+            raise KeyError("handled")
+        except KeyError:
+            start_response("500 Oops", [], sys.exc_info())
+        return [b"page"]
+
+    sink, errors = Sink(), []
+    returned = run_wsgi(app, dict(ENVIRON), sink, errors.append)
+    assert isinstance(returned, KeyError) and not errors and sink.body_bytes == b"page"
+    assert run_wsgi(lambda e, s: (s("200 OK", []), [b""])[1], dict(ENVIRON), Sink(), errors.append) is None

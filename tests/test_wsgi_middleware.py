@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from typing import Any, Awaitable, Callable
@@ -159,6 +160,33 @@ def test_starlette_server_error_middleware_reraises_after_our_500() -> None:
     response = TestClient(outer, raise_server_exceptions=False).get("/x")
     assert response.status_code == 500 and response.text == "Internal Server Error"
     assert len(seen) == 1 and isinstance(seen[0], LookupError)
+
+
+def test_wsgi_errors_is_stdout_as_in_a2wsgi() -> None:
+    seen = {}
+
+    def app(environ, start_response):
+        seen["errors"] = environ["wsgi.errors"]
+        start_response("204 No Content", [])
+        return []
+
+    run(request(app))
+    assert seen["errors"] is sys.stdout
+
+
+def test_exc_info_of_a_handled_error_is_reraised_after_the_error_page() -> None:
+    # a2wsgi's behaviour (Bottle passes exc_info with its 500 page): trackers see the error.
+    def app(environ, start_response):
+        try:
+            raise KeyError("handled")
+        except KeyError:
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+        return [b"custom error page"]
+
+    response = run(request(app, raise_app_exceptions=False))
+    assert response.status_code == 500 and response.content == b"custom error page"
+    with pytest.raises(KeyError, match="handled"):
+        run(request(app))
 
 
 def test_error_in_close_after_a_good_response_is_reraised() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Union
 
-__all__ = ['Request', 'Cancel', 'Ready', 'BootError', 'Start', 'File', 'FileAck', 'ShmSetup', 'RequestShm', 'ShmCredit', 'ShmBody', 'Body', 'End', 'Abort', 'Log', 'Spawn', 'Spawned', 'Exited', 'Event']
+__all__ = ['Request', 'Cancel', 'Ready', 'BootError', 'Start', 'File', 'FileAck', 'ShmSetup', 'RequestShm', 'ShmCredit', 'ShmBody', 'Body', 'End', 'Abort', 'Log', 'AppError', 'Spawn', 'Spawned', 'Exited', 'Event']
 
 
 class Request(NamedTuple):
@@ -120,6 +120,15 @@ class Log(NamedTuple):
     message: str
 
 
+class AppError(NamedTuple):
+    """The app raised while serving request ``rid``; ``message`` is the log
+    line with its traceback.  Sent before the request's 500 (START) or ABORT,
+    so the front has it when the response ends (``raise_app_errors``)."""
+
+    rid: int
+    message: str
+
+
 class Spawn(NamedTuple):
     """Start worker ``worker_id``; its ``slots`` connection sockets come with the frame."""
 
@@ -141,5 +150,5 @@ class Exited(NamedTuple):
 
 Event = Union[
     Request, Cancel, Ready, BootError, Start, Body, End, Abort, Log, Spawn, Spawned, Exited, File, FileAck,
-    ShmSetup, ShmCredit, ShmBody, RequestShm,
+    ShmSetup, ShmCredit, ShmBody, RequestShm, AppError,
 ]

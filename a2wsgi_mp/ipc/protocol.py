@@ -52,6 +52,8 @@ LOG = 22
 FILE = 25
 #: A response chunk that lies in the slot's shared-memory region.
 SHM_BODY = 26
+#: The app raised while serving this request: its traceback, before the 500 or ABORT.
+APP_ERROR = 27
 # Zygote -> front
 SPAWNED = 23
 EXITED = 24
@@ -75,6 +77,7 @@ _KIND_NAMES = {
     SHM_CREDIT: "SHM_CREDIT",
     SHM_BODY: "SHM_BODY",
     REQUEST_SHM: "REQUEST_SHM",
+    APP_ERROR: "APP_ERROR",
 }
 
 
@@ -100,6 +103,7 @@ from .events import (  # noqa: E402,F401
     End,
     Abort,
     Log,
+    AppError,
     Spawn,
     Spawned,
     Exited,
@@ -123,6 +127,7 @@ _CONTROL: dict[int, type] = {
     SHM_CREDIT: ShmCredit,
     SHM_BODY: ShmBody,
     REQUEST_SHM: RequestShm,
+    APP_ERROR: AppError,
 }
 
 
@@ -202,6 +207,10 @@ def encode_abort(rid: int, reason: str) -> bytes:
 
 def encode_log(level: int, message: str) -> bytes:
     return _frame(LOG, _packb((level, message)))
+
+
+def encode_app_error(rid: int, message: str) -> bytes:
+    return _frame(APP_ERROR, _packb((rid, message)))
 
 
 def encode_spawn(worker_id: int, slots: int) -> bytes:
@@ -326,8 +335,8 @@ def _check(event: Event) -> None:
         )
     elif isinstance(event, (Cancel, End, FileAck)):
         ok = isinstance(event.rid, int)
-    elif isinstance(event, Abort):
-        ok = isinstance(event.rid, int) and isinstance(event.reason, str)
+    elif isinstance(event, (Abort, AppError)):
+        ok = isinstance(event.rid, int) and isinstance(event[1], str)
     elif isinstance(event, Ready):
         ok = isinstance(event.pid, int) and event.version == VERSION
     elif isinstance(event, BootError):

@@ -129,6 +129,10 @@ class _Sink:
         self.finished = True
         self._send(protocol.encode_end(self.rid))
 
+    def log_error(self, message: str) -> None:
+        """An app error of this request: to the front, tied to the request, before its 500 or ABORT."""
+        self._send(protocol.encode_app_error(self.rid, message.rstrip("\n")))
+
     def send_file(self, response: StartResponse, iterable: Any) -> bool:
         """Hand a ``wsgi.file_wrapper`` file to the front by descriptor; False to iterate it."""
         if response.status is None or response.started:
@@ -201,9 +205,6 @@ def serve_slot(app: Callable[..., Any], pipe: WorkerPipe, multithread: bool) -> 
     """Serve requests on one connection until the front hangs up."""
     errors = ErrorStream(pipe)
 
-    def log_error(message: str) -> None:
-        errors.write(message if message.endswith("\n") else message + "\n")
-
     while True:
         event = pipe.next_event()
         if event is None:
@@ -222,7 +223,7 @@ def serve_slot(app: Callable[..., Any], pipe: WorkerPipe, multithread: bool) -> 
         sink = _Sink(pipe, event.rid)
         _drain.begin()
         try:
-            run_wsgi(app, environ, sink, log_error)
+            run_wsgi(app, environ, sink, sink.log_error)
             if not sink.finished:  # cancelled by the client: acknowledge
                 sink.abort("client disconnected")
         except SinkGone:
