@@ -11,7 +11,9 @@ Cells (entry point / HTTP implementation), chosen so each runs distinct code:
 * ``cli-httptools``, ``cli-h11``: ``a2wsgi-mp APP`` (uvicorn), with httptools
   installed and, as on a default install, without it (tests/shims/no_httptools).
 * ``pool-uvicorn-h11``, ``pool-hypercorn``: a ``WSGIPool`` object under
-  another ASGI server (hypercorn has its own h11 glue and ASGI checks).
+  another ASGI server (hypercorn has its own h11 glue and ASGI checks), with
+  ``raise_app_errors=True`` behind an error tracker (the CLI and gunicorn cells
+  run the default, which only logs).
 * ``gunicorn-poolworker`` (httptools), ``gunicorn-poolh11worker`` (h11).
 * ``middleware-uvicorn-httptools``, ``middleware-uvicorn-h11``,
   ``middleware-hypercorn``: the in-process ``WSGIMiddleware``.
@@ -26,11 +28,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Iterator
 
+import h11
 import httpx
 import pytest
 
@@ -39,7 +43,7 @@ from .serverproc import HOST, REPO, Server, subprocess_env, wait_for
 pytestmark = pytest.mark.timeout(120)
 
 APP = "tests.apps.compat_wsgi:application"
-POOL = "tests.apps.compat_asgi_entry:pool"
+POOL_RAISING = "tests.apps.compat_asgi_entry:pool_raising"
 MIDDLEWARE = "tests.apps.compat_asgi_entry:middleware"
 CLI = [sys.executable, "-m", "a2wsgi_mp", APP, "--host", HOST, "--port", "{port}", "--workers", "2"]
 NO_HTTPTOOLS = REPO / "tests" / "shims" / "no_httptools"
@@ -54,8 +58,8 @@ CELLS: dict[str, tuple[list[str], dict[str, str]]] = {
     "cli-httptools": (CLI, {}),
     # A default install (`pip install .`, no httptools): uvicorn's auto picks h11.
     "cli-h11": (CLI, {"PYTHONPATH": str(NO_HTTPTOOLS)}),
-    "pool-uvicorn-h11": ([*UVICORN, "--http", "h11", POOL], {"COMPAT_WORKERS": "2"}),
-    "pool-hypercorn": ([*HYPERCORN, POOL], {"COMPAT_WORKERS": "2"}),
+    "pool-uvicorn-h11": ([*UVICORN, "--http", "h11", POOL_RAISING], {"COMPAT_WORKERS": "2"}),
+    "pool-hypercorn": ([*HYPERCORN, POOL_RAISING], {"COMPAT_WORKERS": "2"}),
     "gunicorn-poolworker": ([*GUNICORN, "-k", WORKERS + "PoolWorker", APP], {}),
     "gunicorn-poolh11worker": ([*GUNICORN, "-k", WORKERS + "PoolH11Worker", APP], {}),
     "middleware-uvicorn-httptools": ([*UVICORN, "--http", "httptools", MIDDLEWARE], {"COMPAT_PRELOAD": "1"}),
@@ -250,8 +254,56 @@ def test_bare_wsgi_app_raises(client: httpx.Client, cell: Server) -> None:
     r = client.get("/raw/raise")
     assert r.status_code == 500
     assert_logged(cell, "compat-matrix: bare WSGI app failed")
-    if MIDDLEWARE in CELLS[cell.name][0]:
+    argv = CELLS[cell.name][0]
+    if MIDDLEWARE in argv:
         # In process, the exception then reaches the ASGI server, through the
         # error tracker wrapped around the middleware (as a2wsgi's does).
         assert_logged(cell, "error tracker saw RuntimeError: compat-matrix: bare WSGI app failed")
-    assert client.get("/raw/hello").text == "hello"  # and keeps serving
+    if POOL_RAISING in argv:
+        # From a pool worker, with raise_app_errors=True: its traceback as text.
+        assert_logged(cell, "error tracker saw RemoteAppError: RuntimeError: compat-matrix: bare WSGI app failed")
+    # And keeps serving (on a new connection: reusing this one after the error
+    # is test_error_response_keeps_or_closes_the_connection's subject).
+    assert httpx.get(cell.url + "/raw/hello", timeout=TIMEOUT).text == "hello"
+
+
+def _exchange(conn: h11.Connection, sock: socket.socket) -> h11.Response | None:
+    """The next response's head (its body read through), or None if the server hung up."""
+    response = None
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(sock.recv(65536))
+        elif isinstance(event, h11.Response):
+            response = event
+        elif isinstance(event, h11.EndOfMessage):
+            return response
+        elif isinstance(event, h11.ConnectionClosed):
+            return None
+
+
+def test_error_response_keeps_or_closes_the_connection(cell: Server) -> None:
+    """After the app raised, the client's connection is either kept (a pipelined
+    request is answered) or the 500 says ``Connection: close``; never a keep-alive
+    500 followed by a silent hang-up, which drops the client's next request."""
+    def request(target: str) -> tuple[h11.Connection, bytes]:
+        conn = h11.Connection(h11.CLIENT)
+        head = conn.send(h11.Request(method="GET", target=target, headers=[("Host", HOST)]))
+        return conn, head + conn.send(h11.EndOfMessage())
+
+    conn, first = request("/raw/raise")
+    _, second = request("/raw/hello")
+    with socket.create_connection((HOST, cell.port), timeout=30) as sock:
+        sock.sendall(first + second)  # pipelined, as a client reusing the connection may
+        failed = _exchange(conn, sock)
+        assert failed is not None and failed.status_code == 500
+        if conn.their_state is h11.MUST_CLOSE:
+            return  # the 500 said Connection: close: the client will not reuse it
+        conn.start_next_cycle()
+        conn.send(h11.Request(method="GET", target="/raw/hello", headers=[("Host", HOST)]))
+        conn.send(h11.EndOfMessage())
+        answer = _exchange(conn, sock)
+        assert answer is not None, (
+            f"{cell.name}: a keep-alive 500, then the connection was dropped with the pipelined request unanswered"
+        )
+        assert answer.status_code == 200
