@@ -69,8 +69,8 @@ def test_invalid_header_is_a_clean_500_naming_it(servers: ServerSet, entry: str,
     server = servers.get(f"{entry}-{http}")
     response = httpx.get(server.url + "/bad-header", timeout=10)
     assert response.status_code == 500 and response.text == "Internal Server Error"
-    log = _wait_for_log(server, r'"GET /bad-header HTTP/1.1" 500')
-    assert "InvalidHeader" in log and "'X-Bad'" in log
+    _wait_for_log(server, r'"GET /bad-header HTTP/1.1" 500')
+    log = _wait_for_log(server, r"InvalidHeader: header 'X-Bad'")  # ours, or uvicorn's (re-raised)
     assert '"GET /bad-header HTTP/1.1" 200' not in log
     assert httpx.get(server.url + "/hello", timeout=10).text == "hello"  # the server is fine
 
@@ -80,8 +80,8 @@ def test_middleware_raises_the_app_error_to_uvicorn_after_the_500(servers: Serve
     server = servers.get(f"middleware-{http}")
     response = httpx.get(server.url + "/raw-boom", timeout=10)
     assert response.status_code == 500 and response.text == "Internal Server Error"
-    log = _wait_for_log(server, r"Exception in ASGI application")
-    assert "LookupError: raw WSGI app failed" in log
+    _wait_for_log(server, r"Exception in ASGI application")
+    _wait_for_log(server, r"LookupError: raw WSGI app failed")
 
 
 def test_pool_logs_the_remote_traceback_attributed(servers: ServerSet) -> None:
@@ -97,10 +97,9 @@ def test_pool_raise_app_errors_raises_remote_app_error(servers: ServerSet) -> No
     server = servers.get("pool_raising-h11")
     response = httpx.get(server.url + "/raw-boom", timeout=10)
     assert response.status_code == 500 and response.text == "Internal Server Error"
-    log = _wait_for_log(server, r"RemoteAppError")
+    _wait_for_log(server, r"RemoteAppError: in worker \d+: Error in WSGI application \(GET /raw-boom\)")
+    log = _wait_for_log(server, r"(?s)RemoteAppError: in worker.*LookupError: raw WSGI app failed")
     assert "Exception in ASGI application" in log
-    assert re.search(r"RemoteAppError: in worker \d+: Error in WSGI application \(GET /raw-boom\)", log), log
-    assert "LookupError: raw WSGI app failed" in log
     # A good request on the same server still works, and raises nothing.
     assert httpx.get(server.url + "/hello", timeout=10).text == "hello"
 
@@ -109,8 +108,8 @@ def test_pool_raise_app_errors_after_a_cut_response(servers: ServerSet) -> None:
     server = servers.get("pool_raising-h11")
     with pytest.raises(httpx.RemoteProtocolError):  # cut, never passed off as complete
         httpx.get(server.url + "/raw-cut", timeout=10)
-    log = _wait_for_log(server, r"LookupError: failed mid-stream")
-    assert re.search(r"RemoteAppError: in worker \d+: Error in WSGI application \(GET /raw-cut\)", log), log
+    _wait_for_log(server, r"(?s)RemoteAppError: in worker \d+: Error in WSGI application \(GET /raw-cut\)"
+                          r".*LookupError: failed mid-stream")
 
 
 def test_remote_app_error_is_exported() -> None:
