@@ -102,7 +102,7 @@ class RequestBridge:
         self._iterator = self._run(start_response)
         # Loop-side state: touched only on the loop thread.
         self._read: asyncio.Future[Message] | None = None  # a body read in flight
-        self._sends: set[asyncio.Future[None]] = set()
+        self._sends: set[asyncio.Future[Any]] = set()
         self._waiting = 0  # app calls blocked in receive()/send()
         self._body_done = False
         self._sent_last = False
@@ -280,7 +280,7 @@ class RequestBridge:
             raise RuntimeError(f"{message['type']!r} sent after the response completed")
         final = message["type"] == "http.response.body" and not message.get("more_body", False)
         self._sent_last = final
-        future: asyncio.Future[None] = self.loop.create_future()
+        future: asyncio.Future[Any] = self.loop.create_future()
         self._sends.add(future)
         self._waiting += 1
         self.commands.put(("send", message, future))

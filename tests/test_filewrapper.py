@@ -21,7 +21,7 @@ from a2wsgi_mp.workers.filewrapper import FileWrapper, file_span
 def test_file_frames_round_trip():
     dec = protocol.Decoder()
     dec.feed(protocol.encode_file(7, 200, [[b"a", b"b"]], 10, 20) + protocol.encode_file_ack(7))
-    assert list(dec.events()) == [protocol.File(7, 200, [[b"a", b"b"]], 10, 20), protocol.FileAck(7)]
+    assert list(dec.events()) == [protocol.File(7, 200, [(b"a", b"b")], 10, 20), protocol.FileAck(7)]
 
 
 @pytest.mark.parametrize("fields", [(1, 200, [], -1, 5), (1, 200, [], 0, -5), (1, 200, [[b"a"]], 0, 0), (1, "200", [], 0, 0)])
