@@ -71,6 +71,16 @@ CELLS: dict[str, tuple[list[str], dict[str, str]]] = {
 MiB = 1024 * 1024
 TIMEOUT = httpx.Timeout(30.0)
 
+#: Open defects the matrix found, as strict xfails (an XPASS fails the run: then delete the entry).
+#: Under uvicorn, a re-raised app error follows a complete keep-alive 500, and uvicorn then closes
+#: the connection unannounced (a2wsgi raises before sending, so uvicorn's own 500 says close).
+_KEEPALIVE_500 = ("keep-alive 500 then an unannounced close under uvicorn: the 500 needs "
+                  "Connection: close, or no 500 of its own (notes/compat-matrix.md, finding 1)")
+OPEN_DEFECTS: dict[tuple[str, str], str] = {
+    ("test_error_response_keeps_or_closes_the_connection", cell): _KEEPALIVE_500
+    for cell in ("pool-uvicorn-h11", "middleware-uvicorn-httptools", "middleware-uvicorn-h11")
+}
+
 
 @pytest.fixture(scope="module")
 def django_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -96,6 +106,14 @@ def cell(request: pytest.FixtureRequest, django_dir: Path,
             assert (marks / f"httptools-refused.{server.pid}").exists(), list(marks.iterdir())
         yield server
     assert not server.stop(), f"processes outlived the {request.param} server"
+
+
+@pytest.fixture(autouse=True)
+def open_defect(request: pytest.FixtureRequest) -> None:
+    callspec = getattr(request.node, "callspec", None)
+    reason = OPEN_DEFECTS.get((request.node.originalname, callspec.params.get("cell") if callspec else ""))
+    if reason:
+        request.node.add_marker(pytest.mark.xfail(reason=reason, strict=True))
 
 
 @pytest.fixture()
