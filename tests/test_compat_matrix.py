@@ -9,7 +9,8 @@ cookie/CSRF flow a browser follows.
 Cells (entry point / HTTP implementation), chosen so each runs distinct code:
 
 * ``cli-httptools``, ``cli-h11``: ``a2wsgi-mp APP`` (uvicorn), with httptools
-  installed and, as on a default install, without it (tests/shims/no_httptools).
+  installed and without it, as where it is not installed (tests/shims/no_httptools):
+  uvicorn's ``auto`` then picks h11.
 * ``pool-uvicorn-h11``, ``pool-hypercorn``: a ``WSGIPool`` object under
   another ASGI server (hypercorn has its own h11 glue and ASGI checks), with
   ``raise_app_errors=True`` behind an error tracker (the CLI and gunicorn cells
@@ -56,7 +57,7 @@ WORKERS = "a2wsgi_mp.workers.gunicorn."
 #: cell -> (argv, extra environment)
 CELLS: dict[str, tuple[list[str], dict[str, str]]] = {
     "cli-httptools": (CLI, {}),
-    # A default install (`pip install .`, no httptools): uvicorn's auto picks h11.
+    # Where httptools is not installed, uvicorn's auto picks h11.
     "cli-h11": (CLI, {"PYTHONPATH": str(NO_HTTPTOOLS)}),
     "pool-uvicorn-h11": ([*UVICORN, "--http", "h11", POOL_RAISING], {"COMPAT_WORKERS": "2"}),
     "pool-hypercorn": ([*HYPERCORN, POOL_RAISING], {"COMPAT_WORKERS": "2"}),
