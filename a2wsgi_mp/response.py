@@ -59,6 +59,24 @@ def parse_status(status: Any) -> int:
     return code
 
 
+#: Header names already checked, as the app spells them -> lower-cased bytes.
+#: Apps use a few dozen names, so checking a name is mostly one dict lookup.
+_NAMES: dict[str, bytes] = {}
+_NAMES_MAX = 1024
+_CONTENT_LENGTH = b"content-length"
+_TRANSFER_ENCODING = b"transfer-encoding"
+
+
+def _check_name(name: str) -> bytes:
+    stripped = name.strip(_OWS)
+    if not _TOKEN(stripped):  # a token is ASCII: it always encodes
+        raise InvalidHeader(f"invalid header name {stripped!r}")
+    lname = stripped.lower().encode("ascii")
+    if len(_NAMES) < _NAMES_MAX:
+        _NAMES[name] = lname
+    return lname
+
+
 def encode_headers(headers: Any) -> tuple[Headers, int | None]:
     """PEP 3333 ``response_headers`` as ASGI wants them, and the declared Content-Length.
 
@@ -76,29 +94,26 @@ def encode_headers(headers: Any) -> tuple[Headers, int | None]:
             if not isinstance(name, str) or not isinstance(value, str):
                 raise InvalidHeader(f"header {name!r}: names and values must be str")
             name, value = str(name), str(value)
-        name = name.strip(_OWS)
+        lname = _NAMES.get(name) or _check_name(name)
         value = value.strip(_OWS)
-        if not _TOKEN(name):
-            raise InvalidHeader(f"invalid header name {name!r}")
         if _BAD_VALUE(value):
-            raise InvalidHeader(f"header {name!r}: its value holds a control character")
-        lname = name.lower()
+            raise InvalidHeader(f"header {name.strip(_OWS)!r}: its value holds a control character")
         try:
-            pair = (lname.encode("latin-1"), value.encode("latin-1"))
+            bvalue = value.encode("latin-1")
         except UnicodeEncodeError:
-            raise InvalidHeader(f"header {name!r}: its value is not latin-1 (UnicodeEncodeError)") from None
-        if lname == "content-length":
+            raise InvalidHeader(f"header {name.strip(_OWS)!r}: its value is not latin-1 (UnicodeEncodeError)") from None
+        if lname == _CONTENT_LENGTH:
             if not (value.isascii() and value.isdigit()):
-                raise InvalidHeader(f"header {name!r}: invalid Content-Length {value!r}")
+                raise InvalidHeader(f"header {name.strip(_OWS)!r}: invalid Content-Length {value!r}")
             length = int(value)
-            if remaining is not None and remaining != length:
-                raise InvalidHeader(f"header {name!r}: conflicting Content-Length values")
             if remaining is not None:
+                if remaining != length:
+                    raise InvalidHeader(f"header {name.strip(_OWS)!r}: conflicting Content-Length values")
                 continue
             remaining = length
-        elif lname == "transfer-encoding":
+        elif lname == _TRANSFER_ENCODING:
             continue
-        encoded.append(pair)
+        encoded.append((lname, bvalue))
     return encoded, remaining
 
 

@@ -55,6 +55,9 @@ class ResponseAborted(RuntimeError):
 
     Raising is the only way ASGI has to make the server cut the connection, so
     the client sees a broken response instead of a short one passed as whole.
+    When the cut comes from an exception of the app, that exception is raised
+    instead (a2wsgi's behaviour); this one is for a body short of its
+    Content-Length.
     """
 
 

@@ -701,3 +701,14 @@ def test_run_wsgi_returns_a_handled_exc_info_without_logging_it() -> None:
     returned = run_wsgi(app, dict(ENVIRON), sink, errors.append)
     assert isinstance(returned, KeyError) and not errors and sink.body_bytes == b"page"
     assert run_wsgi(lambda e, s: (s("200 OK", []), [b""])[1], dict(ENVIRON), Sink(), errors.append) is None
+
+
+def test_header_name_cache_keeps_invalid_names_out_and_maps_spellings() -> None:
+    from a2wsgi_mp import response
+
+    for _ in range(2):  # the second round is served from the cache
+        sink, _ = _start([(" Set-Cookie", "a=1"), ("SET-COOKIE", "b=2")])
+        assert sink.calls[0][2] == [(b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")]
+        sink, _ = _start([("Bad Name", "v")])
+        assert sink.status == 500
+    assert "Bad Name" not in response._NAMES
