@@ -25,9 +25,14 @@ from typing import Any, Callable, Iterable, Protocol
 Headers = list[tuple[bytes, bytes]]
 
 INTERNAL_ERROR_BODY = b"Internal Server Error"
+#: ``Connection: close``, as gunicorn's error page: an entry point may re-raise the
+#: app's error once this 500 is out (a2wsgi's behaviour), and a server that sees an
+#: exception after a complete response closes the connection; announced, a client
+#: never loses the next request it queued on it.
 INTERNAL_ERROR_HEADERS: Headers = [
     (b"content-type", b"text/plain; charset=utf-8"),
     (b"content-length", str(len(INTERNAL_ERROR_BODY)).encode()),
+    (b"connection", b"close"),
 ]
 
 # RFC 9110 §5.6.2: a field name is a token.

@@ -73,14 +73,9 @@ MiB = 1024 * 1024
 TIMEOUT = httpx.Timeout(30.0)
 
 #: Open defects the matrix found, as strict xfails (an XPASS fails the run: then delete the entry).
-#: Under uvicorn, a re-raised app error follows a complete keep-alive 500, and uvicorn then closes
-#: the connection unannounced (a2wsgi raises before sending, so uvicorn's own 500 says close).
-_KEEPALIVE_500 = ("keep-alive 500 then an unannounced close under uvicorn: the 500 needs "
-                  "Connection: close, or no 500 of its own (notes/compat-matrix.md, finding 1)")
-OPEN_DEFECTS: dict[tuple[str, str], str] = {
-    ("test_error_response_keeps_or_closes_the_connection", cell): _KEEPALIVE_500
-    for cell in ("pool-uvicorn-h11", "middleware-uvicorn-httptools", "middleware-uvicorn-h11")
-}
+#: (It found one: a re-raised app error after a keep-alive 500 made uvicorn close the connection
+#: unannounced; the 500 now says ``Connection: close``.)
+OPEN_DEFECTS: dict[tuple[str, str], str] = {}
 
 
 @pytest.fixture(scope="module")
