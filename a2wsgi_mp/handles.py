@@ -46,6 +46,8 @@ class Worker:
         #: The reload replacement booting for this worker, if any.
         self.replaced_by: Worker | None = None
         self.rss = 0
+        #: Which zygote was asked to start it (Launcher.generation): the one that reports its exit.
+        self.zygote = 0
 
     @property
     def busy(self) -> int:

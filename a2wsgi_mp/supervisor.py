@@ -201,10 +201,11 @@ class Supervisor:
                     shm.DEFAULT_SIZE if self.config.ipc == "shm" else 0,
                 )
             await self._launcher.wait_running()
+            worker.zygote = self._launcher.generation
             pid = await self._launcher.spawn(worker.id, socks)
             if worker.pid is None:
                 worker.pid = pid
-                self._procs.add(pid, worker, self._launcher.generation)
+                self._procs.add(pid, worker, worker.zygote)
         except ZygoteLost as exc:
             # Not an app failure.  If the zygote forked the worker before it
             # died, the worker's READY names it; if not, its connections close
@@ -227,9 +228,8 @@ class Supervisor:
             app_logger.log(event.level, "[worker %s] %s", slot.worker.pid, event.message)
         elif isinstance(event, protocol.Ready):
             if slot.worker.pid is None:  # READY can overtake the zygote's SPAWNED
-                slot.worker.pid = event.pid
-                if self._launcher is not None:
-                    self._procs.add(event.pid, slot.worker, self._launcher.generation)
+                slot.worker.pid = event.pid  # (its zygote may be dead already: then its pidfd reports)
+                self._procs.add(event.pid, slot.worker, slot.worker.zygote)
             if self.config.max_rss:  # before any REQUEST on this slot
                 slot.pipe.send(protocol.encode_report(True))
             self._on_ready(slot)
