@@ -48,8 +48,8 @@ class Worker:
         self.rss = 0
         #: Since when no request ran on this worker (the elastic pool retires long-idle ones).
         self.idle_since = self.started
-        #: The zygote (:class:`~a2wsgi_mp.launcher.Launcher`) this worker was started by.
-        self.launcher: Any = None
+        #: Which zygote was asked to start it (Launcher.generation): the one that reports its exit.
+        self.zygote = 0
 
     @property
     def busy(self) -> int:

@@ -251,7 +251,7 @@ class Supervisor:
 
     async def _boot(self, worker: Worker) -> None:
         assert self._launcher is not None
-        worker.launcher = launcher = self._launcher
+        launcher = self._launcher  # (a preloaded reload may replace self._launcher meanwhile)
         socks = []
         try:
             for slot in worker.slots:
@@ -264,10 +264,11 @@ class Supervisor:
                     shm.DEFAULT_SIZE if self.config.ipc == "shm" else 0,
                 )
             await launcher.wait_running()
+            worker.zygote = launcher.generation  # (a restarted zygote has a new one)
             pid = await launcher.spawn(worker.id, socks)
             if worker.pid is None:
                 worker.pid = pid
-                self._procs.add(pid, worker, launcher.generation)
+                self._procs.add(pid, worker, worker.zygote)
         except ZygoteLost as exc:
             # Not an app failure.  If the zygote forked the worker before it
             # died, the worker's READY names it; if not, its connections close
@@ -292,9 +293,8 @@ class Supervisor:
             app_logger.log(event.level, "[worker %s] %s", slot.worker.pid, event.message)
         elif isinstance(event, protocol.Ready):
             if slot.worker.pid is None:  # READY can overtake the zygote's SPAWNED
-                slot.worker.pid = event.pid
-                if slot.worker.launcher is not None:
-                    self._procs.add(event.pid, slot.worker, slot.worker.launcher.generation)
+                slot.worker.pid = event.pid  # (its zygote may be dead already: then its pidfd reports)
+                self._procs.add(event.pid, slot.worker, slot.worker.zygote)
             if self.config.max_rss:  # before any REQUEST on this slot
                 slot.pipe.send(protocol.encode_report(True))
             self._on_ready(slot)

@@ -1,0 +1,104 @@
+"""Following processes we did not fork (pidfds), and a worker's tie to the front."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from a2wsgi_mp.processes import HAVE_PIDFD, ProcessTable, watch_front
+
+pytestmark = pytest.mark.skipif(not HAVE_PIDFD, reason="pidfds are Linux-only")
+
+
+def _sleeper() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+async def _until(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return bool(predicate())
+
+
+def test_an_exit_nobody_reports_is_seen_by_pidfd() -> None:
+    proc = _sleeper()
+    gone: list[tuple[str, int | None]] = []
+
+    async def scenario() -> None:
+        table: ProcessTable[str] = ProcessTable(lambda owner, status: gone.append((owner, status)), lambda g: False)
+        table.add(proc.pid, "w", 1)
+        assert proc.pid in table and table.owners() == ["w"]
+        table.signal(proc.pid, "other", signal.SIGKILL)  # not its owner: nothing happens
+        await asyncio.sleep(0.1)
+        assert proc.poll() is None
+        table.signal(proc.pid, "w", signal.SIGKILL)
+        assert await _until(lambda: gone)
+        assert proc.pid not in table
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        proc.kill()
+        proc.wait()
+    assert gone == [("w", None)]
+
+
+def test_while_its_zygote_lives_the_status_is_awaited_then_settled_if_it_dies() -> None:
+    procs = [_sleeper(), _sleeper()]
+    gone: list[tuple[str, int | None]] = []
+    alive = {"zygote": True}
+
+    async def scenario() -> None:
+        table: ProcessTable[str] = ProcessTable(lambda owner, status: gone.append((owner, status)),
+                                                lambda g: alive["zygote"])
+        table.add(procs[0].pid, "reported", 1)
+        table.add(procs[1].pid, "orphaned", 1)
+        for p in procs:
+            p.kill()
+            p.wait()  # (we are the reaper here, standing in for the zygote)
+        await asyncio.sleep(0.2)  # the pidfds are readable by now: marked, not settled
+        assert gone == []
+        table.gone(procs[0].pid, 9)  # the zygote's EXITED
+        table.gone(procs[0].pid, 9)  # (once only)
+        assert gone == [("reported", 9)]
+        alive["zygote"] = False
+        table.reporter_lost()
+        assert gone == [("reported", 9), ("orphaned", None)] and len(table) == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_watching_the_front_dies_with_it() -> None:
+    front = _sleeper()
+    front_fd = os.pidfd_open(front.pid)
+    child = os.fork()
+    if child == 0:  # the "worker"
+        try:
+            watch_front(front_fd)
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    os.close(front_fd)
+    try:
+        time.sleep(0.2)
+        assert os.waitpid(child, os.WNOHANG) == (0, 0)  # alive while the front is
+        front.kill()
+        front.wait()
+        deadline = time.monotonic() + 10
+        while (result := os.waitpid(child, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert result[0] == child and os.WIFSIGNALED(result[1]) and os.WTERMSIG(result[1]) == signal.SIGKILL
+    finally:
+        front.kill()
+        try:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
