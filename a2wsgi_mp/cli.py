@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from . import __version__
 from .config import PoolConfig
 from .front import WSGIPool
+from .headlimits import options as head_options
 from .launcher import START_METHODS
 
 EXIT_STARTUP_FAILURE = 3
@@ -74,8 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
            "free at once (0 = the worker waits)")
     option("--spool-dir", str, "directory for spooled request bodies (default: the system temp dir)")
     option("--metrics-path", str, "serve Prometheus metrics at this path (default: off)")
+    option("--header-map", str, "header names with underscores: dropped, refused (400) or dangerous (kept, "
+           "as X-Forwarded-For!)", choices=["drop", "refuse", "dangerous"])
     option("--ipc", str, "bodies via the socketpair (pipe) or a shared-memory ring per slot (shm)",
            choices=["pipe", "shm"])
+    head_options.add_options(p)
     return p
 
 
@@ -102,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     graceful = getattr(args, "graceful_timeout", PoolConfig.graceful_timeout)
     try:
         pool = make_pool(args)
+        http = head_options.http_protocol(args)
     except (TypeError, ValueError) as exc:
         print(f"a2wsgi-mp: error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -110,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         host=args.host,
         port=args.port,
         uds=args.uds,
+        http=http,
         lifespan="on",
         log_level=args.log_level,
         access_log=not args.no_access_log,

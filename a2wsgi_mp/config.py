@@ -50,6 +50,10 @@ class PoolConfig:
     #: How bodies move between front and workers: "pipe" (the socketpair) or "shm"
     #: (a shared-memory ring per slot; control frames stay on the socketpair).
     ipc: str = "pipe"
+    #: Header names with underscores (``X_Forwarded_For``), which would land on the
+    #: same environ key as the dashed name: "drop" (gunicorn's and nginx's default),
+    #: "refuse" (400) or "dangerous" (kept).  Applied in the worker's environ.
+    header_map: str = "drop"
 
     def __post_init__(self) -> None:
         if not self.workers:
@@ -71,6 +75,8 @@ class PoolConfig:
             raise ValueError("max_body_size must not be negative")
         if self.ipc not in ("pipe", "shm"):
             raise ValueError(f"ipc must be 'pipe' or 'shm', not {self.ipc!r}")
+        if self.header_map not in ("drop", "refuse", "dangerous"):
+            raise ValueError(f"header_map must be 'drop', 'refuse' or 'dangerous', not {self.header_map!r}")
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> "PoolConfig":
