@@ -72,8 +72,8 @@ def pool_options(cfg: Any, app_ref: Any, extra: dict[str, Any]) -> dict[str, Any
         "max_requests_jitter": max(0, int(cfg.max_requests_jitter or 0)),
         "backlog": max(1, int(cfg.backlog or 2048)),
     }
-    header_map = getattr(cfg, "header_map", None)  # gunicorn >= 22
-    if header_map in ("drop", "refuse", "dangerous"):
+    header_map = getattr(cfg, "header_map", None)  # gunicorn >= 22; "drop" is the pool's default too
+    if header_map in ("refuse", "dangerous"):
         options["header_map"] = header_map
     if not isinstance(app_ref, str):
         options["start_method"] = "fork"  # an object reaches the pool only through fork
