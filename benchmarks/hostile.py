@@ -13,6 +13,8 @@ Attacks:
 
 * ``big_heads``: 50 connections each send an unfinished 10 MB header, then
   hold the connection; RSS before, peak and after.
+* ``full_heads``: 200 connections each send the largest head the default
+  limits allow (98 fields of 8 KB), unfinished, and hold it: what the front keeps.
 * ``huge_head``: one 256 MB header, while another client times /hello
   (the worst stall of the other requests).
 * ``many_headers``: 10,000 small headers: the status code.
@@ -171,6 +173,29 @@ async def big_heads(front: Front, args: argparse.Namespace) -> dict[str, Any]:
             "rss_after_mb": front.rss() / MB, **stats}
 
 
+async def full_heads(front: Front, args: argparse.Namespace) -> dict[str, Any]:
+    """The most a head may legally hold, unfinished, on many connections at once."""
+    count = 200
+    head = b"GET /hello HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-F%02d: %s\r\n" % (i, b"a" * 8000) for i in range(98))
+    before = front.rss()
+    front.sample()
+    conns = []
+    for _ in range(count):
+        reader, writer = await asyncio.open_connection(HOST, front.port)
+        writer.write(head)
+        conns.append((reader, writer))
+    for _r, w in conns:
+        await asyncio.wait_for(w.drain(), 30)
+    await asyncio.sleep(2.0)  # let the server read it all
+    held = front.rss()
+    peak = front.end_sample()
+    for _r, w in conns:
+        w.close()
+    return {"connections": count, "head_kb": len(head) // 1024, "rss_before_mb": before / MB,
+            "rss_held_mb": held / MB, "rss_peak_mb": peak / MB,
+            "per_connection_kb": (held - before) / count / 1024}
+
+
 async def huge_head(front: Front, args: argparse.Namespace) -> dict[str, Any]:
     before = front.rss()
     front.sample()
@@ -271,7 +296,7 @@ async def slowloris(front: Front, args: argparse.Namespace) -> dict[str, Any]:
 
 
 ATTACKS: dict[str, Callable[[Front, argparse.Namespace], Awaitable[dict[str, Any]]]] = {
-    "big_heads": big_heads, "huge_head": huge_head, "many_headers": many_headers, "idle": idle,
+    "big_heads": big_heads, "full_heads": full_heads, "huge_head": huge_head, "many_headers": many_headers, "idle": idle,
     "slowloris": slowloris,
 }
 
@@ -282,6 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--header-timeout", type=float, default=3.0)
     p.add_argument("--idle", type=int, default=2000, help="idle connections (default: %(default)s)")
     p.add_argument("--only", default=",".join(ATTACKS), help="comma-separated attacks")
+    p.add_argument("--server-args", default="", help="more CLI options for the server, e.g. '--limit-request-head 65536'")
     p.add_argument("--baseline", metavar="TREE",
                    help="serve from this source tree (e.g. a `git archive` of an older commit) without the "
                         "head-limit options, to measure it the same way")
@@ -289,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     global REPO
     if args.baseline:
         REPO = Path(args.baseline).resolve()
-    extra: list[str] = []
+    extra: list[str] = args.server_args.split()
     results: dict[str, Any] = {"http": args.http}
     for name in args.only.split(","):
         front = Front(args.http, args.header_timeout, extra) if not args.baseline else _baseline(args)

@@ -53,9 +53,7 @@ def servers() -> Iterator[dict[str, Server]]:
     }
     try:
         for server in made.values():
-            server.start()
-        for server in made.values():
-            server.wait_ready(60)
+            server.start()  # all at once; each case waits for its own
         yield made
     finally:
         for server in made.values():
@@ -64,7 +62,7 @@ def servers() -> Iterator[dict[str, Server]]:
 
 @pytest.fixture(params=["cli-httptools", "cli-h11", "gunicorn-httptools", "gunicorn-h11"])
 def server(request: pytest.FixtureRequest, servers: dict[str, Server]) -> Server:
-    return servers[request.param]
+    return servers[request.param].wait_ready(60)
 
 
 def front_process(server: Server) -> psutil.Process:

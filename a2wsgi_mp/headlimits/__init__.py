@@ -49,6 +49,9 @@ class HeadLimits:
     header_timeout: float = 60.0
     #: Open connections beyond which new ones are closed at once (0 = no cap).
     connections: int = 0
+    #: Bytes of the whole head (431 past it); 0 = what the three limits above
+    #: allow (~800 KB with gunicorn's defaults; nginx allows 4 x 8 KB).
+    head: int = 0
 
     @classmethod
     def gunicorn(cls, line: int, fields: int, field_size: int, **extra: Any) -> "HeadLimits":
@@ -59,8 +62,8 @@ class HeadLimits:
         return cls(line=line, fields=fields, field_size=field_size, **extra)
 
     def __post_init__(self) -> None:
-        if self.header_timeout < 0 or self.connections < 0:
-            raise ValueError("header_timeout and connections must not be negative")
+        if self.header_timeout < 0 or self.connections < 0 or self.head < 0:
+            raise ValueError("header_timeout, connections and head must not be negative")
 
     @property
     def max_line(self) -> int:
@@ -77,7 +80,8 @@ class HeadLimits:
     @property
     def max_head(self) -> int:
         """The largest head these limits allow (request line, fields, CRLFs)."""
-        return min(HARD_HEAD, self.max_line + 2 + self.max_fields * (self.max_field + 2) + 2)
+        allowed = self.max_line + 2 + self.max_fields * (self.max_field + 2) + 2
+        return min(HARD_HEAD, allowed, self.head or allowed)
 
 
 def auto_connection_limit() -> int:
@@ -104,4 +108,6 @@ def protocol_class(http: str, limits: HeadLimits) -> type:
         from .h11_proto import LimitedH11Protocol as base  # type: ignore[assignment]
     else:
         raise ValueError(f"http must be one of {HTTP_CHOICES}, not {http!r}")
-    return type(base.__name__, (base,), {"limits": limits, "__module__": base.__module__})
+    attrs = {"limits": limits, "__module__": base.__module__, "_max_line": limits.max_line,
+             "_max_field": limits.max_field, "_max_fields": limits.max_fields, "_max_head": limits.max_head}
+    return type(base.__name__, (base,), attrs)

@@ -49,6 +49,11 @@ class HeadGuard:
     """Per-connection guards; the concrete protocols call the ``_guard_*`` hooks."""
 
     limits: HeadLimits = HeadLimits()
+    # limits.max_*, as plain class attributes for the per-header checks (set by protocol_class)
+    _max_line = limits.max_line
+    _max_field = limits.max_field
+    _max_fields = limits.max_fields
+    _max_head = limits.max_head
     #: Class-wide (per server process): when the cap was last reported.
     _cap_warned_at = 0.0
 
@@ -63,6 +68,7 @@ class HeadGuard:
     _header_timer: asyncio.TimerHandle | None = None
     _linger_timer: asyncio.TimerHandle | None = None
     _heard = False  # bytes of the next request head have arrived
+    _head_since: float | None = None  # loop time the current head began (None: no head under way)
     _tail = 0  # bytes since the last LF while reading a head
 
     # ------------------------------------------------------------ accept
@@ -82,10 +88,21 @@ class HeadGuard:
 
     # ------------------------------------------------------------ header timeout
 
-    def _arm_header_timer(self) -> None:
+    # One timer per connection, re-armed only when it fires: a request costs
+    # a ``loop.time()`` when its head starts, not a timer of its own.
+
+    def _start_header_clock(self) -> None:
+        """At accept: the first head's clock starts now (an idle connection is a slow head)."""
+        self._head_since = self.loop.time()
         timeout = self.limits.header_timeout
-        if timeout and self._header_timer is None and not self._refused:
+        if timeout:
             self._header_timer = self.loop.call_later(timeout, self._on_header_timeout)
+
+    def _head_started(self) -> None:
+        """Bytes of a head arrived: its clock runs from the first of them."""
+        if self._head_since is None:
+            self._head_since = self.loop.time()
+        self._heard = True
 
     def _disarm_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -94,17 +111,22 @@ class HeadGuard:
 
     def _head_done(self) -> None:
         """A whole head arrived: its clock stops (the body has none; keep-alive is uvicorn's)."""
-        self._disarm_header_timer()
+        self._head_since = None
         self._heard = False
         self._tail = 0
 
     def _on_header_timeout(self) -> None:
         self._header_timer = None
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._refused:
             return
+        timeout = self.limits.header_timeout
+        since = self._head_since
         cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            self._arm_header_timer()  # we owe the client a response: judge it later
+        left = timeout if since is None else since + timeout - self.loop.time()
+        if left > 0.001 or (cycle is not None and not cycle.response_complete):
+            # No head under way (between requests, or in a body), or not late
+            # yet, or we owe the client a response: look again later.
+            self._header_timer = self.loop.call_later(left if left > 0.001 else timeout, self._on_header_timeout)
             return
         if self._heard:
             self._refuse(408, "Request Timeout: the request head took too long")
@@ -152,4 +174,4 @@ class HeadGuard:
         return self._tail + len(data) if i < 0 else len(data) - i - 1
 
     def _field_too_long(self, tail: int) -> bool:
-        return tail > self.limits.max_field
+        return tail > self._max_field

@@ -71,7 +71,7 @@ class LimitedH11Protocol(HeadGuard, H11Protocol):
         if not self._guard_accept(transport):
             return
         super().connection_made(transport)
-        self._arm_header_timer()
+        self._start_header_clock()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._rejected:
@@ -85,8 +85,7 @@ class LimitedH11Protocol(HeadGuard, H11Protocol):
         conn = self.conn
         reading_head = conn.their_state is h11.IDLE and conn.our_state is h11.IDLE
         if reading_head:
-            self._arm_header_timer()
-            self._heard = True
+            self._head_started()
             tail = self._measure(data)
             if self._field_too_long(tail):
                 self._unset_keepalive_if_required()

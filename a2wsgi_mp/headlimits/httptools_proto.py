@@ -36,7 +36,7 @@ class LimitedHttpToolsProtocol(HeadGuard, HttpToolsProtocol):
             return
         self._url_parts: list[bytes] = []
         super().connection_made(transport)
-        self._arm_header_timer()
+        self._start_header_clock()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._rejected:
@@ -48,9 +48,8 @@ class LimitedHttpToolsProtocol(HeadGuard, HttpToolsProtocol):
         if self._refused or self.parser is None:
             return  # draining a refused connection
         self._unset_keepalive_if_required()
-        if not self._in_body():
-            self._arm_header_timer()  # a head starts or goes on (bare CRLFs too)
-            self._heard = True
+        if self._head_since is None and not self._in_body():
+            self._head_started()  # a head starts (bare CRLFs too)
         tail = self._measure(data)
         completed = self._completed
         try:
@@ -73,7 +72,7 @@ class LimitedHttpToolsProtocol(HeadGuard, HttpToolsProtocol):
                 self.send_400_response(msg)
             return
         if self._in_head:
-            self._arm_header_timer()  # a pipelined head that began in this read
+            self._head_started()  # (a pipelined head may have begun in this read)
             # Another message ended in this same read: where its head began is
             # not known, so measure from here on (one read of slack).
             self._tail = tail if completed == self._completed else 0
@@ -97,22 +96,24 @@ class LimitedHttpToolsProtocol(HeadGuard, HttpToolsProtocol):
     def on_url(self, url: bytes) -> None:
         self._url_parts.append(url)
         self._url_len += len(url)
-        limits = self.limits
-        if self._url_len + 10 + len(self.parser.get_method() or b"") > limits.max_line:
+        if self._url_len + 10 + len(self.parser.get_method() or b"") > self._max_line:
             raise self._stop(414, "URI Too Long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._fields += 1
-        size = len(name) + len(value) + 4  # "Name: value\r\n"
+        size = len(name) + len(value) + 4  # "Name: value\r\n", gunicorn's measure
         self._head_bytes += size
-        limits = self.limits
-        if self._fields > limits.max_fields:
-            raise self._stop(431, "Request Header Fields Too Large: too many header fields")
-        if size > limits.max_field:  # gunicorn's measure: the line with its CRLF
-            raise self._stop(431, "Request Header Fields Too Large: a header field is too long")
-        if self._head_bytes > limits.max_head:
+        if size > self._max_field or self._fields > self._max_fields or self._head_bytes > self._max_head:
+            if self._fields > self._max_fields:
+                raise self._stop(431, "Request Header Fields Too Large: too many header fields")
+            if size > self._max_field:
+                raise self._stop(431, "Request Header Fields Too Large: a header field is too long")
             raise self._stop(431, "Request Header Fields Too Large")
-        super().on_header(name, value)
+        # uvicorn 0.54's on_header, inlined: this runs for every header of every request.
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False

@@ -21,6 +21,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                        help="431 for more header fields (default: %(default)s, max 32768)")
     group.add_argument("--limit-request-field-size", type=int, default=_DEFAULTS.field_size, metavar="BYTES",
                        help="431 for a longer header line; 0 = 1 MiB (default: %(default)s)")
+    group.add_argument("--limit-request-head", type=int, default=_DEFAULTS.head, metavar="BYTES",
+                       help="431 for a larger head in all; 0 = what the limits above allow, about 800 KB "
+                            "(default: %(default)s; 65536 keeps what a slow client can hold near nginx's 32 KB)")
     group.add_argument("--header-timeout", type=float, default=_DEFAULTS.header_timeout, metavar="SECONDS",
                        help="408 (or a plain close if nothing came) for a request head not complete in time; "
                             "0 = off (default: %(default)s)")
@@ -38,5 +41,6 @@ def http_protocol(args: argparse.Namespace) -> type:
         args.limit_request_field_size,
         header_timeout=args.header_timeout,
         connections=connections,
+        head=args.limit_request_head,
     )
     return protocol_class(args.http, limits)
