@@ -271,3 +271,16 @@ def test_gunicorn_settings_reach_the_bounded_protocol(tmp_path: Path) -> None:
     unlimited = make_worker(tmp_path, limit_request_fields=0, limit_request_field_size=0, limit_request_line=0)
     limits = unlimited.uvicorn_options()["http"].limits
     assert limits.max_fields == 32768 and limits.max_head <= 16 * MiB  # "unlimited" is still bounded
+
+
+def test_limit_values_follow_gunicorn() -> None:
+    from a2wsgi_mp.headlimits import HeadLimits
+
+    default = HeadLimits()
+    assert (default.line, default.fields, default.field_size, default.header_timeout) == (4094, 100, 8190, 60.0)
+    assert 800_000 < default.max_head < 850_000
+    assert HeadLimits(head=65536).max_head == 65536
+    capped = HeadLimits.gunicorn(99999, -1, -1)
+    assert (capped.line, capped.fields, capped.field_size) == (8190, 32768, 8190)
+    with pytest.raises(ValueError):
+        HeadLimits(header_timeout=-1)
