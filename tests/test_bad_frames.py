@@ -127,26 +127,27 @@ def test_worker_answers_a_bad_frame_and_serves_the_next_request() -> None:
 # ---------------------------------------------------------------- the front
 
 
+async def call(pool: WSGIPool, headers: list[tuple[bytes, bytes]], path: str = "/pid") -> list[dict]:
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    sent: list[dict] = []
+    messages = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive() -> dict:
+        if messages:
+            return messages.pop()
+        await asyncio.Event().wait()
+        return {}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(pool(scope, receive, send), 60)
+    return sent
+
+
 def test_front_refuses_a_head_past_the_ipc_limit_and_keeps_its_worker() -> None:
-    async def call(pool: WSGIPool, headers: list[tuple[bytes, bytes]], path: str = "/pid") -> list[dict]:
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-                 "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
-        sent: list[dict] = []
-        messages = [{"type": "http.request", "body": b"", "more_body": False}]
-
-        async def receive() -> dict:
-            if messages:
-                return messages.pop()
-            await asyncio.Event().wait()
-            return {}
-
-        async def send(message: dict) -> None:
-            sent.append(message)
-
-        await asyncio.wait_for(pool(scope, receive, send), 60)
-        return sent
-
     async def main() -> tuple[Any, ...]:
         pool = WSGIPool("tests.apps.core_app:app", workers=1, threads=1, timeout=30)
         await pool.startup()
@@ -166,6 +167,25 @@ def test_front_refuses_a_head_past_the_ipc_limit_and_keeps_its_worker() -> None:
     assert first[0]["status"] == second[0]["status"] == 200
     pid = json.loads(first[1]["body"])["pid"]
     assert json.loads(second[1]["body"])["pid"] == pid != os.getpid(), "the same worker serves on"
+
+
+def test_pool_header_map_reaches_the_worker() -> None:
+    async def main() -> tuple[dict, dict]:
+        seen = []
+        for header_map in ("drop", "dangerous"):
+            pool = WSGIPool("tests.apps.core_app:app", workers=1, threads=1, timeout=30, header_map=header_map)
+            await pool.startup()
+            try:
+                sent = await call(pool, [(b"host", b"x"), (b"x_forwarded_for", b"6.6.6.6")], "/environ")
+            finally:
+                await pool.shutdown()
+            seen.append(json.loads(b"".join(m.get("body", b"") for m in sent[1:])))
+        return seen[0], seen[1]
+
+    with asyncio.Runner() as runner:
+        dropped, kept = runner.run(main())
+    assert "HTTP_X_FORWARDED_FOR" not in dropped
+    assert kept["HTTP_X_FORWARDED_FOR"] == "6.6.6.6"
 
 
 def test_front_head_bound_leaves_room_for_the_largest_inline_body() -> None:
