@@ -127,6 +127,30 @@ def test_too_long_field_is_431(server: Server) -> None:
     assert status(exchange(server, fits)) == 200
 
 
+def test_bodies_without_newlines_are_not_measured_as_header_lines(server: Server) -> None:
+    body = b"x" * 40000
+    reply = exchange(server, b"POST /upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                             b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    assert status(reply) == 200, reply[:300]
+    assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["size"] == len(body)
+    # Nor in a read of its own, followed on the same connection by a head in pieces.
+    with connect(server) as sock:
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
+        time.sleep(0.1)
+        sock.sendall(body)
+        first = b""
+        while b"}" not in first:
+            chunk = sock.recv(65536)
+            assert chunk, first
+            first += chunk
+        assert status(first) == 200, first[:300]
+        sock.sendall(b"GET /hel")
+        time.sleep(0.1)
+        sock.sendall(b"lo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        second = read_all(sock)
+    assert status(second) == 200, second[:300]
+
+
 def test_a_20_mb_header_is_refused_while_reading_with_memory_bounded(server: Server) -> None:
     front = front_process(server)
     before = front.memory_info().rss

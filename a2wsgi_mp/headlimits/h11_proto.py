@@ -41,10 +41,13 @@ class LimitedConnection(h11.Connection):
                 self._check(event)
             return event
         except h11.RemoteProtocolError as exc:
-            if exc.error_status_hint not in (414, 431):
+            hint = exc.error_status_hint
+            if hint not in (414, 431):
                 raise
-            self.refuse(exc.error_status_hint, str(exc) if exc.error_status_hint != 431 or "Too Large" in str(exc)
-                        else "Request Header Fields Too Large")
+            text = str(exc)
+            if hint == 431 and "Too Large" not in text:  # h11's own "Receive buffer too long"
+                text = "Request Header Fields Too Large"
+            self.refuse(hint, text)
             return h11.NEED_DATA
 
     def _check(self, event: h11.Request) -> None:
@@ -87,14 +90,15 @@ class LimitedH11Protocol(HeadGuard, H11Protocol):
         if reading_head:
             self._head_started()
             tail = self._measure(data)
-            if self._field_too_long(tail):
-                self._unset_keepalive_if_required()
-                self._refuse(431, "Request Header Fields Too Large: a header field is too long")
-                return
-            self._tail = tail
         super().data_received(data)
-        if reading_head and not self._refused and conn.their_state is not h11.IDLE:
-            self._head_done()
+        if not reading_head or self._refused:
+            return
+        if conn.their_state is not h11.IDLE:
+            self._head_done()  # (the read may go on into the body: its bytes are not a header line)
+        elif self._field_too_long(tail):  # h11 buffers the head until it is whole: judge it by the read
+            self._refuse(431, "Request Header Fields Too Large: a header field is too long")
+        else:
+            self._tail = tail
 
     def send_400_response(self, msg: str) -> None:
         self._refused = True

@@ -79,7 +79,7 @@ class LimitedHttpToolsProtocol(HeadGuard, HttpToolsProtocol):
             if self._field_too_long(self._tail):
                 self._refuse(431, "Request Header Fields Too Large: a header field is too long")
         else:
-            self._tail = tail
+            self._tail = 0  # no head under way: the next one starts afresh (a body's bytes are no line)
 
     def _in_body(self) -> bool:
         cycle = self.cycle
