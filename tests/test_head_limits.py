@@ -308,3 +308,20 @@ def test_limit_values_follow_gunicorn() -> None:
     assert (capped.line, capped.fields, capped.field_size) == (8190, 32768, 8190)
     with pytest.raises(ValueError):
         HeadLimits(header_timeout=-1)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--header-timeout", "-1"], "header_timeout"),
+    (["--http", "spdy"], "--http"),
+    (["--header-map", "keep"], "--header-map"),
+    (["--limit-request-fields", "many"], "--limit-request-fields"),
+])
+def test_invalid_head_options_exit_2(args: list[str], needle: str) -> None:
+    import subprocess
+
+    from .serverproc import free_port
+
+    result = subprocess.run([sys.executable, "-m", "a2wsgi_mp", APP, "--port", str(free_port()), *args],
+                            env=subprocess_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert needle in result.stderr
