@@ -15,7 +15,7 @@ layout, so the decoder stays blind to fds.  See ``docs/protocol.md``.
 from __future__ import annotations
 
 import struct
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Iterator
 
 import msgpack
 
@@ -103,6 +103,7 @@ from .events import (  # noqa: E402,F401
     Spawn,
     Spawned,
     Exited,
+    Rejected,
 )
 
 _CONTROL: dict[int, type] = {
@@ -217,17 +218,6 @@ def encode_exited(pid: int, status: int) -> bytes:
 
 
 # ---------------------------------------------------------------- decoding
-
-
-class Rejected(NamedTuple):
-    """A frame a lenient :class:`Decoder` skipped: too large (``oversized``) or
-    malformed.  ``rid`` is the request id when the payload's start shows one,
-    so the receiver can fail that request alone and go on."""
-
-    kind: int
-    rid: int | None
-    reason: str
-    oversized: bool
 
 
 class Decoder:
