@@ -17,6 +17,7 @@ from typing import Sequence
 
 from . import __version__, layout, proctitle
 from .front import WSGIPool
+from .headlimits.options import http_protocol
 from .logs import cli_logging_config
 from .settings import Settings, build_parser, resolve, size
 
@@ -73,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     try:
         pool = make_pool(settings)
+        http = http_protocol(settings)
     except (TypeError, ValueError) as exc:
         print(f"a2wsgi-mp: error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -80,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ[proctitle.PREFIX_ENV] = proctitle.PREFIX  # for the zygote and workers, whatever we inherited
     proctitle.set_role("front", settings.app)
     server_options = settings.target("uvicorn")
+    server_options["http"] = http  # uvicorn's own parser, bounded while reading (a2wsgi_mp.headlimits)
     server_options["log_config"] = settings.log_config or cli_logging_config(settings.log_level, settings.access_log)
     graceful = pool.config.graceful_timeout
     config = uvicorn.Config(pool, lifespan="on", timeout_graceful_shutdown=graceful or None, **server_options)

@@ -65,6 +65,10 @@ class PoolConfig:
     #: the ASGI server, as the in-process ``WSGIMiddleware`` re-raises the app's
     #: exception.  Off: the traceback is only logged (``a2wsgi_mp.wsgi``).
     raise_app_errors: bool = False
+    #: Header names with underscores (``X_Forwarded_For``), which would land on the
+    #: same environ key as the dashed name: "drop" (gunicorn's and nginx's default),
+    #: "refuse" (400) or "dangerous" (kept).  Applied in the worker's environ.
+    header_map: str = "drop"
 
     def __post_init__(self) -> None:
         if isinstance(self.workers, (tuple, list)):
@@ -99,6 +103,8 @@ class PoolConfig:
             raise ValueError("preload needs start_method='fork': workers are forked from the preloaded zygote")
         if self.ipc not in ("pipe", "shm"):
             raise ValueError(f"ipc must be 'pipe' or 'shm', not {self.ipc!r}")
+        if self.header_map not in ("drop", "refuse", "dangerous"):
+            raise ValueError(f"header_map must be 'drop', 'refuse' or 'dangerous', not {self.header_map!r}")
 
     @property
     def elastic(self) -> bool:

@@ -10,10 +10,25 @@ nobody pickles environs into process pools).
 
 from __future__ import annotations
 
+import itertools
+import logging
 import sys
 from typing import IO, Any, Iterable, Mapping, MutableMapping
 
 Environ = MutableMapping[str, Any]
+
+#: What :func:`add_headers` does with a header name containing "_", which would
+#: otherwise land on the same key as the dashed name (``X_Forwarded_For`` ->
+#: ``HTTP_X_FORWARDED_FOR``): "drop" it (gunicorn >= 22, nginx), "refuse" the
+#: request (:class:`UnderscoreHeader`, a 400) or keep it ("dangerous").
+HEADER_MAPS = ("drop", "refuse", "dangerous")
+
+logger = logging.getLogger("a2wsgi_mp")
+_dropped_logged = False
+
+
+class UnderscoreHeader(ValueError):
+    """A header name with an underscore, under ``header_map="refuse"``."""
 
 #: The scope keys a worker needs.  Everything else (``state``, ``extensions``,
 #: server objects) stays in the front.
@@ -39,6 +54,19 @@ def request_head(scope: Mapping[str, Any]) -> dict[str, Any]:
     return head
 
 
+def head_size(scope: Mapping[str, Any]) -> int:
+    """About the bytes the head takes on the wire to a worker (a lower bound
+    give or take msgpack's few bytes per item), computed in C: cheap enough to
+    check on every request."""
+    headers = scope.get("headers") or ()
+    return (
+        sum(map(len, itertools.chain.from_iterable(headers)))
+        + len(scope.get("path") or "")
+        + len(scope.get("query_string") or b"")
+        + len(scope.get("root_path") or "")
+    )
+
+
 def _latin1_path(path: str) -> str:
     # PEP 3333: native strings hold bytes; the path's UTF-8 bytes, as latin-1.
     return path.encode("utf-8").decode("latin-1")
@@ -53,12 +81,15 @@ def build_environ(
     multiprocess: bool = True,
     file_wrapper: Any = None,
     body_length: int | None = None,
+    header_map: str | None = None,
 ) -> Environ:
     """A PEP 3333 environ for ``scope`` whose ``wsgi.input`` is ``body``.
 
     ``body`` must already hold the whole request body (the front spools it
     before dispatch), which is why ``wsgi.input_terminated`` is always true and
-    chunked uploads need no ``CONTENT_LENGTH``.  Given ``body_length``, a
+    chunked uploads need no ``CONTENT_LENGTH``.  ``header_map`` (see
+    :data:`HEADER_MAPS`) defaults to the head's ``"header_map"`` key, which the
+    pool's front sets only when it is not "drop".  Given ``body_length``, a
     request that came without ``Content-Length`` (chunked) gets one anyway:
     Django and many older apps read exactly ``CONTENT_LENGTH`` bytes and would
     otherwise see an empty body.
@@ -96,15 +127,25 @@ def build_environ(
         environ["REMOTE_PORT"] = str(client[1])
     if file_wrapper is not None:
         environ["wsgi.file_wrapper"] = file_wrapper
-    add_headers(environ, scope.get("headers") or ())
+    add_headers(environ, scope.get("headers") or (), header_map or scope.get("header_map") or "drop")
     if body_length and "CONTENT_LENGTH" not in environ:
         environ["CONTENT_LENGTH"] = str(body_length)
     return environ
 
 
-def add_headers(environ: Environ, headers: Iterable[tuple[bytes, bytes]]) -> None:
-    """Add CONTENT_TYPE, CONTENT_LENGTH and HTTP_* keys; repeats join with ','."""
+def add_headers(environ: Environ, headers: Iterable[tuple[bytes, bytes]], header_map: str = "drop") -> None:
+    """Add CONTENT_TYPE, CONTENT_LENGTH and HTTP_* keys; repeats join with ','.
+
+    Names with "_" follow ``header_map``.  The check is here, in the worker,
+    rather than in the front: it costs one ``in`` per header, off the event
+    loop, and it holds whatever ASGI server sits in front of the pool.
+    """
     for raw_name, raw_value in headers:
+        if b"_" in raw_name and header_map != "dangerous":
+            if header_map == "refuse":
+                raise UnderscoreHeader(f"header name with an underscore: {raw_name.decode('latin-1')!r}")
+            _log_dropped(raw_name)
+            continue
         name = raw_name.decode("latin-1").upper().replace("-", "_")
         value = raw_value.decode("latin-1")
         if name == "CONTENT_TYPE" or name == "CONTENT_LENGTH":
@@ -118,3 +159,12 @@ def add_headers(environ: Environ, headers: Iterable[tuple[bytes, bytes]]) -> Non
             environ[key] = environ[key] + sep + value
         else:
             environ[key] = value
+
+
+def _log_dropped(name: bytes) -> None:
+    global _dropped_logged
+    if not _dropped_logged:
+        _dropped_logged = True
+        logger.warning("dropped the request header %r: names with underscores are ignored, as by gunicorn "
+                       "and nginx (header_map='dangerous' keeps them; this is logged once)",
+                       name.decode("latin-1"))

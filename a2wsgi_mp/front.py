@@ -14,7 +14,7 @@ from typing import Any, Awaitable, Callable, MutableMapping
 
 from . import layout, logs, metrics
 from .config import PoolConfig
-from .environ import request_head
+from .environ import head_size, request_head
 from .errors import RemoteAppError
 from .exchange import Exchange, Lost, TimedOut
 from .ipc import protocol
@@ -34,6 +34,10 @@ logger = logging.getLogger("a2wsgi_mp")
 
 #: A request queued longer than this starts watching for its client leaving.
 QUEUE_WATCH_AFTER = 0.25
+#: A head larger than this is refused (431) rather than sent: with the largest
+#: inline body (:data:`MAX_INLINE`) the REQUEST frame stays under the IPC limit.
+MAX_HEAD = protocol.MAX_PAYLOAD // 2
+MAX_INLINE = protocol.MAX_PAYLOAD // 4
 
 
 def _plain(status: int, text: str, extra: list[tuple[bytes, bytes]] = ()) -> tuple[Message, Message]:  # type: ignore[assignment]
@@ -144,12 +148,15 @@ class WSGIPool:
         if cfg.metrics_path is not None and scope["path"] == cfg.metrics_path:
             await _send_metrics(send, self.pool.stats())
             return
+        if head_size(scope) > MAX_HEAD:  # no worker could decode it
+            await _send_plain(send, 431, "Request Header Fields Too Large", [(b"connection", b"close")])
+            return
         if cfg.max_body_size is not None:
             declared = _content_length(scope)
             if declared is not None and declared > cfg.max_body_size:
                 await _send_plain(send, 413, "Request body too large", [(b"connection", b"close")])
                 return
-        spool = Spool(cfg.spool_threshold, cfg.max_body_size, cfg.spool_dir)
+        spool = Spool(min(cfg.spool_threshold, MAX_INLINE), cfg.max_body_size, cfg.spool_dir)
         try:
             if not await _read_body(receive, spool):
                 return  # the client left before sending its whole body
@@ -171,13 +178,16 @@ class WSGIPool:
             if slot is None:
                 return  # the client left while the request was queued: no worker runs it
             exchange = self.pool.begin(slot)
+            head = request_head(scope)
+            if cfg.header_map != "drop":
+                head["header_map"] = cfg.header_map
             if spool.file is not None:
-                frame = protocol.encode_request(exchange.rid, request_head(scope), inline, spool.size)
+                frame = protocol.encode_request(exchange.rid, head, inline, spool.size)
                 slot.pipe.send_with_fds(frame, [spool.file.fileno()])
             elif inline and slot.pipe.put_request_body(inline):  # --ipc shm: through the ring
-                slot.pipe.send(protocol.encode_request_shm(exchange.rid, request_head(scope), len(inline)))
+                slot.pipe.send(protocol.encode_request_shm(exchange.rid, head, len(inline)))
             else:
-                slot.pipe.send(protocol.encode_request(exchange.rid, request_head(scope), inline, spool.size))
+                slot.pipe.send(protocol.encode_request(exchange.rid, head, inline, spool.size))
         finally:
             spool.close()  # the worker has its own descriptor now
         await self._relay(exchange, receive, send, scope)

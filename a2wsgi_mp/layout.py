@@ -69,7 +69,7 @@ def server_stack(config: Any) -> str:
         http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     if loop == "auto":
         loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    http = http if isinstance(http, str) else getattr(http, "__name__", str(http))
+    http = http if isinstance(http, str) else getattr(http, "parser", None) or getattr(http, "__name__", str(http))
     loop = loop if isinstance(loop, str) else getattr(loop, "__name__", str(loop))
     return f"HTTP parser {http}, event loop {loop}"
 

@@ -137,6 +137,18 @@ OPTIONS: list[Option] = [
     Option("ssl_cert_reqs", int, "client certificates: 0 none, 1 optional, 2 required", 0, group="tls",
            choices=(0, 1, 2)),  # type: ignore[arg-type]
     Option("ssl_ciphers", str, "TLS ciphers (OpenSSL syntax)", "TLSv1", group="tls"),
+    # -- request head limits (gunicorn's names and defaults; enforced while reading) --------------
+    Option("limit_request_line", int, "414 for a longer request line; 0 = 1 MiB (max 8190)", 4094,
+           to="cli", group="limits"),
+    Option("limit_request_fields", int, "431 for more header fields (max 32768)", 100, to="cli", group="limits"),
+    Option("limit_request_field_size", int, "431 for a longer header line; 0 = 1 MiB", 8190, to="cli",
+           group="limits"),
+    Option("limit_request_head", int, "431 for a larger head in all; 0 = what the limits above allow, about "
+           "800 KB (65536 keeps what a slow client can hold near nginx's 32 KB)", 0, to="cli", group="limits"),
+    Option("header_timeout", float, "408 (or a plain close if nothing came) for a request head not complete "
+           "in time, as nginx's client_header_timeout; 0 = off", 60.0, to="cli", group="limits"),
+    Option("limit_connections", int, "close new connections at once while N are open; 0 = no cap "
+           "(default: the open-files limit less a tenth)", to="cli", group="limits"),
     # -- logging ----------------------------------------------------------------------------------
     Option("log_level", str, "log level", "info", group="logging",
            choices=("critical", "error", "warning", "info", "debug", "trace")),
@@ -174,6 +186,8 @@ OPTIONS: list[Option] = [
          "free at once (0 = the worker waits)"),
     pool("spool_dir", str, "directory for spooled request bodies (default: the system temp dir)"),
     pool("metrics_path", str, "serve Prometheus metrics at this path (default: off)"),
+    pool("header_map", str, "header names with underscores: dropped, refused (400) or dangerous (kept, "
+         "and X_Forwarded_For lands on HTTP_X_FORWARDED_FOR!)", choices=("drop", "refuse", "dangerous")),
     pool("ipc", str, "bodies via the socketpair (pipe) or a shared-memory ring per slot (shm)",
          choices=("pipe", "shm")),
 ]
@@ -187,6 +201,7 @@ GROUPS = {
     "server": "server (uvicorn)",
     "proxy": "behind a proxy",
     "tls": "TLS",
+    "limits": "request head limits (gunicorn's names and defaults)",
     "logging": "logging",
     "development": "development",
     "pool": "worker pool",

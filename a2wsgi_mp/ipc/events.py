@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Union
 
-__all__ = ['Request', 'Cancel', 'Ready', 'BootError', 'Start', 'File', 'FileAck', 'ShmSetup', 'RequestShm', 'ShmCredit', 'ShmBody', 'Body', 'End', 'Abort', 'Log', 'Spawn', 'Spawned', 'Exited', 'Report', 'Usage', 'AppError', 'Event']
+__all__ = ['Request', 'Cancel', 'Ready', 'BootError', 'Start', 'File', 'FileAck', 'ShmSetup', 'RequestShm', 'ShmCredit', 'ShmBody', 'Body', 'End', 'Abort', 'Log', 'Spawn', 'Spawned', 'Exited', 'Report', 'Usage', 'AppError', 'Rejected', 'Event']
 
 
 class Request(NamedTuple):
@@ -164,7 +164,18 @@ class Usage(NamedTuple):
     rss: int
 
 
+class Rejected(NamedTuple):
+    """A frame a lenient :class:`Decoder` skipped: too large (``oversized``) or
+    malformed.  ``rid`` is the request id when the payload's start shows one,
+    so the receiver can fail that request alone and go on."""
+
+    kind: int
+    rid: int | None
+    reason: str
+    oversized: bool
+
+
 Event = Union[
     Request, Cancel, Ready, BootError, Start, Body, End, Abort, Log, Spawn, Spawned, Exited, File, FileAck,
-    ShmSetup, ShmCredit, ShmBody, RequestShm, Report, Usage, AppError,
+    ShmSetup, ShmCredit, ShmBody, RequestShm, Report, Usage, AppError, Rejected,
 ]

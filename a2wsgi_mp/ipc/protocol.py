@@ -116,6 +116,7 @@ from .events import (  # noqa: E402,F401
     Exited,
     Report,
     Usage,
+    Rejected,
 )
 
 _CONTROL: dict[int, type] = {
@@ -254,13 +255,20 @@ class Decoder:
     yields every complete event.  After a :class:`ProtocolError` the stream is
     unusable (there is no way to find the next frame boundary) and the
     connection must be dropped.
+
+    A ``lenient`` decoder (the worker's) still knows the frame boundaries of a
+    frame it cannot use, so it yields :class:`Rejected` for it instead: an
+    oversized frame is skipped as it streams past, never buffered.  Only a
+    wrong protocol version stays fatal.
     """
 
-    __slots__ = ("_buf", "_broken")
+    __slots__ = ("_buf", "_broken", "_lenient", "_skip")
 
-    def __init__(self) -> None:
+    def __init__(self, lenient: bool = False) -> None:
         self._buf = bytearray()
         self._broken = False
+        self._lenient = lenient
+        self._skip = 0
 
     @property
     def pending(self) -> int:
@@ -268,6 +276,10 @@ class Decoder:
         return len(self._buf)
 
     def feed(self, data: bytes) -> None:
+        if self._skip:
+            dropped = min(self._skip, len(data))
+            self._skip -= dropped
+            data = data[dropped:]
         self._buf += data
 
     def events(self) -> Iterator[Event]:
@@ -281,20 +293,57 @@ class Decoder:
                 version, kind, length = HEADER.unpack_from(buf, offset)
                 if version != VERSION:
                     raise ProtocolError(f"unsupported protocol version {version} (this side speaks {VERSION})")
+                start = offset + HEADER_SIZE
                 if length > MAX_PAYLOAD:
-                    raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_PAYLOAD}-byte limit")
-                end = offset + HEADER_SIZE + length
+                    reason = f"frame of {length} bytes exceeds the {MAX_PAYLOAD}-byte limit"
+                    if not self._lenient:
+                        raise ProtocolError(reason)
+                    if size - start < _PEEK:
+                        break  # wait for the request id
+                    rid = _peek_rid(kind, buf, start, start + _PEEK)
+                    if size - start >= length:  # (only if fed in one huge piece)
+                        offset = start + length
+                        yield Rejected(kind, rid, reason, True)
+                        continue
+                    self._skip = length - (size - start)
+                    offset = size
+                    yield Rejected(kind, rid, reason, True)
+                    break
+                end = start + length
                 if end > size:
                     break
-                start = offset + HEADER_SIZE
                 offset = end
-                yield _decode(kind, buf, start, end)
+                try:
+                    event = _decode(kind, buf, start, end)
+                except ProtocolError as exc:
+                    if not self._lenient:
+                        raise
+                    event = Rejected(kind, _peek_rid(kind, buf, start, end), str(exc), False)
+                yield event
         except ProtocolError:
             self._broken = True
             raise
         finally:
             if offset:
                 del buf[:offset]
+
+
+#: Payload bytes enough to read a request id (array header + uint32).
+_PEEK = 16
+
+
+def _peek_rid(kind: int, buf: bytearray, start: int, end: int) -> int | None:
+    """The request id at the start of a REQUEST-like payload, if it reads as one."""
+    if kind not in (REQUEST, REQUEST_SHM):
+        return None
+    unpacker = msgpack.Unpacker()
+    unpacker.feed(bytes(buf[start : min(end, start + _PEEK)]))
+    try:
+        unpacker.read_array_header()
+        rid = unpacker.unpack()
+    except Exception:
+        return None
+    return rid if isinstance(rid, int) and not isinstance(rid, bool) else None
 
 
 def _decode(kind: int, buf: bytearray, start: int, end: int) -> Event:

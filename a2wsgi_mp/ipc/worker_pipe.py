@@ -28,7 +28,7 @@ class WorkerPipe:
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(True)
         self.sock = sock
-        self._decoder = protocol.Decoder()
+        self._decoder = protocol.Decoder(lenient=True)  # a bad frame fails one request, not the worker
         self._events: deque[protocol.Event] = deque()
         self._fds: deque[int] = deque()
         self._cancelled: set[int] = set()
@@ -90,6 +90,11 @@ class WorkerPipe:
                 return None
             self._fill()
         return self._events.popleft()
+
+    def drop_fds(self) -> None:
+        """Close the descriptors that came with a frame that could not be used."""
+        while self._fds:
+            os.close(self._fds.popleft())
 
     def take_fds(self, count: int) -> list[int]:
         if len(self._fds) < count:

@@ -97,6 +97,9 @@ class PoolWorker(Worker):
     #: Extra :class:`~a2wsgi_mp.config.PoolConfig` options (``max_rss``,
     #: ``spool_threshold``, ``max_body_size``, ...): set them in a subclass.
     POOL_OPTIONS: dict[str, Any] = {}
+    #: Seconds a client has to send a request head (408 after; gunicorn has no
+    #: such setting): set it in a subclass, 0 = off.
+    HEADER_TIMEOUT = gunicorn_config.HEADER_TIMEOUT
     #: Seconds of the graceful budget kept for stopping the pool after the drain.
     POOL_STOP_RESERVE = 1.5
 
@@ -122,7 +125,7 @@ class PoolWorker(Worker):
 
     def uvicorn_options(self) -> dict[str, Any]:
         """See :func:`~a2wsgi_mp.workers.gunicorn_config.uvicorn_options`."""
-        return gunicorn_config.uvicorn_options(self.cfg, self.CONFIG_KWARGS)
+        return gunicorn_config.uvicorn_options(self.cfg, self.CONFIG_KWARGS, self.HEADER_TIMEOUT)
 
     # ------------------------------------------------------------ boot
 
@@ -170,7 +173,6 @@ class PoolWorker(Worker):
         self.config = UvicornConfig(app=self._asgi_app(self.pool), **self.uvicorn_options())
         if self.age <= 1:
             self.log.info("PoolWorker: %s; %s", layout.server_stack(self.config), gunicorn_config.layout_note(self.cfg))
-        self._warn_limits()
 
     def _asgi_app(self, pool: WSGIPool) -> ASGIApp:
         cfg = self.cfg
@@ -180,23 +182,6 @@ class PoolWorker(Worker):
         if pre or post:
             app = HookMiddleware(app, self, pre, post)
         return GunicornFront(app, cfg)
-
-    def _warn_limits(self) -> None:
-        if self.age > 1:  # once per arbiter: the first worker says it
-            return
-        http = self.config.http
-        if http == "auto":
-            try:
-                import httptools  # noqa: F401
-                http = "httptools"
-            except ImportError:
-                http = "h11"
-        if http == "httptools" or not isinstance(http, str):
-            self.log.warning(
-                "PoolWorker: with the httptools parser, limit_request_line/limit_request_fields/"
-                "limit_request_field_size are checked once the request head is parsed (414/431), but "
-                "the head's size is not bounded while it is read; use "
-                "a2wsgi_mp.workers.gunicorn.PoolH11Worker for a hard bound")
 
     # ------------------------------------------------------------ signals
 
@@ -387,12 +372,8 @@ class PoolWorker(Worker):
 
 
 class PoolH11Worker(PoolWorker):
-    """:class:`PoolWorker` on the pure-Python h11 parser, which bounds the
-    request head while reading it (``h11_max_incomplete_event_size`` from
-    gunicorn's ``limit_request_*``)."""
+    """:class:`PoolWorker` on the pure-Python h11 parser (the same limits,
+    enforced while reading, as with httptools)."""
 
     CONFIG_KWARGS = {"loop": "auto", "http": "h11"}
-
-    def _warn_limits(self) -> None:
-        pass
 

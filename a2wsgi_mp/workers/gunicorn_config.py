@@ -12,7 +12,14 @@ from typing import Any
 
 from uvicorn.config import Config as UvicornConfig
 
-__all__ = ["customised", "head_bound", "pool_options", "request_limits", "ssl_options", "uvicorn_options"]
+from ..headlimits import HeadLimits, auto_connection_limit, protocol_class
+
+__all__ = ["customised", "head_bound", "head_limits", "pool_options", "request_limits", "ssl_options",
+           "uvicorn_options"]
+
+#: gunicorn has no header-read timeout (its sync workers sit behind nginx):
+#: nginx's ``client_header_timeout``.
+HEADER_TIMEOUT = 60.0
 
 #: gunicorn's caps and defaults for the ``limit_request_*`` settings.
 _MAX_REQUEST_LINE = 8190
@@ -40,6 +47,18 @@ def head_bound(cfg: Any) -> int:
     return max(16 * 1024, (line or _UNLIMITED_LINE) + 2 + fields * (size + 2) + 2)
 
 
+def head_limits(cfg: Any, header_timeout: float = HEADER_TIMEOUT) -> HeadLimits:
+    """gunicorn's ``limit_request_*`` as enforced while the head is read, with a
+    header timeout and a connection cap that keeps file descriptors for the pool."""
+    return HeadLimits.gunicorn(
+        int(cfg.limit_request_line),
+        int(cfg.limit_request_fields),
+        int(cfg.limit_request_field_size),
+        header_timeout=header_timeout,
+        connections=auto_connection_limit(),
+    )
+
+
 def pool_options(cfg: Any, app_ref: Any, extra: dict[str, Any]) -> dict[str, Any]:
     """:class:`~a2wsgi_mp.front.WSGIPool` options: ``--threads`` pool processes
     of one thread each, gunicorn's timeouts and ``max_requests``; ``extra``
@@ -53,15 +72,19 @@ def pool_options(cfg: Any, app_ref: Any, extra: dict[str, Any]) -> dict[str, Any
         "max_requests_jitter": max(0, int(cfg.max_requests_jitter or 0)),
         "backlog": max(1, int(cfg.backlog or 2048)),
     }
+    header_map = getattr(cfg, "header_map", None)  # gunicorn >= 22; "drop" is the pool's default too
+    if header_map in ("refuse", "dangerous"):
+        options["header_map"] = header_map
     if not isinstance(app_ref, str):
         options["start_method"] = "fork"  # an object reaches the pool only through fork
     options.update(extra)
     return options
 
 
-def uvicorn_options(cfg: Any, extra: dict[str, Any]) -> dict[str, Any]:
+def uvicorn_options(cfg: Any, extra: dict[str, Any], header_timeout: float = HEADER_TIMEOUT) -> dict[str, Any]:
     """uvicorn ``Config`` keyword arguments for the front; ``extra`` (the
-    worker's ``CONFIG_KWARGS``) wins."""
+    worker's ``CONFIG_KWARGS``) wins.  A parser named by ``http`` ("auto",
+    "httptools", "h11") becomes its bounded class (:mod:`a2wsgi_mp.headlimits`)."""
     options: dict[str, Any] = {
         "log_config": None,
         "lifespan": "off",  # the worker starts and stops the pool itself
@@ -77,6 +100,8 @@ def uvicorn_options(cfg: Any, extra: dict[str, Any]) -> dict[str, Any]:
     if cfg.is_ssl:
         options.update(ssl_options(cfg))
     options.update(extra)
+    if options.get("http", "auto") in ("auto", "httptools", "h11"):
+        options["http"] = protocol_class(options.get("http", "auto"), head_limits(cfg, header_timeout))
     return options
 
 

@@ -19,7 +19,7 @@ import threading
 import traceback
 from typing import Any, Callable, NoReturn
 
-from ..environ import build_environ
+from ..environ import UnderscoreHeader, build_environ
 from ..ipc import protocol
 from ..ipc.worker_pipe import PeerGone, WorkerPipe
 from ..loader import AppLoadError, AppRef, load_app
@@ -245,17 +245,30 @@ def serve_slot(app: Callable[..., Any], pipe: WorkerPipe, multithread: bool) -> 
         event = pipe.next_event()
         if event is None:
             return
+        if isinstance(event, protocol.Rejected):
+            _reject(pipe, event, log_error)
+            continue
         if not isinstance(event, protocol.Request):
             raise protocol.ProtocolError(f"worker received unexpected {type(event).__name__}")
         body = _body_stream(pipe, event)
-        environ = build_environ(
-            event.head,
-            body,
-            errors=errors,
-            multithread=multithread,
-            file_wrapper=FileWrapper,
-            body_length=event.body_length,
-        )
+        try:
+            environ = build_environ(
+                event.head,
+                body,
+                errors=errors,
+                multithread=multithread,
+                file_wrapper=FileWrapper,
+                body_length=event.body_length,
+            )
+        except (UnderscoreHeader, ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+            # A head the app must not see (or a garbled one): this request fails, the worker lives on.
+            body.close()
+            status = 400 if isinstance(exc, UnderscoreHeader) else 500
+            if status == 500:
+                log_error(f"a2wsgi_mp: could not build the environ: {exc!r}")
+            _answer(pipe, event.rid, status, str(exc) if status == 400 else "Internal Server Error")
+            pipe.forget(event.rid)
+            continue
         sink = _Sink(pipe, event.rid)
         _drain.begin()
         try:
@@ -268,6 +281,30 @@ def serve_slot(app: Callable[..., Any], pipe: WorkerPipe, multithread: bool) -> 
             body.close()
             pipe.forget(event.rid)
             _drain.end()
+
+
+def _answer(pipe: WorkerPipe, rid: int, status: int, text: str) -> None:
+    body = text.encode("utf-8", "replace") + b"\n"
+    headers = [[b"content-type", b"text/plain; charset=utf-8"], [b"content-length", str(len(body)).encode()],
+               [b"connection", b"close"]]
+    try:
+        pipe.send(protocol.encode_start(rid, status, headers, body, True))
+    except PeerGone:
+        pass  # the front hung up: the next read sees EOF
+
+
+def _reject(pipe: WorkerPipe, event: protocol.Rejected, log_error: Callable[[str], None]) -> None:
+    """A frame the decoder skipped: fail its request (if it names one) and go on."""
+    log_error(f"a2wsgi_mp: worker skipped a bad frame (kind {event.kind}): {event.reason}")
+    if event.kind not in (protocol.REQUEST, protocol.REQUEST_SHM):
+        return
+    pipe.drop_fds()  # a spooled body's descriptor came with the frame; nobody will read it
+    if event.rid is not None:
+        if event.oversized:
+            _answer(pipe, event.rid, 431, "Request Header Fields Too Large")
+        else:
+            _answer(pipe, event.rid, 500, "Internal Server Error: the request did not reach the worker intact")
+        pipe.forget(event.rid)
 
 
 def _serve_or_die(app: Callable[..., Any], pipe: WorkerPipe) -> None:

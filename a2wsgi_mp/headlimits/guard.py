@@ -1,0 +1,177 @@
+"""What the bounded protocols share: the connection cap, the header timeout,
+the refusal (a plain response, then a lingering close) and the line meter.
+
+A mixin for uvicorn's protocol classes: it uses their ``loop``, ``transport``,
+``flow``, ``cycle``, ``server_state`` and ``logger`` and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import time
+from typing import Any
+
+from . import HeadLimits
+
+#: Seconds a refused connection is still read (and the bytes dropped) after the
+#: answer, so the client reads the answer instead of a reset.
+LINGER = 2.0
+#: Seconds between two "connection limit reached" warnings.
+WARN_EVERY = 10.0
+
+logger = logging.getLogger("a2wsgi_mp")
+
+
+class Refused(Exception):
+    """Raised from a parser callback to stop parsing a head past the limits."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+
+
+def plain_response(status: int, text: str, default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """A whole ``connection: close`` response, written straight to the transport."""
+    body = text.encode("latin-1") + b"\n"
+    phrase = http.HTTPStatus(status).phrase.encode()
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, phrase)]
+    lines += [name + b": " + value + b"\r\n" for name, value in default_headers]
+    lines.append(b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+                 % len(body))
+    lines.append(body)
+    return b"".join(lines)
+
+
+class HeadGuard:
+    """Per-connection guards; the concrete protocols call the ``_guard_*`` hooks."""
+
+    limits: HeadLimits = HeadLimits()
+    # limits.max_*, as plain class attributes for the per-header checks (set by protocol_class)
+    _max_line = limits.max_line
+    _max_field = limits.max_field
+    _max_fields = limits.max_fields
+    _max_head = limits.max_head
+    #: Class-wide (per server process): when the cap was last reported.
+    _cap_warned_at = 0.0
+
+    # set by uvicorn's protocol classes
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    server_state: Any
+    cycle: Any
+
+    _rejected = False  # closed at accept (over the connection cap)
+    _refused = False  # answered 4xx: only draining until the close
+    _header_timer: asyncio.TimerHandle | None = None
+    _linger_timer: asyncio.TimerHandle | None = None
+    _heard = False  # bytes of the next request head have arrived
+    _head_since: float | None = None  # loop time the current head began (None: no head under way)
+    _tail = 0  # bytes since the last LF while reading a head
+
+    # ------------------------------------------------------------ accept
+
+    def _guard_accept(self, transport: asyncio.Transport) -> bool:
+        """False (and the connection closed) when the server holds ``limits.connections`` already."""
+        cap = self.limits.connections
+        if not cap or len(self.server_state.connections) < cap:
+            return True
+        self._rejected = True
+        transport.close()
+        now = time.monotonic()
+        if now - HeadGuard._cap_warned_at > WARN_EVERY:
+            HeadGuard._cap_warned_at = now
+            logger.warning("connection limit (%d) reached: new connections are closed at once", cap)
+        return False
+
+    # ------------------------------------------------------------ header timeout
+
+    # One timer per connection, re-armed only when it fires: a request costs
+    # a ``loop.time()`` when its head starts, not a timer of its own.
+
+    def _start_header_clock(self) -> None:
+        """At accept: the first head's clock starts now (an idle connection is a slow head)."""
+        self._head_since = self.loop.time()
+        timeout = self.limits.header_timeout
+        if timeout:
+            self._header_timer = self.loop.call_later(timeout, self._on_header_timeout)
+
+    def _head_started(self) -> None:
+        """Bytes of a head arrived: its clock runs from the first of them."""
+        if self._head_since is None:
+            self._head_since = self.loop.time()
+        self._heard = True
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _head_done(self) -> None:
+        """A whole head arrived: its clock stops (the body has none; keep-alive is uvicorn's)."""
+        self._head_since = None
+        self._heard = False
+        self._tail = 0
+
+    def _on_header_timeout(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing() or self._refused:
+            return
+        timeout = self.limits.header_timeout
+        since = self._head_since
+        cycle = self.cycle
+        left = timeout if since is None else since + timeout - self.loop.time()
+        if left > 0.001 or (cycle is not None and not cycle.response_complete):
+            # No head under way (between requests, or in a body), or not late
+            # yet, or we owe the client a response: look again later.
+            self._header_timer = self.loop.call_later(left if left > 0.001 else timeout, self._on_header_timeout)
+            return
+        if self._heard:
+            self._refuse(408, "Request Timeout: the request head took too long")
+        else:  # never sent a byte (of this request): like nginx, just close
+            self._disarm_all()
+            self.transport.close()
+
+    # ------------------------------------------------------------ refusing
+
+    def _refuse(self, status: int, text: str) -> None:
+        """Answer ``status`` and close; keep reading (and dropping) briefly so the
+        client sees the answer rather than a reset."""
+        if self._refused:
+            return
+        self._refused = True
+        self._disarm_header_timer()
+        transport = self.transport
+        client = getattr(self, "client", None)
+        logger.debug("%s - refused: %d %s", "%s:%d" % tuple(client) if client else "-", status, text)
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            transport.close()  # a pipelined head while a response is out: no room for ours
+            return
+        transport.write(plain_response(status, text, self.server_state.default_headers))
+        flow = getattr(self, "flow", None)
+        if flow is not None:
+            flow.resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()
+            self._linger_timer = self.loop.call_later(LINGER, transport.close)
+        else:
+            transport.close()
+
+    def _disarm_all(self) -> None:
+        self._disarm_header_timer()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+
+    # ------------------------------------------------------------ line meter
+
+    def _measure(self, data: bytes) -> int:
+        """Bytes since the last LF once ``data`` is added (not stored)."""
+        i = data.rfind(b"\n")
+        return self._tail + len(data) if i < 0 else len(data) - i - 1
+
+    def _field_too_long(self, tail: int) -> bool:
+        return tail > self._max_field

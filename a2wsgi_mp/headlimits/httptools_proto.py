@@ -1,0 +1,131 @@
+"""uvicorn's httptools protocol, with the request head bounded while it is read.
+
+httptools hands uvicorn the URL in pieces (``on_url``) and each header only when
+it is complete (``on_header``), after concatenating its pieces itself.  So:
+
+* the URL's length is counted piece by piece (414 past ``limits.line``), and its
+  pieces are joined once, not concatenated one by one;
+* each complete field is counted and measured (431);
+* the field still being received is measured by the bytes since the last LF in
+  the stream (431 past ``limits.field_size``), checked after every read, so
+  httptools never holds more than one read beyond the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .guard import HeadGuard, Refused
+
+__all__ = ["LimitedHttpToolsProtocol"]
+
+
+class LimitedHttpToolsProtocol(HeadGuard, HttpToolsProtocol):
+    _in_head = False
+    _completed = 0  # messages completed on this connection
+    _fields = 0
+    _head_bytes = 0
+    _url_len = 0
+    _verdict: Refused | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if not self._guard_accept(transport):
+            return
+        self._url_parts: list[bytes] = []
+        super().connection_made(transport)
+        self._start_header_clock()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._rejected:
+            return
+        self._disarm_all()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused or self.parser is None:
+            return  # draining a refused connection
+        self._unset_keepalive_if_required()
+        if self._head_since is None and not self._in_body():
+            self._head_started()  # a head starts (bare CRLFs too)
+        tail = self._measure(data)
+        completed = self._completed
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError as exc:
+            verdict = self._verdict or (exc.__context__ if isinstance(exc.__context__, Refused) else None)
+            if verdict is not None:
+                self._refuse(verdict.status, verdict.text)
+            else:
+                msg = "Invalid HTTP request received."
+                self.logger.warning(msg)
+                self._refused = True
+                self._disarm_header_timer()
+                self.send_400_response(msg)
+            return
+        if self._in_head:
+            self._head_started()  # (a pipelined head may have begun in this read)
+            # Another message ended in this same read: where its head began is
+            # not known, so measure from here on (one read of slack).
+            self._tail = tail if completed == self._completed else 0
+            if self._field_too_long(self._tail):
+                self._refuse(431, "Request Header Fields Too Large: a header field is too long")
+        else:
+            self._tail = 0  # no head under way: the next one starts afresh (a body's bytes are no line)
+
+    def _in_body(self) -> bool:
+        cycle = self.cycle
+        return cycle is not None and cycle.more_body and not cycle.response_complete
+
+    # ------------------------------------------------------------ parser callbacks
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = self._heard = True
+        self._fields = self._head_bytes = self._url_len = 0
+        self._url_parts = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url_parts.append(url)
+        self._url_len += len(url)
+        if self._url_len + 10 + len(self.parser.get_method() or b"") > self._max_line:
+            raise self._stop(414, "URI Too Long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._fields += 1
+        size = len(name) + len(value) + 4  # "Name: value\r\n", gunicorn's measure
+        self._head_bytes += size
+        if size > self._max_field or self._fields > self._max_fields or self._head_bytes > self._max_head:
+            if self._fields > self._max_fields:
+                raise self._stop(431, "Request Header Fields Too Large: too many header fields")
+            if size > self._max_field:
+                raise self._stop(431, "Request Header Fields Too Large: a header field is too long")
+            raise self._stop(431, "Request Header Fields Too Large")
+        # uvicorn 0.54's on_header, inlined: this runs for every header of every request.
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_done()
+        self.url = b"".join(self._url_parts)
+        self._url_parts = []
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._completed += 1
+        super().on_message_complete()
+
+    def _stop(self, status: int, text: str) -> Refused:
+        self._verdict = Refused(status, text)
+        return self._verdict
