@@ -241,6 +241,9 @@ def serve_slot(app: Callable[..., Any], pipe: WorkerPipe, multithread: bool) -> 
     """Serve requests on one connection until the front hangs up."""
     errors = ErrorStream(pipe)
 
+    def log_error(message: str) -> None:  # (an app's own errors go as APP_ERROR, by its sink)
+        errors.write(message if message.endswith("\n") else message + "\n")
+
     while True:
         event = pipe.next_event()
         if event is None:
