@@ -151,7 +151,7 @@ def run_zygote(
         reset_signals(signal.SIG_IGN)
         # Our own process group, so terminal and group signals reach the front only.
         os.setpgid(0, 0)
-        set_role("zygote", describe(app_ref))
+        set_role("zygote (preloaded)" if preload else "zygote", describe(app_ref))
         zygote = _Zygote(ctl, app_ref, start_method, front_fd)
         if preload:
             zygote.preload()
