@@ -6,11 +6,7 @@ import os
 from typing import Any, Callable
 
 from .configs import MP_NAMES, SCENARIOS
-
-
 from .scenarios import TITLES
-
-# --- reporting ----------------------------------------------------------------
 
 def headline(scenario: str, r: dict[str, Any]) -> float | None:
     """The one number per (scenario, server) the ratios are made of."""
@@ -52,6 +48,9 @@ def cell(scenario: str, r: dict[str, Any] | None) -> str:
         flag += f" [{r['non2xx']} non-2xx]"
     if errs:
         flag += f" [{errs} sock err]"
+    if scenario == "P1" and r.get("cpu_per_request"):
+        c = r["cpu_per_request"]
+        return f"{fmt(r['good_rps'])}{flag}  (CPU/request: front {c['front_us']} us, workers {c['workers_us']} us)"
     if scenario in ("P1", "P2", "P7"):
         return f"{fmt(r['good_rps'])}{flag}"
     if scenario == "P3":
@@ -106,6 +105,7 @@ def _goals_for(mp: str, get: Callable[[str, str], Any], goal: Callable[..., None
                 parts.append(f"(info: {r1['good_rps'] / one['good_rps']:.2f}x a2wsgi in one process)")
             goal(mp, "P1 hello >= 2x a2wsgi and >= 1.2x gunicorn sync", ok if parts else None,
                  "; ".join(parts) or "no peer measured in this run")
+        _cpu_goals(mp, r1, get("P1", "uvicorn-raw"), goal)
         r2, g2 = get("P2", mp), get("P2", "gunicorn-sync")
         if r2 and g2 and g2.get("good_rps"):
             ratio = r2["good_rps"] / g2["good_rps"]
@@ -139,6 +139,44 @@ def _goals_for(mp: str, get: Callable[[str, str], Any], goal: Callable[..., None
         if r7 and g7 and g7.get("good_rps"):
             ratio = r7["good_rps"] / g7["good_rps"]
             goal(mp, "P7 sleep-bound >= 0.9x gunicorn gthread", ratio >= 0.9, f"{ratio:.2f}x")
+
+
+#: Goals on CPU per hello request (issue 13): the front within this factor of a bare
+#: ASGI hello on the same uvicorn, and the worker's own share within this many µs.
+FRONT_CPU_FACTOR = 2.0
+WORKER_CPU_US = 25.0
+
+
+def _cpu_goals(mp: str, r1: dict[str, Any] | None, raw: dict[str, Any] | None, goal: Callable[..., None]) -> None:
+    mine = (r1 or {}).get("cpu_per_request")
+    if not mine:
+        return
+    ref = (raw or {}).get("cpu_per_request")
+    if ref and ref["front_us"]:
+        factor = mine["front_us"] / ref["front_us"]
+        goal(mp, f"P1 front CPU/request <= {FRONT_CPU_FACTOR:g}x bare ASGI hello", factor <= FRONT_CPU_FACTOR,
+             f"{mine['front_us']} us vs {ref['front_us']} us ({factor:.2f}x)")
+    else:
+        goal(mp, f"P1 front CPU/request <= {FRONT_CPU_FACTOR:g}x bare ASGI hello", None,
+             f"{mine['front_us']} us; uvicorn-raw not measured")
+    goal(mp, f"P1 worker CPU/request <= {WORKER_CPU_US:g} us", mine["workers_us"] <= WORKER_CPU_US,
+         f"{mine['workers_us']} us")
+
+
+def cpu_lines(results: dict[str, dict[str, Any]], servers: list[str]) -> list[str]:
+    """The per-role CPU table of P1 (µs per request), with the front's ratio to bare ASGI."""
+    p1 = results.get("P1", {})
+    rows = [(s, p1[s]["cpu_per_request"]) for s in servers if s in p1 and (p1[s] or {}).get("cpu_per_request")]
+    if not rows:
+        return []
+    ref = (p1.get("uvicorn-raw") or {}).get("cpu_per_request")
+    lines = ["\nCPU per hello request by process role (P1, us; front = first process, workers = its descendants):",
+             f"  {'server':<18} {'front':>8} {'workers':>8} {'total':>8}  max rps of one front"]
+    for s, c in rows:
+        vs = f"  ({c['front_us'] / ref['front_us']:.2f}x bare ASGI front)" if ref and ref["front_us"] else ""
+        cap = f"{1e6 / c['front_us']:,.0f}" if c["front_us"] else "-"
+        lines.append(f"  {s:<18} {c['front_us']:>8} {c['workers_us']:>8} {c['total_us']:>8}  {cap:>8}{vs}")
+    return lines
 
 
 def ratio_rows(results: dict[str, dict[str, Any]], servers: list[str]) -> list[tuple[str, str, str]]:
@@ -177,6 +215,7 @@ def print_report(results: dict[str, dict[str, Any]], servers: list[str], goals: 
         lines.append(f"\nP8  {TITLES['P8']}")
         for s, by_w in p8.items():
             lines.append(f"  {s:<18} " + "   ".join(f"w={w}: {cell('P8', r)}" for w, r in sorted(by_w.items())))
+    lines.extend(cpu_lines(results, servers))
     rows = ratio_rows(results, servers)
     if rows:
         lines.append("\nRatios (a2wsgi_mp figure / peer figure, same run):")
@@ -217,7 +256,9 @@ def chart(results: dict[str, dict[str, Any]], servers: list[str], p8: dict[str, 
         ("P7", "sleep(50 ms) rps", lambda r: r["good_rps"], False),
     ]
     panels = [p for p in panels if p[0] in results]
-    n = len(panels) + (1 if p8 else 0)
+    cpu = {s: r["cpu_per_request"] for s, r in results.get("P1", {}).items()
+           if s in servers and (r or {}).get("cpu_per_request")}
+    n = len(panels) + (1 if p8 else 0) + (1 if cpu else 0)
     if not n:
         return
     cols = 3
@@ -249,6 +290,17 @@ def chart(results: dict[str, dict[str, Any]], servers: list[str], p8: dict[str, 
             ax.axhline(0.8, color="grey", ls="--", lw=0.8)
         if sc == "P3":
             ax.axhline(2.0, color="grey", ls="--", lw=0.8)
+    if cpu:
+        i += 1
+        ax = axes[i // cols][i % cols]
+        names = list(cpu)
+        front = [cpu[s]["front_us"] for s in names]
+        workers = [cpu[s]["workers_us"] for s in names]
+        ax.bar(range(len(names)), front, label="front", color="tab:blue")
+        ax.bar(range(len(names)), workers, bottom=front, label="workers", color="tab:orange")
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_title("P1: CPU us per hello request, by process role", fontsize=9)
+        ax.legend(fontsize=7)
     if p8:
         i += 1
         ax = axes[i // cols][i % cols]

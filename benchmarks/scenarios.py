@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .configs import PY, REPO, MiB
-
-
 from .loadgen import RssSampler, curl, parse_wrk, run_wrk, run_wrk_best, wrk_args
 from .servers import Server
 
@@ -26,7 +24,8 @@ class Context:
 
 
 def sc_p1(server: Server, ctx: Context) -> dict[str, Any]:
-    r = run_wrk_best(server.url + "/hello", ctx.mode["conns"], ctx.mode["duration"], ctx.mode["repeat"])
+    r = run_wrk_best(server.url + "/hello", ctx.mode["conns"], ctx.mode["duration"], ctx.mode["repeat"],
+                     server=server)
     ctx.session["P1"] = r
     return r
 
