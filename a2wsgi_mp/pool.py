@@ -12,6 +12,7 @@ from collections import deque
 from typing import Any
 
 from .config import PoolConfig
+from .deadlines import Deadlines
 from .exchange import Exchange
 from .loader import AppRef
 from .handles import Slot, Worker
@@ -36,6 +37,8 @@ class Pool:
         self._idle: deque[Slot] = deque()
         self._waiters: deque[asyncio.Future[Slot]] = deque()
         self._next_rid = 0
+        #: Per-request timeouts, swept periodically (no timer per request).
+        self.deadlines = Deadlines(config.timeout) if config.timeout else None
         self.started = False
         self.supervisor = Supervisor(app_ref, config, self.counters, self._offer, self._withdraw, self._fail_waiters)
 
@@ -59,6 +62,8 @@ class Pool:
         self._fail_waiters(Unavailable("shutting down"))
         timeout = self.config.graceful_timeout if graceful_timeout is None else graceful_timeout
         await self.supervisor.stop(timeout)
+        if self.deadlines is not None:
+            self.deadlines.close()
 
     async def reload(self) -> None:
         self.supervisor.reload()
@@ -117,7 +122,8 @@ class Pool:
     def begin(self, slot: Slot) -> Exchange:
         slot.reserved = False
         self._next_rid = (self._next_rid + 1) & 0xFFFFFFFF
-        exchange = Exchange(self._next_rid, slot, self.release, self.config.response_buffer, self.config.spool_dir)
+        exchange = Exchange(self._next_rid, slot, self.release, self.config.response_buffer, self.config.spool_dir,
+                            self.deadlines)
         slot.exchange = exchange
         return exchange
 
