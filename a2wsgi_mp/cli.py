@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--log-level", default="info",
                         choices=["critical", "error", "warning", "info", "debug", "trace"])
     server.add_argument("--no-access-log", action="store_true", help="disable uvicorn's access log")
+    server.add_argument("--fronts", type=int, default=1,
+                        help="front processes on the listening socket, each with its share of --workers "
+                             "(default: %(default)s); see a2wsgi_mp.fronts")
     server.add_argument("--version", action="version", version=f"a2wsgi-mp {__version__}")
 
     # Pool options: only those given reach PoolConfig, whose defaults are the
@@ -105,17 +108,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (TypeError, ValueError) as exc:
         print(f"a2wsgi-mp: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    config = uvicorn.Config(
-        pool,
-        host=args.host,
-        port=args.port,
-        uds=args.uds,
-        lifespan="on",
-        log_level=args.log_level,
-        access_log=not args.no_access_log,
-        timeout_graceful_shutdown=graceful or None,
-    )
-    _setup_logging(logging.getLevelName(args.log_level.upper()) if args.log_level != "trace" else 5)
+    server_options = dict(host=args.host, port=args.port, uds=args.uds, lifespan="on", log_level=args.log_level,
+                          access_log=not args.no_access_log, timeout_graceful_shutdown=graceful or None)
+    level = logging.getLevelName(args.log_level.upper()) if args.log_level != "trace" else 5
+    if args.fronts > 1:
+        from .fronts import run_fronts
+
+        names = {f.name for f in fields(PoolConfig)}
+        options = {k: v for k, v in vars(args).items() if k in names}
+        if not run_fronts(args.app, options, args.fronts, level, **server_options):
+            sys.exit(EXIT_STARTUP_FAILURE)
+        return
+    config = uvicorn.Config(pool, **server_options)
+    _setup_logging(level)
     server = uvicorn.Server(config)
 
     async def serve() -> None:
