@@ -27,7 +27,8 @@ MP_VARIANTS: list[tuple[str, list[str], dict[str, Any]]] = [
 MP_NAMES = [name for name, _, _ in MP_VARIANTS]
 PEERS = ["a2wsgi", "gunicorn-sync", "gunicorn-gthread", "granian"]
 #: Full mode only (unless named): bare uvicorn, and a2wsgi in ONE uvicorn process (the brief's peer figures).
-REFERENCES = ["uvicorn-raw", "a2wsgi-1p"]
+#: a2wsgi_mp-2f: ``--fronts 2`` (the workers split between the two fronts), P1 only.
+REFERENCES = ["uvicorn-raw", "a2wsgi-1p", "a2wsgi_mp-2f"]
 ALL_SERVERS = MP_NAMES + PEERS + REFERENCES
 
 SCENARIOS = ["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8"]
@@ -81,6 +82,10 @@ def server_command(cfg: Config, port: int) -> tuple[list[str], dict[str, str]]:
             return ([*mp_command(), "benchmarks.apps:app", "--host", host, "--port", p,
                      "--workers", str(cfg.workers), "--threads", str(cfg.threads),
                      "--log-level", "warning", "--no-access-log", *extra], env)
+    if cfg.server == "a2wsgi_mp-2f":
+        return ([*mp_command(), "benchmarks.apps:app", "--host", host, "--port", p, "--fronts", "2",
+                 "--workers", str(cfg.workers), "--threads", str(cfg.threads),
+                 "--log-level", "warning", "--no-access-log"], env)
     if cfg.server in ("a2wsgi", "a2wsgi-1p"):
         env["BENCH_THREADS"] = str(cfg.threads)
         return ([PY, "-m", "uvicorn", "--factory", "benchmarks.apps:make_a2wsgi", "--host", host,
@@ -103,7 +108,7 @@ def server_command(cfg: Config, port: int) -> tuple[list[str], dict[str, str]]:
 
 def base_config(server: str, workers: int, threads: int) -> Config:
     """The configuration a server runs P1/P2/P4/P5/P6 in."""
-    if server in MP_NAMES or server == "gunicorn-sync":
+    if server in MP_NAMES or server in ("gunicorn-sync", "a2wsgi_mp-2f"):
         return Config(server, workers, 1)  # one thread per process, like gunicorn sync
     if server == "uvicorn-raw":
         return Config(server, 1, 1, "raw")  # the brief's reference: one uvicorn process

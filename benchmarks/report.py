@@ -170,12 +170,16 @@ def cpu_lines(results: dict[str, dict[str, Any]], servers: list[str]) -> list[st
     if not rows:
         return []
     ref = (p1.get("uvicorn-raw") or {}).get("cpu_per_request")
-    lines = ["\nCPU per hello request by process role (P1, us; front = first process, workers = its descendants):",
-             f"  {'server':<18} {'front':>8} {'workers':>8} {'total':>8}  max rps of one front"]
+    lines = ["\nCPU per hello request by process role (P1, us; front = the event-loop process(es), "
+             "workers = the app's):",
+             f"  {'server':<18} {'front':>8} {'(kernel)':>8} {'workers':>8} {'total':>8}  {'front cap rps':>13}"]
     for s, c in rows:
-        vs = f"  ({c['front_us'] / ref['front_us']:.2f}x bare ASGI front)" if ref and ref["front_us"] else ""
-        cap = f"{1e6 / c['front_us']:,.0f}" if c["front_us"] else "-"
-        lines.append(f"  {s:<18} {c['front_us']:>8} {c['workers_us']:>8} {c['total_us']:>8}  {cap:>8}{vs}")
+        mine = s.startswith("a2wsgi_mp") or s == "uvicorn-raw"
+        vs = f"  ({c['front_us'] / ref['front_us']:.2f}x bare ASGI front)" if mine and ref and ref["front_us"] else ""
+        # One front process serves at most 1 / (its CPU per request); N fronts share the work.
+        cap = f"{c.get('fronts', 1) * 1e6 / c['front_us']:,.0f}" if mine and c["front_us"] else "-"
+        lines.append(f"  {s:<18} {c['front_us']:>8} {c.get('front_sys_us', '-'):>8} {c['workers_us']:>8} "
+                     f"{c['total_us']:>8}  {cap:>13}{vs}")
     return lines
 
 
