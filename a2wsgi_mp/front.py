@@ -190,7 +190,8 @@ class WSGIPool:
         task) starts only after :data:`QUEUE_WATCH_AFTER`: short waits, the
         common case under load, stay as cheap as a future.
         """
-        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()  # once: on 3.11 each lookup is a getpid() syscall
+        task = asyncio.current_task(loop)
         assert task is not None
         left = False
         watcher: asyncio.Future[Message] | None = None
@@ -206,7 +207,7 @@ class WSGIPool:
             watcher = asyncio.ensure_future(receive())
             watcher.add_done_callback(on_leave)
 
-        timer = asyncio.get_running_loop().call_later(QUEUE_WATCH_AFTER, watch)
+        timer = loop.call_later(QUEUE_WATCH_AFTER, watch)
         try:
             return await self.pool.acquire()
         except asyncio.CancelledError:
