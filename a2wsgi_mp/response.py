@@ -15,6 +15,7 @@ feeds an asyncio queue.  Both get the same rules:
 
 from __future__ import annotations
 
+import re
 import traceback
 from typing import Any, Callable, Iterable, Protocol
 
@@ -27,6 +28,8 @@ INTERNAL_ERROR_HEADERS: Headers = [
 ]
 
 _FORBIDDEN = ("\r", "\n", "\0")
+#: The same characters as one regex: two C calls a header instead of a generator.
+_CONTROL = re.compile("[\r\n\0]")
 
 
 class SinkGone(Exception):
@@ -89,7 +92,7 @@ class StartResponse:
         for name, value in headers:
             if not isinstance(name, str) or not isinstance(value, str):
                 raise TypeError(f"header {name!r}: names and values must be str")
-            if any(c in name or c in value for c in _FORBIDDEN):
+            if _CONTROL.search(name) or _CONTROL.search(value):
                 raise ValueError(f"header {name!r} contains a control character")
             lname = name.lower()
             # Raises UnicodeEncodeError for non-latin-1 text: a 500, as PEP 3333 wants.
