@@ -16,6 +16,8 @@ from .fds import ANCILLARY, unpack_fds
 from .shm import MIN_CHUNK, Region, RingWriter
 
 _RECV_SIZE = 256 * 1024
+#: Plain ints: ``int & socket.MSG_CTRUNC`` runs enum.IntFlag's Python ``__rand__`` on every read.
+_MSG_CTRUNC = int(socket.MSG_CTRUNC)
 
 
 class PeerGone(Exception):
@@ -47,7 +49,7 @@ class WorkerPipe:
             data, ancdata, msg_flags = b"", [], 0
         if ancdata:
             self._fds.extend(unpack_fds(ancdata))
-        if msg_flags & socket.MSG_CTRUNC:
+        if msg_flags & _MSG_CTRUNC:
             raise protocol.ProtocolError("file descriptors were truncated in transit (more than SCM_MAX_FD)")
         if not data:
             self._eof = True
