@@ -68,7 +68,7 @@ class Exchange:
 
     __slots__ = (
         "rid", "slot", "_release", "_events", "_waiter", "_buffered", "_paused", "finished", "cancelled",
-        "deadlines", "_loop", "_spill_limit", "_spill_dir", "_spill", "_spilled", "_spill_read",
+        "deadlines", "loop", "_spill_limit", "_spill_dir", "_spill", "_spilled", "_spill_read",
     )
 
     def __init__(
@@ -95,7 +95,8 @@ class Exchange:
         self.deadlines = deadlines
         if deadlines is not None:
             deadlines.add(self)
-        self._loop: asyncio.AbstractEventLoop | None = None
+        #: The running loop, if the caller knows it (each lookup is a getpid() on 3.11).
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._spill_limit = spill_limit
         self._spill_dir = spill_dir
         self._spill: IO[bytes] | None = None
@@ -161,9 +162,9 @@ class Exchange:
 
     async def next(self) -> Outcome:
         while not self._events:
-            loop = self._loop
-            if loop is None:  # looked up once: on 3.11 each lookup is a getpid() syscall
-                loop = self._loop = asyncio.get_running_loop()
+            loop = self.loop
+            if loop is None:
+                loop = self.loop = asyncio.get_running_loop()
             self._waiter = loop.create_future()
             try:
                 await self._waiter
