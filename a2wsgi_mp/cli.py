@@ -114,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.fronts > 1:
         from .fronts import run_fronts
 
+        _setup_logging(level)
         names = {f.name for f in fields(PoolConfig)}
         options = {k: v for k, v in vars(args).items() if k in names}
         if not run_fronts(args.app, options, args.fronts, level, **server_options):

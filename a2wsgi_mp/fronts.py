@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 from typing import Any
 
@@ -55,7 +56,12 @@ def run_fronts(app: str, options: dict[str, Any], fronts: int, level: int, **uvi
     from .config import PoolConfig
 
     options = dict(options)
-    options["workers"] = share(options.get("workers") or PoolConfig(**options).workers, fronts)
+    total = options.get("workers") or PoolConfig(**options).workers
+    options["workers"] = share(total, fronts)
+    if options["workers"] * fronts != total:
+        logging.getLogger("a2wsgi_mp").warning(
+            "%d workers do not split evenly over %d fronts: running %d per front (%d in all)",
+            total, fronts, options["workers"], options["workers"] * fronts)
     os.environ[ENV] = json.dumps({"app": app, "options": options, "log_level": level})
     config = uvicorn.Config("a2wsgi_mp.fronts:front_app", factory=True, workers=fronts, **uvicorn_options)
     sock = config.bind_socket()
