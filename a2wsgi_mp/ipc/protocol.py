@@ -273,7 +273,11 @@ def _decode(kind: int, buf: bytearray, start: int, end: int) -> Event:
     if kind == BODY:
         if end - start < RID.size:
             raise ProtocolError("BODY frame shorter than its request id")
-        return Body(RID.unpack_from(buf, start)[0], bytes(buf[start + RID.size : end]))
+        # One copy: ``bytes(buf[a:b])`` copied twice (the bytearray slice, then bytes).
+        # The view is released before the caller trims ``buf``.
+        with memoryview(buf) as view:
+            data = view[start + RID.size : end].tobytes()
+        return Body(RID.unpack_from(buf, start)[0], data)
     cls = _CONTROL.get(kind)
     if cls is None:
         raise ProtocolError(f"unknown frame kind {kind}")
