@@ -231,7 +231,9 @@ class Decoder:
     __slots__ = ("_buf", "_broken")
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        #: Received bytes not decoded yet: a bytearray, or the bytes object of
+        #: the last read while nothing else is pending.
+        self._buf: bytes | bytearray = bytearray()
         self._broken = False
 
     @property
@@ -240,7 +242,15 @@ class Decoder:
         return len(self._buf)
 
     def feed(self, data: bytes) -> None:
-        self._buf += data
+        buf = self._buf
+        if not buf and data.__class__ is bytes:
+            # Nothing pending: decode straight out of the received bytes, no
+            # copy (events() copies only a trailing partial frame).
+            self._buf = data
+        elif buf.__class__ is bytes:
+            self._buf = bytearray(buf) + data
+        else:
+            buf += data
 
     def events(self) -> Iterator[Event]:
         if self._broken:
@@ -266,7 +276,13 @@ class Decoder:
             raise
         finally:
             if offset:
-                del buf[:offset]
+                if buf.__class__ is bytes:
+                    rest = bytearray(memoryview(buf)[offset:])
+                    if self._buf is not buf:  # fed again meanwhile: keep what came since
+                        rest += memoryview(self._buf)[len(buf):]
+                    self._buf = rest
+                else:
+                    del buf[:offset]
 
 
 def _decode(kind: int, buf: bytearray, start: int, end: int) -> Event:
