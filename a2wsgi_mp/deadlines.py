@@ -49,8 +49,15 @@ class Deadlines:
     def discard(self, exchange: "Exchange") -> None:
         self._pending.pop(exchange, None)
 
-    def __len__(self) -> int:
+    @property
+    def pending(self) -> int:
+        """Requests whose clock runs."""
         return len(self._pending)
+
+    @property
+    def armed(self) -> bool:
+        """Is a sweep scheduled (only while requests are pending)?"""
+        return self._handle is not None
 
     def _sweep(self) -> None:
         self._handle = None
