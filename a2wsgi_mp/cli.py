@@ -78,13 +78,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (TypeError, ValueError) as exc:
         print(f"a2wsgi-mp: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    pool.fronts = (1, "a2wsgi-mp")
+    if settings.fronts < 1:
+        print("a2wsgi-mp: error: --fronts must be at least 1", file=sys.stderr)
+        sys.exit(2)
+    pool.fronts = (settings.fronts, "--fronts" if settings.fronts > 1 else "a2wsgi-mp")
     os.environ[proctitle.PREFIX_ENV] = proctitle.PREFIX  # for the zygote and workers, whatever we inherited
     proctitle.set_role("front", settings.app)
     server_options = settings.target("uvicorn")
-    server_options["http"] = http  # uvicorn's own parser, bounded while reading (a2wsgi_mp.headlimits)
     server_options["log_config"] = settings.log_config or cli_logging_config(settings.log_level, settings.access_log)
     graceful = pool.config.graceful_timeout
+    if settings.fronts > 1:
+        from .fronts import run_fronts
+
+        if not run_fronts(settings, lifespan="on", timeout_graceful_shutdown=graceful or None, **server_options):
+            sys.exit(EXIT_STARTUP_FAILURE)
+        return
+    server_options["http"] = http  # uvicorn's own parser, bounded while reading (a2wsgi_mp.headlimits)
     config = uvicorn.Config(pool, lifespan="on", timeout_graceful_shutdown=graceful or None, **server_options)
     if settings.log_config is None:
         logging.getLogger("a2wsgi_mp").setLevel(logging.getLogger("uvicorn.error").level)

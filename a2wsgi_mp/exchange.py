@@ -19,6 +19,7 @@ from .ipc import protocol
 from .ipc.fds import FileHandoff
 
 if TYPE_CHECKING:
+    from .deadlines import Deadlines
     from .handles import Slot
 
 HIGH_WATER = 512 * 1024
@@ -38,6 +39,10 @@ class TimedOut:
     """The request hit the pool's hard deadline."""
 
     __slots__ = ()
+
+
+#: The one instance (it carries nothing).
+TIMED_OUT = TimedOut()
 
 
 Outcome = Union[protocol.Event, Lost, TimedOut]
@@ -63,7 +68,7 @@ class Exchange:
 
     __slots__ = (
         "rid", "slot", "_release", "_events", "_waiter", "_buffered", "_paused", "finished", "cancelled",
-        "timer", "_spill_limit", "_spill_dir", "_spill", "_spilled", "_spill_read",
+        "deadlines", "loop", "_spill_limit", "_spill_dir", "_spill", "_spilled", "_spill_read",
     )
 
     def __init__(
@@ -73,6 +78,7 @@ class Exchange:
         release: "Callable[[Slot], None] | None" = None,
         spill_limit: int = 0,
         spill_dir: str | None = None,
+        deadlines: "Deadlines | None" = None,
     ) -> None:
         self.rid = rid
         self.slot = slot
@@ -85,7 +91,12 @@ class Exchange:
         self.finished = False
         #: True once the front told the worker to stop; its remaining chunks are dropped.
         self.cancelled = False
-        self.timer: asyncio.TimerHandle | None = None
+        #: Where this request's deadline is kept while the worker has it (None: no timeout).
+        self.deadlines = deadlines
+        if deadlines is not None:
+            deadlines.add(self)
+        #: The running loop, if the caller knows it (each lookup is a getpid() on 3.11).
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._spill_limit = spill_limit
         self._spill_dir = spill_dir
         self._spill: IO[bytes] | None = None
@@ -128,13 +139,18 @@ class Exchange:
         """The worker is done with this request: free it now, even if the client
         has not read everything yet (the rest waits here)."""
         self.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
+        self.stop_clock()
         if self._paused:  # nothing more comes for us: the connection is the next request's
             self._paused = False
             self.slot.pipe.resume()
         if self._release is not None and self.slot.exchange is self:
             self._release(self.slot)
+
+    def stop_clock(self) -> None:
+        """No timeout for this request any more (it is over, or answered without its worker)."""
+        if self.deadlines is not None:
+            self.deadlines.discard(self)
+            self.deadlines = None
 
     def _spill_out(self, data: bytes) -> None:
         if self._spill is None:
@@ -146,7 +162,10 @@ class Exchange:
 
     async def next(self) -> Outcome:
         while not self._events:
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = self.loop
+            if loop is None:
+                loop = self.loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
             try:
                 await self._waiter
             finally:

@@ -158,9 +158,18 @@ class WSGIPool:
                 return
         spool = Spool(min(cfg.spool_threshold, MAX_INLINE), cfg.max_body_size, cfg.spool_dir)
         try:
-            if not await _read_body(receive, spool):
-                return  # the client left before sending its whole body
-            inline = await spool.finish()
+            # The common case, a body in one message (GET: empty), needs no spooling.
+            message = await receive()
+            if (message["type"] == "http.request" and not message.get("more_body", False)
+                    and len(message.get("body", b"")) <= cfg.spool_threshold):
+                inline = message.get("body", b"")
+                if cfg.max_body_size is not None and len(inline) > cfg.max_body_size:
+                    raise BodyTooLarge(len(inline))
+                spool.size = len(inline)
+            else:
+                if not await _read_body(receive, spool, message):
+                    return  # the client left before sending its whole body
+                inline = await spool.finish()
         except BodyTooLarge:
             spool.close()
             await _send_plain(send, 413, "Request body too large", [(b"connection", b"close")])
@@ -200,7 +209,8 @@ class WSGIPool:
         task) starts only after :data:`QUEUE_WATCH_AFTER`: short waits, the
         common case under load, stay as cheap as a future.
         """
-        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()  # once: on 3.11 each lookup is a getpid() syscall
+        task = asyncio.current_task(loop)
         assert task is not None
         left = False
         watcher: asyncio.Future[Message] | None = None
@@ -216,7 +226,7 @@ class WSGIPool:
             watcher = asyncio.ensure_future(receive())
             watcher.add_done_callback(on_leave)
 
-        timer = asyncio.get_running_loop().call_later(QUEUE_WATCH_AFTER, watch)
+        timer = loop.call_later(QUEUE_WATCH_AFTER, watch)
         try:
             return await self.pool.acquire()
         except asyncio.CancelledError:
@@ -237,9 +247,7 @@ class WSGIPool:
         """Forward the worker's response; on any way out, leave the slot sane."""
         pool = self.pool
         slot = exchange.slot
-        timeout = self.config.timeout
-        if timeout:
-            exchange.timer = asyncio.get_running_loop().call_later(timeout, exchange.feed, TimedOut())
+        timeout = self.config.timeout  # its clock started in pool.begin()
         watcher: asyncio.Task[Message] | None = None
         started = False
         handoff: FileHandoff | None = None
@@ -295,8 +303,7 @@ class WSGIPool:
                 watcher.cancel()
             if exchange is not None:
                 exchange.close()
-                if exchange.timer is not None:
-                    exchange.timer.cancel()
+                exchange.stop_clock()
                 if exchange.finished and slot.exchange is exchange:
                     pool.release(slot)
         if handoff is not None:
@@ -316,8 +323,7 @@ class WSGIPool:
                     break
         finally:
             exchange.close()
-            if exchange.timer is not None:
-                exchange.timer.cancel()
+            exchange.stop_clock()
         if exchange.slot.exchange is exchange:
             self.pool.release(exchange.slot)
 
@@ -339,10 +345,11 @@ def _cancel(exchange: Exchange) -> None:
         exchange.cancel()
 
 
-async def _read_body(receive: Receive, spool: Spool) -> bool:
-    """Spool the whole body; False if the client disconnected first."""
+async def _read_body(receive: Receive, spool: Spool, message: Message | None = None) -> bool:
+    """Spool the whole body (from ``message``, already received, on); False if the client left first."""
     while True:
-        message = await receive()
+        if message is None:
+            message = await receive()
         kind = message["type"]
         if kind == "http.disconnect":
             spool.close()
@@ -350,6 +357,7 @@ async def _read_body(receive: Receive, spool: Spool) -> bool:
         await spool.write(message.get("body", b""))
         if not message.get("more_body", False):
             return True
+        message = None
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -12,6 +12,7 @@ from collections import deque
 from typing import Any
 
 from .config import PoolConfig
+from .deadlines import Deadlines
 from .exchange import Exchange
 from .loader import AppRef, describe
 from .handles import Slot, Worker
@@ -43,6 +44,10 @@ class Pool:
         #: An elastic pool reuses the most recently used idle slot (LIFO), so
         #: under a light load the other workers stay idle and can be retired.
         self._lifo = config.elastic
+        #: The loop the pool runs on, looked up once (each lookup is a getpid() on 3.11).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Per-request timeouts, swept periodically (no timer per request).
+        self.deadlines = Deadlines(config.timeout) if config.timeout else None
         self.started = False
         self.supervisor = Supervisor(app_ref, config, self.counters, self._offer, self._withdraw, self._fail_waiters)
 
@@ -56,6 +61,7 @@ class Pool:
         """Start the workers; return when all are ready, raise BootFailed if none can be."""
         if not self.started:
             self.started = True
+            self._loop = asyncio.get_running_loop()
             await self.supervisor.start()
 
     async def stop(self, graceful_timeout: float | None = None) -> None:
@@ -66,6 +72,8 @@ class Pool:
         self._fail_waiters(Unavailable("shutting down"))
         timeout = self.config.graceful_timeout if graceful_timeout is None else graceful_timeout
         await self.supervisor.stop(timeout)
+        if self.deadlines is not None:
+            self.deadlines.close()
 
     async def reload(self) -> None:
         """New workers with the (re-imported) app; returns once they are on their way."""
@@ -100,7 +108,7 @@ class Pool:
         if len(self._waiters) >= self.config.backlog:
             self.counters["503"] += 1
             raise Unavailable("the request queue is full")
-        future: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Slot] = (self._loop or asyncio.get_running_loop()).create_future()
         self._waiters.append(future)
         self.supervisor.queued(len(self._waiters))
         try:
@@ -126,7 +134,9 @@ class Pool:
     def begin(self, slot: Slot) -> Exchange:
         slot.reserved = False
         self._next_rid = (self._next_rid + 1) & 0xFFFFFFFF
-        exchange = Exchange(self._next_rid, slot, self.release, self.config.response_buffer, self.config.spool_dir)
+        exchange = Exchange(self._next_rid, slot, self.release, self.config.response_buffer, self.config.spool_dir,
+                            self.deadlines)
+        exchange.loop = self._loop
         slot.exchange = exchange
         return exchange
 

@@ -270,7 +270,9 @@ def run_wsgi(
                     response.send(chunk, last=False)
                     if response.done or sink.cancelled():
                         break
-        if not sink.cancelled():
+        # A complete response needs no look for a CANCEL (a non-blocking read,
+        # a syscall per request): there is nothing left to cut.
+        if not response.done and not sink.cancelled():
             response.finish()
     except SinkGone:
         raise

@@ -111,6 +111,8 @@ def pool(name: str, kind: Callable[[str], Any], help: str, **extra: Any) -> Opti
 OPTIONS: list[Option] = [
     # -- server (uvicorn.Config) --------------------------------------------------------------
     Option("host", str, "bind address", "127.0.0.1"),
+    Option("fronts", int, "front processes on the listening socket (uvicorn's --workers manager), each with "
+           "its share of --workers", 1, to="cli"),
     Option("port", int, "bind port", 8000),
     Option("uds", str, "bind to this Unix domain socket instead"),
     Option("fd", int, "serve on this inherited socket descriptor (systemd socket activation: 3)"),

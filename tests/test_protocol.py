@@ -131,6 +131,30 @@ def test_split_at_random_boundaries(cuts: list[int]) -> None:
     assert decode_all(*pieces) == EXPECTED
 
 
+@given(st.lists(st.integers(0, len(STREAM)), max_size=12), st.lists(st.booleans(), max_size=13))
+@settings(max_examples=200, deadline=None, database=None)
+def test_bytes_bytearray_and_views_mixed(cuts: list[int], kinds: list[bool]) -> None:
+    # feed() keeps a bytes object uncopied while nothing is pending; other buffers are copied.
+    bounds = sorted(set([0, *cuts, len(STREAM)]))
+    pieces = [STREAM[a:b] for a, b in zip(bounds, bounds[1:])]
+    mixed = [bytearray(x) if i < len(kinds) and kinds[i] else x for i, x in enumerate(pieces)]
+    assert decode_all(*mixed) == EXPECTED
+
+
+def test_fed_again_while_events_are_read() -> None:
+    # Two frames and the start of a third; more arrives before the iteration ends.
+    stream = p.encode_end(1) + p.encode_end(2) + p.encode_end(3)
+    first, rest = stream[: len(stream) - 3], stream[len(stream) - 3 :]
+    decoder = p.Decoder()
+    decoder.feed(first)
+    events = decoder.events()
+    assert next(events) == p.End(1)
+    decoder.feed(rest)
+    assert list(events) == [p.End(2)]
+    assert list(decoder.events()) == [p.End(3)]
+    assert decoder.pending == 0
+
+
 # ---------------------------------------------------------------- garbage
 
 

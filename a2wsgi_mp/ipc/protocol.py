@@ -265,7 +265,9 @@ class Decoder:
     __slots__ = ("_buf", "_broken", "_lenient", "_skip")
 
     def __init__(self, lenient: bool = False) -> None:
-        self._buf = bytearray()
+        #: Received bytes not decoded yet: a bytearray, or the bytes object of
+        #: the last read while nothing else is pending.
+        self._buf: bytes | bytearray = bytearray()
         self._broken = False
         self._lenient = lenient
         self._skip = 0
@@ -276,11 +278,21 @@ class Decoder:
         return len(self._buf)
 
     def feed(self, data: bytes) -> None:
-        if self._skip:
+        if self._skip:  # the rest of an oversized frame, streaming past
             dropped = min(self._skip, len(data))
             self._skip -= dropped
             data = data[dropped:]
-        self._buf += data
+            if not data:
+                return
+        buf = self._buf
+        if not buf and data.__class__ is bytes:
+            # Nothing pending: decode straight out of the received bytes, no
+            # copy (events() copies only a trailing partial frame).
+            self._buf = data
+        elif buf.__class__ is bytes:
+            self._buf = bytearray(buf) + data
+        else:
+            buf += data
 
     def events(self) -> Iterator[Event]:
         if self._broken:
@@ -325,7 +337,13 @@ class Decoder:
             raise
         finally:
             if offset:
-                del buf[:offset]
+                if buf.__class__ is bytes:
+                    rest = bytearray(memoryview(buf)[offset:])
+                    if self._buf is not buf:  # fed again meanwhile: keep what came since
+                        rest += memoryview(self._buf)[len(buf):]
+                    self._buf = rest
+                else:
+                    del buf[:offset]
 
 
 #: Payload bytes enough to read a request id (array header + uint32).
@@ -350,7 +368,11 @@ def _decode(kind: int, buf: bytearray, start: int, end: int) -> Event:
     if kind == BODY:
         if end - start < RID.size:
             raise ProtocolError("BODY frame shorter than its request id")
-        return Body(RID.unpack_from(buf, start)[0], bytes(buf[start + RID.size : end]))
+        # One copy: ``bytes(buf[a:b])`` copied twice (the bytearray slice, then bytes).
+        # The view is released before the caller trims ``buf``.
+        with memoryview(buf) as view:
+            data = view[start + RID.size : end].tobytes()
+        return Body(RID.unpack_from(buf, start)[0], data)
     cls = _CONTROL.get(kind)
     if cls is None:
         raise ProtocolError(f"unknown frame kind {kind}")

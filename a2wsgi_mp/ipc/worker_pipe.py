@@ -16,6 +16,8 @@ from .fds import ANCILLARY, unpack_fds
 from .shm import MIN_CHUNK, Region, RingWriter
 
 _RECV_SIZE = 256 * 1024
+#: Plain ints: ``int & socket.MSG_CTRUNC`` runs enum.IntFlag's Python ``__rand__`` on every read.
+_MSG_CTRUNC = int(socket.MSG_CTRUNC)
 
 
 class PeerGone(Exception):
@@ -33,6 +35,10 @@ class WorkerPipe:
         self._fds: deque[int] = deque()
         self._cancelled: set[int] = set()
         self._eof = False
+        # One receive buffer for the connection's life.  ``recvmsg(256 KiB)``
+        # allocated (mmap), shrank (mremap) and freed (munmap) 256 KiB on every
+        # read: three syscalls and page faults a request.
+        self._rbuf = memoryview(bytearray(_RECV_SIZE))
         #: ``--ipc shm``: the slot's ring, once the front sent SHM_SETUP.
         self.ring: RingWriter | None = None
         #: The front asked (REPORT) for our RSS with every response's last frame.
@@ -42,19 +48,19 @@ class WorkerPipe:
     def _fill(self, flags: int = 0) -> bool:
         """Read once; False if nothing could be read without blocking."""
         try:
-            data, ancdata, msg_flags, _addr = self.sock.recvmsg(_RECV_SIZE, ANCILLARY, flags)
+            nbytes, ancdata, msg_flags, _addr = self.sock.recvmsg_into([self._rbuf], ANCILLARY, flags)
         except BlockingIOError:
             return False
         except (ConnectionResetError, BrokenPipeError):
-            data, ancdata, msg_flags = b"", [], 0
+            nbytes, ancdata, msg_flags = 0, [], 0
         if ancdata:
             self._fds.extend(unpack_fds(ancdata))
-        if msg_flags & socket.MSG_CTRUNC:
+        if msg_flags & _MSG_CTRUNC:
             raise protocol.ProtocolError("file descriptors were truncated in transit (more than SCM_MAX_FD)")
-        if not data:
+        if not nbytes:
             self._eof = True
             return True
-        self._decoder.feed(data)
+        self._decoder.feed(self._rbuf[:nbytes])  # copied into the decoder's buffer
         for event in self._decoder.events():
             if isinstance(event, protocol.Cancel):
                 self._cancelled.add(event.rid)

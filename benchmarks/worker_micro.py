@@ -1,0 +1,92 @@
+"""The worker's own cost per request, without HTTP, a front or a second process.
+
+    python -m benchmarks.worker_micro [--requests 20000] [--profile]
+
+Runs :func:`~a2wsgi_mp.workers.process.serve_slot` for the hello app in a
+thread on one end of a socketpair and drives it from the main thread with
+REQUEST frames, one at a time, waiting for each response frame.  Prints the
+serving thread's CPU time per request (``time.thread_time``: its Python and
+its two syscalls, none of the driver's), and with ``--profile`` the functions
+that cost most (cProfile: wall time, so the blocking ``recvmsg_into`` shows the
+wait for the next request, and its overhead inflates the rest about threefold).
+Use it to compare worker changes A/B on a busy machine: the figure moves far
+less than end-to-end ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import socket
+import threading
+import time
+
+from a2wsgi_mp.environ import request_head
+from a2wsgi_mp.ipc import protocol
+from a2wsgi_mp.ipc.worker_pipe import WorkerPipe
+from a2wsgi_mp.workers.process import serve_slot
+
+from .apps import app
+
+SCOPE = {
+    "type": "http", "method": "GET", "scheme": "http", "path": "/hello", "query_string": b"", "root_path": "",
+    "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"), (b"accept", b"*/*")],
+    "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000), "http_version": "1.1",
+}
+
+
+def measure(requests: int, profile: cProfile.Profile | None = None) -> float:
+    """Worker CPU seconds per request."""
+    front, back = socket.socketpair()
+    pipe = WorkerPipe(back)
+    cpu: list[float] = []
+
+    def serve() -> None:
+        if profile is not None:
+            profile.enable()
+        t0 = time.thread_time()
+        serve_slot(app, pipe, False)
+        cpu.append(time.thread_time() - t0)
+        if profile is not None:
+            profile.disable()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    decoder = protocol.Decoder()
+    frame_head = request_head(SCOPE)
+    try:
+        for rid in range(1, requests + 1):
+            front.sendall(protocol.encode_request(rid, frame_head, b"", 0))
+            answered = False
+            while not answered:
+                data = front.recv(65536)
+                if not data:
+                    raise RuntimeError("the worker hung up")
+                decoder.feed(data)
+                for _ in decoder.events():
+                    answered = True
+    finally:
+        front.close()
+        thread.join(30)
+    return cpu[0] / requests
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.worker_micro", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args(argv)
+    profile = cProfile.Profile() if args.profile else None
+    per = measure(args.requests, profile)
+    print(f"worker CPU per request: {per * 1e6:.2f} us ({args.requests} requests)")
+    if profile is not None:
+        stats = pstats.Stats(profile)
+        rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:25]  # type: ignore[attr-defined]
+        for (path, line, name), (_, calls, self_time, _, _) in rows:
+            print(f"{calls / args.requests:6.2f}/request  self {self_time / args.requests * 1e6:6.2f} us  "
+                  f"{path.rsplit('/', 2)[-1]}:{line} {name}")
+
+
+if __name__ == "__main__":
+    main()

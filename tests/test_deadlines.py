@@ -1,0 +1,56 @@
+"""The request-timeout sweep: fires after the timeout (never before), only for
+requests still pending, and leaves an idle pool without wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from a2wsgi_mp.deadlines import Deadlines
+from a2wsgi_mp.exchange import TimedOut
+
+
+class _Probe:
+    """Stands in for an Exchange: records what the sweep feeds it."""
+
+    def __init__(self) -> None:
+        self.fed: list[object] = []
+        self.at: float | None = None
+
+    def feed(self, event: object) -> None:
+        self.fed.append(event)
+        self.at = time.monotonic()
+
+
+async def _until(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+def test_times_out_late_requests_only_and_disarms() -> None:
+    async def scenario() -> None:
+        deadlines = Deadlines(0.2)
+        late, done = _Probe(), _Probe()
+        t0 = time.monotonic()
+        deadlines.add(late)  # type: ignore[arg-type]
+        deadlines.add(done)  # type: ignore[arg-type]
+        assert deadlines.armed and deadlines.pending == 2
+        deadlines.discard(done)  # type: ignore[arg-type]  # answered in time
+        await _until(lambda: late.fed)
+        assert isinstance(late.fed[0], TimedOut) and len(late.fed) == 1
+        assert late.at is not None and late.at - t0 >= 0.2  # never early
+        await _until(lambda: not deadlines.armed)  # nothing pending: no more sweeps
+        assert done.fed == [] and deadlines.pending == 0
+        deadlines.add(done)  # type: ignore[arg-type]  # re-arms on demand
+        assert deadlines.armed
+        deadlines.close()
+        assert not deadlines.armed and deadlines.pending == 0
+
+    asyncio.run(scenario())
+
+
+def test_tick_is_a_twentieth_of_the_timeout_at_most_half_a_second() -> None:
+    assert Deadlines(1.0).tick == 0.05
+    assert Deadlines(30.0).tick == 0.5
