@@ -280,7 +280,13 @@ def pool_pids(url: str) -> set[int]:
 
 
 def zygote_of(srv: ServerProcess) -> psutil.Process | None:
-    return next((p for p in srv.descendants() if p.ppid() == srv.pid), None)
+    def is_child(p: psutil.Process) -> bool:
+        try:
+            return p.ppid() == srv.pid
+        except psutil.Error:  # gone since descendants() listed it (a worker or a killed zygote)
+            return False
+
+    return next((p for p in srv.descendants() if is_child(p)), None)
 
 
 def kill_zygote(srv: ServerProcess) -> psutil.Process:
