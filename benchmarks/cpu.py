@@ -10,17 +10,22 @@ Roles: the server's first process is the *front* (a2wsgi_mp's event loop, the
 only process of a single-process uvicorn, gunicorn's arbiter); all its
 descendants are *workers* (a2wsgi_mp's pool, gunicorn's workers, the uvicorn
 processes under ``uvicorn --workers N``) except, for a2wsgi_mp, processes that
-do not run ``a2wsgi_mp.workers`` (the fronts under ``--fronts N``): front.
+are not the pool's (the fronts under ``--fronts N``): front.
 With several fronts the front figure is their sum per request.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 import psutil
 
 from .servers import Server
+
+
+#: A pool process: its spawn command line, or its title (``a2wsgi-mp: worker 3 [app]``).
+_POOL_PROCESS = re.compile(r"a2wsgi_mp\.workers|: (?:worker \d+|zygote)\b")
 
 
 def snapshot(server: Server) -> dict[int, tuple[bool, float, float]]:
@@ -31,9 +36,10 @@ def snapshot(server: Server) -> dict[int, tuple[bool, float, float]]:
     for i, p in enumerate(procs):
         try:
             t = p.cpu_times()
-            # a2wsgi_mp: the pool's processes (zygote, workers) run a2wsgi_mp.workers;
-            # everything else (with --fronts N: the master and its fronts) is front.
-            front = i == 0 or (ours and "a2wsgi_mp.workers" not in " ".join(p.cmdline()))
+            # a2wsgi_mp: the pool's processes (zygote, workers) run a2wsgi_mp.workers, or
+            # carry its process title; everything else (with --fronts N: the master and its
+            # fronts) is front.
+            front = i == 0 or (ours and not _POOL_PROCESS.search(" ".join(p.cmdline())))
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
         out[p.pid] = (front, t.user, t.system)

@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="processes per server (default 2)")
     parser.add_argument("--threads", type=int, default=16, help="threads per process where threaded (default 16)")
     parser.add_argument("--duration", type=float, help="override the wrk duration in seconds")
+    parser.add_argument("--pin", action="store_true",
+                        help="P3: the server's first process (the event loop) alone on CPU 0; its other "
+                             "processes and the load generators on the other CPUs (taskset)")
     default_output = os.path.join(RESULTS, "latest.json")
     parser.add_argument("--output", default=default_output, help="where the JSON goes")
     parser.add_argument("--chart", default=os.path.join(RESULTS, "chart.png"), help="where the PNG goes")
@@ -100,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     mode_name = "full" if args.full else "quick"
     m = dict(MODES[mode_name])
+    m["pin"] = args.pin
     if args.duration:
         m["duration"] = args.duration
         m["short"] = min(m["short"], args.duration)

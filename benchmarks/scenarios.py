@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import psutil
+
 from .configs import PY, REPO, MiB
 from .loadgen import RssSampler, curl, parse_wrk, run_wrk, run_wrk_best, wrk_args
 from .servers import Server
@@ -36,8 +38,8 @@ def sc_p2(server: Server, ctx: Context) -> dict[str, Any]:
     return r
 
 
-def run_probe(port: int, path: str, duration: float, rate: float = 200.0) -> dict[str, Any]:
-    proc = subprocess.run([PY, "-m", "benchmarks.probe", "--port", str(port), "--path", path,
+def run_probe(port: int, path: str, duration: float, rate: float = 200.0, prefix: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+    proc = subprocess.run([*prefix, PY, "-m", "benchmarks.probe", "--port", str(port), "--path", path,
                            "--rate", f"{rate:g}", "--duration", f"{duration:g}"], cwd=REPO,
                           capture_output=True, text=True, timeout=duration + 15)
     try:
@@ -46,25 +48,58 @@ def run_probe(port: int, path: str, duration: float, rate: float = 200.0) -> dic
         return {"failed": True, "error": (proc.stderr or proc.stdout)[-300:]}
 
 
+def pin(server: Server) -> list[str]:
+    """The server's first process (the event loop) alone on the first CPU, the rest of its tree on
+    the others; the ``taskset`` prefix that puts a load generator there too ([] on one CPU)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return []
+    for i, p in enumerate(server.processes()):
+        try:
+            p.cpu_affinity(cpus[:1] if i == 0 else cpus[1:])
+        except psutil.Error:
+            pass
+    return ["taskset", "-c", ",".join(map(str, cpus[1:]))]
+
+
+def unpin(server: Server) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    for p in server.processes():
+        try:
+            p.cpu_affinity(cpus)
+        except psutil.Error:
+            pass
+
+
 def sc_p3(server: Server, ctx: Context) -> dict[str, Any]:
-    """Latency of the async /ping, probed at a steady 200 req/s (not a saturating wrk)."""
+    """Latency of the async /ping, probed at a steady 200 req/s (not a saturating wrk).
+
+    With ``--pin`` the event loop's process has a CPU of its own and everything else (the
+    server's other processes, wrk, the probe) shares the rest: the latency the server adds,
+    apart from the machine's. (A single-process server keeps its CPU-bound work on the loop's CPU.)
+    """
     d = ctx.mode["duration"]
-    idle = run_probe(server.port, "/ping", ctx.mode["idle"])
-    # Saturate the CPU route (more connections than workers), then probe /ping beside it.
-    load = subprocess.Popen(wrk_args(server.url + "/cpu", 8, d + 1), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    prefix = pin(server) if ctx.mode.get("pin") else []
     try:
-        time.sleep(0.5)
-        loaded = run_probe(server.port, "/ping", d)
-        out, _ = load.communicate(timeout=d + 15)
+        idle = run_probe(server.port, "/ping", ctx.mode["idle"], prefix=prefix)
+        # Saturate the CPU route (more connections than workers), then probe /ping beside it.
+        load = subprocess.Popen([*prefix, *wrk_args(server.url + "/cpu", 8, d + 1)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.5)
+            loaded = run_probe(server.port, "/ping", d, prefix=prefix)
+            out, _ = load.communicate(timeout=d + 15)
+        finally:
+            if load.poll() is None:
+                load.kill()
+                load.wait()
     finally:
-        if load.poll() is None:
-            load.kill()
-            load.wait()
+        if prefix:
+            unpin(server)
     cpu = parse_wrk(out, d + 1)
     return {"idle_p99_ms": idle.get("p99_ms"), "loaded_p99_ms": loaded.get("p99_ms"),
             "loaded_p50_ms": loaded.get("p50_ms"), "loaded_max_ms": loaded.get("max_ms"),
-            "cpu_rps": cpu["good_rps"], "idle": idle, "loaded": loaded, "cpu": cpu}
+            "cpu_rps": cpu["good_rps"], "pinned": bool(prefix), "idle": idle, "loaded": loaded, "cpu": cpu}
 
 
 def sc_p4(server: Server, ctx: Context) -> dict[str, Any]:
