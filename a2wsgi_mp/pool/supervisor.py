@@ -4,7 +4,7 @@ The supervisor owns every worker process and its connections ("slots", one
 per worker thread).  A worker that dies is replaced at once (with back-off when
 it cannot even load the app); one that hangs past the deadline is killed; one
 that served enough requests, grew too large or lived too long is retired
-between requests.  It tells the dispatcher (:class:`~a2wsgi_mp.pool.Pool`)
+between requests.  It tells the dispatcher (:class:`~a2wsgi_mp.pool.dispatch.Pool`)
 only two things: this slot can take a request, this slot is gone.
 
 Workers from the zygote: :mod:`.spawning`; which retires when: :mod:`.recycling`;
@@ -20,14 +20,14 @@ import signal
 import time
 from typing import Any, Callable
 
+from ..config import PoolConfig
+from ..ipc import protocol
+from ..ipc.pipe import FileHandoff
+from ..loader import AppRef, describe
 from . import elastic, preload, recycling
-from .config import PoolConfig
 from .exchange import Lost
 from .handles import Slot, Worker
-from .ipc import protocol
-from .ipc.pipe import FileHandoff
 from .launcher import Launcher, PreloadFailed
-from .loader import AppRef, describe
 from .processes import ProcessTable
 from .spawning import Spawning
 

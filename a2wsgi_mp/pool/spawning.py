@@ -1,11 +1,11 @@
 """Starting worker processes: the supervisor's side of the zygote.
 
-Every worker is forked by the zygote (:mod:`a2wsgi_mp.launcher`); the front
+Every worker is forked by the zygote (:mod:`a2wsgi_mp.pool.launcher`); the front
 opens the worker's connections ("slots") first and hands their other ends over
 with the SPAWN.  A zygote that dies is restarted: its workers live on (they
 watch the front, not the zygote), only their exit reports are lost, and the
-:class:`~a2wsgi_mp.processes.ProcessTable` follows them by pidfd meanwhile.
-:class:`Spawning` is the part of :class:`~a2wsgi_mp.supervisor.Supervisor`
+:class:`~a2wsgi_mp.pool.processes.ProcessTable` follows them by pidfd meanwhile.
+:class:`Spawning` is the part of :class:`~a2wsgi_mp.pool.supervisor.Supervisor`
 that does this.
 """
 
@@ -16,12 +16,12 @@ import logging
 import random
 from typing import TYPE_CHECKING, Any
 
-from .config import PoolConfig
+from ..config import PoolConfig
+from ..ipc import protocol, shm
+from ..ipc.pipe import FrontPipe, pair
+from ..loader import AppRef
 from .handles import Slot, Worker, describe_status
-from .ipc import protocol, shm
-from .ipc.pipe import FrontPipe, pair
 from .launcher import Launcher, ZygoteLost
-from .loader import AppRef
 from .processes import ProcessTable
 
 logger = logging.getLogger("a2wsgi_mp.pool")
