@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, fields
 from typing import Any, Union
 
 from .ipc.fds import MAX_FDS
-from .launcher import START_METHODS, default_start_method
+
+#: How the zygote starts a worker (see :mod:`a2wsgi_mp.pool.launcher`).
+START_METHODS = ("fork", "spawn")
+
+
+def default_start_method() -> str:
+    return "fork" if hasattr(os, "fork") and sys.platform != "darwin" else "spawn"
 
 
 @dataclass

@@ -20,7 +20,7 @@ import asyncio
 import statistics
 import time
 
-from a2wsgi_mp.front import WSGIPool
+from a2wsgi_mp.pool.app import WSGIPool
 
 APP = "tests.apps.transport_app:app"
 SIZES = [("1 KiB", 1024), ("64 KiB", 64 * 1024), ("1 MiB", 1024 * 1024), ("64 MiB", 64 * 1024 * 1024)]

@@ -15,9 +15,9 @@ from typing import Any
 import msgpack
 import pytest
 
-from a2wsgi_mp import front
+from a2wsgi_mp.pool import app as front
 from a2wsgi_mp.environ import build_environ
-from a2wsgi_mp.front import WSGIPool
+from a2wsgi_mp.pool.app import WSGIPool
 from a2wsgi_mp.ipc import protocol
 from a2wsgi_mp.ipc.worker_pipe import WorkerPipe
 from a2wsgi_mp.workers.process import serve_slot

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from a2wsgi_mp.deadlines import Deadlines
-from a2wsgi_mp.exchange import TimedOut
+from a2wsgi_mp.pool.deadlines import Deadlines
+from a2wsgi_mp.pool.exchange import TimedOut
 
 
 class _Probe:

@@ -9,9 +9,9 @@ import os
 
 import pytest
 
-from a2wsgi_mp import filesend
-from a2wsgi_mp import front as front_mod
-from a2wsgi_mp.front import WSGIPool
+from a2wsgi_mp.pool import filesend
+from a2wsgi_mp.pool import app as front_mod
+from a2wsgi_mp.pool.app import WSGIPool
 from a2wsgi_mp.ipc import protocol
 from a2wsgi_mp.workers.filewrapper import FileWrapper, file_span
 

@@ -196,7 +196,7 @@ def test_elastic_pool_grows_under_a_burst_and_shrinks_when_idle(tmp_path: Path) 
 
 def test_elastic_and_preload_options() -> None:
     from a2wsgi_mp.config import PoolConfig
-    from a2wsgi_mp.front import WSGIPool
+    from a2wsgi_mp.pool.app import WSGIPool
 
     c = PoolConfig(workers=(2, 16))
     assert (c.workers, c.workers_min, c.workers_max, c.elastic) == (2, 2, 16, True)
@@ -213,7 +213,7 @@ def test_elastic_and_preload_options() -> None:
 
 def test_cli_options_reach_the_pool() -> None:
     from a2wsgi_mp.cli import make_pool
-    from a2wsgi_mp.settings import resolve
+    from a2wsgi_mp.cli.settings import resolve
 
     settings = resolve([APP, "--preload", "--workers-min", "1", "--workers-max", "5", "--worker-idle-timeout", "2.5"],
                        environ={})

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from a2wsgi_mp.processes import HAVE_PIDFD, ProcessTable, watch_front
+from a2wsgi_mp.pool.processes import HAVE_PIDFD, ProcessTable
+from a2wsgi_mp.workers.lifeline import watch_front
 
 pytestmark = pytest.mark.skipif(not HAVE_PIDFD, reason="pidfds are Linux-only")
 

@@ -14,7 +14,7 @@ import pytest
 
 from a2wsgi_mp import logs
 from a2wsgi_mp.config import PoolConfig
-from a2wsgi_mp.settings import OPTIONS, resolve
+from a2wsgi_mp.cli.settings import OPTIONS, resolve
 
 APP = "tests.apps.core_app:app"
 

@@ -9,8 +9,8 @@ import stat
 
 import pytest
 
-from a2wsgi_mp import spool as spool_mod
-from a2wsgi_mp.spool import BodyTooLarge, Spool
+from a2wsgi_mp.pool import spool as spool_mod
+from a2wsgi_mp.pool.spool import BodyTooLarge, Spool
 
 
 def run(coro):

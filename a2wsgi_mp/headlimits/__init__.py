@@ -29,7 +29,7 @@ MAX_FIELDS = 32768
 #: What "0 = unlimited" means for a line or a field: still a bound.
 UNLIMITED = 1024 * 1024
 #: No head may exceed this, whatever the limits (the IPC frame limit is 64 MiB;
-#: the front refuses heads past 32 MiB, see :mod:`a2wsgi_mp.front`).
+#: the front refuses heads past 32 MiB, see :mod:`a2wsgi_mp.pool.app`).
 HARD_HEAD = 16 * 1024 * 1024
 
 HTTP_CHOICES = ("auto", "httptools", "h11")

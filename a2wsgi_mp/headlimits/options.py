@@ -1,4 +1,4 @@
-"""The CLI's request-head settings (rows in :data:`a2wsgi_mp.settings.OPTIONS`) as uvicorn's protocol class."""
+"""The CLI's request-head settings (rows in :data:`a2wsgi_mp.cli.settings.OPTIONS`) as uvicorn's protocol class."""
 
 from __future__ import annotations
 

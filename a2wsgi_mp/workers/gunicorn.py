@@ -10,7 +10,7 @@ Process topology::
 
 Each gunicorn worker is an event loop (uvloop and httptools when installed)
 serving HTTP with uvicorn's ``Server`` on ``self.sockets``, and owns a
-:class:`~a2wsgi_mp.front.WSGIPool` of ``--threads`` processes.  gunicorn's
+:class:`~a2wsgi_mp.pool.app.WSGIPool` of ``--threads`` processes.  gunicorn's
 settings are mapped in :mod:`a2wsgi_mp.workers.gunicorn_config` (through
 :meth:`PoolWorker.pool_options` and :meth:`PoolWorker.uvicorn_options`);
 docs/gunicorn.md has the table.  The per-request layers (request limits,
@@ -52,8 +52,8 @@ from gunicorn.workers.base import Worker
 from uvicorn.config import Config as UvicornConfig
 
 from .. import layout, proctitle
-from ..front import WSGIPool
-from ..pool import BootFailed
+from ..pool.app import WSGIPool
+from ..pool.supervisor import BootFailed
 from . import gunicorn_config
 from .gunicorn_config import customised as _customised
 from .gunicorn_config import request_limits

@@ -60,7 +60,7 @@ def head_limits(cfg: Any, header_timeout: float = HEADER_TIMEOUT) -> HeadLimits:
 
 
 def pool_options(cfg: Any, app_ref: Any, extra: dict[str, Any]) -> dict[str, Any]:
-    """:class:`~a2wsgi_mp.front.WSGIPool` options: ``--threads`` pool processes
+    """:class:`~a2wsgi_mp.pool.app.WSGIPool` options: ``--threads`` pool processes
     of one thread each, gunicorn's timeouts and ``max_requests``; ``extra``
     (the worker's ``POOL_OPTIONS``) wins."""
     options: dict[str, Any] = {

@@ -23,10 +23,10 @@ from ..environ import UnderscoreHeader, build_environ
 from ..ipc import protocol
 from ..ipc.worker_pipe import PeerGone, WorkerPipe
 from ..loader import AppLoadError, AppRef, load_app
-from ..processes import watch_front
 from ..proctitle import take_inherited
 from ..response import SinkGone, StartResponse, run_wsgi
 from .filewrapper import FileWrapper, file_span
+from .lifeline import watch_front
 
 EXIT_BOOT_FAILED = 3
 #: Larger response chunks cross the pipe as several BODY frames of this size.

@@ -13,7 +13,7 @@ write to every object it tracks, leaves those pages alone.
 
 The zygote dies with the front (``PR_SET_PDEATHSIG`` and EOF on its control
 socket).  The workers do not die with the zygote: each watches a pidfd of the
-front (:func:`a2wsgi_mp.processes.watch_front`), so a killed zygote costs no
+front (:func:`a2wsgi_mp.workers.lifeline.watch_front`), so a killed zygote costs no
 request while the front starts a new one, and still nothing outlives the
 front.  Workers left behind by a dead zygote are re-parented to init (or the
 nearest subreaper), which reaps them; the front follows them by pidfd.

@@ -1,8 +1,8 @@
 """``WSGIPool``: the ASGI app that serves a WSGI app through a process pool.
 
-A request's path: read the whole body into a :class:`~a2wsgi_mp.spool.Spool`
+A request's path: read the whole body into a :class:`~a2wsgi_mp.pool.spool.Spool`
 (so a slow client holds no worker), take an idle worker connection from the
-:class:`~a2wsgi_mp.pool.Pool`, send the request, and relay the response
+:class:`~a2wsgi_mp.pool.dispatch.Pool`, send the request, and relay the response
 events back to the ASGI server as they come.
 """
 
@@ -12,17 +12,18 @@ import asyncio
 import logging
 from typing import Any, Awaitable, Callable, MutableMapping
 
-from . import layout, logs, metrics
-from .config import PoolConfig
-from .environ import head_size, request_head
-from .errors import RemoteAppError
+from .. import layout, logs
+from ..config import PoolConfig
+from ..environ import head_size, request_head
+from ..errors import RemoteAppError
+from ..ipc import protocol
+from ..ipc.fds import FileHandoff
+from ..loader import AppRef, describe
+from . import metrics
+from .dispatch import BootFailed, Pool, Unavailable
 from .exchange import Exchange, Lost, TimedOut
-from .ipc import protocol
-from .ipc.fds import FileHandoff
-from .loader import AppRef, describe
-from .handles import Slot
-from .pool import BootFailed, Pool, Unavailable
 from .filesend import send_file
+from .handles import Slot
 from .spool import BodyTooLarge, Spool
 
 Scope = MutableMapping[str, Any]

@@ -11,7 +11,7 @@ import psutil
 
 if TYPE_CHECKING:
     from .exchange import Exchange
-    from .ipc.pipe import FrontPipe
+    from ..ipc.pipe import FrontPipe
 
 
 class Slot:

@@ -4,8 +4,11 @@ The supervisor owns every worker process and its connections ("slots", one
 per worker thread).  A worker that dies is replaced at once (with back-off when
 it cannot even load the app); one that hangs past the deadline is killed; one
 that served enough requests, grew too large or lived too long is retired
-between requests.  It tells the dispatcher (:class:`~a2wsgi_mp.pool.Pool`)
+between requests.  It tells the dispatcher (:class:`~a2wsgi_mp.pool.dispatch.Pool`)
 only two things: this slot can take a request, this slot is gone.
+
+Workers from the zygote: :mod:`.spawning`; which retires when: :mod:`.recycling`;
+sizing: :mod:`.elastic`; a preloaded reload's fresh zygote: :mod:`.preload`.
 """
 
 from __future__ import annotations
@@ -13,21 +16,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import signal
 import time
 from typing import Any, Callable
 
-
-from . import elastic, preload
-from .config import PoolConfig
+from ..config import PoolConfig
+from ..ipc import protocol
+from ..ipc.pipe import FileHandoff
+from ..loader import AppRef, describe
+from . import elastic, preload, recycling
 from .exchange import Lost
-from .handles import Slot, Worker, describe_status, rss
-from .ipc import protocol, shm
-from .ipc.pipe import FileHandoff, FrontPipe, pair
-from .launcher import Launcher, PreloadFailed, ZygoteLost
-from .loader import AppRef, describe
+from .handles import Slot, Worker
+from .launcher import Launcher, PreloadFailed
 from .processes import ProcessTable
+from .spawning import Spawning
 
 logger = logging.getLogger("a2wsgi_mp.pool")
 app_logger = logging.getLogger("a2wsgi_mp.wsgi")
@@ -42,7 +44,7 @@ class BootFailed(Exception):
     """No worker could load the app; the message carries the worker's error."""
 
 
-class Supervisor:
+class Supervisor(Spawning):
     def __init__(
         self,
         app_ref: AppRef,
@@ -96,7 +98,7 @@ class Supervisor:
             await self.wait_change(remaining)
         self._started = True
         if self.config.max_rss or self.config.max_lifetime:
-            self.background(self._watch_resources())
+            self.background(recycling.watch_resources(self))
         if self.config.elastic:
             self.background(elastic.watch_idle(self))
         logger.info("pool ready in %.1f s: %d worker(s) x %d thread(s) serving %s (zygote %s, %s%s)%s",
@@ -104,13 +106,6 @@ class Supervisor:
                     self._launcher.pid, self.config.start_method, ", preloaded" if self.config.preload else "",
                     f" (elastic: {self.config.workers_min} to {self.config.workers_max} workers)"
                     if self.config.elastic else "")
-
-    def new_launcher(self) -> Launcher:
-        """A launcher for this pool's zygote (not started)."""
-        launcher = Launcher(self.app_ref, self.config.start_method, self._on_exited, lambda: None,
-                            self.config.preload, self.config.boot_timeout)
-        launcher.on_lost = lambda: self._on_launcher_lost(launcher)
-        return launcher
 
     async def stop(self, timeout: float) -> None:
         """Let in-flight requests finish within ``timeout``, then end every process."""
@@ -185,6 +180,10 @@ class Supervisor:
         """One more worker (the elastic pool growing)."""
         return self._spawn()
 
+    def recycle(self, worker: Worker, reason: str) -> None:
+        """Retire ``worker`` between requests; its replacement starts now."""
+        self._retire(worker, reason)
+
     def retire(self, worker: Worker, reason: str) -> None:
         """Retire ``worker`` between requests, without a replacement (the pool shrinking)."""
         self._retire(worker, reason, replace=False, count=False)
@@ -204,10 +203,7 @@ class Supervisor:
         worker.requests += 1
         worker.idle_since = time.monotonic()
         if worker.state == "ready":
-            if worker.max_requests and worker.requests >= worker.max_requests:
-                self._retire(worker, f"served {worker.requests} requests")
-            elif self.config.max_rss and worker.rss > self.config.max_rss * 1024 * 1024:
-                self._retire(worker, self._rss_reason(worker))
+            recycling.after_request(self, worker)
         if worker.state == "retiring" and not worker.busy:
             self._hang_up(worker)
         self.notify()
@@ -236,50 +232,6 @@ class Supervisor:
         asyncio.get_running_loop().call_later(KILL_GRACE, self._signal, worker, signal.SIGKILL)
 
     # ------------------------------------------------------------ workers
-
-    def _spawn(self, replaces: Worker | None = None) -> Worker:
-        self._next_wid += 1
-        cfg = self.config
-        limit = cfg.max_requests + (random.randint(0, cfg.max_requests_jitter) if cfg.max_requests else 0)
-        worker = Worker(self._next_wid, cfg.threads, limit)
-        worker.replaces = replaces
-        if replaces is not None:
-            replaces.replaced_by = worker
-        self.workers[worker.id] = worker
-        self.background(self._boot(worker))
-        return worker
-
-    async def _boot(self, worker: Worker) -> None:
-        assert self._launcher is not None
-        launcher = self._launcher  # (a preloaded reload may replace self._launcher meanwhile)
-        socks = []
-        try:
-            for slot in worker.slots:
-                front, back = pair()
-                socks.append(back)
-                slot.pipe = await FrontPipe.open(
-                    front,
-                    lambda event, slot=slot: self._on_event(slot, event),
-                    lambda exc, worker=worker: self._on_dead(worker, "its connection closed"),
-                    shm.DEFAULT_SIZE if self.config.ipc == "shm" else 0,
-                )
-            await launcher.wait_running()
-            worker.zygote = launcher.generation  # (a restarted zygote has a new one)
-            pid = await launcher.spawn(worker.id, socks)
-            if worker.pid is None:
-                worker.pid = pid
-                self._procs.add(pid, worker, worker.zygote)
-        except ZygoteLost as exc:
-            # Not an app failure.  If the zygote forked the worker before it
-            # died, the worker's READY names it; if not, its connections close
-            # and _on_dead starts another (see there).
-            logger.info("worker %d: %s", worker.id, exc)
-        except Exception as exc:
-            for s in socks:
-                s.close()
-            logger.error("could not start a worker: %s", exc)
-            worker.state = "boot-failed"  # (back off: this may well persist)
-            self._on_dead(worker, f"start failed: {exc}")
 
     def _on_event(self, slot: Slot, event: protocol.Event) -> None:
         exchange = slot.exchange
@@ -352,14 +304,6 @@ class Supervisor:
 
     def _ready_count(self) -> int:
         return sum(w.state == "ready" for w in self.workers.values())
-
-    def _on_process_gone(self, worker: Worker, status: int | None) -> None:
-        how = describe_status(status) if status is not None else "exited, status unknown"
-        if worker.state == "dead":  # its connection told us first; now we know how
-            if not self.stopping and status:
-                logger.warning("worker %s exit status: %s", worker.pid, how)
-        else:
-            self._on_dead(worker, how)
 
     def _on_dead(self, worker: Worker, reason: str) -> None:
         if worker.state == "dead":
@@ -434,62 +378,10 @@ class Supervisor:
             if slot.pipe is not None:
                 slot.pipe.close()
 
-    def _signal(self, worker: Worker, sig: int) -> None:
-        if worker.pid is not None:
-            self._procs.signal(worker.pid, worker, sig)
-
-    def _zygote_alive(self, generation: int) -> bool:
-        launcher = self._launcher
-        return launcher is not None and launcher.running and launcher.generation == generation
-
-    def _on_exited(self, pid: int, status: int) -> None:
-        self._procs.gone(pid, status)
-
-    def _on_launcher_lost(self, launcher: Launcher) -> None:
-        # The workers live on (they watch the front, not the zygote) and keep
-        # serving; only their exit statuses are lost.  Those that exited while
-        # it was dying, and those we cannot follow without it, are settled now.
-        self._procs.reporter_lost()
-        if launcher is not self._launcher:  # a zygote replaced by a reload: nothing to restart
-            return
-        self.background(self._restart_launcher())
-
-    async def _restart_launcher(self) -> None:
-        launcher = self._launcher
-        assert launcher is not None
-        while not self.stopping:
-            try:
-                await launcher.start()
-                break
-            except Exception as exc:
-                logger.error("could not restart the zygote: %s", exc)
-                await asyncio.sleep(1.0)
-
     # ------------------------------------------------------------ housekeeping
 
-    async def _watch_resources(self) -> None:
-        cfg = self.config
-        while not self.stopping:
-            await asyncio.sleep(1.0)
-            now = time.monotonic()
-            for worker in list(self.workers.values()):
-                if worker.state != "ready" or worker.pid is None:
-                    continue
-                if cfg.max_rss:  # (growth while idle: the worker reports after each request)
-                    worker.rss = rss(worker.pid)
-                    if worker.rss > cfg.max_rss * 1024 * 1024:
-                        self._retire(worker, self._rss_reason(worker))
-                        continue
-                if cfg.max_lifetime and now - worker.started > cfg.max_lifetime:
-                    self._retire(worker, f"lived {now - worker.started:.0f} s")
-
-    def _rss_reason(self, worker: Worker) -> str:
-        return f"RSS {worker.rss // (1024 * 1024)} MiB > {self.config.max_rss} MiB"
-
     def refresh_rss(self) -> None:
-        for worker in self.workers.values():
-            if worker.pid is not None:
-                worker.rss = rss(worker.pid) or worker.rss
+        recycling.refresh_rss(self)
 
     def background(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

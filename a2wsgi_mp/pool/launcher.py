@@ -23,15 +23,15 @@ import sys
 import traceback
 from typing import Callable
 
-from .ipc import protocol
-from .ipc.pipe import FrontPipe, pair
-from .loader import AppRef
+from ..config import START_METHODS
+from ..ipc import protocol
+from ..ipc.pipe import FrontPipe, pair
+from ..loader import AppRef
+from ..workers.zygote import run_zygote
 from .processes import open_pidfd
-from .workers.zygote import run_zygote
 
 logger = logging.getLogger("a2wsgi_mp.pool")
 
-START_METHODS = ("fork", "spawn")
 #: Zygote generations, unique in the front even across launchers (a preloaded
 #: reload starts a second launcher while the first one's workers still serve).
 _generations = itertools.count(1)
@@ -43,10 +43,6 @@ class PreloadFailed(Exception):
 
 class ZygoteLost(RuntimeError):
     """The zygote is not running (it died, or is being restarted): not an app failure."""
-
-
-def default_start_method() -> str:
-    return "fork" if hasattr(os, "fork") and sys.platform != "darwin" else "spawn"
 
 
 class Launcher:

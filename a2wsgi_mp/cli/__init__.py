@@ -1,8 +1,8 @@
 """``a2wsgi-mp APP``: serve a WSGI app on uvicorn through a supervised pool.
 
 The options, their environment variables and config-file keys are declared in
-:mod:`a2wsgi_mp.settings`; this module turns the resolved settings into a
-:class:`~a2wsgi_mp.front.WSGIPool` and a :class:`uvicorn.Config`, and runs them.
+:mod:`a2wsgi_mp.cli.settings`; this module turns the resolved settings into a
+:class:`~a2wsgi_mp.pool.app.WSGIPool` and a :class:`uvicorn.Config`, and runs them.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import signal
 import sys
 from typing import Sequence
 
-from . import __version__, layout, proctitle
-from .front import WSGIPool
-from .headlimits.options import http_protocol
-from .logs import cli_logging_config
+from .. import __version__, layout, proctitle
+from ..headlimits.options import http_protocol
+from ..logs import cli_logging_config
+from ..pool.app import WSGIPool
 from .settings import Settings, build_parser, resolve, size
 
 __all__ = ["build_parser", "main", "make_pool"]

@@ -15,8 +15,8 @@ import tempfile
 from collections import deque
 from typing import IO, TYPE_CHECKING, Callable, Union
 
-from .ipc import protocol
-from .ipc.fds import FileHandoff
+from ..ipc import protocol
+from ..ipc.fds import FileHandoff
 
 if TYPE_CHECKING:
     from .deadlines import Deadlines

@@ -29,8 +29,8 @@ import os
 from types import SimpleNamespace
 from typing import Any
 
-from .front import WSGIPool
-from .headlimits.options import http_protocol
+from ..headlimits.options import http_protocol
+from ..pool.app import WSGIPool
 
 #: Environment variable carrying the app and pool options to the fronts.
 ENV = "A2WSGI_MP_FRONT"
@@ -53,7 +53,7 @@ def front_app() -> WSGIPool:
 
 
 def __getattr__(name: str) -> Any:
-    """``a2wsgi_mp.fronts:front_protocol``, the ``http`` uvicorn imports in each front:
+    """``a2wsgi_mp.cli.fronts:front_protocol``, the ``http`` uvicorn imports in each front:
     a class made at run time cannot be pickled to a spawned front, its recipe can."""
     if name == "front_protocol":
         return http_protocol(SimpleNamespace(**json.loads(os.environ[ENV])["head"]))
@@ -67,7 +67,7 @@ def run_fronts(settings: Any, **uvicorn_options: Any) -> bool:
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
-    from .config import PoolConfig
+    from ..config import PoolConfig
 
     fronts = settings.fronts
     options = settings.target("pool")
@@ -84,7 +84,7 @@ def run_fronts(settings: Any, **uvicorn_options: Any) -> bool:
     http_protocol(SimpleNamespace(**head))  # a bad value fails here, once, not in every front
     os.environ[ENV] = json.dumps({"app": settings.app, "options": options, "fronts": fronts, "head": head})
     uvicorn_options["http"] = f"{__name__}:front_protocol"
-    config = uvicorn.Config("a2wsgi_mp.fronts:front_app", factory=True, workers=fronts, **uvicorn_options)
+    config = uvicorn.Config("a2wsgi_mp.cli.fronts:front_app", factory=True, workers=fronts, **uvicorn_options)
     sock = config.bind_socket()
     try:
         if "target" in inspect.signature(Multiprocess.__init__).parameters:  # uvicorn < 0.50

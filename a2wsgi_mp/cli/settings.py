@@ -21,9 +21,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from . import __version__
-from .config import PoolConfig
-from .launcher import START_METHODS
+from .. import __version__
+from ..config import START_METHODS, PoolConfig
 
 if sys.version_info >= (3, 11):
     import tomllib

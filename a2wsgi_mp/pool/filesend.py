@@ -12,7 +12,7 @@ import os
 import stat
 from typing import Any, Awaitable, Callable, MutableMapping
 
-from .ipc.fds import FileHandoff
+from ..ipc.fds import FileHandoff
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -2,7 +2,7 @@
 
 Admission lives here (a bounded queue, an optional queue timeout, 503 with
 ``Retry-After`` beyond them); keeping the processes alive is the
-:class:`~a2wsgi_mp.supervisor.Supervisor`'s job.
+:class:`~a2wsgi_mp.pool.supervisor.Supervisor`'s job.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import asyncio
 from collections import deque
 from typing import Any
 
-from .config import PoolConfig
+from ..config import PoolConfig
+from ..loader import AppRef, describe
 from .deadlines import Deadlines
 from .exchange import Exchange
-from .loader import AppRef, describe
 from .handles import Slot, Worker
 from .supervisor import BootFailed, Supervisor
 

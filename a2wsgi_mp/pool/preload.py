@@ -15,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from .loader import describe
+from ..loader import describe
 
 if TYPE_CHECKING:
     from .launcher import Launcher

@@ -13,7 +13,7 @@ import logging
 import os
 from typing import Sequence
 
-from .front import WSGIPool
+from ..pool.app import WSGIPool
 
 logger = logging.getLogger("a2wsgi_mp.reload")
 
