@@ -95,6 +95,8 @@ class Server:
         return self.proc.pid
 
     def start(self) -> "Server":
+        if self.proc is not None:  # a second process would be one nobody stops
+            raise RuntimeError(f"server {self.name} started twice")
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.argv, cwd=REPO, env=self.env, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)

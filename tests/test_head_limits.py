@@ -254,8 +254,7 @@ def test_header_names_with_underscores_are_dropped(server: Server) -> None:
 
 
 def test_connection_cap_closes_new_connections_at_once(tmp_path: Path) -> None:
-    with _cli("capped", "httptools", "--limit-connections", "4").start() as capped:
-        capped.wait_ready(60)
+    with _cli("capped", "httptools", "--limit-connections", "4") as capped:
         held = [connect(capped) for _ in range(4)]
         try:
             wait_for(lambda: _refused_at_once(capped), 30)
