@@ -144,8 +144,8 @@ OPTIONS: list[Option] = [
     Option("limit_request_fields", int, "431 for more header fields (max 32768)", 100, to="cli", group="limits"),
     Option("limit_request_field_size", int, "431 for a longer header line; 0 = 1 MiB", 8190, to="cli",
            group="limits"),
-    Option("limit_request_head", int, "431 for a larger head in all; 0 = what the limits above allow, about "
-           "800 KB (65536 keeps what a slow client can hold near nginx's 32 KB)", 0, to="cli", group="limits"),
+    Option("limit_request_head", int, "431 for a larger head in all (nginx allows 4 x 8 KB); 0 = what the "
+           "limits above allow, about 800 KB, gunicorn's", 65536, to="cli", group="limits"),
     Option("header_timeout", float, "408 (or a plain close if nothing came) for a request head not complete "
            "in time, as nginx's client_header_timeout; 0 = off", 60.0, to="cli", group="limits"),
     Option("limit_connections", int, "close new connections at once while N are open; 0 = no cap "
