@@ -73,6 +73,18 @@ class HeadGuard:
 
     # ------------------------------------------------------------ accept
 
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if not self._guard_accept(transport):
+            return
+        super().connection_made(transport)  # type: ignore[misc]  # uvicorn's protocol, next in the MRO
+        self._start_header_clock()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._rejected:
+            return
+        self._disarm_all()
+        super().connection_lost(exc)  # type: ignore[misc]
+
     def _guard_accept(self, transport: asyncio.Transport) -> bool:
         """False (and the connection closed) when the server holds ``limits.connections`` already."""
         cap = self.limits.connections

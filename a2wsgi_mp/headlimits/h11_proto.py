@@ -71,16 +71,8 @@ class LimitedH11Protocol(HeadGuard, H11Protocol):
         self.conn = LimitedConnection(self.limits, self._refuse)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        if not self._guard_accept(transport):
-            return
-        super().connection_made(transport)
-        self._start_header_clock()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._rejected:
-            return
-        self._disarm_all()
-        super().connection_lost(exc)
+        self._url_parts: list[bytes] = []
+        super().connection_made(transport)  # HeadGuard's: the cap, then uvicorn's, then the header clock
 
     def data_received(self, data: bytes) -> None:
         if self._refused:

@@ -32,17 +32,8 @@ class LimitedHttpToolsProtocol(HeadGuard, HttpToolsProtocol):
     _verdict: Refused | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        if not self._guard_accept(transport):
-            return
         self._url_parts: list[bytes] = []
-        super().connection_made(transport)
-        self._start_header_clock()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._rejected:
-            return
-        self._disarm_all()
-        super().connection_lost(exc)
+        super().connection_made(transport)  # HeadGuard's: the cap, then uvicorn's, then the header clock
 
     def data_received(self, data: bytes) -> None:
         if self._refused or self.parser is None:
