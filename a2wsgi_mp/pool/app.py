@@ -162,7 +162,7 @@ class WSGIPool:
             # The common case, a body in one message (GET: empty), needs no spooling.
             message = await receive()
             if (message["type"] == "http.request" and not message.get("more_body", False)
-                    and len(message.get("body", b"")) <= cfg.spool_threshold):
+                    and len(message.get("body", b"")) <= spool.threshold):
                 inline = message.get("body", b"")
                 if cfg.max_body_size is not None and len(inline) > cfg.max_body_size:
                     raise BodyTooLarge(len(inline))
