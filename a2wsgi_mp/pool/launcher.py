@@ -206,6 +206,10 @@ class Launcher:
         self._stopping = True
         if self._running is not None:
             self._running.set()  # wake wait_running()
+        for future in self._pending.values():  # (closing the pipe ourselves reports no loss)
+            if not future.done():
+                future.set_exception(ZygoteLost("the zygote was stopped"))
+        self._pending.clear()
         if self._pipe is not None:
             self._pipe.close()
         for _ in range(200):
