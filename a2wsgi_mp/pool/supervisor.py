@@ -142,6 +142,8 @@ class Supervisor(Spawning):
         """A fresh worker (re-importing the app) for every worker; each old one
         retires only once its replacement is ready, so no request is dropped.
         Preloaded, a fresh zygote imports the new code first (see :mod:`.preload`)."""
+        if self.stopping:  # a SIGHUP while draining starts nothing
+            return
         if self.config.preload and self._launcher is not None:
             fresh = await preload.fresh_zygote(self)
             if fresh is None:

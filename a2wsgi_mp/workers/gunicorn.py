@@ -237,7 +237,7 @@ class PoolWorker(Worker):
     def _on_hup(self) -> None:
         if self.pool is not None and self.alive and self._loop is not None:
             self.log.info("PoolWorker %s: SIGHUP, reloading the pool's processes", self.pid)
-            self._loop.create_task(self.pool.reload())
+            self.pool.pool.background(self.pool.reload())
 
     def begin_stop(self, quick: bool) -> None:
         """Stop accepting and wind down: ``quick`` cuts in-flight requests."""
