@@ -485,6 +485,10 @@ def test_front_limits_and_secure_scheme(tmp_path: Path) -> None:
     assert asgi_call(front, http_scope(headers=bad))[0] == 400
     unlimited = make_worker(tmp_path, limit_request_line=0)
     assert asgi_call(lambda inner: gw.GunicornFront(inner, unlimited.cfg), http_scope("/" + "a" * 9000))[0] == 200
+    # limit_request_field_size=0 is unlimited in gunicorn, and in the bounded protocol (1 MiB): here too.
+    unlimited = make_worker(tmp_path, limit_request_field_size=0)
+    big = http_scope(headers=[(b"x-big", b"v" * 9000)])
+    assert asgi_call(lambda inner: gw.GunicornFront(inner, unlimited.cfg), big)[0] == 200
 
 
 def test_hook_middleware_passes_gunicorn_like_objects(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from uvicorn.config import Config as UvicornConfig
 
-from ..headlimits import HeadLimits, auto_connection_limit, protocol_class
+from ..headlimits import HTTP_CHOICES, HeadLimits, auto_connection_limit, protocol_class
 
 __all__ = ["customised", "head_bound", "head_limits", "pool_options", "request_limits", "ssl_options",
            "uvicorn_options"]
@@ -21,30 +21,17 @@ __all__ = ["customised", "head_bound", "head_limits", "pool_options", "request_l
 #: nginx's ``client_header_timeout``.
 HEADER_TIMEOUT = 60.0
 
-#: gunicorn's caps and defaults for the ``limit_request_*`` settings.
-_MAX_REQUEST_LINE = 8190
-_MAX_HEADERS = 32768
-_DEFAULT_FIELD_SIZE = 8190
-#: What gunicorn reads of a request line when ``limit_request_line`` is 0 ("unlimited").
-_UNLIMITED_LINE = 1024 * 1024
-
-
 def request_limits(cfg: Any) -> tuple[int, int, int]:
     """gunicorn's effective (request line, header count, header field size)
-    limits; a request line limit of 0 means unlimited, as in gunicorn."""
-    line = int(cfg.limit_request_line)
-    line = _MAX_REQUEST_LINE if line < 0 or line >= _MAX_REQUEST_LINE else line
-    fields = int(cfg.limit_request_fields)
-    fields = _MAX_HEADERS if fields <= 0 or fields > _MAX_HEADERS else fields
-    size = int(cfg.limit_request_field_size)
-    size = _DEFAULT_FIELD_SIZE if size <= 0 else size
-    return line, fields, size
+    limits, as :class:`~a2wsgi_mp.headlimits.HeadLimits` normalises them; a
+    line or field size of 0 means unlimited, as in gunicorn."""
+    limits = head_limits(cfg)
+    return limits.line, limits.max_fields, limits.field_size
 
 
 def head_bound(cfg: Any) -> int:
     """The largest request head gunicorn's limits allow (for h11's buffer)."""
-    line, fields, size = request_limits(cfg)
-    return max(16 * 1024, (line or _UNLIMITED_LINE) + 2 + fields * (size + 2) + 2)
+    return max(16 * 1024, head_limits(cfg).max_head)
 
 
 def head_limits(cfg: Any, header_timeout: float = HEADER_TIMEOUT) -> HeadLimits:
@@ -100,7 +87,7 @@ def uvicorn_options(cfg: Any, extra: dict[str, Any], header_timeout: float = HEA
     if cfg.is_ssl:
         options.update(ssl_options(cfg))
     options.update(extra)
-    if options.get("http", "auto") in ("auto", "httptools", "h11"):
+    if options.get("http", "auto") in HTTP_CHOICES:
         options["http"] = protocol_class(options.get("http", "auto"), head_limits(cfg, header_timeout))
     return options
 
