@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass, fields
 from typing import Any, Union
 
+from .environ import HEADER_MAPS
 from .ipc.fds import MAX_FDS
 
 #: How the zygote starts a worker (see :mod:`a2wsgi_mp.pool.launcher`).
@@ -110,7 +111,7 @@ class PoolConfig:
             raise ValueError("preload needs start_method='fork': workers are forked from the preloaded zygote")
         if self.ipc not in ("pipe", "shm"):
             raise ValueError(f"ipc must be 'pipe' or 'shm', not {self.ipc!r}")
-        if self.header_map not in ("drop", "refuse", "dangerous"):
+        if self.header_map not in HEADER_MAPS:
             raise ValueError(f"header_map must be 'drop', 'refuse' or 'dangerous', not {self.header_map!r}")
 
     @property

@@ -23,6 +23,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .. import __version__
 from ..config import START_METHODS, PoolConfig
+from ..environ import HEADER_MAPS
+from ..headlimits import HTTP_CHOICES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -116,7 +118,7 @@ OPTIONS: list[Option] = [
     Option("uds", str, "bind to this Unix domain socket instead"),
     Option("fd", int, "serve on this inherited socket descriptor (systemd socket activation: 3)"),
     Option("http", str, "HTTP parser (auto: httptools if installed, else h11)", "auto",
-           choices=("auto", "httptools", "h11")),
+           choices=HTTP_CHOICES),
     Option("loop", str, "event loop (auto: uvloop if installed, else asyncio)", "auto",
            choices=("auto", "asyncio", "uvloop")),
     Option("timeout_keep_alive", int, "close idle keep-alive connections after N seconds", 5),
@@ -188,7 +190,7 @@ OPTIONS: list[Option] = [
     pool("spool_dir", str, "directory for spooled request bodies (default: the system temp dir)"),
     pool("metrics_path", str, "serve Prometheus metrics at this path (default: off)"),
     pool("header_map", str, "header names with underscores: dropped, refused (400) or dangerous (kept, "
-         "and X_Forwarded_For lands on HTTP_X_FORWARDED_FOR!)", choices=("drop", "refuse", "dangerous")),
+         "and X_Forwarded_For lands on HTTP_X_FORWARDED_FOR!)", choices=HEADER_MAPS),
     pool("ipc", str, "bodies via the socketpair (pipe) or a shared-memory ring per slot (shm)",
          choices=("pipe", "shm")),
 ]

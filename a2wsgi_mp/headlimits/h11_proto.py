@@ -10,7 +10,6 @@ it arrives, so a single huge field is refused before the whole head bound.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Callable
 
 import h11
@@ -69,10 +68,6 @@ class LimitedH11Protocol(HeadGuard, H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.conn = LimitedConnection(self.limits, self._refuse)
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self._url_parts: list[bytes] = []
-        super().connection_made(transport)  # HeadGuard's: the cap, then uvicorn's, then the header clock
 
     def data_received(self, data: bytes) -> None:
         if self._refused:

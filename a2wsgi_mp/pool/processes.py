@@ -95,10 +95,6 @@ class ProcessTable(Generic[T]):
     def __contains__(self, pid: object) -> bool:
         return pid in self._procs
 
-    def owner(self, pid: int) -> T | None:
-        entry = self._procs.get(pid)
-        return entry[1] if entry is not None else None
-
     def owners(self) -> list[T]:
         return [owner for _, owner in self._procs.values()]
 

@@ -154,7 +154,7 @@ class HookMiddleware:
             await self.app(scope, receive, tracking_send)
         finally:
             try:
-                environ = build_environ(scope, io.BytesIO())
+                environ = build_environ(scope, io.BytesIO(), header_map=getattr(worker.cfg, "header_map", None))
                 worker.cfg.post_request(worker, req, environ, resp)
             except Exception:
                 worker.log.exception("Exception in post_request hook")
