@@ -212,7 +212,7 @@ def test_reload_survives_code_that_does_not_import(servers) -> None:
               if "starting a new worker in" in line]
     window = time.monotonic() + max(delays, default=0.0) + 3.0
     while time.monotonic() < window:
-        assert len(server.worker_pids()) <= 2, server.log()  # (a surplus one boots, then leaves)
+        assert len(server.worker_pids()) <= 2, server.log()  # (the old worker until its replacement is up)
         time.sleep(0.1)
     assert wait_for(lambda: len(server.worker_pids()) == 1, 30.0), (server.worker_pids(), server.log())
     assert httpx.get(server.url + "/", timeout=10).text.startswith("v3-fixed-again ")

@@ -294,14 +294,8 @@ class Supervisor(Spawning):
             self._retire(old, "reload", replace=False)
             if not any(w.replaces is not None for w in self.workers.values()):
                 logger.info("reload complete: %d worker(s) ready", self._ready_count())
-        if self._ready_count() > self.config.workers_max:
-            # A replacement whose worker was replaced already: a reload during a
-            # back-off retry chain (code that did not import, then fixed) starts two.
-            logger.info("worker %s not needed: %d workers are ready", worker.pid, self.config.workers_max)
-            self._retire(worker, "surplus", replace=False, count=False)
-        else:
-            for s in worker.slots:
-                self._offer(s)
+        for s in worker.slots:
+            self._offer(s)
         self.notify()
 
     def _ready_count(self) -> int:
@@ -355,8 +349,12 @@ class Supervisor(Spawning):
 
     async def _respawn_later(self, delay: float, replaces: Worker | None) -> None:
         await asyncio.sleep(delay)
-        if not self.stopping:
-            self._spawn(replaces=replaces if replaces is not None and replaces.state != "dead" else None)
+        if self.stopping:
+            return
+        if replaces is not None and (replaces.state not in ("booting", "ready") or (
+                replaces.replaced_by is not None and replaces.replaced_by.state != "dead")):
+            return  # retired or dead (its own exit was replaced), or a newer reload replaced it already
+        self._spawn(replaces=replaces)
 
     def _retire(self, worker: Worker, reason: str, *, replace: bool = True, count: bool = True) -> None:
         """Give ``worker`` no more requests; it leaves once idle.  Unless it is
