@@ -24,6 +24,7 @@ from .dispatch import BootFailed, Pool, Unavailable
 from .exchange import Exchange, Lost, TimedOut
 from .filesend import send_file
 from .handles import Slot
+from .queue_watch import QueueWatch
 from .spool import BodyTooLarge, Spool
 
 Scope = MutableMapping[str, Any]
@@ -33,7 +34,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 logger = logging.getLogger("a2wsgi_mp")
 
-#: A request queued longer than this starts watching for its client leaving.
+#: A request queued longer than this (up to twice this) starts watching for its client leaving.
 QUEUE_WATCH_AFTER = 0.25
 #: A head larger than this is refused (431) rather than sent: with the largest
 #: inline body (:data:`MAX_INLINE`) the REQUEST frame stays under the IPC limit.
@@ -72,6 +73,7 @@ class WSGIPool:
                 f"{describe(app)} is an object, which only start_method='fork' can hand to workers"
             )
         self.pool = Pool(app, self.config)
+        self._queue_watch = QueueWatch(QUEUE_WATCH_AFTER)
         self._start_lock: asyncio.Lock | None = None
         #: (number of fronts, how it is known), set by a launcher that knows
         #: (the CLI, the gunicorn worker); otherwise detected at start-up.
@@ -107,6 +109,7 @@ class WSGIPool:
     async def shutdown(self, graceful_timeout: float | None = None) -> None:
         """Drain: in-flight requests get ``graceful_timeout`` (default: the pool's setting)."""
         await self.pool.stop(graceful_timeout)
+        self._queue_watch.close()
 
     async def reload(self) -> None:
         await self.pool.reload()
@@ -157,26 +160,31 @@ class WSGIPool:
             if declared is not None and declared > cfg.max_body_size:
                 await _send_plain(send, 413, "Request body too large", [(b"connection", b"close")])
                 return
-        spool = Spool(min(cfg.spool_threshold, MAX_INLINE), cfg.max_body_size, cfg.spool_dir)
+        threshold = min(cfg.spool_threshold, MAX_INLINE)
+        spool: Spool | None = None
         try:
-            # The common case, a body in one message (GET: empty), needs no spooling.
+            # The common case, a body in one message (GET: empty), needs no spool.
             message = await receive()
             if (message["type"] == "http.request" and not message.get("more_body", False)
-                    and len(message.get("body", b"")) <= spool.threshold):
-                inline = message.get("body", b"")
-                if cfg.max_body_size is not None and len(inline) > cfg.max_body_size:
-                    raise BodyTooLarge(len(inline))
-                spool.size = len(inline)
+                    and len(message.get("body", b"")) <= threshold):
+                inline: bytes | None = message.get("body", b"")
+                size = len(inline)  # type: ignore[arg-type]
+                if cfg.max_body_size is not None and size > cfg.max_body_size:
+                    raise BodyTooLarge(size)
             else:
+                spool = Spool(threshold, cfg.max_body_size, cfg.spool_dir)
                 if not await _read_body(receive, spool, message):
                     return  # the client left before sending its whole body
                 inline = await spool.finish()
+                size = spool.size
         except BodyTooLarge:
-            spool.close()
+            if spool is not None:
+                spool.close()
             await _send_plain(send, 413, "Request body too large", [(b"connection", b"close")])
             return
         except BaseException:
-            spool.close()
+            if spool is not None:
+                spool.close()
             raise
         try:
             try:
@@ -191,58 +199,35 @@ class WSGIPool:
             head = request_head(scope)
             if cfg.header_map != "drop":
                 head["header_map"] = cfg.header_map
-            if spool.file is not None:
-                frame = protocol.encode_request(exchange.rid, head, inline, spool.size)
+            if spool is not None and spool.file is not None:
+                frame = protocol.encode_request(exchange.rid, head, inline, size)
                 slot.pipe.send_with_fds(frame, [spool.file.fileno()])
             elif inline and slot.pipe.put_request_body(inline):  # --ipc shm: through the ring
                 slot.pipe.send(protocol.encode_request_shm(exchange.rid, head, len(inline)))
             else:
-                slot.pipe.send(protocol.encode_request(exchange.rid, head, inline, spool.size))
+                slot.pipe.send(protocol.encode_request(exchange.rid, head, inline, size))
         finally:
-            spool.close()  # the worker has its own descriptor now
+            if spool is not None:
+                spool.close()  # the worker has its own descriptor now
         await self._relay(exchange, receive, send, scope)
 
     async def _wait_for_slot(self, receive: Receive) -> Slot | None:
-        """Queue for a slot, watching the client once the wait gets long: None if it leaves.
-
-        Under overload the queue is where abandoned requests pile up (clients
-        time out and retry); none of them should cost a worker.  The watch (a
-        task) starts only after :data:`QUEUE_WATCH_AFTER`: short waits, the
-        common case under load, stay as cheap as a future.
-        """
-        loop = asyncio.get_running_loop()  # once: on 3.11 each lookup is a getpid() syscall
+        """Queue for a slot, watching the client once the wait gets long: None if it leaves."""
+        loop = self.pool.loop or asyncio.get_running_loop()  # (on 3.11 each lookup is a getpid() syscall)
         task = asyncio.current_task(loop)
         assert task is not None
-        left = False
-        watcher: asyncio.Future[Message] | None = None
-
-        def on_leave(_: "asyncio.Future[Message]") -> None:
-            nonlocal left
-            left = True
-            task.cancel()
-
-        def watch() -> None:
-            nonlocal watcher
-            # The body is complete, so the next message can only be http.disconnect.
-            watcher = asyncio.ensure_future(receive())
-            watcher.add_done_callback(on_leave)
-
-        timer = loop.call_later(QUEUE_WATCH_AFTER, watch)
+        entry = self._queue_watch.add(task, receive, loop)
         try:
             return await self.pool.acquire()
         except asyncio.CancelledError:
-            if not left:
+            if not entry.left:
                 raise
             uncancel = getattr(task, "uncancel", None)  # Python 3.11+
             if uncancel is not None:
                 uncancel()
             return None
         finally:
-            timer.cancel()
-            if watcher is not None:
-                watcher.remove_done_callback(on_leave)
-                if not watcher.done():
-                    watcher.cancel()
+            self._queue_watch.remove(entry)
 
     async def _relay(self, exchange: Exchange, receive: Receive, send: Send, scope: Scope | None = None) -> None:
         """Forward the worker's response; on any way out, leave the slot sane."""

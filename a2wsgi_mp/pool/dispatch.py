@@ -45,7 +45,7 @@ class Pool:
         #: under a light load the other workers stay idle and can be retired.
         self._lifo = config.elastic
         #: The loop the pool runs on, looked up once (each lookup is a getpid() on 3.11).
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         #: Per-request timeouts, swept periodically (no timer per request).
         self.deadlines = Deadlines(config.timeout) if config.timeout else None
         self.started = False
@@ -61,7 +61,7 @@ class Pool:
         """Start the workers; return when all are ready, raise BootFailed if none can be."""
         if not self.started:
             self.started = True
-            self._loop = asyncio.get_running_loop()
+            self.loop = asyncio.get_running_loop()
             await self.supervisor.start()
 
     async def stop(self, graceful_timeout: float | None = None) -> None:
@@ -108,7 +108,7 @@ class Pool:
         if len(self._waiters) >= self.config.backlog:
             self.counters["503"] += 1
             raise Unavailable("the request queue is full")
-        future: asyncio.Future[Slot] = (self._loop or asyncio.get_running_loop()).create_future()
+        future: asyncio.Future[Slot] = (self.loop or asyncio.get_running_loop()).create_future()
         self._waiters.append(future)
         self.supervisor.queued(len(self._waiters))
         try:
@@ -136,7 +136,7 @@ class Pool:
         self._next_rid = (self._next_rid + 1) & 0xFFFFFFFF
         exchange = Exchange(self._next_rid, slot, self.release, self.config.response_buffer, self.config.spool_dir,
                             self.deadlines)
-        exchange.loop = self._loop
+        exchange.loop = self.loop
         slot.exchange = exchange
         return exchange
 
