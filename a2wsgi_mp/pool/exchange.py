@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 HIGH_WATER = 512 * 1024
 LOW_WATER = 128 * 1024
+#: The most response bytes one ASGI body message carries when chunks queue up.
+COALESCE = 256 * 1024
 
 
 class Lost:
@@ -177,11 +179,28 @@ class Exchange:
             self._spill_read += event.length
             return protocol.Body(self.rid, data)
         if isinstance(event, protocol.Body):
+            events = self._events
+            if events and events[0].__class__ is protocol.Body:
+                event = self._coalesce(event.data)
             self._buffered -= len(event.data)
             if self._paused and self._buffered < LOW_WATER:
                 self._paused = False
                 self.slot.pipe.resume()
         return event
+
+    def _coalesce(self, first: bytes) -> protocol.Body:
+        """``first`` and the body chunks queued right behind it, as one chunk of
+        up to :data:`COALESCE` bytes: one ASGI message and one socket write
+        instead of one per worker frame (a 64 KiB-chunk download sends 4 at a
+        time), at the price of one copy."""
+        parts = [first]
+        size = len(first)
+        events = self._events
+        while events and events[0].__class__ is protocol.Body and size + len(events[0].data) <= COALESCE:
+            data = events.popleft().data  # type: ignore[union-attr]
+            parts.append(data)
+            size += len(data)
+        return protocol.Body(self.rid, b"".join(parts) if len(parts) > 1 else first)
 
     def cancel(self) -> None:
         """The client is gone: drop what is queued and let the worker write on
