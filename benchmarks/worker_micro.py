@@ -2,11 +2,11 @@
 
     python -m benchmarks.worker_micro [--requests 20000] [--profile]
 
-Runs :func:`~a2wsgi_mp.workers.process.serve_slot` for the hello app in a
-thread on one end of a socketpair and drives it from the main thread with
-REQUEST frames, one at a time, waiting for each response frame.  Prints the
-serving thread's CPU time per request (``time.thread_time``: its Python and
-its two syscalls, none of the driver's), and with ``--profile`` the functions
+Runs :func:`~a2wsgi_mp.workers.process.serve_slot` for the hello app on one
+end of a socketpair and drives it from a forked process with REQUEST frames,
+one at a time, waiting for each response frame.  Prints the serving thread's
+CPU time per request (``time.thread_time``: its Python and its syscalls, none
+of the driver's), and with ``--profile`` the functions
 that cost most (cProfile: wall time, so the blocking ``recvmsg_into`` shows the
 wait for the next request, and its overhead inflates the rest about threefold).
 Use it to compare worker changes A/B on a busy machine: the figure moves far
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
 import socket
-import threading
 import time
 
 from a2wsgi_mp.environ import request_head
@@ -39,37 +39,43 @@ SCOPE = {
 def measure(requests: int, profile: cProfile.Profile | None = None) -> float:
     """Worker CPU seconds per request."""
     front, back = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:  # the driver: another process, as the front is (a thread would share our GIL)
+        back.close()
+        try:
+            _drive(front, requests)
+        finally:
+            os._exit(0)
+    front.close()
     pipe = WorkerPipe(back)
-    cpu: list[float] = []
-
-    def serve() -> None:
+    try:
         if profile is not None:
             profile.enable()
         t0 = time.thread_time()
-        serve_slot(app, pipe, False)
-        cpu.append(time.thread_time() - t0)
+        serve_slot(app, pipe, False)  # until the driver hangs up
+        cpu = time.thread_time() - t0
         if profile is not None:
             profile.disable()
+    finally:
+        pipe.close()
+        os.waitpid(pid, 0)
+    return cpu / requests
 
-    thread = threading.Thread(target=serve)
-    thread.start()
+
+def _drive(front: socket.socket, requests: int) -> None:
     decoder = protocol.Decoder()
     frame_head = request_head(SCOPE)
-    try:
-        for rid in range(1, requests + 1):
-            front.sendall(protocol.encode_request(rid, frame_head, b"", 0))
-            answered = False
-            while not answered:
-                data = front.recv(65536)
-                if not data:
-                    raise RuntimeError("the worker hung up")
-                decoder.feed(data)
-                for _ in decoder.events():
-                    answered = True
-    finally:
-        front.close()
-        thread.join(30)
-    return cpu[0] / requests
+    for rid in range(1, requests + 1):
+        front.sendall(protocol.encode_request(rid, frame_head, b"", 0))
+        answered = False
+        while not answered:
+            data = front.recv(65536)
+            if not data:
+                raise RuntimeError("the worker hung up")
+            decoder.feed(data)
+            for _ in decoder.events():
+                answered = True
+    front.close()
 
 
 def main(argv: list[str] | None = None) -> None:
