@@ -228,7 +228,14 @@ def _decode(kind: int, buf: bytearray, start: int, end: int) -> Event:
         raise ProtocolError(f"{_KIND_NAMES[kind]} payload is not valid msgpack: {exc}") from None
     if type(fields) is not tuple or len(fields) != len(cls._fields):
         raise ProtocolError(f"{_KIND_NAMES[kind]} payload must be an array of {len(cls._fields)} fields")
-    if cls is Start or cls is File:  # the hot path: a response's head
+    if cls is Start:  # the hot path (every response's head): checked here, not by _check's chain
+        rid, status, headers, body, done = fields
+        if (type(rid) is int and type(status) is int and type(body) is bytes and type(done) is bool
+                and _headers_ok(headers)):
+            # A list (of tuples), so an ASGI middleware may append to it.
+            return Start(rid, status, list(headers), body, done)
+        raise ProtocolError(f"malformed Start frame: {fields!r:.200}")
+    if cls is File:
         headers = fields[2]
         if not _headers_ok(headers):
             raise ProtocolError(f"malformed {cls.__name__} frame: headers {headers!r:.200}")
