@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="3 s wrk runs, 256 MiB bodies (default; <= 2 min)")
-    mode.add_argument("--full", action="store_true", help="6 s wrk runs, 1 GiB bodies, 200 slow clients (<= 10 min)")
+    mode.add_argument("--full", action="store_true", help="6 s wrk runs, 1 GiB bodies, 2,000 slow clients (<= 12 min)")
     parser.add_argument("--only", default="", help=f"comma-separated scenarios ({','.join(SCENARIOS)})")
     parser.add_argument("--servers", default="", help=f"comma-separated servers ({','.join(ALL_SERVERS)})")
     parser.add_argument("--workers", type=int, default=2, help="processes per server (default 2)")
