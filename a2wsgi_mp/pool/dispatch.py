@@ -88,48 +88,48 @@ class Pool:
         return None
 
     async def acquire(self) -> Slot:
-        """An idle slot, FIFO among waiters; Unavailable (503) when there is none to wait for."""
+        """An idle slot, FIFO among waiters; Unavailable (503) when there is none to wait for.
+
+        (One coroutine, loop included: under load every request queues here.)"""
         while True:
-            slot = await self._acquire()
+            if self._idle and not self._waiters:
+                return self._idle.pop() if self._lifo else self._idle.popleft()
+            if self.supervisor.stopping:
+                raise Unavailable("shutting down")
+            if not self.started:
+                raise Unavailable("the pool is not running")
+            if self.supervisor.hopeless:
+                self.counters["503"] += 1
+                raise Unavailable("no worker could load the app", self.supervisor.retry_after())
+            if len(self._waiters) >= self.config.backlog:
+                self.counters["503"] += 1
+                raise Unavailable("the request queue is full")
+            future: asyncio.Future[Slot] = (self.loop or asyncio.get_running_loop()).create_future()
+            self._waiters.append(future)
+            self.supervisor.queued(len(self._waiters))
+            try:
+                if self.config.queue_timeout:
+                    slot = await asyncio.wait_for(asyncio.shield(future), self.config.queue_timeout)
+                else:
+                    slot = await future  # _offer() popped it from the queue
+            except BaseException as exc:
+                if future in self._waiters:  # (not remove()+ValueError: that formats a repr)
+                    self._waiters.remove(future)
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    # Handed a slot just as we gave up (timeout, client gone): pass it on.
+                    slot = future.result()
+                    slot.reserved = False
+                    if self.supervisor.unused(slot):
+                        self._offer(slot)
+                else:
+                    future.cancel()
+                if isinstance(exc, asyncio.TimeoutError):
+                    self.counters["503"] += 1
+                    raise Unavailable("timed out waiting for a worker") from None
+                raise
             if slot.worker.state != "dead":
                 return slot
             slot.reserved = False  # its worker died after handing it to us: queue again
-
-    async def _acquire(self) -> Slot:
-        if self._idle and not self._waiters:
-            return self._idle.pop() if self._lifo else self._idle.popleft()
-        if self.supervisor.stopping:
-            raise Unavailable("shutting down")
-        if not self.started:
-            raise Unavailable("the pool is not running")
-        if self.supervisor.hopeless:
-            self.counters["503"] += 1
-            raise Unavailable("no worker could load the app", self.supervisor.retry_after())
-        if len(self._waiters) >= self.config.backlog:
-            self.counters["503"] += 1
-            raise Unavailable("the request queue is full")
-        future: asyncio.Future[Slot] = (self.loop or asyncio.get_running_loop()).create_future()
-        self._waiters.append(future)
-        self.supervisor.queued(len(self._waiters))
-        try:
-            if self.config.queue_timeout:
-                return await asyncio.wait_for(asyncio.shield(future), self.config.queue_timeout)
-            return await future  # _offer() popped it from the queue
-        except BaseException as exc:
-            if future in self._waiters:  # (not remove()+ValueError: that formats a repr)
-                self._waiters.remove(future)
-            if future.done() and not future.cancelled() and future.exception() is None:
-                # Handed a slot just as we gave up (timeout, client gone): pass it on.
-                slot = future.result()
-                slot.reserved = False
-                if self.supervisor.unused(slot):
-                    self._offer(slot)
-            else:
-                future.cancel()
-            if isinstance(exc, asyncio.TimeoutError):
-                self.counters["503"] += 1
-                raise Unavailable("timed out waiting for a worker") from None
-            raise
 
     def begin(self, slot: Slot) -> Exchange:
         slot.reserved = False
