@@ -162,13 +162,13 @@ class WSGIPool:
                 return
         threshold = min(cfg.spool_threshold, MAX_INLINE)
         spool: Spool | None = None
+        inline: bytes | None
         try:
             # The common case, a body in one message (GET: empty), needs no spool.
             message = await receive()
-            if (message["type"] == "http.request" and not message.get("more_body", False)
-                    and len(message.get("body", b"")) <= threshold):
-                inline: bytes | None = message.get("body", b"")
-                size = len(inline)  # type: ignore[arg-type]
+            body = message.get("body", b"")
+            if message["type"] == "http.request" and not message.get("more_body", False) and len(body) <= threshold:
+                inline, size = body, len(body)
                 if cfg.max_body_size is not None and size > cfg.max_body_size:
                     raise BodyTooLarge(size)
             else:
