@@ -6,6 +6,7 @@ descendant it ever had, so a failing test never leaves workers behind.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -247,3 +248,13 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.0
         if result or time.monotonic() > deadline:
             return result
         time.sleep(interval)
+
+
+async def until(predicate: Callable[[], Any], timeout: float, interval: float = 0.01) -> Any:
+    """:func:`wait_for` inside an event loop (which keeps running meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(interval)

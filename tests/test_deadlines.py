@@ -9,6 +9,8 @@ import time
 from a2wsgi_mp.pool.deadlines import Deadlines
 from a2wsgi_mp.pool.exchange import TimedOut
 
+from .serverproc import until
+
 
 class _Probe:
     """Stands in for an Exchange: records what the sweep feeds it."""
@@ -22,13 +24,6 @@ class _Probe:
         self.at = time.monotonic()
 
 
-async def _until(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
-
-
 def test_times_out_late_requests_only_and_disarms() -> None:
     async def scenario() -> None:
         deadlines = Deadlines(0.2)
@@ -38,10 +33,10 @@ def test_times_out_late_requests_only_and_disarms() -> None:
         deadlines.add(done)  # type: ignore[arg-type]
         assert deadlines.armed and deadlines.pending == 2
         deadlines.discard(done)  # type: ignore[arg-type]  # answered in time
-        await _until(lambda: late.fed)
+        assert await until(lambda: late.fed, 10.0), "no timeout fed in time"
         assert isinstance(late.fed[0], TimedOut) and len(late.fed) == 1
         assert late.at is not None and late.at - t0 >= 0.2  # never early
-        await _until(lambda: not deadlines.armed)  # nothing pending: no more sweeps
+        assert await until(lambda: not deadlines.armed, 10.0)  # nothing pending: no more sweeps
         assert done.fed == [] and deadlines.pending == 0
         deadlines.add(done)  # type: ignore[arg-type]  # re-arms on demand
         assert deadlines.armed

@@ -14,18 +14,13 @@ import pytest
 from a2wsgi_mp.pool.processes import HAVE_PIDFD, ProcessTable
 from a2wsgi_mp.workers.lifeline import watch_front
 
+from .serverproc import until
+
 pytestmark = pytest.mark.skipif(not HAVE_PIDFD, reason="pidfds are Linux-only")
 
 
 def _sleeper() -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-
-
-async def _until(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    return bool(predicate())
 
 
 def test_an_exit_nobody_reports_is_seen_by_pidfd() -> None:
@@ -40,7 +35,7 @@ def test_an_exit_nobody_reports_is_seen_by_pidfd() -> None:
         await asyncio.sleep(0.1)
         assert proc.poll() is None
         table.signal(proc.pid, "w", signal.SIGKILL)
-        assert await _until(lambda: gone)
+        assert await until(lambda: gone, 10.0)
         assert proc.pid not in table
 
     try:

@@ -6,6 +6,8 @@ import asyncio
 
 from a2wsgi_mp.pool.queue_watch import QueueWatch
 
+from .serverproc import until
+
 
 def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
@@ -22,14 +24,6 @@ class Client:
         self.calls += 1
         await self.gone.wait()
         return {"type": "http.disconnect"}
-
-
-async def _until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
 
 
 def test_a_short_wait_never_listens_and_leaves_no_timer() -> None:
@@ -54,10 +48,10 @@ def test_a_long_wait_listens_and_a_leaving_client_cancels_its_task() -> None:
         client = Client()
         task = asyncio.ensure_future(asyncio.sleep(10))
         entry = watch.add(task, client.receive, asyncio.get_running_loop())
-        await _until(lambda: client.calls == 1)
+        assert await until(lambda: client.calls == 1, 5.0)
         assert not task.done()
         client.gone.set()
-        await _until(task.done)
+        assert await until(task.done, 5.0)
         assert task.cancelled() and entry.left
         watch.remove(entry)
         watch.close()
@@ -71,10 +65,10 @@ def test_removing_a_watching_entry_cancels_its_listener() -> None:
         client = Client()
         task = asyncio.ensure_future(asyncio.sleep(10))
         entry = watch.add(task, client.receive, asyncio.get_running_loop())
-        await _until(lambda: entry.watcher is not None)
+        assert await until(lambda: entry.watcher is not None, 5.0)
         watcher = entry.watcher
         watch.remove(entry)
-        await _until(lambda: watcher.done())
+        assert await until(lambda: watcher.done(), 5.0)
         assert watcher.cancelled() and not entry.left and not task.done()
         task.cancel()
         watch.close()
@@ -92,9 +86,9 @@ def test_only_the_requests_queued_long_enough_listen() -> None:
         await asyncio.sleep(0.03)
         new = watch.add(tasks[1], new_client.receive, loop)
         # The first sweep (at ~0.05 s) finds only the first one due.
-        await _until(lambda: old.watcher is not None)
+        assert await until(lambda: old.watcher is not None, 5.0)
         assert new.watcher is None or loop.time() - new.since >= watch.after
-        await _until(lambda: new.watcher is not None)
+        assert await until(lambda: new.watcher is not None, 5.0)
         assert loop.time() - new.since >= watch.after
         for entry in (old, new):
             watch.remove(entry)
