@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -40,6 +39,8 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import psutil
+
+from benchmarks.servers import stop_tree
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
@@ -106,18 +107,7 @@ class Front:
             children = self.ps.children(recursive=True)
         except psutil.Error:
             pass
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        for child in children:  # by pid, in case one outlived the front
-            try:
-                child.kill()
-            except psutil.Error:
-                pass
+        stop_tree(self.proc, children, 15)  # (children by pid, in case one outlived the front)
 
 
 def get(port: int, path: str, timeout: float) -> bytes:

@@ -46,6 +46,8 @@ if __package__ in (None, ""):  # ``python benchmarks/memory.py``
 
 import psutil  # noqa: E402
 
+from benchmarks.servers import stop_tree  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "benchmarks", "results")
 PY = sys.executable
@@ -110,19 +112,7 @@ class Server:
 
     def stop(self) -> None:
         self.tree()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        _, alive = psutil.wait_procs(list(self._known.values()), timeout=5)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
+        stop_tree(self.proc, list(self._known.values()), 20)
         self.log.close()
         os.unlink(self.log.name)
 

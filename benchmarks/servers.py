@@ -132,6 +132,24 @@ class Server:
         self.stop()
 
 
+def stop_tree(proc: "subprocess.Popen[Any]", descendants: list[psutil.Process], grace: float) -> None:
+    """TERM ``proc``, KILL it after ``grace`` seconds, then give ``descendants``
+    (looked up while it ran) 5 s to follow and KILL the rest by pid."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    _, alive = psutil.wait_procs(descendants, timeout=5)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+
+
 def _not_zombie(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
