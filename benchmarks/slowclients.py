@@ -113,6 +113,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     slots: list[Uploader | None] = [None] * args.clients
     done: list[Uploader] = []  # clients whose connection dropped: counted as they are
     connecting: set[int] = set()
+    reconnects: set[asyncio.Future[None]] = set()  # kept, and awaited at the end: no task left pending
 
     async def fill(i: int) -> None:
         if i in connecting or loop.time() >= deadline:
@@ -139,12 +140,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 client = slots[i] = None
             if client is None:
                 if i not in connecting:  # (refused earlier: try again, as a real client would)
-                    asyncio.ensure_future(fill(i))
+                    task = asyncio.ensure_future(fill(i))
+                    reconnects.add(task)
+                    task.add_done_callback(reconnects.discard)
                 continue
             client.tick()
         tick += 1
         await asyncio.sleep(step)
 
+    if reconnects:  # (each gives up within its 2 s connect timeout)
+        await asyncio.wait(list(reconnects))
     live = [c for c in slots if c is not None]
     for client in live:
         client.finish()
