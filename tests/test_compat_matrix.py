@@ -52,7 +52,7 @@ UVICORN = [sys.executable, "-m", "uvicorn", "--host", HOST, "--port", "{port}", 
 HYPERCORN = [sys.executable, "-m", "hypercorn", "--bind", f"{HOST}:{{port}}", "--error-logfile", "-"]
 GUNICORN = [sys.executable, "-m", "gunicorn", "-b", f"{HOST}:{{port}}", "-w", "1", "--threads", "2",
             "--no-control-socket", "--graceful-timeout", "5"]
-WORKERS = "a2wsgi_mp.workers.gunicorn."
+WORKERS = "a2wsgi_mp.gunicorn."
 
 #: cell -> (argv, extra environment)
 CELLS: dict[str, tuple[list[str], dict[str, str]]] = {

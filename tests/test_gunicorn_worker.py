@@ -1,4 +1,4 @@
-"""``gunicorn -k a2wsgi_mp.workers.gunicorn.PoolWorker``: end to end with a real
+"""``gunicorn -k a2wsgi_mp.gunicorn.PoolWorker``: end to end with a real
 gunicorn arbiter, plus unit tests of the worker's settings, signal and
 heartbeat logic.
 
@@ -28,10 +28,12 @@ pytest.importorskip("gunicorn")
 
 from gunicorn.config import Config as GunicornConfig  # noqa: E402
 
-from a2wsgi_mp.workers import gunicorn as gw  # noqa: E402
+from a2wsgi_mp.gunicorn import worker as gw  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-WORKER = "a2wsgi_mp.workers.gunicorn.PoolWorker"
+WORKER = "a2wsgi_mp.gunicorn.PoolWorker"
+#: The path published before 0.3, in every user's config: it must keep working.
+OLD_WORKER = "a2wsgi_mp.workers.gunicorn.PoolWorker"
 APP = "tests.apps.gunicorn_app:application"
 
 pytestmark = pytest.mark.timeout(120)
@@ -60,7 +62,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
 class Gunicorn:
     """A gunicorn arbiter subprocess; ``close()`` kills it and every descendant by pid."""
 
-    def __init__(self, tmp_path: Path, *args: str, app: str = APP, wait: bool = True) -> None:
+    def __init__(self, tmp_path: Path, *args: str, app: str = APP, wait: bool = True, worker: str = WORKER) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.markers = tmp_path / "markers"
@@ -68,7 +70,7 @@ class Gunicorn:
         self.log_path = tmp_path / "gunicorn.log"
         env = dict(os.environ, GUNICORN_TEST_MARKERS=str(self.markers), PYTHONUNBUFFERED="1")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        cmd = [sys.executable, "-m", "gunicorn", "-k", WORKER, "-b", f"127.0.0.1:{self.port}",
+        cmd = [sys.executable, "-m", "gunicorn", "-k", worker, "-b", f"127.0.0.1:{self.port}",
                "--no-control-socket", "--log-level", "info", *args, app]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
@@ -185,6 +187,19 @@ def test_serves_through_pool_processes(start) -> None:
     assert get(g.url + "/environ").json()["wsgi.url_scheme"] == "http"
     # limit_request_line / limit_request_fields
     assert get(g.url + "/" + "a" * 5000).status_code == 414
+
+
+def test_old_worker_class_path_still_serves(start) -> None:
+    """``-k a2wsgi_mp.workers.gunicorn.PoolWorker`` (the path in users' configs) is the same class."""
+    from a2wsgi_mp.workers import gunicorn as old
+
+    assert old.PoolWorker is gw.PoolWorker and old.PoolH11Worker is gw.PoolH11Worker
+    g = start("--threads", "1", "-w", "1", worker=OLD_WORKER)
+    worker = g.one_worker()
+    pool = wait_for(lambda: g.pool_pids(worker), 20, "a pool process")
+    r = get(g.url + "/")
+    assert r.status_code == 200 and int(r.headers["x-pid"]) in pool
+    assert f"Using worker: {OLD_WORKER}" in g.log()
 
 
 def test_hup_reload_drops_no_request(start) -> None:

@@ -1,7 +1,7 @@
 """gunicorn worker classes with a short header timeout, for tests/test_head_limits.py
 (``HEADER_TIMEOUT`` is the class attribute a deployment overrides the same way)."""
 
-from a2wsgi_mp.workers.gunicorn import PoolH11Worker, PoolWorker
+from a2wsgi_mp.gunicorn import PoolH11Worker, PoolWorker
 
 
 class ShortPoolWorker(PoolWorker):

@@ -1,4 +1,4 @@
-"""The uvicorn server a gunicorn worker runs (see :mod:`a2wsgi_mp.workers.gunicorn`).
+"""The uvicorn server a gunicorn worker runs (see :mod:`a2wsgi_mp.gunicorn.worker`).
 
 Its own module because it only changes how uvicorn's server stops (the
 worker owns signals; the listeners drain briefly), which the worker class's

@@ -1,4 +1,4 @@
-"""gunicorn settings → a2wsgi_mp's options, for :mod:`a2wsgi_mp.workers.gunicorn`.
+"""gunicorn settings → a2wsgi_mp's options, for :mod:`a2wsgi_mp.gunicorn.worker`.
 
 Kept apart from the worker class so the mapping (docs/gunicorn.md has the
 table) reads as one piece and can be checked without booting a worker: each

@@ -3,7 +3,7 @@
 :class:`GunicornFront` enforces gunicorn's ``limit_request_*`` and
 ``secure_scheme_headers`` (uvicorn has neither), and :class:`HookMiddleware`
 calls the ``pre_request``/``post_request`` server hooks.  They live apart
-from :mod:`a2wsgi_mp.workers.gunicorn` because they only see ASGI messages
+from :mod:`a2wsgi_mp.gunicorn.worker` because they only see ASGI messages
 and gunicorn's ``cfg``: the worker's life cycle is none of their business.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable, MutableMapping, Protocol
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from ..environ import build_environ
-from .gunicorn_config import request_limits
+from .config import request_limits
 
 __all__ = ["ASGIApp", "GunicornFront", "GunicornRequest", "GunicornResponse", "HookMiddleware", "HookedWorker"]
 
