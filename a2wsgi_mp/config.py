@@ -10,7 +10,7 @@ from typing import Any, Union
 from .environ import HEADER_MAPS
 from .ipc.fds import MAX_FDS
 
-#: How the zygote starts a worker (see :mod:`a2wsgi_mp.pool.launcher`).
+#: How the zygote starts a worker (see :mod:`a2wsgi_mp.pool.zygote`).
 START_METHODS = ("fork", "spawn")
 
 

@@ -5,8 +5,8 @@ request's body (``spool``), takes a slot from the dispatcher
 (``dispatch.Pool``), sends the request over the slot's connection
 (:mod:`a2wsgi_mp.ipc`) and relays the response events (``exchange``,
 ``filesend``, ``deadlines``).  The ``supervisor`` keeps the worker processes
-(``handles``) whole: it starts them from the zygote (``spawning``, ``launcher``,
-``processes``), retires them (``recycling``), sizes an elastic pool
-(``elastic``) and reloads a preloaded one (``preload``).  ``metrics`` renders
-the counters.  The worker processes themselves are in :mod:`a2wsgi_mp.workers`.
+(``worker``: their states and connections) whole: one reconcile step starts
+them from the zygote (``zygote``, followed by pidfd in ``processes``) and
+retires them as the pure ``policies`` (recycling, elastic sizing, back-off)
+decide.  ``metrics`` renders the counters.  The worker processes themselves are in :mod:`a2wsgi_mp.workers`.
 """

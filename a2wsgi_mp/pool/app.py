@@ -23,7 +23,7 @@ from . import metrics
 from .dispatch import BootFailed, Pool, Unavailable
 from .exchange import Exchange, Lost, TimedOut
 from .filesend import send_file
-from .handles import Slot
+from .worker import Slot
 from .queue_watch import QueueWatch
 from .spool import BodyTooLarge, Spool
 

@@ -15,7 +15,7 @@ from ..config import PoolConfig
 from ..loader import AppRef, describe
 from .deadlines import Deadlines
 from .exchange import Exchange
-from .handles import Slot, Worker
+from .worker import Slot, State, Worker
 from .supervisor import BootFailed, Supervisor
 
 __all__ = ["BootFailed", "Pool", "Slot", "Unavailable", "Worker"]
@@ -127,7 +127,7 @@ class Pool:
                     self.counters["503"] += 1
                     raise Unavailable("timed out waiting for a worker") from None
                 raise
-            if slot.worker.state != "dead":
+            if slot.worker.state is not State.DEAD:
                 return slot
             slot.reserved = False  # its worker died after handing it to us: queue again
 
@@ -185,8 +185,9 @@ class Pool:
 
     def stats(self) -> dict[str, Any]:
         self.supervisor.refresh_rss()
+        now = self.supervisor.clock.now() if self.supervisor.clock is not None else 0.0
         return {
-            "workers": [w.info() for w in self.workers.values()],
+            "workers": [w.info(now) for w in self.workers.values()],
             "threads": self.config.threads,
             "workers_min": self.config.workers_min,
             "workers_max": self.config.workers_max,

@@ -20,7 +20,7 @@ from ..ipc.fds import FileHandoff
 
 if TYPE_CHECKING:
     from .deadlines import Deadlines
-    from .handles import Slot
+    from .worker import Slot
 
 HIGH_WATER = 512 * 1024
 LOW_WATER = 128 * 1024

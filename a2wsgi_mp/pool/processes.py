@@ -49,7 +49,7 @@ class ProcessHandle:
 
     def __init__(self, pid: int, generation: int) -> None:
         self.pid = pid
-        #: The zygote that started it (see :attr:`Launcher.generation`).
+        #: The zygote that started it (see :attr:`Zygote.generation`).
         self.generation = generation
         #: Seen to exit (pidfd readable), waiting for its zygote's status.
         self.exited = False
@@ -84,9 +84,16 @@ class ProcessTable(Generic[T]):
     ``status`` None when it is unknown.
     """
 
-    def __init__(self, on_gone: Callable[[T, "int | None"], None], reporter_alive: Callable[[int], bool]) -> None:
+    def __init__(
+        self,
+        on_gone: Callable[[T, "int | None"], None],
+        reporter_alive: Callable[[int], bool],
+        handle: Callable[[int, int], ProcessHandle] = ProcessHandle,
+    ) -> None:
         self._on_gone = on_gone
         self._reporter_alive = reporter_alive
+        #: Makes the handle of a new process (unit tests pass one that signals no real process).
+        self._handle = handle
         self._procs: dict[int, tuple[ProcessHandle, T]] = {}
 
     def __len__(self) -> int:
@@ -101,7 +108,7 @@ class ProcessTable(Generic[T]):
     def add(self, pid: int, owner: T, generation: int) -> None:
         if pid in self._procs:
             return
-        proc = ProcessHandle(pid, generation)
+        proc = self._handle(pid, generation)
         self._procs[pid] = (proc, owner)
         if proc.fd >= 0:
             asyncio.get_running_loop().add_reader(proc.fd, self._readable, pid)

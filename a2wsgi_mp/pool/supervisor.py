@@ -1,14 +1,28 @@
 """Keep the pool's worker processes whole.
 
 The supervisor owns every worker process and its connections ("slots", one
-per worker thread).  A worker that dies is replaced at once (with back-off when
-it cannot even load the app); one that hangs past the deadline is killed; one
-that served enough requests, grew too large or lived too long is retired
-between requests.  It tells the dispatcher (:class:`~a2wsgi_mp.pool.dispatch.Pool`)
-only two things: this slot can take a request, this slot is gone.
+per worker thread).  It works like gunicorn's arbiter: whatever happens -- a
+worker ready, dead or retired, a reload, a queue building up, a tick of the
+clock -- it records the fact and calls :meth:`Supervisor.reconcile`, the one
+place that compares what the pool should have with what it has and starts
+(:meth:`Supervisor._spawn`, the only spawn site) or retires workers:
 
-Workers from the zygote: :mod:`.spawning`; which retires when: :mod:`.recycling`;
-sizing: :mod:`.elastic`; a preloaded reload's fresh zygote: :mod:`.preload`.
+- as many live workers of the current reload epoch as the target (the
+  configured count, or the elastic pool's size), none started during a
+  boot back-off;
+- workers of an older epoch (before a reload) retire as fresh ones become
+  ready, so the pool never serves with fewer workers than before;
+- workers the recycling policy picks retire between requests.
+
+Which worker retires when, how far an elastic pool grows or shrinks and how
+long a failing boot waits are pure functions in :mod:`.policies`; a worker's
+states and their legal steps are in :mod:`.worker`; the zygote that forks the
+workers is driven through :class:`~.zygote.Zygote`.  The dispatcher
+(:class:`~a2wsgi_mp.pool.dispatch.Pool`) hears only two things: this slot can
+take a request, this slot is gone.
+
+Time comes from a :class:`Clock` and the zygote from a factory, so unit tests
+run the supervisor in-process with a fake of each (tests/test_supervisor.py).
 """
 
 from __future__ import annotations
@@ -18,18 +32,17 @@ import logging
 import os
 import signal
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, cast
 
 from ..config import PoolConfig
-from ..ipc import protocol
-from ..ipc.pipe import FileHandoff
+from ..ipc import protocol, shm
+from ..ipc.pipe import FileHandoff, FrontPipe, pair
 from ..loader import AppRef, describe
-from . import elastic, preload, recycling
+from . import policies
 from .exchange import Lost
-from .handles import Slot, Worker
-from .launcher import Launcher, PreloadFailed
-from .processes import ProcessTable
-from .spawning import Spawning
+from .processes import ProcessHandle, ProcessTable
+from .worker import Slot, State, Step, Worker, describe_status, rss
+from .zygote import PreloadFailed, Zygote, ZygoteLost
 
 logger = logging.getLogger("a2wsgi_mp.pool")
 app_logger = logging.getLogger("a2wsgi_mp.wsgi")
@@ -37,14 +50,41 @@ app_logger = logging.getLogger("a2wsgi_mp.wsgi")
 #: Seconds between SIGTERM (which a worker honours after its current request)
 #: and SIGKILL, for a worker that must go.
 KILL_GRACE = 2.0
-BACKOFF_MIN, BACKOFF_MAX = 0.1, 10.0
+BACKOFF_MIN, BACKOFF_MAX = policies.BACKOFF_MIN, policies.BACKOFF_MAX
 
 
 class BootFailed(Exception):
     """No worker could load the app; the message carries the worker's error."""
 
 
-class Supervisor(Spawning):
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """Where the supervisor reads the time and sets its timers."""
+
+    def now(self) -> float: ...
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Timer: ...
+
+
+class LoopClock:
+    """The real clock: ``time.monotonic`` and the running loop's timers."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    now = staticmethod(time.monotonic)
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Timer:
+        return self._loop.call_later(delay, callback, *args)
+
+
+ZygoteFactory = Callable[..., Zygote]
+
+
+class Supervisor:
     def __init__(
         self,
         app_ref: AppRef,
@@ -53,6 +93,10 @@ class Supervisor(Spawning):
         offer: Callable[[Slot], None],
         withdraw: Callable[[Slot], None],
         on_hopeless: Callable[[], None],
+        *,
+        clock: Clock | None = None,
+        zygote: ZygoteFactory = Zygote,
+        process_handle: Callable[[int, int], ProcessHandle] = ProcessHandle,
     ) -> None:
         self.app_ref = app_ref
         self.config = config
@@ -60,13 +104,24 @@ class Supervisor(Spawning):
         self._offer = offer
         self._withdraw = withdraw
         self._on_hopeless = on_hopeless
+        #: None until start(): then the running loop's clock, unless one was given.
+        self.clock: Clock = clock  # type: ignore[assignment]
+        self._new_zygote_handle = zygote
         self.workers: dict[int, Worker] = {}
         #: Workers whose process is not known to have exited (by its zygote's
         #: report or its pidfd): the only ones it makes sense to signal.
-        self._procs: ProcessTable[Worker] = ProcessTable(self._on_process_gone, self._zygote_alive)
+        self._procs: ProcessTable[Worker] = ProcessTable(self._on_process_gone, self._zygote_alive, process_handle)
         self._next_wid = 0
-        self._launcher: Launcher | None = None
-        #: A preloaded reload is importing the new code (see :mod:`.preload`).
+        self._zygote: Zygote | None = None
+        #: How many live workers the pool should have (elastic: between the bounds).
+        self.target: int = cast(int, config.workers)  # (a (min, max) pair is resolved by PoolConfig)
+        #: Bumped by each reload: live workers of an older epoch are replaced.
+        self.epoch = 0
+        #: No worker starts before this time (back-off after boot failures).
+        self._hold_until = 0.0
+        self._hold_timer: Timer | None = None
+        self._tick_timer: Timer | None = None
+        #: A preloaded reload is importing the new code in a fresh zygote.
         self.reloading = False
         self.boot_failures = 0
         self._last_boot_error = ""
@@ -80,36 +135,37 @@ class Supervisor(Spawning):
 
     async def start(self) -> None:
         """Start the workers; return when all are ready, raise BootFailed if none can be."""
-        began = time.monotonic()
-        self._launcher = self.new_launcher()
+        if self.clock is None:
+            self.clock = LoopClock(asyncio.get_running_loop())
+        began = self.clock.now()
+        self._zygote = self._new_zygote()
         try:
-            await self._launcher.start()
+            await self._zygote.start()
         except PreloadFailed as exc:
             raise BootFailed(f"could not preload {describe(self.app_ref)}:\n{exc}") from None
-        for _ in range(self.config.workers):
-            self._spawn()
-        deadline = time.monotonic() + self.config.boot_timeout
-        while len(self.workers) < self.config.workers or any(w.state != "ready" for w in self.workers.values()):
+        self.reconcile()
+        deadline = began + self.config.boot_timeout
+        while len(self.workers) < self.target or any(w.state is not State.READY for w in self.workers.values()):
             if self.boot_failures and not self._ever_ready:
                 raise BootFailed(self._last_boot_error or "the worker exited while loading the app")
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self.clock.now()
             if remaining <= 0:
                 raise BootFailed(f"workers did not load {describe(self.app_ref)} within {self.config.boot_timeout} s")
             await self.wait_change(remaining)
         self._started = True
-        if self.config.max_rss or self.config.max_lifetime:
-            self.background(recycling.watch_resources(self))
-        if self.config.elastic:
-            self.background(elastic.watch_idle(self))
+        self._tick_timer = self.clock.call_later(policies.tick_period(self.config), self._tick)
+        cfg = self.config
         logger.info("pool ready in %.1f s: %d worker(s) x %d thread(s) serving %s (zygote %s, %s%s)%s",
-                    time.monotonic() - began, len(self.workers), self.config.threads, describe(self.app_ref),
-                    self._launcher.pid, self.config.start_method, ", preloaded" if self.config.preload else "",
-                    f" (elastic: {self.config.workers_min} to {self.config.workers_max} workers)"
-                    if self.config.elastic else "")
+                    self.clock.now() - began, len(self.workers), cfg.threads, describe(self.app_ref),
+                    self._zygote.pid, cfg.start_method, ", preloaded" if cfg.preload else "",
+                    f" (elastic: {cfg.workers_min} to {cfg.workers_max} workers)" if cfg.elastic else "")
 
     async def stop(self, timeout: float) -> None:
         """Let in-flight requests finish within ``timeout``, then end every process."""
         self.stopping = True
+        for timer in (self._tick_timer, self._hold_timer):
+            if timer is not None:
+                timer.cancel()
         busy = sum(w.busy for w in self.workers.values())
         logger.info("draining: %d worker(s), %d request(s) in flight, up to %.0f s", len(self.workers), busy, timeout)
         deadline = time.monotonic() + timeout
@@ -131,8 +187,8 @@ class Supervisor(Spawning):
             self._signal(worker, signal.SIGKILL)
         for task in list(self._tasks):
             task.cancel()
-        if self._launcher is not None:
-            await self._launcher.stop()
+        if self._zygote is not None:
+            await self._zygote.stop()
         self._procs.forget_all()
         c = self.counters
         logger.info("pool stopped: %d requests served; 502: %d, 503: %d, 504: %d; recycled %d, respawned %d, "
@@ -140,32 +196,136 @@ class Supervisor(Spawning):
 
     async def reload(self) -> None:
         """A fresh worker (re-importing the app) for every worker; each old one
-        retires only once its replacement is ready, so no request is dropped.
-        Preloaded, a fresh zygote imports the new code first (see :mod:`.preload`)."""
+        retires only once a fresh one is ready, so no request is dropped.
+
+        Preloaded, the workers fork from a zygote that imported the app once,
+        so re-forking from it would serve the old code (gunicorn ``--preload``'s
+        limitation): a fresh zygote imports the code as it is on disk first, and
+        only once it is ready do workers come from it.  If it cannot import the
+        app, the error is logged and nothing changes."""
         if self.stopping:  # a SIGHUP while draining starts nothing
             return
-        if self.config.preload and self._launcher is not None:
-            fresh = await preload.fresh_zygote(self)
+        if self.config.preload and self._zygote is not None:
+            fresh = await self._fresh_zygote()
             if fresh is None:
                 return
-            old, self._launcher = self._launcher, fresh
+            old, self._zygote = self._zygote, fresh
             # The old workers outlive their zygote (they watch the front) and
             # retire as their replacements come up; the front follows them by pidfd.
             await old.stop()
             self._procs.reporter_lost()
-        for worker in list(self.workers.values()):
-            target = worker.replaces
-            if worker.state == "booting" and target is not None:
-                # A replacement from an earlier reload may hold older code: the
-                # worker it was to replace gets a fresh one below instead.
-                self._retire(worker, "superseded by a newer reload", replace=False, count=False)
-                if target.state == "dead" and target.replaced_by is worker:
-                    self._spawn()  # it stood in for a worker that died meanwhile
-        old = [w for w in self.workers.values() if w.state in ("booting", "ready")]
+        self.epoch += 1
         logger.info("reload: starting %d fresh worker(s); each old one retires once its replacement is ready",
-                    len(old))
-        for worker in old:
-            self._spawn(replaces=worker)
+                    sum(1 for w in self.workers.values() if w.live))
+        self.reconcile()
+
+    async def _fresh_zygote(self) -> Zygote | None:
+        """A new zygote with the app preloaded from disk; None if it failed (logged)."""
+        if self.reloading:
+            logger.warning("reload ignored: a reload is under way")
+            return None
+        self.reloading = True
+        try:
+            fresh = self._new_zygote()
+            started = self.clock.now()
+            try:
+                await fresh.start()
+            except Exception as exc:  # PreloadFailed, or the zygote could not even start
+                logger.error("reload failed: could not preload %s; the old workers keep serving:\n%s",
+                             describe(self.app_ref), str(exc).rstrip() or type(exc).__name__)
+                await fresh.stop()
+                return None
+            if self.stopping:
+                await fresh.stop()
+                return None
+            logger.info("reload: new code preloaded in %.0f ms (zygote %s)", (self.clock.now() - started) * 1000,
+                        fresh.pid)
+            return fresh
+        finally:
+            self.reloading = False
+
+    # ------------------------------------------------------------ the one reconcile step
+
+    def reconcile(self) -> None:
+        """Compare the workers the pool should have with those it has; start or retire.
+
+        Called after every lifecycle event and on each tick; cheap and idempotent."""
+        if self.stopping or self._zygote is None:
+            return
+        now = self.clock.now()
+        cfg = self.config
+        current: list[Worker] = []
+        old_ready: list[Worker] = []
+        for worker in list(self.workers.values()):
+            if not worker.live:
+                continue
+            if worker.epoch != self.epoch:
+                if worker.state is State.BOOTING:  # it may hold older code: a fresh one is coming
+                    self._retire(worker, "superseded by a newer reload", count=False)
+                else:
+                    old_ready.append(worker)
+            elif worker.state is State.READY and (reason := policies.recycle_reason(worker, cfg, now)):
+                self._retire(worker, reason)
+            else:
+                current.append(worker)
+        if old_ready:  # a reload: each old worker leaves once a fresh one stands in for it
+            fresh_ready = sum(1 for w in current if w.state is State.READY)
+            keep = max(0, self.target - fresh_ready)
+            for worker in old_ready[: len(old_ready) - keep]:  # the longest-serving first
+                self._retire(worker, "reload")
+            if keep == 0:
+                logger.info("reload complete: %d worker(s) ready", fresh_ready)
+        missing = self.target - len(current)
+        if missing > 0:
+            if now < self._hold_until:
+                self._wake_at(self._hold_until)
+            else:
+                for _ in range(missing):
+                    self._spawn()
+
+    def _spawn(self) -> Worker:
+        """Start one worker of the current epoch (the only place a worker is created)."""
+        self._next_wid += 1
+        worker = Worker(self._next_wid, self.config.threads, policies.request_limit(self.config), self.epoch,
+                        self.clock.now())
+        self.workers[worker.id] = worker
+        self.background(self._boot(worker))
+        return worker
+
+    def _hold(self, delay: float) -> None:
+        """Start no worker for ``delay`` seconds (boot back-off)."""
+        self._hold_until = max(self._hold_until, self.clock.now() + delay)
+
+    def _wake_at(self, when: float) -> None:
+        if self._hold_timer is None:
+            self._hold_timer = self.clock.call_later(max(0.0, when - self.clock.now()), self._end_hold)
+
+    def _end_hold(self) -> None:
+        self._hold_timer = None
+        self.reconcile()
+
+    def _tick(self) -> None:
+        """Once a period: sample RSS, retire long-idle elastic workers, reconcile."""
+        if self.stopping:
+            return
+        cfg = self.config
+        if cfg.max_rss:  # growth while idle (each response's last frame reports it too)
+            for worker in self.workers.values():
+                if worker.state is State.READY and worker.pid is not None:
+                    worker.rss = rss(worker.pid)
+        if cfg.elastic:
+            self._shrink(self.clock.now())
+        self.reconcile()
+        self._tick_timer = self.clock.call_later(policies.tick_period(cfg), self._tick)
+
+    def _shrink(self, now: float) -> None:
+        current = [w for w in self.workers.values() if w.live and w.epoch == self.epoch]
+        for worker in policies.idle_surplus(self.config, self.target, current, now):
+            self.target -= 1
+            self.counters["scaled_down"] += 1
+            logger.info("scaling down: worker %s idle for %.0f s (%d of at least %d left)", worker.pid,
+                        now - worker.idle_since, self.target, self.config.workers_min)
+            self._retire(worker, f"idle for {now - worker.idle_since:.0f} s", count=False)
 
     # ------------------------------------------------------------ what the dispatcher asks
 
@@ -175,20 +335,18 @@ class Supervisor(Spawning):
 
     def queued(self, depth: int) -> None:
         """``depth`` requests wait for a worker: an elastic pool grows."""
-        if self.config.elastic:
-            elastic.grow(self, depth)
-
-    def spawn(self) -> Worker:
-        """One more worker (the elastic pool growing)."""
-        return self._spawn()
-
-    def recycle(self, worker: Worker, reason: str) -> None:
-        """Retire ``worker`` between requests; its replacement starts now."""
-        self._retire(worker, reason)
-
-    def retire(self, worker: Worker, reason: str) -> None:
-        """Retire ``worker`` between requests, without a replacement (the pool shrinking)."""
-        self._retire(worker, reason, replace=False, count=False)
+        cfg = self.config
+        if not cfg.elastic or self.stopping or not self._started or self.hopeless:
+            return
+        booting = sum(len(w.slots) for w in self.workers.values()
+                      if w.state is State.BOOTING and w.epoch == self.epoch)
+        count = policies.growth(cfg, self.target, booting, depth)
+        if count:
+            self.target += count
+            self.counters["scaled_up"] += count
+            logger.info("scaling up: %d requests queued, starting %d worker(s) (%d of at most %d)",
+                        depth, count, self.target, cfg.workers_max)
+            self.reconcile()
 
     @property
     def hopeless(self) -> bool:
@@ -197,27 +355,30 @@ class Supervisor(Spawning):
 
     def retry_after(self) -> int:
         """Seconds until the next boot attempt, rounded up: for Retry-After."""
-        return int(min(BACKOFF_MAX, BACKOFF_MIN * 2 ** max(0, self.boot_failures - 1)) + 0.999)
+        return int(policies.backoff(self.boot_failures) + 0.999)
 
     def released(self, slot: Slot) -> bool:
         """A request on ``slot`` ended; True if the slot takes the next one."""
         worker = slot.worker
         worker.requests += 1
-        worker.idle_since = time.monotonic()
-        if worker.state == "ready":
-            recycling.after_request(self, worker)
-        if worker.state == "retiring" and not worker.busy:
+        worker.idle_since = self.clock.now()
+        if worker.state is State.READY and not self.stopping:
+            reason = policies.recycle_reason(worker, self.config, worker.idle_since)
+            if reason is not None:
+                self._retire(worker, reason)
+                self.reconcile()
+        elif worker.state is State.RETIRING and not worker.busy:
             self._hang_up(worker)
         self.notify()
-        return worker.state == "ready"
+        return worker.state is State.READY
 
     def unused(self, slot: Slot) -> bool:
         """A slot came back without a request; True if it takes the next one."""
         worker = slot.worker
-        if worker.state == "retiring" and not worker.busy:
+        if worker.state is State.RETIRING and not worker.busy:
             self._hang_up(worker)
         self.notify()
-        return worker.state == "ready"
+        return worker.state is State.READY
 
     def kill(self, worker: Worker, why: str) -> None:
         """Replace ``worker`` now; TERM it, KILL it after a grace period.
@@ -225,15 +386,17 @@ class Supervisor(Spawning):
         For a worker stuck in a request (already answered 504): its
         replacement starts at once rather than when the corpse is found.
         """
-        if worker.state == "dead":
+        if worker.state is State.DEAD:
             return
         self.counters["killed"] += 1
         logger.warning("killing worker %s: %s", worker.pid, why)
-        self._retire(worker, why, count=False)
+        if worker.live and not self.stopping:
+            self._retire(worker, why, count=False)
+            self.reconcile()
         self._signal(worker, signal.SIGTERM)
-        asyncio.get_running_loop().call_later(KILL_GRACE, self._signal, worker, signal.SIGKILL)
+        self.clock.call_later(KILL_GRACE, self._signal, worker, signal.SIGKILL)
 
-    # ------------------------------------------------------------ workers
+    # ------------------------------------------------------------ events from the workers
 
     def _on_event(self, slot: Slot, event: protocol.Event) -> None:
         exchange = slot.exchange
@@ -254,9 +417,9 @@ class Supervisor(Spawning):
             self._on_ready(slot)
         elif isinstance(event, protocol.BootError):
             worker = slot.worker
-            if worker.state == "booting":
+            if worker.state is State.BOOTING:
                 self._last_boot_error = event.message
-                worker.state = "boot-failed"
+                worker.step(Step.BOOT_ERROR)
                 logger.error("worker %s could not load %s:\n%s", worker.pid, describe(self.app_ref),
                              event.message.rstrip())
         else:
@@ -279,39 +442,34 @@ class Supervisor(Spawning):
     def _on_ready(self, slot: Slot) -> None:
         slot.ready = True
         worker = slot.worker
-        if worker.state != "booting" or not all(s.ready for s in worker.slots):
+        if worker.state is not State.BOOTING or not all(s.ready for s in worker.slots):
             return
-        worker.state = "ready"
+        worker.step(Step.READY)
         if self._started:  # a replacement: say how long the pool was short
-            logger.info("worker %s ready in %.0f ms", worker.pid, (time.monotonic() - worker.started) * 1000)
+            logger.info("worker %s ready in %.0f ms", worker.pid, (self.clock.now() - worker.started) * 1000)
         self._ever_ready = True
         self.boot_failures = 0
+        self._hold_until = 0.0
         if self.stopping:
             self._hang_up(worker)
             return
-        old, worker.replaces = worker.replaces, None
-        if old is not None and old.state in ("booting", "ready"):
-            self._retire(old, "reload", replace=False)
-            if not any(w.replaces is not None for w in self.workers.values()):
-                logger.info("reload complete: %d worker(s) ready", self._ready_count())
-        for s in worker.slots:
-            self._offer(s)
+        self.reconcile()  # (a reload: an old worker retires now)
+        if worker.state is State.READY:
+            for s in worker.slots:
+                self._offer(s)
         self.notify()
 
-    def _ready_count(self) -> int:
-        return sum(w.state == "ready" for w in self.workers.values())
-
     def _on_dead(self, worker: Worker, reason: str) -> None:
-        if worker.state == "dead":
+        if worker.state is State.DEAD:
             return
-        booting = worker.state in ("booting", "boot-failed")
+        before = worker.state
         # No process ever said a word (no SPAWNED, READY or BOOT_ERROR): the
         # zygote died with our SPAWN, or before it.  Not the app's failure.
-        never_started = worker.state == "booting" and worker.pid is None
-        booting = booting and not never_started
-        was_retiring = worker.state == "retiring"  # its replacement is on its way already
+        never_started = before is State.BOOTING and worker.pid is None
+        booting = before in (State.BOOTING, State.BOOT_FAILED) and not never_started
+        was_retiring = before is State.RETIRING  # its replacement is on its way already
         expected = was_retiring and not worker.busy
-        worker.state = "dead"
+        worker.step(Step.EXIT)
         self.workers.pop(worker.id, None)
         for slot in worker.slots:
             self._withdraw(slot)
@@ -323,7 +481,7 @@ class Supervisor(Spawning):
         if worker.pid is not None and worker.pid in self._procs:
             # A broken connection but a lingering process (stuck in C code):
             # it must not live on unsupervised.
-            asyncio.get_running_loop().call_later(KILL_GRACE, self._signal, worker, signal.SIGKILL)
+            self.clock.call_later(KILL_GRACE, self._signal, worker, signal.SIGKILL)
         if self.stopping:
             logger.debug("worker %s exited (%s)", worker.pid, reason)
         elif never_started:
@@ -338,38 +496,24 @@ class Supervisor(Spawning):
         if not self.stopping and not was_retiring:
             self.counters["respawned"] += 1
             if booting or never_started:
-                delay = self.retry_after() if booting else BACKOFF_MIN
+                delay = policies.backoff(self.boot_failures) if booting else BACKOFF_MIN
                 logger.info("starting a new worker in %.1f s", delay)
-                self.background(self._respawn_later(delay, worker.replaces))
-            elif worker.replaced_by is None or worker.replaced_by.state == "dead":
-                self._spawn()  # (a reload replacement already on its way takes its place)
+                self._hold(delay)
+        self.reconcile()
         self.notify()
         if self.hopeless:
             self._on_hopeless()
 
-    async def _respawn_later(self, delay: float, replaces: Worker | None) -> None:
-        await asyncio.sleep(delay)
-        if self.stopping:
-            return
-        if replaces is not None and (replaces.state not in ("booting", "ready") or (
-                replaces.replaced_by is not None and replaces.replaced_by.state != "dead")):
-            return  # retired or dead (its own exit was replaced), or a newer reload replaced it already
-        self._spawn(replaces=replaces)
-
-    def _retire(self, worker: Worker, reason: str, *, replace: bool = True, count: bool = True) -> None:
-        """Give ``worker`` no more requests; it leaves once idle.  Unless it is
-        being replaced already (reload), its replacement starts now."""
-        if worker.state not in ("ready", "booting") or self.stopping:
-            return
-        worker.state = "retiring"
+    def _retire(self, worker: Worker, reason: str, *, count: bool = True) -> None:
+        """Give ``worker`` no more requests; it leaves once idle.  (reconcile()
+        starts its replacement, if the pool needs one.)"""
+        worker.step(Step.RETIRE)
         worker.retire_reason = reason
         if count:
             self.counters["recycled"] += 1
             logger.info("recycling worker %s: %s", worker.pid, reason)
         for slot in worker.slots:
             self._withdraw(slot)
-        if replace:
-            self._spawn()
         if not worker.busy:
             self._hang_up(worker)
 
@@ -378,10 +522,96 @@ class Supervisor(Spawning):
             if slot.pipe is not None:
                 slot.pipe.close()
 
+    # ------------------------------------------------------------ the zygote and the processes
+
+    def _new_zygote(self) -> Zygote:
+        """A handle on a new zygote for this pool (not started)."""
+        cfg = self.config
+        zygote = self._new_zygote_handle(self.app_ref, cfg.start_method, self._on_exited, lambda: None,
+                                         cfg.preload, cfg.boot_timeout)
+        zygote.on_lost = lambda: self._on_zygote_lost(zygote)
+        return zygote
+
+    async def _boot(self, worker: Worker) -> None:
+        """Open ``worker``'s connections and have the zygote fork it onto them."""
+        assert self._zygote is not None
+        zygote = self._zygote  # (a preloaded reload may replace self._zygote meanwhile)
+        socks = []
+        try:
+            for slot in worker.slots:
+                front, back = pair()
+                socks.append(back)
+                slot.pipe = await FrontPipe.open(
+                    front,
+                    lambda event, slot=slot: self._on_event(slot, event),
+                    lambda exc, worker=worker: self._on_dead(worker, "its connection closed"),
+                    shm.DEFAULT_SIZE if self.config.ipc == "shm" else 0,
+                )
+            await zygote.wait_running()
+            worker.zygote = zygote.generation  # (a restarted zygote has a new one)
+            pid = await zygote.spawn(worker.id, socks)
+            if worker.pid is None:
+                worker.pid = pid
+                self._procs.add(pid, worker, worker.zygote)
+        except ZygoteLost as exc:
+            # Not an app failure.  If the zygote forked the worker before it
+            # died, the worker's READY names it; if not, its connections close
+            # and _on_dead starts another (see there).
+            logger.info("worker %d: %s", worker.id, exc)
+        except Exception as exc:
+            for s in socks:
+                s.close()
+            logger.error("could not start a worker: %s", exc)
+            if worker.state is State.BOOTING:
+                worker.step(Step.BOOT_ERROR)  # (back off: this may well persist)
+            self._on_dead(worker, f"start failed: {exc}")
+
+    def _zygote_alive(self, generation: int) -> bool:
+        zygote = self._zygote
+        return zygote is not None and zygote.running and zygote.generation == generation
+
+    def _on_exited(self, pid: int, status: int) -> None:
+        self._procs.gone(pid, status)
+
+    def _on_zygote_lost(self, zygote: Zygote) -> None:
+        # The workers live on (they watch the front, not the zygote) and keep
+        # serving; only their exit statuses are lost.  Those that exited while
+        # it was dying, and those we cannot follow without it, are settled now.
+        self._procs.reporter_lost()
+        if zygote is not self._zygote:  # a zygote replaced by a reload: nothing to restart
+            return
+        self.background(self._restart_zygote())
+
+    async def _restart_zygote(self) -> None:
+        zygote = self._zygote
+        assert zygote is not None
+        while not self.stopping:
+            try:
+                await zygote.start()
+                break
+            except Exception as exc:
+                logger.error("could not restart the zygote: %s", exc)
+                await asyncio.sleep(1.0)
+
+    def _signal(self, worker: Worker, sig: int) -> None:
+        if worker.pid is not None:
+            self._procs.signal(worker.pid, worker, sig)
+
+    def _on_process_gone(self, worker: Worker, status: int | None) -> None:
+        how = describe_status(status) if status is not None else "exited, status unknown"
+        if worker.state is State.DEAD:  # its connection told us first; now we know how
+            if not self.stopping and status:
+                logger.warning("worker %s exit status: %s", worker.pid, how)
+        else:
+            self._on_dead(worker, how)
+
     # ------------------------------------------------------------ housekeeping
 
     def refresh_rss(self) -> None:
-        recycling.refresh_rss(self)
+        """Sample every worker's RSS now (for the metrics)."""
+        for worker in self.workers.values():
+            if worker.pid is not None:
+                worker.rss = rss(worker.pid) or worker.rss
 
     def background(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -7,7 +7,7 @@ threads or connections); an app given as an import string gets a zygote that
 is a fresh interpreter, which never imports the app itself, so every worker
 (and every reload) imports it anew -- unless ``preload`` is set: then that
 fresh zygote imports the app once, freezes its heap and forks the workers
-from it, and a reload is a new zygote (see :meth:`Supervisor.reload`).
+from it, and a reload is a new zygote (see :meth:`~a2wsgi_mp.pool.supervisor.Supervisor.reload`).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from .processes import open_pidfd
 
 logger = logging.getLogger("a2wsgi_mp.pool")
 
-#: Zygote generations, unique in the front even across launchers (a preloaded
-#: reload starts a second launcher while the first one's workers still serve).
+#: Zygote generations, unique in the front even across handles (a preloaded
+#: reload starts a second zygote while the first one's workers still serve).
 _generations = itertools.count(1)
 
 
@@ -45,8 +45,8 @@ class ZygoteLost(RuntimeError):
     """The zygote is not running (it died, or is being restarted): not an app failure."""
 
 
-class Launcher:
-    """Starts worker processes through a zygote and reports their exits."""
+class Zygote:
+    """The front's handle on the zygote process: asks it for workers, hears of their exits."""
 
     def __init__(
         self,
