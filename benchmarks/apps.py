@@ -149,10 +149,17 @@ def _wrapped_pool():
 
 
 def make_a2wsgi():
-    """``uvicorn --factory benchmarks.apps:make_a2wsgi``: a2wsgi 1.10 around ``app``."""
+    """``uvicorn --factory benchmarks.apps:make_a2wsgi``: a2wsgi 1.10 around ``app``, or
+    around the WSGI app ``$BENCH_WSGI_APP`` names (``module:attribute``, the real pages)."""
+    import importlib
+
     from a2wsgi import WSGIMiddleware
 
-    return WSGIMiddleware(app, workers=int(os.environ.get("BENCH_THREADS", "10")))
+    target = app
+    if os.environ.get("BENCH_WSGI_APP"):
+        module, _, attr = os.environ["BENCH_WSGI_APP"].partition(":")
+        target = getattr(importlib.import_module(module), attr)
+    return WSGIMiddleware(target, workers=int(os.environ.get("BENCH_THREADS", "10")))
 
 
 def make_router():

@@ -31,7 +31,12 @@ PEERS = ["a2wsgi", "gunicorn-sync", "gunicorn-gthread", "granian"]
 REFERENCES = ["uvicorn-raw", "a2wsgi-1p", "a2wsgi_mp-2f"]
 ALL_SERVERS = MP_NAMES + PEERS + REFERENCES
 
-SCENARIOS = ["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8"]
+SCENARIOS = ["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "R1", "R2", "R3"]
+#: Real pages (benchmarks/realpages.py): every server started at once, interleaved rounds.
+#: Full mode runs them; quick mode only when named with --only.
+REAL_PAGES = ["R1", "R2", "R3"]
+#: The servers of the real-page scenarios (each with 2 processes of 1 thread, a2wsgi with its threads).
+REAL_SERVERS = ["a2wsgi_mp", "gunicorn-sync", "granian", "a2wsgi"]
 #: Order of scenarios sharing one server instance; P4 (slow clients) last, so
 #: whatever it leaves behind cannot spoil the others.
 SESSION_ORDER = ["P1", "P2", "P7", "P8", "P5", "P6", "P4", "P3"]
@@ -47,11 +52,19 @@ class Config:
     server: str
     workers: int
     threads: int
-    app: str = "wsgi"  # "wsgi" (benchmarks.apps:app) or "router" (P3) or "raw"
+    app: str = "wsgi"  # a key of WSGI_APPS, or "router" (P3) or "raw"
 
     @property
     def key(self) -> str:
         return f"{self.server} w={self.workers} t={self.threads} {self.app}"
+
+
+#: The WSGI app each Config.app names (a module:attribute every server can load).
+WSGI_APPS = {
+    "wsgi": "benchmarks.apps:app",
+    "django": "benchmarks.django_site:application",  # R1, R2
+    "flask": "benchmarks.flask_site:app",  # R3
+}
 
 
 def granian_available() -> bool:
@@ -67,6 +80,7 @@ def server_command(cfg: Config, port: int) -> tuple[list[str], dict[str, str]]:
     """argv and extra environment for one configuration."""
     host, p = "127.0.0.1", str(port)
     env: dict[str, str] = {}
+    target = WSGI_APPS.get(cfg.app, WSGI_APPS["wsgi"])
     uvicorn_fast = ["--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log"]
     if cfg.app == "router":
         backend = "a2wsgi" if cfg.server == "a2wsgi" else "a2wsgi_mp"
@@ -79,27 +93,27 @@ def server_command(cfg: Config, port: int) -> tuple[list[str], dict[str, str]]:
                  "--port", p, "--workers", "1", *uvicorn_fast], env)
     for name, extra, _ in MP_VARIANTS:
         if cfg.server == name:
-            return ([*mp_command(), "benchmarks.apps:app", "--host", host, "--port", p,
+            return ([*mp_command(), target, "--host", host, "--port", p,
                      "--workers", str(cfg.workers), "--threads", str(cfg.threads),
                      "--log-level", "warning", "--no-access-log", *extra], env)
     if cfg.server == "a2wsgi_mp-2f":
-        return ([*mp_command(), "benchmarks.apps:app", "--host", host, "--port", p, "--fronts", "2",
+        return ([*mp_command(), target, "--host", host, "--port", p, "--fronts", "2",
                  "--workers", str(cfg.workers), "--threads", str(cfg.threads),
                  "--log-level", "warning", "--no-access-log"], env)
     if cfg.server in ("a2wsgi", "a2wsgi-1p"):
-        env["BENCH_THREADS"] = str(cfg.threads)
+        env.update(BENCH_THREADS=str(cfg.threads), BENCH_WSGI_APP=target)
         return ([PY, "-m", "uvicorn", "--factory", "benchmarks.apps:make_a2wsgi", "--host", host,
                  "--port", p, "--workers", str(cfg.workers), *uvicorn_fast], env)
     if cfg.server == "gunicorn-sync":
         return ([PY, "-m", "gunicorn", "-k", "sync", "-w", str(cfg.workers), "-b", f"{host}:{p}",
-                 "--log-level", "warning", "benchmarks.apps:app"], env)
+                 "--log-level", "warning", target], env)
     if cfg.server == "gunicorn-gthread":
         return ([PY, "-m", "gunicorn", "-k", "gthread", "-w", str(cfg.workers), "--threads",
-                 str(cfg.threads), "-b", f"{host}:{p}", "--log-level", "warning", "benchmarks.apps:app"], env)
+                 str(cfg.threads), "-b", f"{host}:{p}", "--log-level", "warning", target], env)
     if cfg.server == "granian":
         return ([PY, "-m", "granian", "--interface", "wsgi", "--host", host, "--port", p,
                  "--workers", str(cfg.workers), "--blocking-threads", str(cfg.threads),
-                 "--log-level", "warning", "--no-access-log", "benchmarks.apps:app"], env)
+                 "--log-level", "warning", "--no-access-log", target], env)
     if cfg.server == "uvicorn-raw":
         return ([PY, "-m", "uvicorn", "benchmarks.apps:raw_hello", "--host", host, "--port", p,
                  "--workers", str(cfg.workers), *uvicorn_fast], env)

@@ -16,7 +16,8 @@ def headline(scenario: str, r: dict[str, Any]) -> float | None:
         "P1": lambda: r["good_rps"], "P2": lambda: r["good_rps"], "P3": lambda: r["loaded_p99_ms"],
         "P4": lambda: r["loaded_rps"], "P5": lambda: r["seconds"] if r["ok"] else None,
         "P6": lambda: r["seconds"] if r["ok"] else None, "P7": lambda: r["good_rps"],
-        "P8": lambda: r["good_rps"],
+        "P8": lambda: r["good_rps"], "R1": lambda: r["good_rps"], "R2": lambda: r["good_rps"],
+        "R3": lambda: r["good_rps"],
     }[scenario]()
 
 
@@ -48,9 +49,11 @@ def cell(scenario: str, r: dict[str, Any] | None) -> str:
         flag += f" [{r['non2xx']} non-2xx]"
     if errs:
         flag += f" [{errs} sock err]"
-    if scenario == "P1" and r.get("cpu_per_request"):
+    if scenario in ("P1", "R1", "R2", "R3") and r.get("cpu_per_request"):
         c = r["cpu_per_request"]
-        return f"{fmt(r['good_rps'])}{flag}  (CPU/request: front {c['front_us']} us, workers {c['workers_us']} us)"
+        rounds = f" (rounds: {', '.join(fmt(x) for x in r['all_good_rps'])})" if r.get("all_good_rps") else ""
+        return (f"{fmt(r['good_rps'])}{flag}  (CPU/request: front {c['front_us']} us, workers {c['workers_us']} us)"
+                + rounds)
     if scenario in ("P1", "P2", "P7"):
         return f"{fmt(r['good_rps'])}{flag}"
     if scenario == "P3":
@@ -135,10 +138,38 @@ def _goals_for(mp: str, get: Callable[[str, str], Any], goal: Callable[..., None
             ratio = r6["seconds"] / a6["seconds"] if r6["ok"] else float("inf")
             goal(mp, "P6 download time <= 1.1x a2wsgi", bool(r6["ok"]) and ratio <= 1.1,
                  f"{fmt(r6['seconds'], 2)} s vs {a6['seconds']:.2f} s ({ratio:.2f}x)")
+        _real_page_goals(mp, get, goal)
         r7, g7 = get("P7", mp), get("P7", "gunicorn-gthread")
         if r7 and g7 and g7.get("good_rps"):
             ratio = r7["good_rps"] / g7["good_rps"]
             goal(mp, "P7 sleep-bound >= 0.9x gunicorn gthread", ratio >= 0.9, f"{ratio:.2f}x")
+
+
+#: Goals on real pages (issue 22): rps against the peers, and the front's CPU per request.
+REAL_PAGE_GOALS = (("gunicorn-sync", 1.1), ("granian", 1.0))
+REAL_PAGE_FRONT_US = 60.0
+
+
+def _real_page_goals(mp: str, get: Callable[[str, str], Any], goal: Callable[..., None]) -> None:
+    for sc in ("R1", "R2", "R3"):
+        r = get(sc, mp)
+        if not r:
+            continue
+        parts, checks = [], []
+        for peer, need in REAL_PAGE_GOALS:
+            theirs = get(sc, peer)
+            if theirs and theirs.get("good_rps"):
+                ratio = r["good_rps"] / theirs["good_rps"]
+                checks.append(ratio >= need)
+                parts.append(f"{ratio:.2f}x {peer} (need {need}x)")
+            else:
+                parts.append(f"{peer} not measured")
+        ok = False if False in checks else (True if len(checks) == len(REAL_PAGE_GOALS) else None)
+        goal(mp, f"{sc} rps >= 1.1x gunicorn sync and >= 1.0x granian", ok, "; ".join(parts))
+        c = r.get("cpu_per_request")
+        if c:
+            goal(mp, f"{sc} front CPU/request <= {REAL_PAGE_FRONT_US:g} us", c["front_us"] <= REAL_PAGE_FRONT_US,
+                 f"{c['front_us']} us (workers {c['workers_us']} us)")
 
 
 #: Goals on CPU per hello request (issue 13): the front within this factor of a bare
@@ -183,6 +214,26 @@ def cpu_lines(results: dict[str, dict[str, Any]], servers: list[str]) -> list[st
     return lines
 
 
+def real_cpu_lines(results: dict[str, dict[str, Any]], servers: list[str]) -> list[str]:
+    """Per-role CPU per request on the real pages (µs; the best round's and the lowest of the rounds)."""
+    lines: list[str] = []
+    for sc in ("R1", "R2", "R3"):
+        rows = [(s, results[sc][s]) for s in servers if s in results.get(sc, {})
+                and (results[sc][s] or {}).get("cpu_per_request")]
+        if not rows:
+            continue
+        if not lines:
+            lines.append("\nCPU per request by process role on real pages (us; best round, lowest over rounds in "
+                         "brackets; front = the first process, workers = its descendants):")
+            lines.append(f"  {'':<3} {'server':<18} {'rps':>8} {'front':>15} {'(kernel)':>8} {'workers':>15} "
+                         f"{'total':>8}")
+        for s, r in rows:
+            c, lo = r["cpu_per_request"], r.get("cpu_min") or r["cpu_per_request"]
+            lines.append(f"  {sc:<3} {s:<18} {r['good_rps']:>8,.0f} {c['front_us']:>7} ({lo['front_us']:>5}) "
+                         f"{c['front_sys_us']:>8} {c['workers_us']:>7} ({lo['workers_us']:>5}) {c['total_us']:>8}")
+    return lines
+
+
 def ratio_rows(results: dict[str, dict[str, Any]], servers: list[str]) -> list[tuple[str, str, str]]:
     rows = []
     for mp in MP_NAMES:
@@ -220,6 +271,7 @@ def print_report(results: dict[str, dict[str, Any]], servers: list[str], goals: 
         for s, by_w in p8.items():
             lines.append(f"  {s:<18} " + "   ".join(f"w={w}: {cell('P8', r)}" for w, r in sorted(by_w.items())))
     lines.extend(cpu_lines(results, servers))
+    lines.extend(real_cpu_lines(results, servers))
     rows = ratio_rows(results, servers)
     if rows:
         lines.append("\nRatios (a2wsgi_mp figure / peer figure, same run):")
@@ -258,6 +310,9 @@ def chart(results: dict[str, dict[str, Any]], servers: list[str], p8: dict[str, 
         ("P5", "upload: max RSS of any process, MiB", lambda r: r["max_rss_mib"], False),
         ("P6", "download seconds", lambda r: r["seconds"] if r["ok"] else None, False),
         ("P7", "sleep(50 ms) rps", lambda r: r["good_rps"], False),
+        ("R1", "Django /admin/login/ rps", lambda r: r["good_rps"], False),
+        ("R2", "Django ORM JSON rps", lambda r: r["good_rps"], False),
+        ("R3", "Flask template page rps", lambda r: r["good_rps"], False),
     ]
     panels = [p for p in panels if p[0] in results]
     cpu = {s: r["cpu_per_request"] for s, r in results.get("P1", {}).items()

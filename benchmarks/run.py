@@ -17,6 +17,13 @@ P2 CPU-bound (~10 ms) rps, c=32            P6 streamed download of a big body (t
 P3 async /ping p99 beside a CPU-saturated  P7 sleep(50 ms) rps, c=32, equal processes x threads
    WSGI app (ASGI router, one front)       P8 P2 with 1, 2, 4 workers (a2wsgi_mp, gunicorn sync)
 P4 hello rps while slow uploaders trickle chunked bodies, vs the same server idle
+
+Real pages (full mode, or quick with ``--only R1,R2,R3``): every server started
+at once and driven in interleaved rounds (benchmarks/realpages.py), with CPU
+per request by process role:
+
+R1 Django /admin/login/ (stock site)      R3 Flask page rendered from Jinja templates
+R2 Django JSON view, one ORM query on sqlite
 """
 
 from __future__ import annotations
@@ -39,8 +46,9 @@ if __package__ in (None, ""):  # ``python benchmarks/run.py``
 
 import psutil  # noqa: E402
 
-from benchmarks.configs import (ALL_SERVERS, MODES, MP_NAMES, PEERS, REPO, RESULTS, SCENARIOS, MiB,  # noqa: E402
-                      granian_available, plan, server_command)
+from benchmarks import realpages  # noqa: E402
+from benchmarks.configs import (ALL_SERVERS, MODES, MP_NAMES, PEERS, REAL_PAGES, REPO, RESULTS,  # noqa: E402
+                                SCENARIOS, MiB, granian_available, plan, server_command)
 from benchmarks.loadgen import ensure_wrk  # noqa: E402
 from benchmarks.report import cell, chart, evaluate_goals, print_report  # noqa: E402
 from benchmarks.scenarios import RUNNERS, Context  # noqa: E402
@@ -107,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.duration:
         m["duration"] = args.duration
         m["short"] = min(m["short"], args.duration)
-    scenarios = [s.strip().upper() for s in args.only.split(",") if s.strip()] or SCENARIOS
+    scenarios = [s.strip().upper() for s in args.only.split(",") if s.strip()] or (
+        SCENARIOS if mode_name == "full" else [s for s in SCENARIOS if s not in REAL_PAGES])
     # References (raw uvicorn) only in full mode unless asked for by name: quick must stay < 2 min.
     servers = [s.strip() for s in args.servers.split(",") if s.strip()] or (
         list(ALL_SERVERS) if mode_name == "full" else MP_NAMES + PEERS)
@@ -124,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _sigterm)
 
     jobs = plan(scenarios, servers, args.workers, args.threads, quick=mode_name == "quick")
+    real = [s for s in scenarios if s in REAL_PAGES]
+    real_servers = realpages.servers_for(servers, bool(args.servers), mode_name == "quick") if real else []
     t_start = time.monotonic()
     results: dict[str, dict[str, Any]] = {}
     p8: dict[str, dict[int, Any]] = {}
@@ -132,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     background: dict[str, float] = {}
     stops: dict[str, float] = {}
     settle_budget = [m["settle"] * 4]  # never wait for a quiet machine longer than this in all
-    print(f"a2wsgi_mp benchmarks, {mode_name} mode: {len(jobs)} server configuration(s), "
+    print(f"a2wsgi_mp benchmarks, {mode_name} mode: {len(jobs) + len(real_servers)} server configuration(s), "
           f"scenarios {','.join(scenarios)}; {os.cpu_count()} CPUs", flush=True)
     with tempfile.TemporaryDirectory(prefix="a2wsgi_mp-bench-") as tmpdir:
         ctx_base = dict(mode=m, tmpdir=tmpdir)
@@ -211,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
                         notes.append(f"{cfg.key}: {len(lines)} error line(s) logged while stopping on SIGTERM to "
                                      f"its process group, e.g. {lines[0].strip()[:150]!r}")
                 print(f"({time.monotonic() - t_start:.0f} s)", flush=True)
+            if real and real_servers:
+                real_results, real_notes = realpages.run(real, real_servers, m, tmpdir, args.workers, args.threads)
+                results.update(real_results)
+                notes.extend(real_notes)
+                print(f"(real pages done: {time.monotonic() - t_start:.0f} s)", flush=True)
         except KeyboardInterrupt:
             print("\ninterrupted: stopping servers", flush=True)
             _stop_all()
@@ -235,7 +251,10 @@ def main(argv: list[str] | None = None) -> int:
                  "git": git_head(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "elapsed_s": round(elapsed, 1),
                  "argv": sys.argv[1:] if argv is None else argv, "server_start_s": starts, "server_stop_s": stops,
                  "background_cpu_pct_before": background,
-                 "commands": {cfg.key: server_command(cfg, 0)[0] for cfg in jobs}},
+                 "commands": {**{cfg.key: server_command(cfg, 0)[0] for cfg in jobs},
+                              **{realpages.config(s, args.workers, args.threads, app).key:
+                                 server_command(realpages.config(s, args.workers, args.threads, app), 0)[0]
+                                 for s in real_servers for app in {realpages.PAGES[sc][0] for sc in real}}}},
         "results": results, "p8": {s: {str(w): r for w, r in by_w.items()} for s, by_w in p8.items()},
         "goals": goals, "notes": notes, "report": report,
     }

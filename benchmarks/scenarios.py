@@ -198,4 +198,7 @@ TITLES = {
     "P6": "big streamed download: seconds, max RSS",
     "P7": "sleep(50 ms) rps, c=32, equal processes x threads",
     "P8": "CPU-bound rps by worker count",
+    "R1": "Django /admin/login/ rps, c=32 (stock site: templates, CSRF, session)",
+    "R2": "Django JSON view rps, c=32 (one ORM query on sqlite)",
+    "R3": "Flask page rps, c=32 (Jinja templates)",
 }

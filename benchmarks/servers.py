@@ -29,7 +29,8 @@ class Server:
         self.cfg = cfg
         self.port = free_port()
         self.argv, extra_env = server_command(cfg, self.port)
-        self.env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), **extra_env)
+        self.env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                        BENCH_TMPDIR=logdir, **extra_env)  # BENCH_TMPDIR: where the Django site's DB goes
         self.logpath = os.path.join(logdir, re.sub(r"[^\w.-]+", "_", cfg.key) + ".log")
         self.proc: subprocess.Popen | None = None
         self.started = False
