@@ -93,6 +93,32 @@ def download(environ, start_response):
     return body()
 
 
+#: The response headers of Django's /admin/login/ (benchmarks/django_site.py), values as long.
+_PAGE_HEADERS = [
+    ("Content-Type", "text/html; charset=utf-8"), ("Expires", "Mon, 07 Dec 2026 09:11:20 GMT"),
+    ("Cache-Control", "max-age=0, no-cache, no-store, must-revalidate, private"), ("Vary", "Cookie"),
+    ("X-Frame-Options", "DENY"), ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "same-origin"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("Set-Cookie", "csrftoken=NwXR9N0ePZ0jG816r0aiYAj7NfnIZTBj; expires=Mon, 06 Dec 2027 09:11:20 GMT; "
+                   "Max-Age=31449600; Path=/; SameSite=Lax"),
+]
+
+
+def shape(environ, start_response):
+    """A response shaped like a real page, without the page's work, to tell apart what
+    costs the front: ``?size=BYTES`` of body, ``&headers=N`` of the admin login page's
+    headers (0-9), ``&burn=N`` iterations of :func:`burn` in the worker first."""
+    q = dict(part.partition("=")[::2] for part in environ.get("QUERY_STRING", "").split("&") if part)
+    if q.get("burn", "0").isdigit() and int(q.get("burn", "0")):
+        burn(int(q["burn"]))
+    size = int(q.get("size", "13")) if q.get("size", "13").isdigit() else 13
+    n = int(q.get("headers", "1")) if q.get("headers", "1").isdigit() else 1
+    body = b"x" * size
+    headers = [("Content-Type", "text/plain")] if n <= 1 else list(_PAGE_HEADERS[:n])
+    start_response("200 OK", [*headers, ("Content-Length", str(size))])
+    return [body]
+
+
 def not_found(environ, start_response):
     return _text(start_response, b"not found", "404 Not Found")
 
@@ -104,6 +130,7 @@ ROUTES = {
     "/sleep": sleep,
     "/upload": upload,
     "/download": download,
+    "/shape": shape,
 }
 
 
