@@ -12,84 +12,11 @@ from typing import Any, Iterator
 
 import msgpack
 
-from .events import (
-    Event,
-    Request,
-    Cancel,
-    Ready,
-    BootError,
-    Start,
-    File,
-    FileAck,
-    ShmSetup,
-    RequestShm,
-    ShmCredit,
-    ShmBody,
-    Body,
-    End,
-    Abort,
-    Log,
-    AppError,
-    Spawn,
-    Spawned,
-    Exited,
-    Report,
-    Usage,
-    Rejected,
-)
-from .frames import (
-    _KIND_NAMES,
-    ABORT,
-    APP_ERROR,
-    BOOT_ERROR,
-    BODY,
-    CANCEL,
-    END,
-    EXITED,
-    FILE,
-    FILE_ACK,
-    HEADER,
-    HEADER_SIZE,
-    LOG,
-    MAX_PAYLOAD,
-    READY,
-    REPORT,
-    REQUEST,
-    REQUEST_SHM,
-    RID,
-    SHM_BODY,
-    SHM_CREDIT,
-    SHM_SETUP,
-    SPAWN,
-    SPAWNED,
-    START,
-    USAGE,
-    VERSION,
-    ProtocolError,
-)
+from .events import FRAMES, Body, Event, Kind, Rejected
+from .frames import HEADER, HEADER_SIZE, MAX_PAYLOAD, RID, VERSION, ProtocolError
 
-_CONTROL: dict[int, type] = {
-    REQUEST: Request,
-    CANCEL: Cancel,
-    READY: Ready,
-    BOOT_ERROR: BootError,
-    START: Start,
-    END: End,
-    ABORT: Abort,
-    LOG: Log,
-    SPAWN: Spawn,
-    SPAWNED: Spawned,
-    EXITED: Exited,
-    FILE: File,
-    FILE_ACK: FileAck,
-    SHM_SETUP: ShmSetup,
-    SHM_CREDIT: ShmCredit,
-    SHM_BODY: ShmBody,
-    REQUEST_SHM: RequestShm,
-    REPORT: Report,
-    USAGE: Usage,
-    APP_ERROR: AppError,
-}
+_BODY = int(Kind.BODY)
+_REQUEST_LIKE = (int(Kind.REQUEST), int(Kind.REQUEST_SHM))
 
 
 class Decoder:
@@ -196,7 +123,7 @@ _PEEK = 16
 
 def _peek_rid(kind: int, buf: bytearray, start: int, end: int) -> int | None:
     """The request id at the start of a REQUEST-like payload, if it reads as one."""
-    if kind not in (REQUEST, REQUEST_SHM):
+    if kind not in _REQUEST_LIKE:
         return None
     unpacker = msgpack.Unpacker()
     unpacker.feed(bytes(buf[start : min(end, start + _PEEK)]))
@@ -208,8 +135,15 @@ def _peek_rid(kind: int, buf: bytearray, start: int, end: int) -> int | None:
     return rid if isinstance(rid, int) and not isinstance(rid, bool) else None
 
 
-def _decode(kind: int, buf: bytearray, start: int, end: int) -> Event:
-    if kind == BODY:
+def _name(kind: int) -> str:
+    try:
+        return Kind(kind).name
+    except ValueError:
+        return f"kind {kind}"
+
+
+def _decode(kind: int, buf: bytes | bytearray, start: int, end: int) -> Event:
+    if kind == _BODY:
         if end - start < RID.size:
             raise ProtocolError("BODY frame shorter than its request id")
         # One copy: ``bytes(buf[a:b])`` copied twice (the bytearray slice, then bytes).
@@ -217,87 +151,19 @@ def _decode(kind: int, buf: bytearray, start: int, end: int) -> Event:
         with memoryview(buf) as view:
             data = view[start + RID.size : end].tobytes()
         return Body(RID.unpack_from(buf, start)[0], data)
-    cls = _CONTROL.get(kind)
-    if cls is None:
+    spec = FRAMES.get(kind)
+    if spec is None:
         raise ProtocolError(f"unknown frame kind {kind}")
+    cls, build = spec
     try:
         # Arrays as tuples: cheaper to build, and headers come out as the
         # (name, value) tuples ASGI servers and middlewares expect.
         fields: Any = msgpack.unpackb(buf[start:end], raw=False, use_list=False)
     except Exception as exc:
-        raise ProtocolError(f"{_KIND_NAMES[kind]} payload is not valid msgpack: {exc}") from None
+        raise ProtocolError(f"{_name(kind)} payload is not valid msgpack: {exc}") from None
     if type(fields) is not tuple or len(fields) != len(cls._fields):
-        raise ProtocolError(f"{_KIND_NAMES[kind]} payload must be an array of {len(cls._fields)} fields")
-    if cls is Start:  # the hot path (every response's head): checked here, not by _check's chain
-        rid, status, headers, body, done = fields
-        if (type(rid) is int and type(status) is int and type(body) is bytes and type(done) is bool
-                and _headers_ok(headers)):
-            # A list (of tuples), so an ASGI middleware may append to it.
-            return Start(rid, status, list(headers), body, done)
-        raise ProtocolError(f"malformed Start frame: {fields!r:.200}")
-    if cls is File:
-        headers = fields[2]
-        if not _headers_ok(headers):
-            raise ProtocolError(f"malformed {cls.__name__} frame: headers {headers!r:.200}")
-        # A list (of tuples), so an ASGI middleware may append to it.
-        event = cls(fields[0], fields[1], list(headers), fields[3], fields[4])
-    else:
-        event = cls(*fields)
-    _check(event)
+        raise ProtocolError(f"{_name(kind)} payload must be an array of {len(cls._fields)} fields")
+    event = build(fields)  # type: ignore[misc]
+    if event is None:
+        raise ProtocolError(f"malformed {cls.__name__} frame: {fields!r:.200}")
     return event
-
-
-def _check(event: Event) -> None:
-    """Field types, so a malformed frame is a ProtocolError here, not a crash later.
-    (A START frame is checked where :func:`_decode` builds it.)"""
-    ok: bool
-    if isinstance(event, Request):
-        ok = (
-            isinstance(event.rid, int)
-            and isinstance(event.head, dict)
-            and (event.body is None or isinstance(event.body, bytes))
-            and isinstance(event.body_length, int)
-            and event.body_length >= 0
-        )
-    elif isinstance(event, File):
-        ok = (
-            isinstance(event.rid, int)
-            and isinstance(event.status, int)
-            and isinstance(event.offset, int)
-            and isinstance(event.length, int)
-            and event.offset >= 0
-            and event.length >= 0
-        )
-    elif isinstance(event, (Cancel, End, FileAck)):
-        ok = isinstance(event.rid, int)
-    elif isinstance(event, (Abort, AppError)):
-        ok = isinstance(event.rid, int) and isinstance(event[1], str)
-    elif isinstance(event, Ready):
-        ok = isinstance(event.pid, int) and event.version == VERSION
-    elif isinstance(event, BootError):
-        ok = isinstance(event.message, str)
-    elif isinstance(event, RequestShm):
-        ok = isinstance(event.rid, int) and isinstance(event.head, dict) and isinstance(event.length, int) \
-            and event.length >= 0
-    elif isinstance(event, (ShmSetup, ShmCredit, ShmBody)):
-        ok = all(isinstance(value, int) and value >= 0 for value in event)
-    elif isinstance(event, Report):
-        ok = isinstance(event.rss, bool)
-    elif isinstance(event, Usage):
-        ok = isinstance(event.rss, int) and event.rss >= 0
-    elif isinstance(event, (Spawn, Spawned, Exited)):
-        ok = all(isinstance(value, int) for value in event)
-    else:  # Log
-        ok = isinstance(event.level, int) and isinstance(event.message, str)
-    if not ok:
-        raise ProtocolError(f"malformed {type(event).__name__} frame: {event!r:.200}")
-
-
-def _headers_ok(headers: Any) -> bool:
-    """A tuple of (bytes, bytes) tuples, as ``use_list=False`` decodes them."""
-    if type(headers) is not tuple:
-        return False
-    for h in headers:
-        if type(h) is not tuple or len(h) != 2 or type(h[0]) is not bytes or type(h[1]) is not bytes:
-            return False
-    return True

@@ -1,14 +1,130 @@
-"""The events of the IPC protocol: what :class:`~a2wsgi_mp.ipc.protocol.Decoder`
-yields and the ``encode_*`` functions take apart.  Plain named tuples, so an
-event is as cheap to build as the msgpack array it comes from."""
+"""The frame kinds of the IPC protocol and the events they decode to.
+
+Each event class is registered with its :class:`Kind` and a ``build`` function
+that checks the decoded msgpack fields and makes the event (None: malformed),
+so a frame kind is defined in one place: here.  The decoder
+(:mod:`~a2wsgi_mp.ipc.decoder`) reads this table; the encoders live in
+:mod:`~a2wsgi_mp.ipc.protocol` (:func:`~a2wsgi_mp.ipc.protocol.encode` packs any
+event of this table).  Events are plain named tuples, so one is as cheap to
+build as the msgpack array it comes from.  ``docs/protocol.md`` says how to add
+a kind.
+"""
 
 from __future__ import annotations
 
-from typing import NamedTuple, Union
+from enum import IntEnum
+from typing import Any, Callable, NamedTuple, TypeVar, Union
 
-__all__ = ['Request', 'Cancel', 'Ready', 'BootError', 'Start', 'File', 'FileAck', 'ShmSetup', 'RequestShm', 'ShmCredit', 'ShmBody', 'Body', 'End', 'Abort', 'Log', 'Spawn', 'Spawned', 'Exited', 'Report', 'Usage', 'AppError', 'Rejected', 'Event']
+from .frames import VERSION
+
+__all__ = [
+    "Kind", "FRAMES", "Request", "Cancel", "Ready", "BootError", "Start", "File", "FileAck", "ShmSetup",
+    "RequestShm", "ShmCredit", "ShmBody", "Body", "End", "Abort", "Log", "Spawn", "Spawned", "Exited", "Report",
+    "Usage", "AppError", "Rejected", "Event",
+]
 
 
+class Kind(IntEnum):
+    """The kind byte of a frame's header.
+
+    Kinds below :data:`TO_FRONT` go from the front to a worker (or the zygote);
+    kinds from it up come back.  The numbers are the wire format: never reuse one.
+    """
+
+    REQUEST = 1
+    CANCEL = 2
+    SPAWN = 3
+    FILE_ACK = 4
+    SHM_SETUP = 5
+    SHM_CREDIT = 6
+    REQUEST_SHM = 7
+    REPORT = 8
+    READY = 16
+    BOOT_ERROR = 17
+    START = 18
+    BODY = 19
+    END = 20
+    ABORT = 21
+    LOG = 22
+    SPAWNED = 23
+    EXITED = 24
+    FILE = 25
+    SHM_BODY = 26
+    USAGE = 27
+    APP_ERROR = 28
+
+
+#: The first kind a worker (or the zygote) sends to the front.
+TO_FRONT = 16
+
+#: kind -> (event class, build).  ``build(fields)`` gets the payload's msgpack
+#: array as a tuple of the class's length and returns the event, or None when a
+#: field has the wrong type.  BODY is here too (build None): its payload is
+#: raw bytes, decoded by the decoder itself.
+FRAMES: dict[int, tuple[type, Callable[[tuple], Any] | None]] = {}
+
+_T = TypeVar("_T", bound=type)
+
+
+def frame(kind: Kind, valid: Callable[..., bool] | None = None,
+          build: Callable[[tuple], Any] | None = None) -> Callable[[_T], _T]:
+    """Register an event class as the decoding of ``kind`` frames.
+
+    ``valid(*fields)`` checks the field types (the event is then ``cls(*fields)``);
+    ``build(fields)`` instead does both, for an event whose fields need converting.
+    """
+
+    def register(cls: _T) -> _T:
+        if kind in FRAMES:
+            raise ValueError(f"frame kind {kind!r} registered twice")
+        maker = build
+        if maker is None and valid is not None:
+            def maker(fields: tuple, _cls: Any = cls, _valid: Callable[..., bool] = valid) -> Any:
+                return _cls(*fields) if _valid(*fields) else None
+        FRAMES[kind] = (cls, maker)
+        cls.KIND = kind  # type: ignore[attr-defined]
+        return cls
+
+    return register
+
+
+def _rid_only(rid: Any) -> bool:
+    return isinstance(rid, int)
+
+
+def _naturals(*values: Any) -> bool:
+    for value in values:
+        if not isinstance(value, int) or value < 0:
+            return False
+    return True
+
+
+def _ints(*values: Any) -> bool:
+    for value in values:
+        if not isinstance(value, int):
+            return False
+    return True
+
+
+def _headers(headers: Any) -> list | None:
+    """``headers`` as a list of (bytes, bytes) tuples, or None.
+
+    ``use_list=False`` decodes them as a tuple of tuples; a list, because an
+    ASGI middleware may append to it (Starlette's ``MutableHeaders`` does)."""
+    if type(headers) is not tuple:
+        return None
+    for h in headers:
+        if type(h) is not tuple or len(h) != 2 or type(h[0]) is not bytes or type(h[1]) is not bytes:
+            return None
+    return list(headers)
+
+
+# ---------------------------------------------------------------- front -> worker
+
+
+@frame(Kind.REQUEST, lambda rid, head, body, body_length: (
+    isinstance(rid, int) and isinstance(head, dict) and (body is None or isinstance(body, bytes))
+    and isinstance(body_length, int) and body_length >= 0))
 class Request(NamedTuple):
     """A request to run: ``head`` is the msgpack-clean scope subset
     (:func:`a2wsgi_mp.environ.request_head`).  The body is ``body`` inline, or,
@@ -21,12 +137,67 @@ class Request(NamedTuple):
     body_length: int
 
 
+@frame(Kind.CANCEL, _rid_only)
 class Cancel(NamedTuple):
     """The client went away: stop iterating and close the app's iterable."""
 
     rid: int
 
 
+@frame(Kind.FILE_ACK, _rid_only)
+class FileAck(NamedTuple):
+    """The front has stopped reading and waits for the FILE frame's descriptor."""
+
+    rid: int
+
+
+@frame(Kind.SHM_SETUP, _naturals)
+class ShmSetup(NamedTuple):
+    """The slot's shared-memory ring: ``size`` bytes, its memfd came with the frame."""
+
+    size: int
+
+
+@frame(Kind.SHM_CREDIT, _naturals)
+class ShmCredit(NamedTuple):
+    """``nbytes`` more of the ring (in order) may be written again."""
+
+    nbytes: int
+
+
+@frame(Kind.REQUEST_SHM, lambda rid, head, length: (
+    isinstance(rid, int) and isinstance(head, dict) and isinstance(length, int) and length >= 0))
+class RequestShm(NamedTuple):
+    """A REQUEST whose ``length``-byte body is at the start of the slot's ring
+    (the ring is idle between requests).  The worker copies it out on receipt."""
+
+    rid: int
+    head: dict
+    length: int
+
+
+@frame(Kind.REPORT, lambda rss: isinstance(rss, bool))
+class Report(NamedTuple):
+    """Front -> worker, once after READY: report ``rss`` (a bool) with every response.
+
+    Off unless the pool has ``max_rss``: reading it costs the worker ~2 us a request."""
+
+    rss: bool
+
+
+@frame(Kind.SPAWN, _ints)
+class Spawn(NamedTuple):
+    """Front -> zygote: start worker ``worker_id``; its ``slots`` connection sockets come with the frame."""
+
+    worker_id: int
+    slots: int
+
+
+# ---------------------------------------------------------------- worker -> front
+
+
+@frame(Kind.READY, build=lambda fields: Ready(*fields) if isinstance(fields[0], int) and fields[1] == VERSION
+       else None)
 class Ready(NamedTuple):
     """The worker has loaded the app and serves on this connection."""
 
@@ -34,12 +205,24 @@ class Ready(NamedTuple):
     version: int
 
 
+@frame(Kind.BOOT_ERROR, lambda message: isinstance(message, str))
 class BootError(NamedTuple):
     """The worker could not load the app; ``message`` says why (a traceback)."""
 
     message: str
 
 
+def _start(fields: tuple) -> "Start | None":
+    # The hot path (every response's head): one tight check.
+    rid, status, headers, body, done = fields
+    if type(rid) is int and type(status) is int and type(body) is bytes and type(done) is bool:
+        headers = _headers(headers)
+        if headers is not None:
+            return Start(rid, status, headers, body, done)
+    return None
+
+
+@frame(Kind.START, build=_start)
 class Start(NamedTuple):
     """Status, headers and the first chunk; ``done`` when nothing follows."""
 
@@ -50,6 +233,44 @@ class Start(NamedTuple):
     done: bool
 
 
+@frame(Kind.BODY)
+class Body(NamedTuple):
+    """One more chunk.  On the wire: a 4-byte request id, then the raw bytes."""
+
+    rid: int
+    data: bytes
+
+
+@frame(Kind.END, _rid_only)
+class End(NamedTuple):
+    rid: int
+
+
+@frame(Kind.ABORT, lambda rid, reason: isinstance(rid, int) and isinstance(reason, str))
+class Abort(NamedTuple):
+    """The response started but cannot complete: the client must see it cut."""
+
+    rid: int
+    reason: str
+
+
+@frame(Kind.LOG, lambda level, message: isinstance(level, int) and isinstance(message, str))
+class Log(NamedTuple):
+    """A message for the front's logging (``wsgi.errors``, app tracebacks)."""
+
+    level: int
+    message: str
+
+
+def _file(fields: tuple) -> "File | None":
+    rid, status, headers, offset, length = fields
+    headers = _headers(headers)
+    if headers is not None and _ints(rid, status) and _naturals(offset, length):
+        return File(rid, status, headers, offset, length)
+    return None
+
+
+@frame(Kind.FILE, build=_file)
 class File(NamedTuple):
     """The whole response: status, headers, and ``length`` bytes of a file from
     ``offset``.  The file's descriptor follows by SCM_RIGHTS once the front
@@ -62,33 +283,7 @@ class File(NamedTuple):
     length: int
 
 
-class FileAck(NamedTuple):
-    """The front has stopped reading and waits for the FILE frame's descriptor."""
-
-    rid: int
-
-
-class ShmSetup(NamedTuple):
-    """The slot's shared-memory ring: ``size`` bytes, its memfd came with the frame."""
-
-    size: int
-
-
-class RequestShm(NamedTuple):
-    """A REQUEST whose ``length``-byte body is at the start of the slot's ring
-    (the ring is idle between requests).  The worker copies it out on receipt."""
-
-    rid: int
-    head: dict
-    length: int
-
-
-class ShmCredit(NamedTuple):
-    """``nbytes`` more of the ring (in order) may be written again."""
-
-    nbytes: int
-
-
+@frame(Kind.SHM_BODY, _naturals)
 class ShmBody(NamedTuple):
     """A response chunk at ``offset`` in the slot's ring (never wrapping)."""
 
@@ -97,29 +292,16 @@ class ShmBody(NamedTuple):
     length: int
 
 
-class Body(NamedTuple):
-    rid: int
-    data: bytes
+@frame(Kind.USAGE, _naturals)
+class Usage(NamedTuple):
+    """Worker -> front: its resident memory in bytes, in the same write as (and just
+    before) a response's last frame, so the front decides on recycling before it
+    hands the slot to the next request."""
+
+    rss: int
 
 
-class End(NamedTuple):
-    rid: int
-
-
-class Abort(NamedTuple):
-    """The response started but cannot complete: the client must see it cut."""
-
-    rid: int
-    reason: str
-
-
-class Log(NamedTuple):
-    """A message for the front's logging (``wsgi.errors``, app tracebacks)."""
-
-    level: int
-    message: str
-
-
+@frame(Kind.APP_ERROR, lambda rid, message: isinstance(rid, int) and isinstance(message, str))
 class AppError(NamedTuple):
     """The app raised while serving request ``rid``; ``message`` is the log
     line with its traceback.  Sent before the request's 500 (START) or ABORT,
@@ -129,18 +311,16 @@ class AppError(NamedTuple):
     message: str
 
 
-class Spawn(NamedTuple):
-    """Start worker ``worker_id``; its ``slots`` connection sockets come with the frame."""
-
-    worker_id: int
-    slots: int
+# ---------------------------------------------------------------- zygote -> front
 
 
+@frame(Kind.SPAWNED, _ints)
 class Spawned(NamedTuple):
     worker_id: int
     pid: int
 
 
+@frame(Kind.EXITED, _ints)
 class Exited(NamedTuple):
     """A worker process ended; ``status`` is a raw ``waitpid`` status."""
 
@@ -148,24 +328,11 @@ class Exited(NamedTuple):
     status: int
 
 
-class Report(NamedTuple):
-    """Front -> worker, once after READY: report ``rss`` (a bool) with every response.
-
-    Off unless the pool has ``max_rss``: reading it costs the worker ~2 us a request."""
-
-    rss: bool
-
-
-class Usage(NamedTuple):
-    """Worker -> front: its resident memory in bytes, in the same write as (and just
-    before) a response's last frame, so the front decides on recycling before it
-    hands the slot to the next request."""
-
-    rss: int
+# ---------------------------------------------------------------- not frames
 
 
 class Rejected(NamedTuple):
-    """A frame a lenient :class:`Decoder` skipped: too large (``oversized``) or
+    """A frame a lenient decoder skipped: too large (``oversized``) or
     malformed.  ``rid`` is the request id when the payload's start shows one,
     so the receiver can fail that request alone and go on."""
 
@@ -179,3 +346,6 @@ Event = Union[
     Request, Cancel, Ready, BootError, Start, Body, End, Abort, Log, Spawn, Spawned, Exited, File, FileAck,
     ShmSetup, ShmCredit, ShmBody, RequestShm, Report, Usage, AppError, Rejected,
 ]
+
+_missing = set(Kind) - set(FRAMES)
+assert not _missing, f"frame kinds without an event class: {_missing}"
