@@ -1,9 +1,9 @@
 """The front's end of the socketpair transport: an asyncio protocol.
 
-It moves protocol bytes (and, for spooled bodies, file descriptors) and knows
-nothing of what they mean beyond handing them to
-:class:`~a2wsgi_mp.ipc.protocol.Decoder`.  The worker's end is
-:mod:`a2wsgi_mp.ipc.worker_pipe`.
+It moves bytes and file descriptors between the socket and its
+:class:`~a2wsgi_mp.ipc.front_connection.FrontConnection`, which holds every rule
+of the conversation (the ring, the FILE handshake, CANCEL, REPORT, which frame
+may come when).  The worker's end is :mod:`a2wsgi_mp.ipc.worker_pipe`.
 """
 
 from __future__ import annotations
@@ -15,18 +15,20 @@ from typing import Callable
 
 from . import protocol
 from .fds import FileHandoff, pair
-from .shm import MIN_CHUNK, Region
+from .front_connection import FrontConnection
+from .shm import Region
 
 __all__ = ["FileHandoff", "FrontPipe", "pair"]
 
 
 class FrontPipe(asyncio.Protocol):
-    """The front's end of one connection to a worker.
+    """The front's end of one connection to a worker (or the zygote).
 
-    Every decoded event goes to ``on_event``; the end of the connection (EOF,
-    error, or garbage from the worker) to ``on_lost``.  Reading can be paused by
-    the consumer: the worker then blocks in ``send``, which is the whole of the
-    flow control for a response.
+    Every event goes to ``on_event``, in order; the end of the connection (EOF,
+    error, or garbage from the worker) to ``on_lost``, once, after every event
+    of the bytes that came before it.  Reading can be paused by the consumer:
+    the worker then blocks in ``send``, which is the whole of the flow control
+    for a response.
     """
 
     def __init__(
@@ -35,22 +37,20 @@ class FrontPipe(asyncio.Protocol):
         on_event: Callable[[protocol.Event], None],
         on_lost: Callable[[Exception | None], None],
         shm_size: int = 0,
+        report_rss: bool = False,
     ) -> None:
         self.sock = sock
         self.on_event = on_event
         self.on_lost = on_lost
         self.transport: asyncio.Transport | None = None
-        self._decoder = protocol.Decoder()
+        self.conn = FrontConnection(shm_size, report_rss)
         self._closed = False
-        # A private duplicate: asyncio owns ``sock``; fds go out through this one.
+        # A private duplicate: asyncio owns ``sock``; fds go out (and a FILE's comes in) through this one.
         self._fd_sock = sock.dup()
         #: The consumer asked to pause reading (flow control).
         self._paused = False
-        #: A FILE frame whose descriptor we wait for (reading the transport is paused).
-        self._file: protocol.File | None = None
-        #: ``--ipc shm``: the ring's size, and the ring once the worker is READY.
-        self._shm_size = shm_size
-        self.region: Region | None = None
+        #: Reading the transport is stopped for a FILE frame's descriptor.
+        self._fd_wait = False
 
     @classmethod
     async def open(
@@ -59,78 +59,59 @@ class FrontPipe(asyncio.Protocol):
         on_event: Callable[[protocol.Event], None],
         on_lost: Callable[[Exception | None], None],
         shm_size: int = 0,
+        report_rss: bool = False,
     ) -> "FrontPipe":
         loop = asyncio.get_running_loop()
         sock.setblocking(False)
-        pipe = cls(sock, on_event, on_lost, shm_size)
+        pipe = cls(sock, on_event, on_lost, shm_size, report_rss)
         await loop.connect_accepted_socket(lambda: pipe, sock)
         return pipe
 
-    # asyncio.Protocol
+    @property
+    def region(self) -> Region | None:
+        """``--ipc shm``: the slot's ring, once the worker is READY."""
+        return self.conn.region
+
+    # ------------------------------------------------------------ asyncio.Protocol
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        decoder = self._decoder
-        decoder.feed(data)
-        file: protocol.File | None = None
-        credit = 0
-        events = decoder.events()
-        try:
-            try:
-                for event in events:
-                    if isinstance(event, protocol.ShmBody):
-                        if self.region is None:
-                            raise protocol.ProtocolError("SHM_BODY without a shared-memory region")
-                        try:
-                            data = self.region.read(event.offset, event.length)
-                        except ValueError as exc:
-                            raise protocol.ProtocolError(str(exc)) from None
-                        credit += event.length
-                        event = protocol.Body(event.rid, data)
-                    elif isinstance(event, protocol.File):
-                        file = event  # the worker sends nothing more until it has our FILE_ACK
-                        break
-                    elif isinstance(event, protocol.Ready) and self._shm_size and self.region is None:
-                        self._setup_shm()
-                    self.on_event(event)
-            finally:
-                events.close()
-                if credit and not self._closed and self.transport is not None:
-                    self.transport.write(protocol.encode_shm_credit(credit))
-            if file is not None:
-                self._expect_fd(file)
-        except protocol.ProtocolError as exc:
-            self._lose(exc)
+        conn = self.conn
+        events = conn.receive_data(data)
+        if conn.outbox:  # credit, FILE_ACK, the ring's setup: before anything an event may lead to
+            self._flush()
+        on_event = self.on_event
+        for event in events:
+            on_event(event)
+        if conn.error is not None:
+            self._lose(conn.error)
+        elif conn.awaiting_fd:
+            self._expect_fd()
 
-    def put_request_body(self, body: bytes) -> bool:
-        """Copy a request body into this (idle) slot's ring; False if it should go inline."""
-        region = self.region
-        if region is None or not MIN_CHUNK <= len(body) <= region.size:
-            return False
-        region.map[: len(body)] = body
-        return True
+    def eof_received(self) -> bool:
+        error = self.conn.receive_eof()
+        if error is not None:
+            self._lose(error)
+        return False  # close the transport; connection_lost follows
 
-    def _setup_shm(self) -> None:
-        """Give the worker its ring, before anything else is sent on this slot."""
-        self.region = Region.create(self._shm_size)
-        self.send_with_fds(protocol.encode_shm_setup(self._shm_size), [self.region.fd])
-        self.region.release_fd()
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lose(exc)
 
-    def _expect_fd(self, event: protocol.File) -> None:
-        """Stop the transport (whose plain ``recv`` would drop a descriptor), ask
-        the worker for the file's fd, and take it with ``recvmsg`` on our dup."""
-        if self._decoder.pending:
-            raise protocol.ProtocolError("data after a FILE frame, before its FILE_ACK")
-        assert self.transport is not None
-        self._file = event
+    # ------------------------------------------------------------ descriptors in
+
+    def _expect_fd(self) -> None:
+        """Stop the transport (whose plain ``recv`` would drop a descriptor) and
+        take the FILE's descriptor with ``recvmsg`` on our dup."""
+        if self._closed or self.transport is None:
+            return
+        self._fd_wait = True
         self.transport.pause_reading()
-        self.transport.write(protocol.encode_file_ack(event.rid))
         asyncio.get_running_loop().add_reader(self._fd_sock.fileno(), self._read_fd)
 
     def _read_fd(self) -> None:
-        event = self._file
-        if event is None or self._closed:
+        if not self._fd_wait or self._closed:
             return
         try:
             data, fds, _flags, _addr = socket.recv_fds(self._fd_sock, 1, 1, socket.MSG_CMSG_CLOEXEC)
@@ -140,54 +121,25 @@ class FrontPipe(asyncio.Protocol):
             self._lose(exc)
             return
         self._stop_fd_wait()
-        if not data or len(fds) != 1 or data != b"F":
-            for fd in fds:
-                os.close(fd)
-            self._lose(protocol.ProtocolError("a FILE frame's descriptor did not arrive") if data else None)
+        try:
+            handoff = self.conn.receive_fd(data, fds)
+        except protocol.ProtocolError as exc:
+            self._lose(exc)
             return
         if not self._paused and self.transport is not None:
             self.transport.resume_reading()
-        self.on_event(FileHandoff(*event, fds[0]))
+        self.on_event(handoff)
 
     def _stop_fd_wait(self) -> None:
-        if self._file is not None:
-            self._file = None
+        if self._fd_wait:
+            self._fd_wait = False
             try:
                 asyncio.get_running_loop().remove_reader(self._fd_sock.fileno())
             except (RuntimeError, ValueError, OSError):
                 pass
 
-    def eof_received(self) -> bool:
-        return False  # close the transport; connection_lost follows
+    # ------------------------------------------------------------ bytes and descriptors out
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lose(exc)
-
-    def _lose(self, exc: Exception | None) -> None:
-        if self._shut(abort=True):
-            self.on_lost(exc)
-
-    def _shut(self, abort: bool) -> bool:
-        """Release everything once; False if already done."""
-        if self._closed:
-            return False
-        self._closed = True
-        self._stop_fd_wait()
-        self._fd_sock.close()
-        self._close_region()
-        if self.transport is not None:
-            if abort:
-                self.transport.abort()
-            else:
-                self.transport.close()
-        return True
-
-    def _close_region(self) -> None:
-        if self.region is not None:
-            self.region.close()
-            self.region = None
-
-    # sending
     @property
     def closed(self) -> bool:
         return self._closed
@@ -195,6 +147,23 @@ class FrontPipe(asyncio.Protocol):
     def send(self, data: bytes) -> None:
         if not self._closed and self.transport is not None:
             self.transport.write(data)
+
+    def send_request(self, rid: int, head: dict, body: bytes | None, body_length: int,
+                     fd: int | None = None) -> None:
+        """Start request ``rid`` on this connection; the connection chooses how its body travels
+        (``fd``: a spooled body's file, which the caller closes afterwards)."""
+        data, fds = self.conn.send_request(rid, head, body, body_length, fd)
+        if fds:
+            self.send_with_fds(data, fds)
+        else:
+            self.send(data)
+
+    def send_cancel(self, rid: int) -> None:
+        """Tell the worker request ``rid``'s client left (once; nothing if it is over)."""
+        if not self._closed:
+            data = self.conn.send_cancel(rid)
+            if data:
+                self.send(data)
 
     def send_with_fds(self, data: bytes, fds: list[int]) -> None:
         """Send a (small) frame together with file descriptors.
@@ -207,6 +176,23 @@ class FrontPipe(asyncio.Protocol):
         if sent != len(data):
             raise RuntimeError(f"short sendmsg with fd: {sent} of {len(data)} bytes")
 
+    def _flush(self) -> None:
+        """Send the connection's own frames; the descriptors they carry are closed once sent."""
+        outbox = self.conn.outbox
+        while outbox:
+            data, fds = outbox.pop(0)
+            if not fds:
+                self.send(data)
+                continue
+            try:
+                if not self._closed:
+                    self.send_with_fds(data, fds)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+
+    # ------------------------------------------------------------ flow control and end
+
     def pause(self) -> None:
         self._paused = True
         if self.transport is not None and not self._closed:
@@ -214,9 +200,28 @@ class FrontPipe(asyncio.Protocol):
 
     def resume(self) -> None:
         self._paused = False
-        if self.transport is not None and not self._closed and self._file is None:
+        if self.transport is not None and not self._closed and not self._fd_wait:
             self.transport.resume_reading()
 
     def close(self) -> None:
         """Hang up: the worker sees EOF and exits once it is idle."""
         self._shut(abort=False)
+
+    def _lose(self, exc: Exception | None) -> None:
+        if self._shut(abort=True):
+            self.on_lost(exc)
+
+    def _shut(self, abort: bool) -> bool:
+        """Release everything once; False if already done."""
+        if self._closed:
+            return False
+        self._closed = True
+        self._stop_fd_wait()
+        self._fd_sock.close()
+        self.conn.close()
+        if self.transport is not None:
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
+        return True

@@ -199,13 +199,8 @@ class WSGIPool:
             head = request_head(scope)
             if cfg.header_map != "drop":
                 head["header_map"] = cfg.header_map
-            if spool is not None and spool.file is not None:
-                frame = protocol.encode_request(exchange.rid, head, inline, size)
-                slot.pipe.send_with_fds(frame, [spool.file.fileno()])
-            elif inline and slot.pipe.put_request_body(inline):  # --ipc shm: through the ring
-                slot.pipe.send(protocol.encode_request_shm(exchange.rid, head, len(inline)))
-            else:
-                slot.pipe.send(protocol.encode_request(exchange.rid, head, inline, size))
+            fd = spool.file.fileno() if spool is not None and spool.file is not None else None
+            slot.pipe.send_request(exchange.rid, head, inline, size, fd)  # (inline, by fd, or the shm ring)
         finally:
             if spool is not None:
                 spool.close()  # the worker has its own descriptor now
@@ -327,7 +322,7 @@ def _on_disconnect(watcher: "asyncio.Task[Message]", exchange: Exchange) -> None
 def _cancel(exchange: Exchange) -> None:
     slot = exchange.slot
     if not exchange.finished and slot.exchange is exchange and not slot.pipe.closed:
-        slot.pipe.send(protocol.encode_cancel(exchange.rid))
+        slot.pipe.send_cancel(exchange.rid)
         exchange.cancel()
 
 

@@ -412,8 +412,6 @@ class Supervisor:
             if slot.worker.pid is None:  # READY can overtake the zygote's SPAWNED
                 slot.worker.pid = event.pid  # (its zygote may be dead already: then its pidfd reports)
                 self._procs.add(event.pid, slot.worker, slot.worker.zygote)
-            if self.config.max_rss:  # before any REQUEST on this slot
-                slot.pipe.send(protocol.encode_report(True))
             self._on_ready(slot)
         elif isinstance(event, protocol.BootError):
             worker = slot.worker
@@ -546,6 +544,7 @@ class Supervisor:
                     lambda event, slot=slot: self._on_event(slot, event),
                     lambda exc, worker=worker: self._on_dead(worker, "its connection closed"),
                     shm.DEFAULT_SIZE if self.config.ipc == "shm" else 0,
+                    report_rss=bool(self.config.max_rss),  # (REPORT goes right after READY)
                 )
             await zygote.wait_running()
             worker.zygote = zygote.generation  # (a restarted zygote has a new one)

@@ -29,8 +29,6 @@ from .filewrapper import FileWrapper, file_span
 from .lifeline import watch_front
 
 EXIT_BOOT_FAILED = 3
-#: Larger response chunks cross the pipe as several BODY frames of this size.
-PIECE = 256 * 1024
 _PR_SET_PDEATHSIG = 1
 
 
@@ -121,7 +119,8 @@ own_rss = _Rss()
 
 
 class _Sink:
-    """A :class:`~a2wsgi_mp.response.ResponseSink` writing frames to the front."""
+    """A :class:`~a2wsgi_mp.response.ResponseSink` writing frames to the front
+    (how they are framed is the pipe's connection's business)."""
 
     __slots__ = ("pipe", "rid", "finished")
 
@@ -131,39 +130,21 @@ class _Sink:
         self.finished = False
 
     def start(self, status: int, headers: list, body: bytes, done: bool) -> None:
-        if len(body) > PIECE or self.pipe.uses_shm(len(body)):  # a big first chunk: as BODY pieces
-            self._send(protocol.encode_start(self.rid, status, headers, b"", False))
-            self.body(body)
-            if done:
-                self.end()
-            return
         self.finished = done
-        frame = protocol.encode_start(self.rid, status, headers, body, done)
-        self._send(self._with_usage(frame) if done else frame)
+        try:
+            self.pipe.send_start(self.rid, status, headers, body, done)
+        except PeerGone as exc:
+            raise SinkGone(str(exc)) from exc
 
     def body(self, chunk: bytes) -> None:
         try:
-            if self.pipe.uses_shm(len(chunk)):
-                self.pipe.send_shm(self.rid, chunk)
-            elif len(chunk) <= PIECE:
-                self.pipe.send_parts((protocol.encode_body_header(self.rid, len(chunk)), chunk))
-            else:  # frames stay far below MAX_PAYLOAD, and the front never holds a huge one
-                view = memoryview(chunk)
-                for i in range(0, len(view), PIECE):
-                    piece = view[i : i + PIECE]
-                    self.pipe.send_parts((protocol.encode_body_header(self.rid, len(piece)), piece))
+            self.pipe.send_body(self.rid, chunk)
         except PeerGone as exc:
             raise SinkGone(str(exc)) from exc
 
     def end(self) -> None:
         self.finished = True
-        self._send(self._with_usage(protocol.encode_end(self.rid)))
-
-    def _with_usage(self, last: bytes) -> bytes:
-        """A response's last frame, preceded (same write) by our RSS if the front asked."""
-        if self.pipe.report_rss:
-            return protocol.encode_usage(own_rss()) + last
-        return last
+        self._send(self.pipe.conn.end(self.rid))
 
     def log_error(self, message: str) -> None:
         """An app error of this request: to the front, tied to the request, before its 500 or ABORT."""
@@ -177,18 +158,17 @@ class _Sink:
         if span is None:
             return False
         fd, offset, length = span
-        frame = protocol.encode_file(self.rid, response.status, response.headers, offset, length)
         response.started = response.done = True
         self.finished = True
         try:
-            self.pipe.send_file(self._with_usage(frame), self.rid, fd)
+            self.pipe.send_file(self.rid, response.status, response.headers, offset, length, fd)
         except PeerGone as exc:
             raise SinkGone(str(exc)) from exc
         return True
 
     def abort(self, reason: str) -> None:
         self.finished = True
-        self._send(self._with_usage(protocol.encode_abort(self.rid, reason)))
+        self._send(self.pipe.conn.abort(self.rid, reason))
 
     def cancelled(self) -> bool:
         return self.pipe.cancelled(self.rid)
@@ -299,7 +279,7 @@ def _answer(pipe: WorkerPipe, rid: int, status: int, text: str) -> None:
 def _reject(pipe: WorkerPipe, event: protocol.Rejected, log_error: Callable[[str], None]) -> None:
     """A frame the decoder skipped: fail its request (if it names one) and go on."""
     log_error(f"a2wsgi_mp: worker skipped a bad frame (kind {event.kind}): {event.reason}")
-    if event.kind not in (protocol.REQUEST, protocol.REQUEST_SHM):
+    if event.kind not in (protocol.Kind.REQUEST, protocol.Kind.REQUEST_SHM):
         return
     pipe.drop_fds()  # a spooled body's descriptor came with the frame; nobody will read it
     if event.rid is not None:
@@ -336,7 +316,7 @@ def run_worker(app_ref: AppRef, socks: list[socket.socket], parent_pid: int, fro
     """Body of a worker process; never returns.  ``front_fd``: a pidfd of the front, or -1."""
     tie_to_front(front_fd, parent_pid)
     reset_signals(_drain.on_term)
-    pipes = [WorkerPipe(s) for s in socks]
+    pipes = [WorkerPipe(s, own_rss) for s in socks]
     try:
         app = load_app(app_ref)
     except BaseException as exc:

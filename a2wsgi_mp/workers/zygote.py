@@ -87,14 +87,13 @@ class _Zygote:
                     pass
             self._reap()
             if self.ctl.sock in readable:
-                self.ctl._fill()
-                while self.ctl._events:
-                    event = self.ctl._events.popleft()
+                self.ctl.fill()
+                while (event := self.ctl.conn.next_event()) is not None:
                     if isinstance(event, protocol.Spawn):
                         fds = self.ctl.take_fds(event.slots)
                         pid = self._start(fds, event.worker_id)
                         self.ctl.send(protocol.encode_spawned(event.worker_id, pid))
-                if self.ctl._eof:
+                if self.ctl.eof:
                     # The front is gone or shutting down; the workers end on
                     # their own (EOF on their connections, or the front's pidfd).
                     os._exit(0)

@@ -1,0 +1,270 @@
+"""The front's end of one IPC connection, sans-IO: bytes and descriptors in,
+events out, and the frames to send back.
+
+:class:`FrontConnection` holds every rule of the conversation as the front
+sees it, so the transport (:class:`~a2wsgi_mp.ipc.pipe.FrontPipe`) only moves
+bytes and descriptors:
+
+* one request at a time: :meth:`FrontConnection.send_request` refuses a second
+  while one is in flight, and a response frame must name the request in flight,
+  START before BODY, nothing after its last frame (START with ``done``, END,
+  ABORT, or FILE and its descriptor);
+* how a request's body travels (:meth:`~FrontConnection.send_request`): a
+  spooled file by descriptor, a mid-sized body through the slot's shared-memory
+  ring (``--ipc shm``), anything else inline;
+* after READY: the ring's SHM_SETUP (with its memfd) and, for ``max_rss``, the
+  REPORT request, before anything else is sent;
+* SHM_BODY pieces are copied out of the ring into ordinary :class:`Body`
+  events, and their SHM_CREDIT goes back once per read;
+* the FILE handshake: a FILE frame stops the stream (:attr:`awaiting_fd`), a
+  FILE_ACK goes back, and :meth:`~FrontConnection.receive_fd` turns the
+  descriptor that follows into a :class:`~a2wsgi_mp.ipc.fds.FileHandoff`;
+* CANCEL at most once per request, and only while it is in flight.
+
+A peer that breaks a rule gets a :class:`~a2wsgi_mp.ipc.frames.ProtocolError`
+(:attr:`FrontConnection.error`), after the events that came before the fault.
+The same object serves the zygote's control connection (READY, BOOT_ERROR,
+SPAWNED, EXITED; it never has a request in flight).
+
+A dead worker's last frames: the transport hands over every byte it read
+before EOF, and the ring stays mapped until :meth:`close`, so each complete
+frame is an event before :meth:`receive_eof` reports the end
+(:attr:`in_flight` and :attr:`started` then say what the request had got).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from . import protocol
+from .events import Abort, AppError, Body, BootError, End, Event, Exited, File, Log, Ready, ShmBody, Spawned
+from .events import Start, Usage
+from .fds import FileHandoff
+from .frames import ProtocolError
+from .shm import MIN_CHUNK, Region
+
+__all__ = ["FrontConnection", "Outgoing"]
+
+#: A frame to send with the descriptors that go with it (SCM_RIGHTS); the
+#: transport closes those descriptors once sent.
+Outgoing = tuple[bytes, list[int]]
+
+#: Worker -> front events that belong to no request and need no rule here.
+_UNSCOPED = frozenset((Usage, Log, BootError, Spawned, Exited))
+
+
+class FrontConnection:
+    """The front's end of one connection to a worker slot (or to the zygote)."""
+
+    __slots__ = ("_decoder", "_shm_size", "_report_rss", "_new_region", "region", "ready", "in_flight", "started",
+                 "_cancelled", "_last", "_file", "outbox", "error", "closed")
+
+    def __init__(self, shm_size: int = 0, report_rss: bool = False,
+                 new_region: Callable[[int], Region] = Region.create) -> None:
+        self._decoder = protocol.Decoder()
+        #: ``--ipc shm``: the ring's size (0: no ring), and the ring once the worker is READY.
+        self._shm_size = shm_size
+        self._new_region = new_region
+        self.region: Region | None = None
+        #: Ask the worker for its RSS with every response (the pool has ``max_rss``).
+        self._report_rss = report_rss
+        self.ready = False
+        #: The request on this connection, from :meth:`send_request` until its last frame.
+        self.in_flight: int | None = None
+        #: Its response has begun (START or FILE arrived): a loss now cuts a response.
+        self.started = False
+        self._cancelled = False
+        #: The previous request (an error in a FILE response's ``close()`` comes after it ended).
+        self._last: int | None = None
+        #: A FILE frame whose descriptor is awaited.
+        self._file: File | None = None
+        #: Frames to send, in order, before anything else; see :data:`Outgoing`.
+        self.outbox: list[Outgoing] = []
+        #: Set once the worker broke the protocol; the connection must be dropped.
+        self.error: ProtocolError | None = None
+        self.closed = False
+
+    # ------------------------------------------------------------ receiving
+
+    @property
+    def awaiting_fd(self) -> bool:
+        """A FILE frame arrived: read nothing more until its descriptor (:meth:`receive_fd`)."""
+        return self._file is not None
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """The events of the complete frames in ``data`` (and what came before it).
+
+        After a fault, the events before it and :attr:`error`; the frames to
+        send back (credit, FILE_ACK, the ring's setup) are in :attr:`outbox`.
+        """
+        if self.error is not None or self.closed:
+            return []
+        if self._file is not None:
+            self._fail(ProtocolError("data after a FILE frame, before its descriptor"))
+            return []
+        decoder = self._decoder
+        decoder.feed(data)
+        out: list[Event] = []
+        credit = 0
+        events = decoder.events()
+        try:
+            for event in events:
+                cls = event.__class__
+                if cls is Start:
+                    if event.rid != self.in_flight or self.started:  # type: ignore[union-attr]
+                        raise self._out_of_turn(event)
+                    if event.done:  # type: ignore[union-attr]
+                        self._finish()
+                    else:
+                        self.started = True
+                elif cls is Body:
+                    if event.rid != self.in_flight or not self.started:  # type: ignore[union-attr]
+                        raise self._out_of_turn(event)
+                elif cls is ShmBody:
+                    if event.rid != self.in_flight or not self.started:  # type: ignore[union-attr]
+                        raise self._out_of_turn(event)
+                    event = Body(event.rid, self._read_ring(event))  # type: ignore[union-attr]
+                    credit += len(event.data)
+                elif cls is End or cls is Abort:  # (an ABORT may come before any START: a cancel)
+                    if event.rid != self.in_flight or (cls is End and not self.started):  # type: ignore[union-attr]
+                        raise self._out_of_turn(event)
+                    self._finish()
+                elif cls in _UNSCOPED:
+                    pass
+                elif cls is File:
+                    if event.rid != self.in_flight or self.started:  # type: ignore[union-attr]
+                        raise self._out_of_turn(event)
+                    self.started = True
+                    self._file = event  # type: ignore[assignment]
+                    self.outbox.append((protocol.encode_file_ack(event.rid), []))  # type: ignore[union-attr]
+                    break  # (nothing can follow)
+                elif cls is AppError:
+                    if event.rid != self.in_flight and event.rid != self._last:  # type: ignore[union-attr]
+                        raise self._out_of_turn(event)
+                elif cls is Ready:
+                    if self.ready:
+                        raise ProtocolError("a second READY on one connection")
+                    self.ready = True
+                    self._after_ready()
+                else:
+                    raise ProtocolError(f"the front does not take {type(event).__name__} frames")
+                out.append(event)
+        except ProtocolError as exc:
+            self._fail(exc)
+        finally:
+            events.close()  # (trims the decoder's buffer)
+            if credit and self.error is None:
+                self.outbox.append((protocol.encode_shm_credit(credit), []))
+        if self._file is not None and decoder.pending:  # the worker sends nothing more until our FILE_ACK
+            self._fail(ProtocolError("data after a FILE frame, before its FILE_ACK"))
+        return out
+
+    def receive_fd(self, data: bytes, fds: list[int]) -> FileHandoff:
+        """What arrived (by ``recvmsg``) after our FILE_ACK: the file's descriptor.
+
+        The caller owns the returned handoff's ``fd``; on a ProtocolError the
+        descriptors are closed here.
+        """
+        file = self._file
+        if file is None or self.error is not None:
+            for fd in fds:
+                os.close(fd)
+            raise self._fail(ProtocolError("a descriptor nobody asked for"))
+        if data != b"F" or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            why = "the worker hung up before passing its file" if not data else "a FILE frame's descriptor did not arrive"
+            raise self._fail(ProtocolError(why))
+        self._file = None
+        self._finish()
+        return FileHandoff(*file, fds[0])
+
+    def receive_eof(self) -> ProtocolError | None:
+        """The worker closed its end: an error if it stopped inside a frame or a handshake.
+
+        Everything it sent before was an event already; :attr:`in_flight` and
+        :attr:`started` still say what its request had got."""
+        if self.error is not None:
+            return self.error
+        if self._decoder.pending:
+            return self._fail(ProtocolError(f"the worker hung up {self._decoder.pending} bytes into a frame"))
+        if self._file is not None:
+            return self._fail(ProtocolError("the worker hung up before passing its file"))
+        return None
+
+    # ------------------------------------------------------------ sending
+
+    def send_request(self, rid: int, head: dict, body: bytes | None, body_length: int,
+                     fd: int | None = None) -> Outgoing:
+        """The frame (and descriptors) that start request ``rid``.
+
+        ``fd``: the body is in that file (a spooled upload; the caller keeps
+        and closes its descriptor after sending).  Otherwise ``body`` goes
+        through the ring when the connection has one and it is worth it
+        (:data:`~a2wsgi_mp.ipc.shm.MIN_CHUNK` up to the ring's size: the ring is
+        idle between requests), else inline.
+        """
+        if self.in_flight is not None:
+            raise RuntimeError(f"request {rid} sent while request {self.in_flight} is in flight")
+        self.in_flight = rid
+        self.started = False
+        self._cancelled = False
+        if fd is not None:
+            return protocol.encode_request(rid, head, None, body_length), [fd]
+        region = self.region
+        if region is not None and body is not None and MIN_CHUNK <= len(body) <= region.size:
+            region.map[: len(body)] = body
+            return protocol.encode_request_shm(rid, head, len(body)), []
+        return protocol.encode_request(rid, head, body, body_length), []
+
+    def send_cancel(self, rid: int) -> bytes:
+        """The CANCEL of request ``rid``; empty if it is over or already cancelled."""
+        if rid != self.in_flight or self._cancelled or self.closed:
+            return b""
+        self._cancelled = True
+        return protocol.encode_cancel(rid)
+
+    # ------------------------------------------------------------ end
+
+    def close(self) -> None:
+        """Unmap the ring.  Call once the transport is closed: a worker's last
+        SHM_BODY frames must have been read out of it first."""
+        self.closed = True
+        if self.region is not None:
+            self.region.close()
+            self.region = None
+
+    # ------------------------------------------------------------ internals
+
+    def _finish(self) -> None:
+        self._last = self.in_flight
+        self.in_flight = None
+        self.started = False
+
+    def _after_ready(self) -> None:
+        """Set the slot up before any request: its ring (memfd by SCM_RIGHTS), then REPORT."""
+        if self._shm_size and self.region is None:
+            region = self.region = self._new_region(self._shm_size)
+            fd, region.fd = region.fd, -1  # the message owns it now: the transport closes it once sent
+            self.outbox.append((protocol.encode_shm_setup(self._shm_size), [fd]))
+        if self._report_rss:
+            self.outbox.append((protocol.encode_report(True), []))
+
+    def _read_ring(self, event: ShmBody) -> bytes:
+        if self.region is None:
+            raise ProtocolError("SHM_BODY without a shared-memory region")
+        try:
+            return self.region.read(event.offset, event.length)
+        except ValueError as exc:
+            raise ProtocolError(str(exc)) from None
+
+    def _out_of_turn(self, event: Event) -> ProtocolError:
+        where = f"request {self.in_flight}" if self.in_flight is not None else "no request"
+        state = " (response started)" if self.started else ""
+        return ProtocolError(f"{type(event).__name__} for request {event[0]} out of turn: {where} in flight{state}")
+
+    def _fail(self, exc: ProtocolError) -> ProtocolError:
+        if self.error is None:
+            self.error = exc
+        return self.error

@@ -1,0 +1,236 @@
+"""The worker's end of one IPC connection, sans-IO: bytes and descriptors in,
+events out, and the frames of a response.
+
+:class:`WorkerConnection` holds the rules of the conversation as a worker (or
+the zygote) sees it, so the transport (:class:`~a2wsgi_mp.ipc.worker_pipe.WorkerPipe`)
+only moves bytes and descriptors and waits where a rule says to:
+
+* control frames are handled on arrival, never queued behind a request:
+  CANCEL marks its request (:meth:`~WorkerConnection.cancelled`), SHM_SETUP
+  maps the ring with the memfd that came with it, SHM_CREDIT frees ring space,
+  REPORT turns the RSS report on, FILE_ACK answers the FILE we sent;
+* REQUEST_SHM becomes an ordinary :class:`Request` with its body copied out of
+  the (idle) ring; a REQUEST's spooled body is the next received descriptor
+  (:meth:`~WorkerConnection.take_fd`);
+* a response's frames: :data:`PIECE`-sized BODY frames, chunks of at least
+  :data:`~a2wsgi_mp.ipc.shm.MIN_CHUNK` through the ring when there is one
+  (:meth:`~WorkerConnection.shm_piece`; the transport waits for credit when it
+  is full), and USAGE in front of a response's last frame when REPORT asked;
+* the FILE handshake: the descriptor goes only after the front's FILE_ACK
+  (:meth:`~WorkerConnection.file_acked`).
+
+The decoder is lenient: a frame it cannot use is a :class:`Rejected` event,
+so a bad request fails alone; only a broken rule or a wrong version is a
+:class:`~a2wsgi_mp.ipc.frames.ProtocolError`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from typing import Callable, Iterable
+
+from . import protocol
+from .events import Cancel, Event, FileAck, Report, Request, RequestShm, ShmCredit, ShmSetup
+from .frames import ProtocolError
+from .shm import MIN_CHUNK, Region, RingWriter
+
+__all__ = ["PIECE", "WorkerConnection"]
+
+#: Larger response chunks cross the pipe as several BODY frames of this size:
+#: frames stay far below MAX_PAYLOAD, and the front never holds a huge one.
+PIECE = 256 * 1024
+
+_HANDLED = frozenset((Cancel, ShmCredit, RequestShm, Report, ShmSetup, FileAck))
+
+
+class WorkerConnection:
+    """The worker's end of one connection (a slot), or the zygote's control connection."""
+
+    __slots__ = ("_decoder", "_events", "_fds", "_cancelled", "eof", "ring", "report_rss", "_rss", "_file")
+
+    def __init__(self, rss: Callable[[], int] | None = None) -> None:
+        self._decoder = protocol.Decoder(lenient=True)  # a bad frame fails one request, not the worker
+        self._events: deque[Event] = deque()
+        #: Descriptors received (SCM_RIGHTS), in order, not yet taken.
+        self._fds: deque[int] = deque()
+        self._cancelled: set[int] = set()
+        #: The front hung up (or died).
+        self.eof = False
+        #: ``--ipc shm``: the slot's ring, once the front sent SHM_SETUP.
+        self.ring: RingWriter | None = None
+        #: The front asked (REPORT) for our RSS with every response's last frame.
+        self.report_rss = False
+        #: How to read our RSS (None: never reported).
+        self._rss = rss
+        #: The request whose FILE frame we sent: None, or [rid, acked].
+        self._file: list | None = None
+
+    # ------------------------------------------------------------ receiving
+
+    def receive_data(self, data: bytes | memoryview, fds: Iterable[int] = ()) -> None:
+        """Bytes read from the front (empty: EOF) and the descriptors that came with them."""
+        if fds:
+            self._fds.extend(fds)
+        if not data:
+            self.eof = True
+            return
+        decoder = self._decoder
+        decoder.feed(data)  # type: ignore[arg-type]
+        append = self._events.append
+        events = decoder.events()
+        try:
+            for event in events:
+                if event.__class__ in _HANDLED:
+                    event = self._control(event)
+                    if event is None:
+                        continue
+                append(event)
+        finally:
+            events.close()
+
+    def next_event(self) -> Event | None:
+        """The next queued event, or None if none is queued (then read more, unless :attr:`eof`)."""
+        return self._events.popleft() if self._events else None
+
+    @property
+    def queued(self) -> int:
+        return len(self._events)
+
+    def take_fd(self) -> int:
+        """The descriptor that came with the last REQUEST that announced one (a spooled body)."""
+        if not self._fds:
+            raise ProtocolError("a REQUEST announced a file descriptor but none arrived")
+        return self._fds.popleft()
+
+    def take_fds(self, count: int) -> list[int]:
+        """``count`` descriptors that came with a frame (the zygote's SPAWN)."""
+        if len(self._fds) < count:
+            raise ProtocolError(f"expected {count} file descriptors, {len(self._fds)} arrived")
+        return [self._fds.popleft() for _ in range(count)]
+
+    def drop_fds(self) -> None:
+        """Close the descriptors that came with a frame that could not be used."""
+        while self._fds:
+            os.close(self._fds.popleft())
+
+    def cancelled(self, rid: int) -> bool:
+        """Has the front cancelled ``rid`` (or hung up)?"""
+        return rid in self._cancelled or self.eof
+
+    def forget(self, rid: int) -> None:
+        """Request ``rid`` is over."""
+        self._cancelled.discard(rid)
+
+    # ------------------------------------------------------------ a response's frames
+
+    def start(self, rid: int, status: int, headers: list, body: bytes, done: bool) -> bytes:
+        """A START frame (with USAGE in front when it is the last).  A big first
+        chunk (:meth:`splits`) goes separately, as :meth:`body` frames."""
+        frame = protocol.encode_start(rid, status, headers, body, done)
+        return self._last(frame) if done else frame
+
+    def splits(self, size: int) -> bool:
+        """Should a first chunk of ``size`` bytes go as body frames rather than inside START?"""
+        return size > PIECE or (self.ring is not None and size >= MIN_CHUNK)
+
+    def uses_shm(self, size: int) -> bool:
+        return self.ring is not None and size >= MIN_CHUNK
+
+    def body(self, rid: int, chunk: bytes) -> list[tuple[bytes, bytes | memoryview]]:
+        """The BODY frames of an inline chunk: (header, data) pairs, each for one gathered write."""
+        if len(chunk) <= PIECE:
+            return [(protocol.encode_body_header(rid, len(chunk)), chunk)]
+        frames = []
+        view = memoryview(chunk)
+        for i in range(0, len(view), PIECE):
+            piece = view[i : i + PIECE]
+            frames.append((protocol.encode_body_header(rid, len(piece)), piece))
+        return frames
+
+    def shm_piece(self, rid: int, view: memoryview) -> tuple[bytes, int]:
+        """Copy as much of ``view`` into the ring as fits: its SHM_BODY frame and
+        its length.  ``(b"", 0)``: the ring is full; read (credit comes) and retry."""
+        ring = self.ring
+        assert ring is not None
+        offset, n = ring.put(view)
+        if not n:
+            return b"", 0
+        return protocol.encode_shm_body(rid, offset, n), n
+
+    def end(self, rid: int) -> bytes:
+        return self._last(protocol.encode_end(rid))
+
+    def abort(self, rid: int, reason: str) -> bytes:
+        return self._last(protocol.encode_abort(rid, reason))
+
+    def file(self, rid: int, status: int, headers: list, offset: int, length: int) -> bytes:
+        """A FILE frame; its descriptor may go once :meth:`file_acked` says so."""
+        self._file = [rid, False]
+        return self._last(protocol.encode_file(rid, status, headers, offset, length))
+
+    def file_acked(self, rid: int) -> bool:
+        """Has the front answered our FILE with FILE_ACK?  (Then the handshake is over.)"""
+        file = self._file
+        if file is None or file[0] != rid:
+            raise RuntimeError(f"no FILE of request {rid} awaits an ack")
+        if file[1]:
+            self._file = None
+            return True
+        return False
+
+    def _last(self, frame: bytes) -> bytes:
+        """A response's last frame, preceded (same write) by our RSS if the front asked."""
+        if self.report_rss and self._rss is not None:
+            return protocol.encode_usage(self._rss()) + frame
+        return frame
+
+    # ------------------------------------------------------------ internals
+
+    def _control(self, event: Event) -> Event | None:
+        """Apply a control frame; what to queue instead of it (None: nothing)."""
+        if isinstance(event, Cancel):
+            self._cancelled.add(event.rid)
+        elif isinstance(event, ShmCredit):
+            if self.ring is None:
+                raise ProtocolError("SHM_CREDIT without a shared-memory region")
+            if event.nbytes > self.ring.outstanding:
+                raise ProtocolError(f"credit of {event.nbytes} bytes for {self.ring.outstanding} outstanding")
+            self.ring.credit(event.nbytes)
+        elif isinstance(event, RequestShm):
+            ring = self.ring
+            if ring is None or ring.outstanding or event.length > ring.region.size:
+                raise ProtocolError("REQUEST_SHM without an idle ring large enough")
+            return Request(event.rid, event.head, ring.region.read(0, event.length), event.length)
+        elif isinstance(event, Report):
+            self.report_rss = event.rss
+        elif isinstance(event, ShmSetup):
+            self._map_ring(event.size)
+        elif isinstance(event, FileAck):
+            file = self._file
+            if file is None or file[0] != event.rid or file[1]:
+                raise ProtocolError(f"FILE_ACK for request {event.rid}, whose FILE is not awaiting one")
+            file[1] = True
+        return None
+
+    def _map_ring(self, size: int) -> None:
+        if self.ring is not None:
+            raise ProtocolError("a second SHM_SETUP on one connection")
+        if not self._fds:
+            raise ProtocolError("SHM_SETUP arrived without its memfd")
+        fd = self._fds.popleft()
+        try:
+            region = Region(fd, size)
+        except (ValueError, OSError) as exc:
+            raise ProtocolError(f"cannot map the SHM_SETUP region of {size} bytes: {exc}") from None
+        finally:
+            os.close(fd)  # the mapping keeps its own
+        region.fd = -1
+        self.ring = RingWriter(region)
+
+    def close(self) -> None:
+        """Close the descriptors not taken and unmap the ring."""
+        self.drop_fds()
+        if self.ring is not None:
+            self.ring.region.close()
+            self.ring = None
