@@ -58,7 +58,7 @@ class FrontConnection:
     """The front's end of one connection to a worker slot (or to the zygote)."""
 
     __slots__ = ("_decoder", "_shm_size", "_report_rss", "_new_region", "region", "ready", "in_flight", "started",
-                 "_cancelled", "_last", "_file", "outbox", "error", "closed")
+                 "_cancelled", "_last", "_file", "awaiting_fd", "outbox", "error", "closed")
 
     def __init__(self, shm_size: int = 0, report_rss: bool = False,
                  new_region: Callable[[int], Region] = Region.create) -> None:
@@ -79,6 +79,8 @@ class FrontConnection:
         self._last: int | None = None
         #: A FILE frame whose descriptor is awaited.
         self._file: File | None = None
+        #: A FILE frame arrived: read nothing more until its descriptor (:meth:`receive_fd`).
+        self.awaiting_fd = False
         #: Frames to send, in order, before anything else; see :data:`Outgoing`.
         self.outbox: list[Outgoing] = []
         #: Set once the worker broke the protocol; the connection must be dropped.
@@ -86,11 +88,6 @@ class FrontConnection:
         self.closed = False
 
     # ------------------------------------------------------------ receiving
-
-    @property
-    def awaiting_fd(self) -> bool:
-        """A FILE frame arrived: read nothing more until its descriptor (:meth:`receive_fd`)."""
-        return self._file is not None
 
     def receive_data(self, data: bytes) -> list[Event]:
         """The events of the complete frames in ``data`` (and what came before it).
@@ -115,7 +112,8 @@ class FrontConnection:
                     if event.rid != self.in_flight or self.started:  # type: ignore[union-attr]
                         raise self._out_of_turn(event)
                     if event.done:  # type: ignore[union-attr]
-                        self._finish()
+                        self._last = event.rid  # type: ignore[union-attr]
+                        self.in_flight = None  # (the hot path: _finish() inline)
                     else:
                         self.started = True
                 elif cls is Body:
@@ -156,8 +154,10 @@ class FrontConnection:
             events.close()  # (trims the decoder's buffer)
             if credit and self.error is None:
                 self.outbox.append((protocol.encode_shm_credit(credit), []))
-        if self._file is not None and decoder.pending:  # the worker sends nothing more until our FILE_ACK
-            self._fail(ProtocolError("data after a FILE frame, before its FILE_ACK"))
+        if self._file is not None:
+            self.awaiting_fd = True
+            if decoder.pending:  # the worker sends nothing more until our FILE_ACK
+                self._fail(ProtocolError("data after a FILE frame, before its FILE_ACK"))
         return out
 
     def receive_fd(self, data: bytes, fds: list[int]) -> FileHandoff:
@@ -177,6 +177,7 @@ class FrontConnection:
             why = "the worker hung up before passing its file" if not data else "a FILE frame's descriptor did not arrive"
             raise self._fail(ProtocolError(why))
         self._file = None
+        self.awaiting_fd = False
         self._finish()
         return FileHandoff(*file, fds[0])
 

@@ -155,8 +155,8 @@ class FrontPipe(asyncio.Protocol):
         data, fds = self.conn.send_request(rid, head, body, body_length, fd)
         if fds:
             self.send_with_fds(data, fds)
-        else:
-            self.send(data)
+        elif not self._closed and self.transport is not None:
+            self.transport.write(data)
 
     def send_cancel(self, rid: int) -> None:
         """Tell the worker request ``rid``'s client left (once; nothing if it is over)."""
