@@ -215,7 +215,7 @@ def test_a_dead_workers_last_frames_are_all_read_before_the_end() -> None:
     front = _front(shm_size=RING)
     worker = _worker_for(front)
     front.send_request(1, HEAD, b"", 0)
-    piece, n = worker.shm_piece(1, memoryview(b"y" * MIN_CHUNK))
+    piece, _ = worker.shm_piece(1, memoryview(b"y" * MIN_CHUNK))
     last = worker.start(1, 200, [], b"", False) + piece + p.encode_body(1, b"tail")
     events = front.receive_data(last + p.encode_end(1)[:3])  # the worker died mid-frame
     assert [type(e) for e in events] == [p.Start, p.Body, p.Body]

@@ -8,7 +8,7 @@ Import it from :mod:`a2wsgi_mp.ipc.protocol`, the protocol's entry point.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Generator
 
 import msgpack
 
@@ -65,7 +65,7 @@ class Decoder:
         else:
             buf += data
 
-    def events(self) -> Iterator[Event]:
+    def events(self) -> Generator[Event, None, None]:
         if self._broken:
             raise ProtocolError("stream already failed")
         buf = self._buf
@@ -114,14 +114,14 @@ class Decoder:
                         rest += memoryview(self._buf)[len(buf):]
                     self._buf = rest
                 else:
-                    del buf[:offset]
+                    del buf[:offset]  # type: ignore[union-attr]  # (a bytearray here)
 
 
 #: Payload bytes enough to read a request id (array header + uint32).
 _PEEK = 16
 
 
-def _peek_rid(kind: int, buf: bytearray, start: int, end: int) -> int | None:
+def _peek_rid(kind: int, buf: bytes | bytearray, start: int, end: int) -> int | None:
     """The request id at the start of a REQUEST-like payload, if it reads as one."""
     if kind not in _REQUEST_LIKE:
         return None
@@ -154,6 +154,7 @@ def _decode(kind: int, buf: bytes | bytearray, start: int, end: int) -> Event:
     spec = FRAMES.get(kind)
     if spec is None:
         raise ProtocolError(f"unknown frame kind {kind}")
+    cls: Any
     cls, build = spec
     try:
         # Arrays as tuples: cheaper to build, and headers come out as the
@@ -163,7 +164,7 @@ def _decode(kind: int, buf: bytes | bytearray, start: int, end: int) -> Event:
         raise ProtocolError(f"{_name(kind)} payload is not valid msgpack: {exc}") from None
     if type(fields) is not tuple or len(fields) != len(cls._fields):
         raise ProtocolError(f"{_name(kind)} payload must be an array of {len(cls._fields)} fields")
-    event = build(fields)  # type: ignore[misc]
+    event = build(fields)  # type: ignore[misc]  # (None only for BODY, handled above)
     if event is None:
         raise ProtocolError(f"malformed {cls.__name__} frame: {fields!r:.200}")
     return event

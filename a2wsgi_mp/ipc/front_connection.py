@@ -35,11 +35,26 @@ frame is an event before :meth:`receive_eof` reports the end
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import protocol
-from .events import Abort, AppError, Body, BootError, End, Event, Exited, File, Log, Ready, ShmBody, Spawned
-from .events import Start, Usage
+from .events import (
+    Abort,
+    AppError,
+    Body,
+    BootError,
+    End,
+    Event,
+    Exited,
+    File,
+    Log,
+    Ready,
+    ShmBody,
+    Spawned,
+    Start,
+    Usage,
+)
 from .fds import FileHandoff
 from .frames import ProtocolError
 from .shm import MIN_CHUNK, Region
@@ -104,41 +119,42 @@ class FrontConnection:
         decoder.feed(data)
         out: list[Event] = []
         credit = 0
+        event: Any  # (one of the classes tested below)
         events = decoder.events()
         try:
             for event in events:
                 cls = event.__class__
                 if cls is Start:
-                    if event.rid != self.in_flight or self.started:  # type: ignore[union-attr]
+                    if event.rid != self.in_flight or self.started:
                         raise self._out_of_turn(event)
-                    if event.done:  # type: ignore[union-attr]
-                        self._last = event.rid  # type: ignore[union-attr]
+                    if event.done:
+                        self._last = event.rid
                         self.in_flight = None  # (the hot path: _finish() inline)
                     else:
                         self.started = True
                 elif cls is Body:
-                    if event.rid != self.in_flight or not self.started:  # type: ignore[union-attr]
+                    if event.rid != self.in_flight or not self.started:
                         raise self._out_of_turn(event)
                 elif cls is ShmBody:
-                    if event.rid != self.in_flight or not self.started:  # type: ignore[union-attr]
+                    if event.rid != self.in_flight or not self.started:
                         raise self._out_of_turn(event)
-                    event = Body(event.rid, self._read_ring(event))  # type: ignore[union-attr]
+                    event = Body(event.rid, self._read_ring(event))
                     credit += len(event.data)
                 elif cls is End or cls is Abort:  # (an ABORT may come before any START: a cancel)
-                    if event.rid != self.in_flight or (cls is End and not self.started):  # type: ignore[union-attr]
+                    if event.rid != self.in_flight or (cls is End and not self.started):
                         raise self._out_of_turn(event)
                     self._finish()
                 elif cls in _UNSCOPED:
                     pass
                 elif cls is File:
-                    if event.rid != self.in_flight or self.started:  # type: ignore[union-attr]
+                    if event.rid != self.in_flight or self.started:
                         raise self._out_of_turn(event)
                     self.started = True
-                    self._file = event  # type: ignore[assignment]
-                    self.outbox.append((protocol.encode_file_ack(event.rid), []))  # type: ignore[union-attr]
+                    self._file = event
+                    self.outbox.append((protocol.encode_file_ack(event.rid), []))
                     break  # (nothing can follow)
                 elif cls is AppError:
-                    if event.rid != self.in_flight and event.rid != self._last:  # type: ignore[union-attr]
+                    if event.rid != self.in_flight and event.rid != self._last:
                         raise self._out_of_turn(event)
                 elif cls is Ready:
                     if self.ready:

@@ -34,7 +34,7 @@ class FrontPipe(asyncio.Protocol):
     def __init__(
         self,
         sock: socket.socket,
-        on_event: Callable[[protocol.Event], None],
+        on_event: Callable[[protocol.Event | FileHandoff], None],
         on_lost: Callable[[Exception | None], None],
         shm_size: int = 0,
         report_rss: bool = False,
@@ -56,7 +56,7 @@ class FrontPipe(asyncio.Protocol):
     async def open(
         cls,
         sock: socket.socket,
-        on_event: Callable[[protocol.Event], None],
+        on_event: Callable[[protocol.Event | FileHandoff], None],
         on_lost: Callable[[Exception | None], None],
         shm_size: int = 0,
         report_rss: bool = False,

@@ -28,10 +28,19 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from . import protocol
-from .events import Cancel, Event, FileAck, Report, Request, RequestShm, ShmCredit, ShmSetup
+from .events import (
+    Cancel,
+    Event,
+    FileAck,
+    Report,
+    Request,
+    RequestShm,
+    ShmCredit,
+    ShmSetup,
+)
 from .frames import ProtocolError
 from .shm import MIN_CHUNK, Region, RingWriter
 
@@ -82,9 +91,10 @@ class WorkerConnection:
         try:
             for event in events:
                 if event.__class__ in _HANDLED:
-                    event = self._control(event)
-                    if event is None:
-                        continue
+                    request = self._control(event)
+                    if request is not None:
+                        append(request)
+                    continue
                 append(event)
         finally:
             events.close()
@@ -141,7 +151,7 @@ class WorkerConnection:
         """The BODY frames of an inline chunk: (header, data) pairs, each for one gathered write."""
         if len(chunk) <= PIECE:
             return [(protocol.encode_body_header(rid, len(chunk)), chunk)]
-        frames = []
+        frames: list[tuple[bytes, bytes | memoryview]] = []
         view = memoryview(chunk)
         for i in range(0, len(view), PIECE):
             piece = view[i : i + PIECE]
