@@ -49,8 +49,8 @@ def _worker_for(front: FrontConnection, rss: int = 123) -> WorkerConnection:
 
 def test_a_plain_response_ends_the_request() -> None:
     conn = _front()
-    data, fds = conn.send_request(1, HEAD, b"hi", 2)
-    assert fds == [] and _decode(data) == [p.Request(1, HEAD, b"hi", 2)]
+    data = conn.send_request(1, HEAD, b"hi", 2)
+    assert _decode(data) == [p.Request(1, HEAD, b"hi", 2)]
     assert conn.in_flight == 1 and not conn.started
     events = conn.receive_data(p.encode_usage(7) + p.encode_start(1, 200, [], b"ok", True))
     assert events == [p.Usage(7), p.Start(1, 200, [], b"ok", True)]
@@ -154,8 +154,7 @@ def test_send_request_chooses_inline_or_the_ring(size: int, how: str) -> None:
     front = _front(shm_size=RING)
     worker = _worker_for(front)
     body = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
-    data, fds = front.send_request(4, HEAD, body, size)
-    assert fds == []
+    data = front.send_request(4, HEAD, body, size)
     assert p.HEADER.unpack_from(data)[1] == (p.Kind.REQUEST_SHM if how == "ring" else p.Kind.REQUEST)
     worker.receive_data(data)
     assert worker.next_event() == p.Request(4, HEAD, body, size)  # the same event either way
@@ -167,8 +166,8 @@ def test_send_request_with_a_spooled_body_passes_its_descriptor() -> None:
     conn = _front(shm_size=RING)
     for fd in conn.outbox[0][1]:
         os.close(fd)
-    data, fds = conn.send_request(6, HEAD, None, 10 << 20, fd=99)
-    assert fds == [99] and _decode(data) == [p.Request(6, HEAD, None, 10 << 20)]
+    data = conn.send_request(6, HEAD, None, 10 << 20, fd=99)
+    assert _decode(data) == [p.Request(6, HEAD, None, 10 << 20)]  # (the transport sends fd 99 with it)
     conn.close()
 
 
@@ -334,7 +333,8 @@ def test_worker_body_frames_are_pieces() -> None:
     assert [len(data) for _, data in frames] == [PIECE, PIECE, 10]
     assert _decode(b"".join(bytes(h) + bytes(d) for h, d in frames)) == [
         p.Body(9, chunk[:PIECE]), p.Body(9, chunk[PIECE : 2 * PIECE]), p.Body(9, chunk[2 * PIECE :])]
-    assert worker.splits(PIECE + 1) and not worker.splits(PIECE)
+    assert worker.start(9, 200, [], chunk[: PIECE + 1], True) is None  # too big for START: as BODY frames
+    assert worker.start(9, 200, [], chunk[:PIECE], True) is not None
 
 
 @pytest.mark.parametrize("stream,match", [
@@ -403,7 +403,7 @@ def test_both_ends_through_a_whole_conversation() -> None:
     assert worker.report_rss and worker.ring is not None
     for rid in range(1, 4):
         body = os.urandom(MIN_CHUNK * rid)
-        data, _ = front.send_request(rid, HEAD, body, len(body))
+        data = front.send_request(rid, HEAD, body, len(body))
         worker.receive_data(data)
         request = worker.next_event()
         assert request == p.Request(rid, HEAD, body, len(body))

@@ -73,7 +73,7 @@ class FrontConnection:
     """The front's end of one connection to a worker slot (or to the zygote)."""
 
     __slots__ = ("_decoder", "_shm_size", "_report_rss", "_new_region", "region", "ready", "in_flight", "started",
-                 "_cancelled", "_last", "_file", "awaiting_fd", "outbox", "error", "closed")
+                 "_cancelled", "_last", "_file", "awaiting_fd", "_stopped", "outbox", "error", "closed")
 
     def __init__(self, shm_size: int = 0, report_rss: bool = False,
                  new_region: Callable[[int], Region] = Region.create) -> None:
@@ -89,13 +89,16 @@ class FrontConnection:
         self.in_flight: int | None = None
         #: Its response has begun (START or FILE arrived): a loss now cuts a response.
         self.started = False
-        self._cancelled = False
+        #: The request a CANCEL was sent for.
+        self._cancelled: int | None = None
         #: The previous request (an error in a FILE response's ``close()`` comes after it ended).
         self._last: int | None = None
         #: A FILE frame whose descriptor is awaited.
         self._file: File | None = None
         #: A FILE frame arrived: read nothing more until its descriptor (:meth:`receive_fd`).
         self.awaiting_fd = False
+        #: Awaiting a descriptor, failed or closed: no bytes are taken (one test on the hot path).
+        self._stopped = False
         #: Frames to send, in order, before anything else; see :data:`Outgoing`.
         self.outbox: list[Outgoing] = []
         #: Set once the worker broke the protocol; the connection must be dropped.
@@ -110,10 +113,9 @@ class FrontConnection:
         After a fault, the events before it and :attr:`error`; the frames to
         send back (credit, FILE_ACK, the ring's setup) are in :attr:`outbox`.
         """
-        if self.error is not None or self.closed:
-            return []
-        if self._file is not None:
-            self._fail(ProtocolError("data after a FILE frame, before its descriptor"))
+        if self._stopped:
+            if self._file is not None:
+                self._fail(ProtocolError("data after a FILE frame, before its descriptor"))
             return []
         decoder = self._decoder
         decoder.feed(data)
@@ -171,7 +173,7 @@ class FrontConnection:
             if credit and self.error is None:
                 self.outbox.append((protocol.encode_shm_credit(credit), []))
         if self._file is not None:
-            self.awaiting_fd = True
+            self.awaiting_fd = self._stopped = True
             if decoder.pending:  # the worker sends nothing more until our FILE_ACK
                 self._fail(ProtocolError("data after a FILE frame, before its FILE_ACK"))
         return out
@@ -193,7 +195,7 @@ class FrontConnection:
             why = "the worker hung up before passing its file" if not data else "a FILE frame's descriptor did not arrive"
             raise self._fail(ProtocolError(why))
         self._file = None
-        self.awaiting_fd = False
+        self.awaiting_fd = self._stopped = False
         self._finish()
         return FileHandoff(*file, fds[0])
 
@@ -213,33 +215,31 @@ class FrontConnection:
     # ------------------------------------------------------------ sending
 
     def send_request(self, rid: int, head: dict, body: bytes | None, body_length: int,
-                     fd: int | None = None) -> Outgoing:
-        """The frame (and descriptors) that start request ``rid``.
+                     fd: int | None = None) -> bytes:
+        """The frame that starts request ``rid``.
 
-        ``fd``: the body is in that file (a spooled upload; the caller keeps
-        and closes its descriptor after sending).  Otherwise ``body`` goes
+        ``fd``: the body is in that file (a spooled upload): send the frame
+        together with it (SCM_RIGHTS); the caller closes its descriptor after.  Otherwise ``body`` goes
         through the ring when the connection has one and it is worth it
         (:data:`~a2wsgi_mp.ipc.shm.MIN_CHUNK` up to the ring's size: the ring is
         idle between requests), else inline.
         """
         if self.in_flight is not None:
             raise RuntimeError(f"request {rid} sent while request {self.in_flight} is in flight")
-        self.in_flight = rid
-        self.started = False
-        self._cancelled = False
+        self.in_flight = rid  # (started is False between requests)
         if fd is not None:
-            return protocol.encode_request(rid, head, None, body_length), [fd]
+            return protocol.encode_request(rid, head, None, body_length)
         region = self.region
         if region is not None and body is not None and MIN_CHUNK <= len(body) <= region.size:
             region.map[: len(body)] = body
-            return protocol.encode_request_shm(rid, head, len(body)), []
-        return protocol.encode_request(rid, head, body, body_length), []
+            return protocol.encode_request_shm(rid, head, len(body))
+        return protocol.encode_request(rid, head, body, body_length)
 
     def send_cancel(self, rid: int) -> bytes:
         """The CANCEL of request ``rid``; empty if it is over or already cancelled."""
-        if rid != self.in_flight or self._cancelled or self.closed:
+        if rid != self.in_flight or self._cancelled == rid or self.closed:
             return b""
-        self._cancelled = True
+        self._cancelled = rid
         return protocol.encode_cancel(rid)
 
     # ------------------------------------------------------------ end
@@ -247,7 +247,7 @@ class FrontConnection:
     def close(self) -> None:
         """Unmap the ring.  Call once the transport is closed: a worker's last
         SHM_BODY frames must have been read out of it first."""
-        self.closed = True
+        self.closed = self._stopped = True
         if self.region is not None:
             self.region.close()
             self.region = None
@@ -284,4 +284,5 @@ class FrontConnection:
     def _fail(self, exc: ProtocolError) -> ProtocolError:
         if self.error is None:
             self.error = exc
+        self._stopped = True
         return self.error

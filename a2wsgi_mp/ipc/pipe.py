@@ -152,9 +152,9 @@ class FrontPipe(asyncio.Protocol):
                      fd: int | None = None) -> None:
         """Start request ``rid`` on this connection; the connection chooses how its body travels
         (``fd``: a spooled body's file, which the caller closes afterwards)."""
-        data, fds = self.conn.send_request(rid, head, body, body_length, fd)
-        if fds:
-            self.send_with_fds(data, fds)
+        data = self.conn.send_request(rid, head, body, body_length, fd)
+        if fd is not None:
+            self.send_with_fds(data, [fd])
         elif not self._closed and self.transport is not None:
             self.transport.write(data)
 

@@ -56,11 +56,12 @@ _HANDLED = frozenset((Cancel, ShmCredit, RequestShm, Report, ShmSetup, FileAck))
 class WorkerConnection:
     """The worker's end of one connection (a slot), or the zygote's control connection."""
 
-    __slots__ = ("_decoder", "_events", "_fds", "_cancelled", "eof", "ring", "report_rss", "_rss", "_file")
+    __slots__ = ("_decoder", "events", "_fds", "_cancelled", "eof", "ring", "report_rss", "_rss", "_file")
 
     def __init__(self, rss: Callable[[], int] | None = None) -> None:
         self._decoder = protocol.Decoder(lenient=True)  # a bad frame fails one request, not the worker
-        self._events: deque[Event] = deque()
+        #: What the worker's loop takes, in order (``popleft``): requests, rejected frames, SPAWNs.
+        self.events: deque[Event] = deque()
         #: Descriptors received (SCM_RIGHTS), in order, not yet taken.
         self._fds: deque[int] = deque()
         self._cancelled: set[int] = set()
@@ -86,7 +87,7 @@ class WorkerConnection:
             return
         decoder = self._decoder
         decoder.feed(data)  # type: ignore[arg-type]
-        append = self._events.append
+        append = self.events.append
         events = decoder.events()
         try:
             for event in events:
@@ -101,11 +102,7 @@ class WorkerConnection:
 
     def next_event(self) -> Event | None:
         """The next queued event, or None if none is queued (then read more, unless :attr:`eof`)."""
-        return self._events.popleft() if self._events else None
-
-    @property
-    def queued(self) -> int:
-        return len(self._events)
+        return self.events.popleft() if self.events else None
 
     def take_fd(self) -> int:
         """The descriptor that came with the last REQUEST that announced one (a spooled body)."""
@@ -134,15 +131,18 @@ class WorkerConnection:
 
     # ------------------------------------------------------------ a response's frames
 
-    def start(self, rid: int, status: int, headers: list, body: bytes, done: bool) -> bytes:
-        """A START frame (with USAGE in front when it is the last).  A big first
-        chunk (:meth:`splits`) goes separately, as :meth:`body` frames."""
+    def start(self, rid: int, status: int, headers: list, body: bytes, done: bool) -> bytes | None:
+        """A START frame with the first chunk (and USAGE in front when it is the
+        last frame); None when the chunk is too big for it (more than a
+        :data:`PIECE`, or one for the ring): then send ``start(..., b"", False)``,
+        the chunk as :meth:`body` frames, and :meth:`end` if ``done``."""
+        size = len(body)
+        if size > PIECE or (size >= MIN_CHUNK and self.ring is not None):
+            return None
         frame = protocol.encode_start(rid, status, headers, body, done)
-        return self._last(frame) if done else frame
-
-    def splits(self, size: int) -> bool:
-        """Should a first chunk of ``size`` bytes go as body frames rather than inside START?"""
-        return size > PIECE or (self.ring is not None and size >= MIN_CHUNK)
+        if done and self.report_rss and self._rss is not None:
+            return protocol.encode_usage(self._rss()) + frame
+        return frame
 
     def uses_shm(self, size: int) -> bool:
         return self.ring is not None and size >= MIN_CHUNK

@@ -59,13 +59,12 @@ class WorkerPipe:
     def next_event(self) -> protocol.Event | None:
         """The next event for this worker, or None at EOF."""
         conn = self.conn
-        while True:
-            event = conn.next_event()
-            if event is not None:
-                return event
+        events = conn.events
+        while not events:
             if conn.eof:
                 return None
             self.fill()
+        return events.popleft()
 
     def take_fd(self) -> int:
         """The descriptor that came with the last REQUEST that announced one."""
@@ -121,13 +120,15 @@ class WorkerPipe:
 
     def send_start(self, rid: int, status: int, headers: list, body: bytes, done: bool) -> None:
         conn = self.conn
-        if conn.splits(len(body)):  # a big first chunk: as body frames
-            self.send(conn.start(rid, status, headers, b"", False))
-            self.send_body(rid, body)
-            if done:
-                self.send(conn.end(rid))
+        frame = conn.start(rid, status, headers, body, done)
+        if frame is not None:
+            self.send(frame)
             return
-        self.send(conn.start(rid, status, headers, body, done))
+        # A big first chunk: as body frames.
+        self.send(conn.start(rid, status, headers, b"", False))  # type: ignore[arg-type]
+        self.send_body(rid, body)
+        if done:
+            self.send(conn.end(rid))
 
     def send_body(self, rid: int, chunk: bytes) -> None:
         if self.conn.uses_shm(len(chunk)):
