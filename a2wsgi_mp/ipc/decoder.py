@@ -12,7 +12,7 @@ from typing import Any, Generator
 
 import msgpack
 
-from .events import FRAMES, Body, Event, Kind, Rejected
+from .events import FRAMES, Body, Event, Kind, Rejected, new_event
 from .frames import HEADER, HEADER_SIZE, MAX_PAYLOAD, RID, VERSION, ProtocolError
 
 _BODY = int(Kind.BODY)
@@ -66,11 +66,25 @@ class Decoder:
             buf += data
 
     def events(self) -> Generator[Event, None, None]:
+        """Every complete event (a ProtocolError after the good ones before it)."""
+        out: list[Event] = []
+        try:
+            self.decode_into(out)
+        except ProtocolError:
+            yield from out
+            raise
+        yield from out
+
+    def decode_into(self, out: list[Event]) -> None:
+        """Append every complete event to ``out``; on a fault, raise ProtocolError
+        with the events before it appended.  (No generator: the transports call
+        this once per read.)"""
         if self._broken:
             raise ProtocolError("stream already failed")
         buf = self._buf
         offset = 0
         size = len(buf)
+        append = out.append
         try:
             while size - offset >= HEADER_SIZE:
                 version, kind, length = HEADER.unpack_from(buf, offset)
@@ -86,33 +100,29 @@ class Decoder:
                     rid = _peek_rid(kind, buf, start, start + _PEEK)
                     if size - start >= length:  # (only if fed in one huge piece)
                         offset = start + length
-                        yield Rejected(kind, rid, reason, True)
+                        append(Rejected(kind, rid, reason, True))
                         continue
                     self._skip = length - (size - start)
                     offset = size
-                    yield Rejected(kind, rid, reason, True)
+                    append(Rejected(kind, rid, reason, True))
                     break
                 end = start + length
                 if end > size:
                     break
                 offset = end
                 try:
-                    event = _decode(kind, buf, start, end)
+                    append(_decode(kind, buf, start, end))
                 except ProtocolError as exc:
                     if not self._lenient:
                         raise
-                    event = Rejected(kind, _peek_rid(kind, buf, start, end), str(exc), False)
-                yield event
+                    append(Rejected(kind, _peek_rid(kind, buf, start, end), str(exc), False))
         except ProtocolError:
             self._broken = True
             raise
         finally:
             if offset:
                 if buf.__class__ is bytes:
-                    rest = bytearray(memoryview(buf)[offset:])
-                    if self._buf is not buf:  # fed again meanwhile: keep what came since
-                        rest += memoryview(self._buf)[len(buf):]
-                    self._buf = rest
+                    self._buf = bytearray(memoryview(buf)[offset:])
                 else:
                     del buf[:offset]  # type: ignore[union-attr]  # (a bytearray here)
 
@@ -150,7 +160,7 @@ def _decode(kind: int, buf: bytes | bytearray, start: int, end: int) -> Event:
         # The view is released before the caller trims ``buf``.
         with memoryview(buf) as view:
             data = view[start + RID.size : end].tobytes()
-        return Body(RID.unpack_from(buf, start)[0], data)
+        return new_event(Body, (RID.unpack_from(buf, start)[0], data))
     spec = FRAMES.get(kind)
     if spec is None:
         raise ProtocolError(f"unknown frame kind {kind}")

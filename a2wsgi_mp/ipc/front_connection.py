@@ -119,12 +119,17 @@ class FrontConnection:
             return []
         decoder = self._decoder
         decoder.feed(data)
-        out: list[Event] = []
+        events: list[Event] = []
+        try:
+            decoder.decode_into(events)
+            late = None
+        except ProtocolError as exc:
+            late = exc  # (after the rules of the events before it)
         credit = 0
         event: Any  # (one of the classes tested below)
-        events = decoder.events()
+        i = 0
         try:
-            for event in events:
+            for i, event in enumerate(events):
                 cls = event.__class__
                 if cls is Start:
                     if event.rid != self.in_flight or self.started:
@@ -140,8 +145,9 @@ class FrontConnection:
                 elif cls is ShmBody:
                     if event.rid != self.in_flight or not self.started:
                         raise self._out_of_turn(event)
-                    event = Body(event.rid, self._read_ring(event))
-                    credit += len(event.data)
+                    data = self._read_ring(event)
+                    events[i] = Body(event.rid, data)
+                    credit += len(data)
                 elif cls is End or cls is Abort:  # (an ABORT may come before any START: a cancel)
                     if event.rid != self.in_flight or (cls is End and not self.started):
                         raise self._out_of_turn(event)
@@ -151,10 +157,13 @@ class FrontConnection:
                 elif cls is File:
                     if event.rid != self.in_flight or self.started:
                         raise self._out_of_turn(event)
+                    if i + 1 < len(events) or decoder.pending or late is not None:
+                        raise ProtocolError("data after a FILE frame, before its FILE_ACK")
                     self.started = True
                     self._file = event
+                    self.awaiting_fd = self._stopped = True
                     self.outbox.append((protocol.encode_file_ack(event.rid), []))
-                    break  # (nothing can follow)
+                    del events[i:]  # (its event is the handoff, once the descriptor is here)
                 elif cls is AppError:
                     if event.rid != self.in_flight and event.rid != self._last:
                         raise self._out_of_turn(event)
@@ -165,18 +174,14 @@ class FrontConnection:
                     self._after_ready()
                 else:
                     raise ProtocolError(f"the front does not take {type(event).__name__} frames")
-                out.append(event)
         except ProtocolError as exc:
             self._fail(exc)
-        finally:
-            events.close()  # (trims the decoder's buffer)
-            if credit and self.error is None:
-                self.outbox.append((protocol.encode_shm_credit(credit), []))
-        if self._file is not None:
-            self.awaiting_fd = self._stopped = True
-            if decoder.pending:  # the worker sends nothing more until our FILE_ACK
-                self._fail(ProtocolError("data after a FILE frame, before its FILE_ACK"))
-        return out
+            del events[i:]
+        if late is not None:
+            self._fail(late)  # (keeps an earlier fault)
+        elif credit and self.error is None:
+            self.outbox.append((protocol.encode_shm_credit(credit), []))
+        return events
 
     def receive_fd(self, data: bytes, fds: list[int]) -> FileHandoff:
         """What arrived (by ``recvmsg``) after our FILE_ACK: the file's descriptor.

@@ -87,18 +87,27 @@ class WorkerConnection:
             return
         decoder = self._decoder
         decoder.feed(data)  # type: ignore[arg-type]
-        append = self.events.append
-        events = decoder.events()
-        try:
-            for event in events:
+        queue = self.events
+        if not queue:  # (the usual case: decode straight into the queue)
+            decoder.decode_into(queue)  # type: ignore[arg-type]
+            for event in queue:
                 if event.__class__ in _HANDLED:
-                    request = self._control(event)
-                    if request is not None:
-                        append(request)
-                    continue
-                append(event)
-        finally:
-            events.close()
+                    break
+            else:
+                return
+            events = list(queue)
+            queue.clear()
+        else:
+            events = []
+            decoder.decode_into(events)
+        append = queue.append
+        for event in events:
+            if event.__class__ in _HANDLED:
+                request = self._control(event)
+                if request is not None:
+                    append(request)
+                continue
+            append(event)
 
     def next_event(self) -> Event | None:
         """The next queued event, or None if none is queued (then read more, unless :attr:`eof`)."""
