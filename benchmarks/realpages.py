@@ -114,7 +114,7 @@ def run(scenarios: list[str], servers: list[str], mode: dict[str, Any], tmpdir: 
                 if re.search(r"Traceback|ERROR|CRITICAL", log):
                     lines = log.splitlines()
                     notes.append(f"{server.cfg.key}: errors in the server log, last lines:\n"
-                                 + "\n".join("    | " + x for x in lines[-8:]))
+                                 + "\n".join("    | " + x for x in lines[-40:]))
         time.sleep(0.2)
     return results, notes
 
