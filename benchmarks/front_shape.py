@@ -29,7 +29,7 @@ import tempfile
 from typing import Any
 
 from . import cpu
-from .configs import MP_NAMES, Config
+from .configs import EXPERIMENTS, MP_NAMES, Config
 from .loadgen import ensure_wrk, run_wrk
 from .servers import Server
 
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--conns", type=int, default=32)
-    parser.add_argument("--servers", default="a2wsgi_mp", help=f"a2wsgi_mp variants ({','.join(MP_NAMES)})")
+    parser.add_argument("--servers", default="a2wsgi_mp",
+                        help=f"a2wsgi_mp variants ({','.join(MP_NAMES + EXPERIMENTS)})")
     parser.add_argument("--cells", default=",".join(CELLS), help="which cells, comma-separated")
     args = parser.parse_args(argv)
     ensure_wrk()

@@ -120,11 +120,11 @@ def run(scenarios: list[str], servers: list[str], mode: dict[str, Any], tmpdir: 
 
 
 def servers_for(servers: list[str], explicit: bool, quick: bool) -> list[str]:
-    """The servers the real pages run on: ours and the peers named in REAL_SERVERS
-    (in quick mode, unless named, only the first a2wsgi_mp variant)."""
-    from .configs import REAL_SERVERS
+    """The servers the real pages run on: ours and the peers named in REAL_SERVERS, and
+    experiments when named (in quick mode, unless named, only the first a2wsgi_mp variant)."""
+    from .configs import EXPERIMENTS, REAL_SERVERS
 
-    chosen = [s for s in servers if s in REAL_SERVERS or s in MP_NAMES]
+    chosen = [s for s in servers if s in REAL_SERVERS or s in MP_NAMES or (explicit and s in EXPERIMENTS)]
     if quick and not explicit:
         mps = [s for s in chosen if s in MP_NAMES]
         chosen = [s for s in chosen if s not in MP_NAMES or s == mps[0]]

@@ -47,7 +47,7 @@ if __package__ in (None, ""):  # ``python benchmarks/run.py``
 import psutil  # noqa: E402
 
 from benchmarks import realpages  # noqa: E402
-from benchmarks.configs import (ALL_SERVERS, MODES, MP_NAMES, PEERS, REAL_PAGES, REPO, RESULTS,  # noqa: E402
+from benchmarks.configs import (ALL_SERVERS, EXPERIMENTS, MODES, MP_NAMES, PEERS, REAL_PAGES, REPO, RESULTS,  # noqa: E402
                                 SCENARIOS, MiB, granian_available, plan, server_command)
 from benchmarks.loadgen import ensure_wrk  # noqa: E402
 from benchmarks.report import cell, chart, evaluate_goals, print_report  # noqa: E402
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         SCENARIOS if mode_name == "full" else [s for s in SCENARIOS if s not in REAL_PAGES])
     # References (raw uvicorn) only in full mode unless asked for by name: quick must stay < 2 min.
     servers = [s.strip() for s in args.servers.split(",") if s.strip()] or (
-        list(ALL_SERVERS) if mode_name == "full" else MP_NAMES + PEERS)
+        [s for s in ALL_SERVERS if s not in EXPERIMENTS] if mode_name == "full" else MP_NAMES + PEERS)
     for s in scenarios:
         if s not in SCENARIOS:
             parser.error(f"unknown scenario {s!r}; known: {', '.join(SCENARIOS)}")
