@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             for rnd in range(args.rounds):
                 for cell in cells:
                     for server in servers if rnd % 2 == 0 else list(reversed(servers)):
-                        r = cpu.measured(server, lambda: run_wrk(server.url + CELLS[cell], args.conns,
-                                                                 args.duration))
+                        url = server.url + CELLS[cell]
+                        r = cpu.measured(server, lambda url=url: run_wrk(url, args.conns, args.duration))
                         c = r["cpu_per_request"]
                         out.setdefault(cell, {}).setdefault(server.cfg.server, []).append(
                             {"rps": round(r["good_rps"]), **c})
