@@ -9,6 +9,7 @@ all four.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sys
 import threading
@@ -324,3 +325,15 @@ def test_invalid_head_options_exit_2(args: list[str], needle: str) -> None:
                             env=subprocess_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert needle in result.stderr
+
+
+
+@pytest.mark.parametrize("tail, refused", [
+    (b"\x00\x01garbage that is no request\r\n\r\n", 400),
+    (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+], ids=["garbage", "too-long"])
+def test_a_request_pipelined_before_a_bad_one_is_answered_first(server: Server, tail: bytes, refused: int) -> None:
+    # gunicorn answers the valid request, then refuses what follows it: one packet, two answers.
+    reply = exchange(server, b"GET /sleep?t=0.2 HTTP/1.1\r\nHost: x\r\n\r\n" + tail)
+    assert [int(s) for s in re.findall(rb"HTTP/1\.1 (\d{3}) ", reply)] == [200, refused], reply[:600]
+    assert b'"pid"' in reply.split(b"HTTP/1.1 %d" % refused)[0]

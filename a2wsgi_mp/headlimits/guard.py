@@ -65,6 +65,7 @@ class HeadGuard:
 
     _rejected = False  # closed at accept (over the connection cap)
     _refused = False  # answered 4xx: only draining until the close
+    _deferred: tuple[int, str] | None = None  # a refusal owed once the responses in flight are out
     _header_timer: asyncio.TimerHandle | None = None
     _linger_timer: asyncio.TimerHandle | None = None
     _heard = False  # bytes of the next request head have arrived
@@ -155,13 +156,20 @@ class HeadGuard:
             return
         self._refused = True
         self._disarm_header_timer()
-        transport = self.transport
         client = getattr(self, "client", None)
         logger.debug("%s - refused: %d %s", "%s:%d" % tuple(client) if client else "-", status, text)
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            transport.close()  # a pipelined head while a response is out: no room for ours
+        if self._response_out():
+            # A request read before this head is still being answered: it gets
+            # its response first, then the refusal (as gunicorn does).  Nothing
+            # more is read meanwhile; on_response_complete sends the refusal.
+            self._deferred = (status, text)
+            getattr(self, "flow").pause_reading()
             return
+        self._answer_refusal(status, text)
+
+    def _answer_refusal(self, status: int, text: str) -> None:
+        transport = self.transport
+        self._unset_keepalive_if_required()  # type: ignore[attr-defined]  # uvicorn's
         transport.write(plain_response(status, text, self.server_state.default_headers))
         flow = getattr(self, "flow", None)
         if flow is not None:
@@ -171,6 +179,18 @@ class HeadGuard:
             self._linger_timer = self.loop.call_later(LINGER, transport.close)
         else:
             transport.close()
+
+    def _response_out(self) -> bool:
+        """A response is still owed on this connection (the last request read is unanswered)."""
+        cycle = self.cycle
+        return cycle is not None and not cycle.response_complete
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]  # uvicorn's: starts a pipelined request, if any
+        deferred = self._deferred
+        if deferred is not None and not self._response_out() and not self.transport.is_closing():
+            self._deferred = None
+            self._answer_refusal(*deferred)
 
     def _disarm_all(self) -> None:
         self._disarm_header_timer()
