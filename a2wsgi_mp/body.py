@@ -83,7 +83,7 @@ class Body:
             raise ClientDisconnect(f"receive() failed: {exc!r}") from exc
         finally:
             self._future = None
-        if message["type"] != "http.request":
+        if message.get("type") == "http.disconnect":  # any other message with a body is read, as a2wsgi does
             self._disconnected = True
             self._has_more = False
             self._check()

@@ -250,7 +250,7 @@ class WSGIResponder:
                     self._cond.notify()
 
     def _note(self, message: Message) -> None:
-        if message["type"] == "http.disconnect":
+        if message.get("type") == "http.disconnect":
             self._set_gone()
         elif not message.get("more_body", False):
             self._body_eof.set()
@@ -277,7 +277,7 @@ class WSGIResponder:
                 return 0
             message = await self._asgi_receive()
         self._note(message)
-        if message["type"] != "http.request":
+        if message.get("type") == "http.disconnect":
             return 0
         self._stash.append(message)
         return len(message.get("body", b""))
