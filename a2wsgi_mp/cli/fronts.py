@@ -36,7 +36,7 @@ from ..pool.app import WSGIPool
 ENV = "A2WSGI_MP_FRONT"
 #: The settings that make a front's bounded HTTP protocol (a2wsgi_mp.headlimits).
 HEAD_SETTINGS = ("http", "limit_request_line", "limit_request_fields", "limit_request_field_size",
-                 "limit_request_head", "header_timeout", "limit_connections")
+                 "limit_request_head", "header_timeout", "limit_connections", "send_timeout")
 
 
 def share(workers: int, fronts: int) -> int:

@@ -150,6 +150,8 @@ OPTIONS: list[Option] = [
            "limits above allow, about 800 KB, gunicorn's", 65536, to="cli", group="limits"),
     Option("header_timeout", float, "408 (or a plain close if nothing came) for a request head not complete "
            "in time, as nginx's client_header_timeout; 0 = off", 60.0, to="cli", group="limits"),
+    Option("send_timeout", float, "close a connection whose client accepted no byte of a response for N "
+           "seconds, as nginx's send_timeout; 0 = off", 60.0, to="cli", group="limits"),
     Option("limit_connections", int, "close new connections at once while N are open; 0 = no cap "
            "(default: the open-files limit less a tenth)", to="cli", group="limits"),
     # -- logging ----------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """What the bounded protocols share: the connection cap, the header timeout,
-the refusal (a plain response, then a lingering close) and the line meter.
+the send timeout, the refusal (a plain response, then a lingering close) and
+the line meter.
 
 A mixin for uvicorn's protocol classes: it uses their ``loop``, ``transport``,
 ``flow``, ``cycle``, ``server_state`` and ``logger`` and nothing else.
@@ -8,8 +9,11 @@ A mixin for uvicorn's protocol classes: it uses their ``loop``, ``transport``,
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import http
 import logging
+import struct
+import termios
 import time
 from typing import Any
 
@@ -20,6 +24,8 @@ from . import HeadLimits
 LINGER = 2.0
 #: Seconds between two "connection limit reached" warnings.
 WARN_EVERY = 10.0
+#: The send timeout is checked this often at most (and 4 times per timeout at least).
+SEND_CHECK = 1.0
 
 logger = logging.getLogger("a2wsgi_mp")
 
@@ -68,6 +74,9 @@ class HeadGuard:
     _deferred: tuple[int, str] | None = None  # a refusal owed once the responses in flight are out
     _header_timer: asyncio.TimerHandle | None = None
     _linger_timer: asyncio.TimerHandle | None = None
+    _send_timer: asyncio.TimerHandle | None = None
+    _unsent = 0  # bytes the client had not accepted at the last look
+    _unsent_since = 0.0  # loop time of the last byte it accepted
     _heard = False  # bytes of the next request head have arrived
     _head_since: float | None = None  # loop time the current head began (None: no head under way)
     _tail = 0  # bytes since the last LF while reading a head
@@ -192,7 +201,62 @@ class HeadGuard:
             self._deferred = None
             self._answer_refusal(*deferred)
 
+    # ------------------------------------------------------------ send timeout
+
+    # nginx's send_timeout: "if the client does not receive anything within
+    # this time, the connection is closed".  Only a connection whose transport
+    # stopped taking writes (past its high-water mark) is watched, by one timer
+    # while it is paused; "received" is the bytes not yet acknowledged by the
+    # client (the transport's buffer plus the socket's send queue) going down.
+
+    def pause_writing(self) -> None:
+        super().pause_writing()  # type: ignore[misc]
+        timeout = self.limits.send_timeout
+        if timeout and self._send_timer is None and not self.transport.is_closing():
+            self._unsent = self._unacknowledged()
+            self._unsent_since = self.loop.time()
+            self._send_timer = self.loop.call_later(min(SEND_CHECK, timeout / 4), self._check_send)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()  # type: ignore[misc]
+        self._disarm_send_timer()
+
+    def _disarm_send_timer(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _check_send(self) -> None:
+        """Still paused: has the client accepted a byte since the last look?"""
+        self._send_timer = None
+        transport = self.transport
+        timeout = self.limits.send_timeout
+        unsent = self._unacknowledged()
+        now = self.loop.time()
+        if unsent < self._unsent:
+            self._unsent, self._unsent_since = unsent, now
+        elif now - self._unsent_since >= timeout:
+            client = getattr(self, "client", None)
+            logger.warning("%s - send timeout: the client accepted no byte for %g s; connection closed",
+                           "%s:%d" % tuple(client) if client else "-", timeout)
+            transport.abort()  # (close() would wait for the client to read what is buffered)
+            return
+        self._send_timer = self.loop.call_later(min(SEND_CHECK, timeout / 4), self._check_send)
+
+    def _unacknowledged(self) -> int:
+        """Response bytes the client has not accepted yet: ours, and the kernel's (Linux: SIOCOUTQ)."""
+        transport = self.transport
+        pending = transport.get_write_buffer_size()
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                pending += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+            except (OSError, ValueError, AttributeError):
+                pass
+        return pending
+
     def _disarm_all(self) -> None:
+        self._disarm_send_timer()
         self._disarm_header_timer()
         if self._linger_timer is not None:
             self._linger_timer.cancel()

@@ -19,6 +19,9 @@ from .shm import MIN_CHUNK, Region
 
 __all__ = ["FileHandoff", "FrontPipe", "pair"]
 
+#: Bytes per read when salvaging what a dead worker left in the socket.
+SALVAGE_READ = 256 * 1024
+
 
 class FrontPipe(asyncio.Protocol):
     """The front's end of one connection to a worker.
@@ -27,6 +30,9 @@ class FrontPipe(asyncio.Protocol):
     error, or garbage from the worker) to ``on_lost``.  Reading can be paused by
     the consumer: the worker then blocks in ``send``, which is the whole of the
     flow control for a response.
+
+    Whatever ends the connection, what the worker wrote before is read first
+    (:meth:`_salvage`): a worker's death never discards frames it already sent.
     """
 
     def __init__(
@@ -51,6 +57,11 @@ class FrontPipe(asyncio.Protocol):
         #: ``--ipc shm``: the ring's size, and the ring once the worker is READY.
         self._shm_size = shm_size
         self.region: Region | None = None
+        #: Reading what is left before closing: nothing is written meanwhile.
+        self._salvaging = False
+        #: The worker's end went away with bytes we sent it unread (ECONNRESET,
+        #: or EPIPE): it never read all of what was sent last.
+        self.peer_reset = False
 
     @classmethod
     async def open(
@@ -96,9 +107,9 @@ class FrontPipe(asyncio.Protocol):
                     self.on_event(event)
             finally:
                 events.close()
-                if credit and not self._closed and self.transport is not None:
+                if credit and not self._closed and not self._salvaging and self.transport is not None:
                     self.transport.write(protocol.encode_shm_credit(credit))
-            if file is not None:
+            if file is not None and not self._salvaging:  # (salvaging: its descriptor never comes)
                 self._expect_fd(file)
         except protocol.ProtocolError as exc:
             self._lose(exc)
@@ -163,13 +174,55 @@ class FrontPipe(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lose(exc)
 
+    def fail(self, exc: Exception) -> None:
+        """The connection is unusable (a send failed): end it as if the worker had gone."""
+        self._lose(exc)
+
     def _lose(self, exc: Exception | None) -> None:
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+            self.peer_reset = True
         if self._shut(abort=True):
             self.on_lost(exc)
 
+    def _salvage(self) -> None:
+        """Read, on our duplicate of the socket, what the worker wrote before its
+        end went away, and decode it (the ring's bytes too) before we close.
+
+        The transport reads only while it is not paused (flow control, a FILE
+        wait), and an asyncio transport drops what it has not read when a write
+        fails (EPIPE) or it is closed.  So when a worker dies, or its exit is
+        reported before its EOF, its last frames may still wait in the socket:
+        a response that was complete when it died must still reach the client
+        whole.  Reads until EOF (its end is gone), ECONNRESET (gone with bytes of
+        ours unread: :attr:`peer_reset`) or EAGAIN (it is not gone: nothing more
+        is owed now) — at most the socket's buffer.  Nothing is written meanwhile.
+        """
+        if self._salvaging or self._closed or self._file is not None:  # (a descriptor is due first)
+            return
+        self._salvaging = True
+        try:
+            while not self._closed:
+                try:
+                    data = self._fd_sock.recv(SALVAGE_READ)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except ConnectionResetError:
+                    self.peer_reset = True
+                    return
+                except OSError:
+                    return
+                if not data:
+                    return
+                self.data_received(data)
+        finally:
+            self._salvaging = False
+
     def _shut(self, abort: bool) -> bool:
-        """Release everything once; False if already done."""
+        """Release everything once (what the worker sent is read first); False if already done."""
         if self._closed:
+            return False
+        self._salvage()
+        if self._closed:  # (what was salvaged ended it: garbage)
             return False
         self._closed = True
         self._stop_fd_wait()

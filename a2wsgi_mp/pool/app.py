@@ -21,6 +21,7 @@ from ..ipc.fds import FileHandoff
 from ..loader import AppRef, describe
 from . import metrics
 from .dispatch import BootFailed, Pool, Unavailable
+from .client import abort_connection
 from .exchange import Exchange, Lost, TimedOut
 from .filesend import send_file
 from .worker import Slot
@@ -40,6 +41,8 @@ QUEUE_WATCH_AFTER = 0.25
 #: inline body (:data:`MAX_INLINE`) the REQUEST frame stays under the IPC limit.
 MAX_HEAD = protocol.MAX_PAYLOAD // 2
 MAX_INLINE = protocol.MAX_PAYLOAD // 4
+#: Tries to deliver a request whose worker provably never read it (each to another worker).
+DISPATCH_ATTEMPTS = 3
 
 
 def _plain(status: int, text: str, extra: list[tuple[bytes, bytes]] = ()) -> tuple[Message, Message]:  # type: ignore[assignment]
@@ -186,30 +189,63 @@ class WSGIPool:
             if spool is not None:
                 spool.close()
             raise
+        head = request_head(scope)
+        if cfg.header_map != "drop":
+            head["header_map"] = cfg.header_map
         try:
-            try:
-                slot = self.pool.take_idle() or await self._wait_for_slot(receive)
-            except Unavailable as exc:
-                await _send_plain(send, 503, f"Service Unavailable: {exc}",
-                                  [(b"retry-after", str(exc.retry_after).encode())])
-                return
-            if slot is None:
-                return  # the client left while the request was queued: no worker runs it
-            exchange = self.pool.begin(slot)
-            head = request_head(scope)
-            if cfg.header_map != "drop":
-                head["header_map"] = cfg.header_map
-            if spool is not None and spool.file is not None:
-                frame = protocol.encode_request(exchange.rid, head, inline, size)
-                slot.pipe.send_with_fds(frame, [spool.file.fileno()])
-            elif inline and slot.pipe.put_request_body(inline):  # --ipc shm: through the ring
-                slot.pipe.send(protocol.encode_request_shm(exchange.rid, head, len(inline)))
-            else:
-                slot.pipe.send(protocol.encode_request(exchange.rid, head, inline, size))
+            # A request that provably never reached its worker (the send failed, or the
+            # worker died with it unread) goes to another: the app never ran.
+            for _attempt in range(DISPATCH_ATTEMPTS):
+                try:
+                    slot = self.pool.take_idle() or await self._wait_for_slot(receive)
+                except Unavailable as exc:
+                    await _send_plain(send, 503, f"Service Unavailable: {exc}",
+                                      [(b"retry-after", str(exc.retry_after).encode())])
+                    return
+                if slot is None:
+                    return  # the client left while the request was queued: no worker runs it
+                exchange = self.pool.begin(slot)
+                sent = self._send_request(exchange, head, inline, size, spool)
+                if sent is None:
+                    break  # could not be sent, for a reason other than a broken connection
+                if sent and await self._relay(exchange, receive, send, scope):
+                    return
+                logger.warning("worker %s never read the request (%s); dispatching it again", slot.worker.pid,
+                               "its connection broke" if sent else "the send failed")
+            self.pool.counters["502"] += 1
+            await _send_plain(send, 502, "Bad Gateway: the request could not be delivered to a worker")
         finally:
             if spool is not None:
-                spool.close()  # the worker has its own descriptor now
-        await self._relay(exchange, receive, send, scope)
+                spool.close()  # (kept open until here: a request sent again needs its body again)
+
+    def _send_request(self, exchange: Exchange, head: dict[str, Any], inline: bytes | None, size: int,
+                      spool: Spool | None) -> bool | None:
+        """Send the request on its slot: True if sent, False if its worker provably did
+        not get it (the connection is broken: it is ended as the worker's death),
+        None if it could not be sent for another reason (logged)."""
+        slot = exchange.slot
+        pipe = slot.pipe
+        try:
+            if pipe.closed:
+                raise ConnectionResetError("the worker's connection is closed")
+            if spool is not None and spool.file is not None:
+                frame = protocol.encode_request(exchange.rid, head, inline, size)
+                pipe.send_with_fds(frame, [spool.file.fileno()])
+            elif inline and pipe.put_request_body(inline):  # --ipc shm: through the ring
+                pipe.send(protocol.encode_request_shm(exchange.rid, head, len(inline)))
+            else:
+                pipe.send(protocol.encode_request(exchange.rid, head, inline, size))
+            return True
+        except Exception as exc:
+            exchange.stop_clock()
+            exchange.close()
+            if slot.exchange is exchange:
+                slot.exchange = None
+            broken = isinstance(exc, OSError)
+            if not broken:
+                logger.error("could not send a request to worker %s", slot.worker.pid, exc_info=exc)
+            pipe.fail(exc)  # the connection's state is unknown: the worker is replaced
+            return False if broken else None
 
     async def _wait_for_slot(self, receive: Receive) -> Slot | None:
         """Queue for a slot, watching the client once the wait gets long: None if it leaves."""
@@ -229,8 +265,11 @@ class WSGIPool:
         finally:
             self._queue_watch.remove(entry)
 
-    async def _relay(self, exchange: Exchange, receive: Receive, send: Send, scope: Scope | None = None) -> None:
-        """Forward the worker's response; on any way out, leave the slot sane."""
+    async def _relay(self, exchange: Exchange, receive: Receive, send: Send, scope: Scope | None = None) -> bool:
+        """Forward the worker's response; on any way out, leave the slot sane.
+
+        False if the worker died without having read the request (see :class:`Lost`):
+        nothing was sent to the client, and the request may go to another worker."""
         pool = self.pool
         slot = exchange.slot
         timeout = self.config.timeout  # its clock started in pool.begin()
@@ -238,6 +277,8 @@ class WSGIPool:
         started = False
         handoff: FileHandoff | None = None
         app_error: protocol.AppError | None = None
+        heard = False  # any event from the worker for this request
+        exchange.client = send
         try:
             while True:
                 event = await exchange.next()
@@ -265,18 +306,23 @@ class WSGIPool:
                 elif isinstance(event, Lost):
                     if exchange.slot.exchange is exchange:
                         exchange.slot.exchange = None
+                    if event.unread and not heard:
+                        return False
                     pool.counters["502"] += 1
                     if not started:
                         await _send_plain(send, 502, "Bad Gateway: the worker died")
-                    return
+                    return True
                 elif isinstance(event, TimedOut):
                     pool.counters["504"] += 1
                     pool.abandon(slot, f"request exceeded the {timeout:g} s timeout")
                     if not started:
                         await _send_plain(send, 504, "Gateway Timeout")
-                    return
+                    else:
+                        abort_connection(send)  # the client must see the response cut, not complete
+                    return True
                 elif isinstance(event, protocol.AppError):
                     app_error = event  # logged by the supervisor; the 500 or ABORT follows
+                heard = True
         except BaseException:
             # The server cancelled us, or send() failed: the client is gone.
             if not exchange.finished:
@@ -296,6 +342,7 @@ class WSGIPool:
             await send_file(handoff, scope or {}, receive, send)
         if app_error is not None and self.config.raise_app_errors:
             raise RemoteAppError(app_error.message, slot.worker.pid)
+        return True
 
     async def _drain(self, exchange: Exchange) -> None:
         """After a cancel, wait for the worker's last frame, then free the slot."""

@@ -13,10 +13,11 @@ import asyncio
 import os
 import tempfile
 from collections import deque
-from typing import IO, TYPE_CHECKING, Callable, Union
+from typing import IO, TYPE_CHECKING, Any, Callable, Union
 
 from ..ipc import protocol
 from ..ipc.fds import FileHandoff
+from .client import abort_connection
 
 if TYPE_CHECKING:
     from .deadlines import Deadlines
@@ -29,12 +30,19 @@ COALESCE = 256 * 1024
 
 
 class Lost:
-    """The worker died (or was killed) with this request on it."""
+    """The worker died (or was killed) with this request on it.
 
-    __slots__ = ("reason",)
+    ``unread``: its connection ended with bytes we sent it unread (ECONNRESET
+    or EPIPE).  Nothing is sent after a request until its worker answers, so
+    if it had not answered at all, it never read the whole request: the app
+    never ran, and the request may go to another worker.
+    """
 
-    def __init__(self, reason: str) -> None:
+    __slots__ = ("reason", "unread")
+
+    def __init__(self, reason: str, unread: bool = False) -> None:
         self.reason = reason
+        self.unread = unread
 
 
 class TimedOut:
@@ -70,7 +78,7 @@ class Exchange:
 
     __slots__ = (
         "rid", "slot", "_release", "_events", "_waiter", "_buffered", "_paused", "finished", "cancelled",
-        "deadlines", "loop", "_spill_limit", "_spill_dir", "_spill", "_spilled", "_spill_read",
+        "deadlines", "loop", "_spill_limit", "_spill_dir", "_spill", "_spilled", "_spill_read", "client",
     )
 
     def __init__(
@@ -104,6 +112,9 @@ class Exchange:
         self._spill: IO[bytes] | None = None
         self._spilled = 0
         self._spill_read = 0
+        #: The ASGI ``send`` of the request's client, set by its relay: aborted when
+        #: the deadline passes while the relay is stuck writing to it.
+        self.client: Callable[..., Any] | None = None
 
     def feed(self, event: Outcome) -> None:
         if isinstance(event, protocol.Body):
@@ -201,6 +212,21 @@ class Exchange:
             parts.append(data)
             size += len(data)
         return protocol.Body(self.rid, b"".join(parts) if len(parts) > 1 else first)
+
+    def time_out(self) -> None:
+        """The deadline passed with the worker still on the request.
+
+        What waits here is dropped (the spill file freed) and :data:`TIMED_OUT`
+        goes first, so the relay ends the request at its next look.  If it is
+        not looking — it is stuck in ``send()`` to a client that reads nothing —
+        the client's connection is aborted so that ``send()`` returns: the
+        deadline holds wherever the response is stuck."""
+        self.deadlines = None
+        self.cancel()
+        self._events.appendleft(TIMED_OUT)
+        self._wake()
+        if self._waiter is None and self.client is not None:
+            abort_connection(self.client)
 
     def cancel(self) -> None:
         """The client is gone: drop what is queued and let the worker write on
