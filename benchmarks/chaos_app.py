@@ -93,6 +93,20 @@ class _Download:
 
 
 def app(environ, start_response):
+    """Every response names its worker process (``X-Pid``): a cut response is matched to a kill."""
+
+    def start(status, headers):
+        return start_response(status, [*headers, ("X-Pid", _PID[0])])
+
+    if _PID[1] != os.getpid():  # (forked workers inherit the module)
+        _PID[:] = [str(os.getpid()), os.getpid()]
+    return _route(environ, start)
+
+
+_PID: list = ["", 0]
+
+
+def _route(environ, start_response):
     path = environ["PATH_INFO"]
     q = _query(environ)
     if path == "/hello":

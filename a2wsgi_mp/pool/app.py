@@ -21,7 +21,7 @@ from ..ipc.fds import FileHandoff
 from ..loader import AppRef, describe
 from . import metrics
 from .dispatch import BootFailed, Pool, Unavailable
-from .client import abort_connection
+from .client import cut_response
 from .exchange import Exchange, Lost, TimedOut
 from .filesend import send_file
 from .worker import Slot
@@ -311,6 +311,8 @@ class WSGIPool:
                     pool.counters["502"] += 1
                     if not started:
                         await _send_plain(send, 502, "Bad Gateway: the worker died")
+                    else:
+                        await cut_response(send)
                     return True
                 elif isinstance(event, TimedOut):
                     pool.counters["504"] += 1
@@ -318,7 +320,7 @@ class WSGIPool:
                     if not started:
                         await _send_plain(send, 504, "Gateway Timeout")
                     else:
-                        abort_connection(send)  # the client must see the response cut, not complete
+                        await cut_response(send)
                     return True
                 elif isinstance(event, protocol.AppError):
                     app_error = event  # logged by the supervisor; the 500 or ABORT follows

@@ -13,9 +13,10 @@ when the relay next looks, the client's own timeouts close the socket).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Callable
 
-__all__ = ["abort_connection"]
+__all__ = ["abort_connection", "cut_response"]
 
 
 def abort_connection(send: Callable[..., Any]) -> bool:
@@ -26,3 +27,13 @@ def abort_connection(send: Callable[..., Any]) -> bool:
         return False
     abort()
     return True
+
+
+async def cut_response(send: Callable[..., Any]) -> None:
+    """End a started response that cannot be completed: the client sees it cut.
+
+    After the abort the transport reports the connection lost on the loop's
+    next turn; waiting for it lets uvicorn see a client that left rather than
+    an app that "returned without completing the response" (an error log)."""
+    if abort_connection(send):
+        await asyncio.sleep(0)
