@@ -60,7 +60,8 @@ class Lifespan:
         self.task = loop.create_task(self._main())
         self.inbox.put_nowait({"type": "lifespan.startup"})
         try:
-            await asyncio.wait({self.started, self.task, self.refused}, return_when=asyncio.FIRST_COMPLETED)
+            verdicts: set[asyncio.Future[Any]] = {self.started, self.task, self.refused}
+            await asyncio.wait(verdicts, return_when=asyncio.FIRST_COMPLETED)
             self.supported = self.started.done() and self.started.result() is None
         finally:
             self.probed.set()

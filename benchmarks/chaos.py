@@ -72,7 +72,7 @@ class Plan:
     trickle: tuple[int, int, str]
 
     @classmethod
-    def make(cls, scale: float, rng: random.Random) -> "Plan":
+    def make(cls, scale: float, rng: random.Random) -> Plan:
         def size(lo: float, hi: float) -> int:
             return max(1024, int(rng.uniform(lo, hi) * MB * scale))
 

@@ -13,8 +13,8 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import httpx
 import psutil
@@ -56,7 +56,7 @@ def _drained_to_close(sock: socket.socket, timeout: float) -> int | None:
         sock.settimeout(max(0.05, deadline - time.monotonic()))
         try:
             data = sock.recv(1024 * 1024)
-        except socket.timeout:
+        except TimeoutError:
             return None
         except ConnectionResetError:
             return total
@@ -141,7 +141,7 @@ def test_send_timeout_spares_a_slow_reader(tmp_path: Path) -> None:
 
 
 def _read_response(sock: socket.socket, pause: float = 0.0, piece: int = 1024 * 1024,
-                   between: "Callable[[], None] | None" = None) -> bytes:
+                   between: Callable[[], None] | None = None) -> bytes:
     """The body of one Content-Length response, read ``piece`` bytes at a time;
     ``pause`` seconds (or ``between()``) between two reads."""
     sock.settimeout(SLACK)
@@ -187,7 +187,7 @@ def test_a_worker_killed_after_its_whole_response_does_not_cut_it(tmp_path: Path
             closed = markers / f"closed.r{round_}"
             killed: list[int] = []
 
-            def between_reads() -> None:
+            def between_reads(killed: list[int] = killed, closed: Path = closed) -> None:
                 if killed or not closed.exists():
                     time.sleep(0.004)  # a slow reader: ~16 MB/s at most
                     return

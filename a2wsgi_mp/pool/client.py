@@ -14,7 +14,8 @@ when the relay next looks, the client's own timeouts close the socket).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["abort_connection", "cut_response"]
 
