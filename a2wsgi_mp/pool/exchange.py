@@ -20,6 +20,7 @@ from ..ipc.fds import FileHandoff
 from .client import abort_connection
 
 if TYPE_CHECKING:
+    from ..ipc.pipe import FrontPipe
     from .deadlines import Deadlines
     from .worker import Slot
 
@@ -30,19 +31,24 @@ COALESCE = 256 * 1024
 
 
 class Lost:
-    """The worker died (or was killed) with this request on it.
+    """The worker died (or was killed) with this request on it, on connection ``pipe``."""
 
-    ``unread``: its connection ended with bytes we sent it unread (ECONNRESET
-    or EPIPE).  Nothing is sent after a request until its worker answers, so
-    if it had not answered at all, it never read the whole request: the app
-    never ran, and the request may go to another worker.
-    """
+    __slots__ = ("reason", "_pipe")
 
-    __slots__ = ("reason", "unread")
-
-    def __init__(self, reason: str, unread: bool = False) -> None:
+    def __init__(self, reason: str, pipe: "FrontPipe | None" = None) -> None:
         self.reason = reason
-        self.unread = unread
+        self._pipe = pipe
+
+    @property
+    def unread(self) -> bool:
+        """The connection ended with bytes we sent unread by the worker (ECONNRESET or EPIPE).
+
+        Nothing is sent after a request until its worker answers, so if it had
+        not answered at all, it never read the whole request: the app never ran,
+        and the request may go to another worker.  Read when the relay handles
+        this event, not when it is made: the exit report can come before the
+        transport's own report of the reset, which is already on its way."""
+        return self._pipe is not None and self._pipe.peer_reset
 
 
 class TimedOut:

@@ -476,7 +476,7 @@ class Supervisor:
             if slot.pipe is not None:
                 slot.pipe.close()
             if slot.exchange is not None:
-                slot.exchange.feed(Lost(reason, slot.pipe is not None and slot.pipe.peer_reset))
+                slot.exchange.feed(Lost(reason, slot.pipe))
                 slot.exchange = None
         if worker.pid is not None and worker.pid in self._procs:
             # A broken connection but a lingering process (stuck in C code):
