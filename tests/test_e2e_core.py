@@ -254,8 +254,8 @@ def _spool_fds(pid: int) -> list[str]:
             link = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:
             continue
-        if link.endswith("(deleted)") or "/#" in link:
-            links.append(link)
+        if (link.endswith("(deleted)") or "/#" in link) and not link.startswith("/memfd:a2wsgi_mp-report"):
+            links.append(link)  # (not the workers' report files the front holds, see pool/reports.py)
     return links
 
 

@@ -9,17 +9,22 @@ events back to the ASGI server as they come.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
+import time
 from typing import Any, Awaitable, Callable, MutableMapping
 
 from .. import layout, logs
 from ..config import PoolConfig
 from ..environ import head_size, request_head
 from ..errors import RemoteAppError
+from ..hooks import ServerView, load_hooks
 from ..ipc import protocol
 from ..ipc.fds import FileHandoff
 from ..loader import AppRef, describe
 from . import metrics
+from .body_timeout import BodyReads
 from .dispatch import BootFailed, Pool, Unavailable
 from .client import cut_response
 from .exchange import Exchange, Lost, TimedOut
@@ -76,7 +81,10 @@ class WSGIPool:
                 f"{describe(app)} is an object, which only start_method='fork' can hand to workers"
             )
         self.pool = Pool(app, self.config)
+        #: The hooks module (imported here too: its front hooks run in this process).
+        self.hooks = self.pool.supervisor.hooks = load_hooks(self.config.hooks)
         self._queue_watch = QueueWatch(QUEUE_WATCH_AFTER)
+        self._body_reads = BodyReads(self.config.body_timeout) if self.config.body_timeout else None
         self._start_lock: asyncio.Lock | None = None
         #: (number of fronts, how it is known), set by a launcher that knows
         #: (the CLI, the gunicorn worker); otherwise detected at start-up.
@@ -108,13 +116,17 @@ class WSGIPool:
             await self.pool.start()
             fronts, how = self.fronts or layout.detect_fronts()
             logger.info("%s", layout.describe(fronts, how, self.config.workers, self.config.threads))
+            self.hooks.call_logged("when_ready", ServerView(os.getpid()))
 
     async def shutdown(self, graceful_timeout: float | None = None) -> None:
         """Drain: in-flight requests get ``graceful_timeout`` (default: the pool's setting)."""
         await self.pool.stop(graceful_timeout)
         self._queue_watch.close()
+        if self._body_reads is not None:
+            self._body_reads.close()
 
     async def reload(self) -> None:
+        self.hooks.call_logged("on_reload", ServerView(os.getpid()))
         await self.pool.reload()
 
     def stats(self) -> dict[str, Any]:
@@ -166,9 +178,14 @@ class WSGIPool:
         threshold = min(cfg.spool_threshold, MAX_INLINE)
         spool: Spool | None = None
         inline: bytes | None
+        if self._body_reads is not None:  # every read of the body within body_timeout
+            reads, task, loop = self._body_reads, asyncio.current_task(), self.pool.loop or asyncio.get_running_loop()
+            read = functools.partial(reads.receive, receive, task, loop)
+        else:
+            read = receive
         try:
             # The common case, a body in one message (GET: empty), needs no spool.
-            message = await receive()
+            message = await read()
             body = message.get("body", b"")
             if message["type"] == "http.request" and not message.get("more_body", False) and len(body) <= threshold:
                 inline, size = body, len(body)
@@ -176,7 +193,7 @@ class WSGIPool:
                     raise BodyTooLarge(size)
             else:
                 spool = Spool(threshold, cfg.max_body_size, cfg.spool_dir)
-                if not await _read_body(receive, spool, message):
+                if not await _read_body(read, spool, message):
                     return  # the client left before sending its whole body
                 inline = await spool.finish()
                 size = spool.size
@@ -184,6 +201,17 @@ class WSGIPool:
             if spool is not None:
                 spool.close()
             await _send_plain(send, 413, "Request body too large", [(b"connection", b"close")])
+            return
+        except asyncio.CancelledError:
+            if spool is not None:
+                spool.close()
+            if self._body_reads is None or not self._body_reads.timed_out(task):  # type: ignore[arg-type]
+                raise
+            uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+            if uncancel is not None:
+                uncancel()
+            await _send_plain(send, 408, "Request Timeout: the request body stopped coming",
+                              [(b"connection", b"close")])
             return
         except BaseException:
             if spool is not None:
@@ -205,6 +233,7 @@ class WSGIPool:
                 if slot is None:
                     return  # the client left while the request was queued: no worker runs it
                 exchange = self.pool.begin(slot)
+                slot.request, slot.since = scope, time.monotonic()  # (for a death report)
                 sent = self._send_request(exchange, head, inline, size, spool)
                 if sent is None:
                     break  # could not be sent, for a reason other than a broken connection

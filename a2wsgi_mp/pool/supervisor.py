@@ -35,10 +35,12 @@ import time
 from typing import Any, Callable, Protocol, cast
 
 from ..config import PoolConfig
+from ..hooks import Hooks, ServerView, WorkerView
 from ..ipc import protocol, shm
 from ..ipc.pipe import FileHandoff, FrontPipe, pair
 from ..loader import AppRef, describe
-from . import policies
+from ..reportfile import DUMP_SIGNAL, EXIT_RSS_HARD
+from . import policies, reports
 from .exchange import Lost
 from .processes import ProcessHandle, ProcessTable
 from .worker import Slot, State, Step, Worker, describe_status, rss
@@ -50,6 +52,8 @@ app_logger = logging.getLogger("a2wsgi_mp.wsgi")
 #: Seconds between SIGTERM (which a worker honours after its current request)
 #: and SIGKILL, for a worker that must go.
 KILL_GRACE = 2.0
+#: Seconds a death report waits for the exit status after the worker's connection broke.
+STATUS_WAIT = 1.0
 BACKOFF_MIN, BACKOFF_MAX = policies.BACKOFF_MIN, policies.BACKOFF_MAX
 
 
@@ -130,6 +134,11 @@ class Supervisor:
         self.stopping = False
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Workers that died or were killed, by reason (see :mod:`.reports`).
+        self.deaths = dict.fromkeys(reports.REASONS, 0)
+        self._oom = reports.OomWatch()
+        #: The hooks module's front hooks (child_exit here; WSGIPool runs when_ready, on_reload).
+        self.hooks = Hooks()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -190,6 +199,8 @@ class Supervisor:
         if self._zygote is not None:
             await self._zygote.stop()
         self._procs.forget_all()
+        for worker in list(self.workers.values()):
+            self._close_report(worker)
         c = self.counters
         logger.info("pool stopped: %d requests served; 502: %d, 503: %d, 504: %d; recycled %d, respawned %d, "
                     "killed %d", c["served"], c["502"], c["503"], c["504"], c["recycled"], c["respawned"], c["killed"])
@@ -380,19 +391,46 @@ class Supervisor:
         self.notify()
         return worker.state is State.READY
 
-    def kill(self, worker: Worker, why: str) -> None:
-        """Replace ``worker`` now; TERM it, KILL it after a grace period.
+    def kill(self, worker: Worker, why: str, slot: Slot | None = None) -> None:
+        """Replace ``worker`` now; dump its stacks, TERM it, KILL it after a grace period.
 
-        For a worker stuck in a request (already answered 504): its
-        replacement starts at once rather than when the corpse is found.
+        For a worker stuck in a request (already answered 504) on ``slot``: its
+        replacement starts at once rather than when the corpse is found, and
+        the log says which request it was stuck in, where (every thread's
+        stack, asked of the worker for at most ``reports.DUMP_WAIT`` s) and
+        how big it was.
         """
         if worker.state is State.DEAD:
             return
         self.counters["killed"] += 1
-        logger.warning("killing worker %s: %s", worker.pid, why)
+        self.deaths["timeout"] += 1
+        what = ""
+        if slot is not None and slot.request is not None:
+            what = f'; it was serving "{reports.request_line(slot.request)}" for {time.monotonic() - slot.since:.1f} s'
+        size = rss(worker.pid) if worker.pid is not None else worker.rss
         if worker.live and not self.stopping:
             self._retire(worker, why, count=False)
             self.reconcile()
+        why = f"{why}{what}, RSS {reports.mib(size)}"
+        if worker.report_fd >= 0:
+            self.background(self._dump_and_kill(worker, why))
+        else:  # no report file (not Linux): nothing to wait for
+            self._terminate(worker, why, "no report file")
+
+    async def _dump_and_kill(self, worker: Worker, why: str) -> None:
+        stacks = ""
+        if worker.state is not State.DEAD:
+            stacks = await reports.take_stacks(worker.report_fd, lambda: self._signal(worker, DUMP_SIGNAL))
+            worker.report_read = reports.report_size(worker.report_fd)
+        self._terminate(worker, why, stacks or ("it is gone" if worker.state is State.DEAD else "none came"),
+                        bool(stacks))
+
+    def _terminate(self, worker: Worker, why: str, stacks: str, dumped: bool = False) -> None:
+        if dumped:
+            logger.warning("killing worker %s: %s; its stacks (most recent call first):\n%s", worker.pid, why,
+                           stacks.rstrip())
+        else:
+            logger.warning("killing worker %s: %s (no stacks: %s)", worker.pid, why, stacks)
         self._signal(worker, signal.SIGTERM)
         self.clock.call_later(KILL_GRACE, self._signal, worker, signal.SIGKILL)
 
@@ -447,6 +485,11 @@ class Supervisor:
         worker.step(Step.READY)
         if self._started:  # a replacement: say how long the pool was short
             logger.info("worker %s ready in %.0f ms", worker.pid, (self.clock.now() - worker.started) * 1000)
+        if worker.pid is not None:  # what its death report will need
+            worker.rss = rss(worker.pid)  # (then with a response's last frame, at most once a second)
+            worker.report_fd = reports.open_report(worker.pid)
+            worker.memory_counter = reports.memory_counter(worker.pid)
+            self._oom.track(worker.memory_counter)
         self._ever_ready = True
         self.boot_failures = 0
         self._hold_until = 0.0
@@ -469,6 +512,7 @@ class Supervisor:
         booting = before in (State.BOOTING, State.BOOT_FAILED) and not never_started
         was_retiring = before is State.RETIRING  # its replacement is on its way already
         expected = was_retiring and not worker.busy
+        doing = reports.serving(worker.slots, time.monotonic())
         worker.step(Step.EXIT)
         self.workers.pop(worker.id, None)
         for slot in worker.slots:
@@ -491,8 +535,12 @@ class Supervisor:
         elif booting:
             self.boot_failures += 1
             logger.error("worker %s died while loading the app (%s)", worker.pid, reason)
-        else:
-            logger.warning("worker %s died (%s)", worker.pid, reason)
+        else:  # reported once its exit status is known (or after STATUS_WAIT)
+            worker.death = (reason, doing)
+            if worker.exited or worker.pid is None:
+                self._finish_death(worker)
+            else:
+                self.clock.call_later(STATUS_WAIT, self._finish_death, worker)
         if not self.stopping and not was_retiring:
             self.counters["respawned"] += 1
             if booting or never_started:
@@ -503,6 +551,39 @@ class Supervisor:
         self.notify()
         if self.hopeless:
             self._on_hopeless()
+
+    def _finish_death(self, worker: Worker) -> None:
+        """Log the report of a worker that died unexpectedly, and count it by reason."""
+        if worker.death is None:
+            return
+        reason, doing = worker.death
+        worker.death = None
+        status = worker.exit_status
+        how = describe_status(status) if status is not None else reason
+        last = f"last RSS {reports.mib(worker.rss)}" if worker.rss else "RSS not sampled"
+        dump = reports.read_report(worker.report_fd, worker.report_read).rstrip()
+        worker.report_read += len(dump.encode())
+        oom = reports.was_oom(worker, status, self._oom)
+        if status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_RSS_HARD:
+            self.deaths["max_rss_hard"] += 1
+            first, _, stacks = dump.partition("\n")
+            logger.error("worker %s ended itself, %s: %s; 502 for its request; its stacks (most recent call "
+                         "first):\n%s", worker.pid, doing, first or "max_rss_hard", stacks)
+        elif oom is not None:
+            self.deaths["oom"] += 1
+            logger.error("worker %s was killed by the kernel's OOM killer (%s), %s; %s", worker.pid, oom,
+                         doing, last)
+        else:
+            self.deaths["crash"] += 1
+            logger.error("worker %s died (%s), %s; %s%s", worker.pid, how, doing, last,
+                         f"; its report:\n{dump}" if dump else "")
+        if worker.exited:
+            self._close_report(worker)
+
+    def _close_report(self, worker: Worker) -> None:
+        if worker.report_fd >= 0 and worker.death is None:
+            os.close(worker.report_fd)
+            worker.report_fd = -1
 
     def _retire(self, worker: Worker, reason: str, *, count: bool = True) -> None:
         """Give ``worker`` no more requests; it leaves once idle.  (reconcile()
@@ -528,7 +609,8 @@ class Supervisor:
         """A handle on a new zygote for this pool (not started)."""
         cfg = self.config
         zygote = self._new_zygote_handle(self.app_ref, cfg.start_method, self._on_exited, lambda: None,
-                                         cfg.preload, cfg.boot_timeout)
+                                         cfg.preload, cfg.boot_timeout,
+                                         {"max_rss_hard": cfg.max_rss_hard * 1024 * 1024, "hooks": cfg.hooks})
         zygote.on_lost = lambda: self._on_zygote_lost(zygote)
         return zygote
 
@@ -594,16 +676,23 @@ class Supervisor:
                 await asyncio.sleep(1.0)
 
     def _signal(self, worker: Worker, sig: int) -> None:
+        if sig in (signal.SIGTERM, signal.SIGKILL):
+            worker.killed = True  # its death is ours, not a crash or the OOM killer
         if worker.pid is not None:
             self._procs.signal(worker.pid, worker, sig)
 
     def _on_process_gone(self, worker: Worker, status: int | None) -> None:
         how = describe_status(status) if status is not None else "exited, status unknown"
-        if worker.state is State.DEAD:  # its connection told us first; now we know how
+        worker.exit_status, worker.exited = status, True
+        self.hooks.call_logged("child_exit", ServerView(os.getpid()), WorkerView(worker.pid, worker.id))
+        if worker.death is not None:  # its connection told us first; its report waited for this
+            self._finish_death(worker)
+        elif worker.state is State.DEAD:
             if not self.stopping and status:
                 logger.warning("worker %s exit status: %s", worker.pid, how)
         else:
             self._on_dead(worker, how)
+        self._close_report(worker)
 
     # ------------------------------------------------------------ housekeeping
 

@@ -21,6 +21,13 @@ def app(environ, start_response):
     if path == "/hang":
         while True:
             time.sleep(1)
+    if path == "/alloc":  # allocate (and touch) N MiB, 10 MiB at a time, a little slowly
+        held = []
+        for _ in range(int(environ.get("QUERY_STRING") or 0) // 10):
+            chunk = bytearray(10 * 1024 * 1024)
+            chunk[::4096] = b"x" * len(range(0, len(chunk), 4096))
+            held.append(chunk)
+            time.sleep(0.005)
     if path == "/sleep":
         seconds = float(environ.get("QUERY_STRING") or "0.5")
         time.sleep(seconds)
