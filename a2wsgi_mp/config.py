@@ -84,6 +84,10 @@ class PoolConfig:
     #: ``post_worker_init``, ``worker_exit`` run in each worker; ``child_exit``,
     #: ``when_ready``, ``on_reload`` in the front (see :mod:`a2wsgi_mp.hooks`).
     hooks: str | None = None
+    #: A path (``/healthz``) each worker started after start-up (a reload's, a
+    #: replacement) must answer below 400 before it serves: in a reload, the
+    #: old workers keep serving unless the new ones pass (None = no check).
+    reload_check: str | None = None
     #: Header names with underscores (``X_Forwarded_For``), which would land on the
     #: same environ key as the dashed name: "drop" (gunicorn's and nginx's default),
     #: "refuse" (400) or "dangerous" (kept).  Applied in the worker's environ.
@@ -122,6 +126,8 @@ class PoolConfig:
             raise ValueError("preload needs start_method='fork': workers are forked from the preloaded zygote")
         if self.ipc not in ("pipe", "shm"):
             raise ValueError(f"ipc must be 'pipe' or 'shm', not {self.ipc!r}")
+        if self.reload_check is not None and not str(self.reload_check).startswith("/"):
+            raise ValueError(f"reload_check must be a path such as '/healthz', not {self.reload_check!r}")
         if self.hooks is not None and not isinstance(self.hooks, str):
             raise ValueError("hooks must name a module ('myproject.pool_hooks') or a .py file: every worker "
                              "process imports it")

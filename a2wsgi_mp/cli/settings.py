@@ -195,6 +195,8 @@ OPTIONS: list[Option] = [
          "free at once (0 = the worker waits)"),
     pool("spool_dir", str, "directory for spooled request bodies (default: the system temp dir)"),
     pool("metrics_path", str, "serve Prometheus metrics at this path (default: off)"),
+    pool("reload_check", str, "a path (/healthz) every new worker of a reload must answer below 400 "
+         "before it serves; the old workers keep serving unless it does"),
     pool("hooks", str, "a hooks module or .py file: post_fork, post_worker_init, worker_exit run in each "
          "worker; child_exit, when_ready, on_reload in the front (gunicorn's names)"),
     pool("header_map", str, "header names with underscores: dropped, refused (400) or dangerous (kept, "

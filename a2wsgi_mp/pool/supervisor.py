@@ -40,7 +40,7 @@ from ..ipc import protocol, shm
 from ..ipc.pipe import FileHandoff, FrontPipe, pair
 from ..loader import AppRef, describe
 from ..reportfile import DUMP_SIGNAL, EXIT_RSS_HARD
-from . import policies, reports
+from . import policies, reports, warmup
 from .exchange import Lost
 from .processes import ProcessHandle, ProcessTable
 from .worker import Slot, State, Step, Worker, describe_status, rss
@@ -117,6 +117,9 @@ class Supervisor:
         self._procs: ProcessTable[Worker] = ProcessTable(self._on_process_gone, self._zygote_alive, process_handle)
         self._next_wid = 0
         self._zygote: Zygote | None = None
+        #: ``reload_check`` with ``preload``: the zygote of the code before a reload,
+        #: kept until the reload's workers pass the check (or back in service if they fail).
+        self._previous_zygote: Zygote | None = None
         #: How many live workers the pool should have (elastic: between the bounds).
         self.target: int = cast(int, config.workers)  # (a (min, max) pair is resolved by PoolConfig)
         #: Bumped by each reload: live workers of an older epoch are replaced.
@@ -196,8 +199,9 @@ class Supervisor:
             self._signal(worker, signal.SIGKILL)
         for task in list(self._tasks):
             task.cancel()
-        if self._zygote is not None:
-            await self._zygote.stop()
+        for zygote in (self._zygote, self._previous_zygote):
+            if zygote is not None:
+                await zygote.stop()
         self._procs.forget_all()
         for worker in list(self.workers.values()):
             self._close_report(worker)
@@ -221,10 +225,15 @@ class Supervisor:
             if fresh is None:
                 return
             old, self._zygote = self._zygote, fresh
-            # The old workers outlive their zygote (they watch the front) and
-            # retire as their replacements come up; the front follows them by pidfd.
-            await old.stop()
-            self._procs.reporter_lost()
+            if self._previous_zygote is not None:  # (from a reload not complete yet)
+                await self._stop_zygote(self._previous_zygote)
+                self._previous_zygote = None
+            if self.config.reload_check:  # kept until the new workers pass the check
+                self._previous_zygote = old
+            else:
+                # The old workers outlive their zygote (they watch the front) and
+                # retire as their replacements come up; the front follows them by pidfd.
+                await self._stop_zygote(old)
         self.epoch += 1
         logger.info("reload: starting %d fresh worker(s); each old one retires once its replacement is ready",
                     sum(1 for w in self.workers.values() if w.live))
@@ -286,6 +295,9 @@ class Supervisor:
                 self._retire(worker, "reload")
             if keep == 0:
                 logger.info("reload complete: %d worker(s) ready", fresh_ready)
+                previous, self._previous_zygote = self._previous_zygote, None
+                if previous is not None:
+                    self.background(self._stop_zygote(previous))
         missing = self.target - len(current)
         if missing > 0:
             if now < self._hold_until:
@@ -456,10 +468,7 @@ class Supervisor:
         elif isinstance(event, protocol.BootError):
             worker = slot.worker
             if worker.state is State.BOOTING:
-                self._last_boot_error = event.message
-                worker.step(Step.BOOT_ERROR)
-                logger.error("worker %s could not load %s:\n%s", worker.pid, describe(self.app_ref),
-                             event.message.rstrip())
+                self._boot_failed(worker, f"could not load {describe(self.app_ref)}", event.message.rstrip())
         else:
             logger.debug("dropping stale %s on worker %s", type(event).__name__, slot.worker.pid)
             if isinstance(event, FileHandoff):
@@ -477,10 +486,72 @@ class Supervisor:
         app_logger.log(logging.DEBUG if raised else logging.ERROR, "[worker %s] %s", slot.worker.pid,
                        event.message)
 
+    def _boot_failed(self, worker: Worker, error: str, detail: str) -> None:
+        """``worker`` cannot serve (its app did not load, or it failed the reload check).
+
+        In a reload, with older workers serving, the reload is given up: one
+        line says so, and the old workers serve on.  Otherwise the pool backs
+        off (see _on_dead); the same error again is one short line, not the
+        traceback again."""
+        worker.step(Step.BOOT_ERROR)
+        serving = [w for w in self.workers.values() if w.state is State.READY and w.epoch != worker.epoch]
+        if serving and not self.stopping:
+            logger.error("reload failed: worker %s %s; the old workers keep serving (%d ready); fix the code and "
+                         "reload again%s", worker.pid, error, len(serving), f":\n{detail}" if detail else "")
+            self._abandon_reload()
+            return
+        repeated = detail == self._last_boot_error
+        self._last_boot_error = detail
+        if repeated:
+            logger.error("worker %s %s: the same error again (attempt %d); backing off", worker.pid, error,
+                         self.boot_failures + 1)
+        else:
+            logger.error("worker %s %s%s", worker.pid, error, f":\n{detail}" if detail else "")
+
+    def _abandon_reload(self) -> None:
+        """Give up the current reload: its workers leave, the older ones are current again."""
+        for worker in list(self.workers.values()):
+            if worker.epoch == self.epoch and worker.state in (State.BOOTING, State.BOOT_FAILED):
+                worker.abandoned = True
+                worker.retire_reason = "reload failed"
+                if worker.live:
+                    self._retire(worker, "reload failed", count=False)
+                else:
+                    self._hang_up(worker)
+        for worker in self.workers.values():
+            if worker.live:
+                worker.epoch = self.epoch  # the old workers are the pool's workers again
+        previous, self._previous_zygote = self._previous_zygote, None
+        if previous is not None:  # preloaded: workers fork from the old code again
+            fresh, self._zygote = self._zygote, previous
+            if fresh is not None:
+                self.background(self._stop_zygote(fresh))
+
+    async def _stop_zygote(self, zygote: Zygote) -> None:
+        await zygote.stop()
+        self._procs.reporter_lost()
+
+    async def _warm_up(self, worker: Worker) -> None:
+        """The reload check: ``GET reload_check`` on ``worker`` before it serves (see :mod:`.warmup`)."""
+        target = self.config.reload_check or "/"
+        passed, what = await warmup.check(worker.slots[0], target, self.config.timeout or 30.0)
+        if worker.state is not State.BOOTING:
+            return  # it died meanwhile
+        if passed:
+            logger.info("worker %s passed the reload check: GET %s %s", worker.pid, target, what)
+            self._on_ready(worker.slots[0])
+            return
+        self._boot_failed(worker, f'failed the reload check: "GET {target}" {what}', "")
+        self._hang_up(worker)
+
     def _on_ready(self, slot: Slot) -> None:
         slot.ready = True
         worker = slot.worker
         if worker.state is not State.BOOTING or not all(s.ready for s in worker.slots):
+            return
+        if self.config.reload_check and self._started and not self.stopping and not worker.warmed:
+            worker.warmed = True  # no client request before it answered the check
+            self.background(self._warm_up(worker))
             return
         worker.step(Step.READY)
         if self._started:  # a replacement: say how long the pool was short
@@ -509,8 +580,9 @@ class Supervisor:
         # No process ever said a word (no SPAWNED, READY or BOOT_ERROR): the
         # zygote died with our SPAWN, or before it.  Not the app's failure.
         never_started = before is State.BOOTING and worker.pid is None
-        booting = before in (State.BOOTING, State.BOOT_FAILED) and not never_started
-        was_retiring = before is State.RETIRING  # its replacement is on its way already
+        booting = before in (State.BOOTING, State.BOOT_FAILED) and not never_started and not worker.abandoned
+        # (retiring: its replacement is on its way already; abandoned: the old workers serve on)
+        was_retiring = before is State.RETIRING or worker.abandoned
         expected = was_retiring and not worker.busy
         doing = reports.serving(worker.slots, time.monotonic())
         worker.step(Step.EXIT)
@@ -534,7 +606,9 @@ class Supervisor:
             logger.info("worker %s retired (%s)", worker.pid, worker.retire_reason)
         elif booting:
             self.boot_failures += 1
-            logger.error("worker %s died while loading the app (%s)", worker.pid, reason)
+            # (a worker that said why, BOOT_ERROR, was logged then; this one died without a word)
+            (logger.info if before is State.BOOT_FAILED else logger.error)(
+                "worker %s died while loading the app (%s)", worker.pid, reason)
         else:  # reported once its exit status is known (or after STATUS_WAIT)
             worker.death = (reason, doing)
             if worker.exited or worker.pid is None:
@@ -649,8 +723,8 @@ class Supervisor:
             self._on_dead(worker, f"start failed: {exc}")
 
     def _zygote_alive(self, generation: int) -> bool:
-        zygote = self._zygote
-        return zygote is not None and zygote.running and zygote.generation == generation
+        return any(z is not None and z.running and z.generation == generation
+                   for z in (self._zygote, self._previous_zygote))
 
     def _on_exited(self, pid: int, status: int) -> None:
         self._procs.gone(pid, status)

@@ -115,6 +115,9 @@ class Worker:
         self.exit_status: int | None = None
         self.exited = False
         self.death: "tuple[str, str] | None" = None
+        #: ``reload_check``: it got its warm-up request; it belonged to a reload that failed.
+        self.warmed = False
+        self.abandoned = False
 
     def step(self, step: Step) -> State:
         """Take ``step``; IllegalTransition if the current state does not allow it."""
