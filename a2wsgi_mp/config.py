@@ -84,6 +84,9 @@ class PoolConfig:
     #: ``post_worker_init``, ``worker_exit`` run in each worker; ``child_exit``,
     #: ``when_ready``, ``on_reload`` in the front (see :mod:`a2wsgi_mp.hooks`).
     hooks: str | None = None
+    #: Only these hooks of the module (None: all); the gunicorn worker runs a
+    #: gunicorn config's ``post_fork``, ``worker_exit``, ``child_exit`` this way.
+    hook_names: tuple[str, ...] | None = None
     #: A path (``/healthz``) each worker started after start-up (a reload's, a
     #: replacement) must answer below 400 before it serves: in a reload, the
     #: old workers keep serving unless the new ones pass (None = no check).

@@ -39,7 +39,7 @@ import importlib.util
 import logging
 import os
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 #: The hooks a hooks module may define, and where each runs.
 WORKER_HOOKS = ("post_fork", "post_worker_init", "worker_exit")
@@ -81,10 +81,10 @@ class ServerView:
 class Hooks:
     """The hooks of one module; a missing hook does nothing."""
 
-    def __init__(self, ref: str | None = None, namespace: Any = None) -> None:
+    def __init__(self, ref: str | None = None, namespace: Any = None, names: Iterable[str] | None = None) -> None:
         self.ref = ref
         self._fns: dict[str, Callable[..., Any]] = {}
-        for name in NAMES:
+        for name in NAMES if names is None else [n for n in NAMES if n in set(names)]:
             fn = getattr(namespace, name, None) if namespace is not None else None
             if fn is not None and callable(fn):
                 self._fns[name] = fn
@@ -109,9 +109,10 @@ class Hooks:
             log.exception("the %s hook of %s raised", name, self.ref)
 
 
-def load_hooks(ref: str | None) -> Hooks:
+def load_hooks(ref: str | None, names: Iterable[str] | None = None) -> Hooks:
     """The hooks of ``ref``: a module name (``pkg.hooks``), a ``.py`` file, or
-    ``python:pkg.hooks`` (gunicorn's spelling); no hooks for None."""
+    ``python:pkg.hooks`` (gunicorn's spelling); no hooks for None.  ``names``:
+    only these hooks of the module (the gunicorn worker's mapping)."""
     if not ref:
         return Hooks()
     name = ref.removeprefix("python:")
@@ -143,4 +144,4 @@ def load_hooks(ref: str | None) -> Hooks:
         if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
             raise HookError(f"could not import hooks module {ref!r}: {exc}") from None
         raise
-    return Hooks(ref, module)
+    return Hooks(ref, module, names)

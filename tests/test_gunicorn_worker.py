@@ -349,6 +349,30 @@ def test_hooks_and_quick_exit(start) -> None:
     assert f"Worker (pid:{worker.pid}) was sent" not in g.log()
 
 
+def test_gunicorn_config_process_hooks_run_for_the_pool_processes(start) -> None:
+    """post_fork and worker_exit in each pool process, child_exit in the front when one ends
+    (besides gunicorn's own calls for its worker): OpenTelemetry, database resets and
+    prometheus_client's mark_process_dead then work under PoolWorker as under a sync worker."""
+    g = start("--threads", "2", "-w", "1", "-c", "python:tests.apps.gunicorn_pool_hooks")
+    worker = g.one_worker()
+    pool = wait_for(lambda: len(g.pool_pids(worker)) == 2 and g.pool_pids(worker), 30, "2 pool processes")
+
+    def marks(name: str) -> list[dict]:
+        return [json.loads(p.read_text()) for p in g.marks(name)]
+
+    # post_fork: by gunicorn in its worker, and by the pool in each pool process (about itself)
+    wait_for(lambda: {m["in"] for m in marks("post_fork")} >= pool | {worker.pid}, 15, "post_fork everywhere")
+    assert all(m["in"] == m["worker"] for m in marks("post_fork"))
+    victim, survivor = sorted(pool)
+    os.kill(victim, signal.SIGKILL)  # a crash: no worker_exit, but child_exit in the front
+    wait_for(lambda: any(m["worker"] == victim for m in marks("child_exit")), 15, "child_exit for the pool process")
+    assert [m["in"] for m in marks("child_exit") if m["worker"] == victim] == [worker.pid]
+    assert not any(m["in"] == victim for m in marks("worker_exit"))
+    os.kill(worker.pid, signal.SIGTERM)  # graceful: each pool process leaves of its own accord
+    wait_for(lambda: any(m["in"] == survivor for m in marks("worker_exit")), 15, "worker_exit in a pool process")
+    assert [m["worker"] for m in marks("worker_exit") if m["in"] == survivor] == [survivor]
+
+
 def _running(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE

@@ -82,7 +82,7 @@ class WSGIPool:
             )
         self.pool = Pool(app, self.config)
         #: The hooks module (imported here too: its front hooks run in this process).
-        self.hooks = self.pool.supervisor.hooks = load_hooks(self.config.hooks)
+        self.hooks = self.pool.supervisor.hooks = load_hooks(self.config.hooks, self.config.hook_names)
         self._queue_watch = QueueWatch(QUEUE_WATCH_AFTER)
         self._body_reads = BodyReads(self.config.body_timeout) if self.config.body_timeout else None
         self._start_lock: asyncio.Lock | None = None

@@ -408,7 +408,7 @@ def run_worker(app_ref: AppRef, socks: list[socket.socket], parent_pid: int, fro
     pid = os.getpid()
     try:
         # post_fork, the app, post_worker_init: a hook that raises fails the boot as the app would.
-        hooks = _leaving.hooks = load_hooks(options.get("hooks"))
+        hooks = _leaving.hooks = load_hooks(options.get("hooks"), options.get("hook_names"))
         server = _leaving.server = ServerView(int(options.get("front_pid") or parent_pid))
         me = _leaving.worker = WorkerView(pid, int(options.get("worker_id") or 0))
         hooks.call("post_fork", server, me)
