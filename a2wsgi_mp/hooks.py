@@ -13,8 +13,9 @@ hook                   runs in                    when
 ``post_fork``          each worker                after fork (or spawn), before the app is loaded
 ``post_worker_init``   each worker                after the app is loaded, before its first request
 ``worker_exit``        each worker                when it leaves of its own accord (retired,
-                                                  drained, the front gone); not when killed or crashed
+                                                  drained); not when killed or crashed
 ``child_exit``         the front                  after any worker ended, whatever the reason
+                                                  (not those ended by the final shutdown)
 ``when_ready``         the front                  once the pool is ready
 ``on_reload``          the front                  when a reload (SIGHUP) begins
 =====================  =========================  ==============================================
