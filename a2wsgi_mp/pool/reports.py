@@ -97,7 +97,31 @@ async def take_stacks(fd: int, send_signal: Callable[[], None], wait: float = DU
         else:
             stable = 0
         size = new
-    return read_report(fd, start) if size > start else ""
+    return app_stacks(read_report(fd, start)) if size > start else ""
+
+
+#: Threads of ours in every worker, left out of a report: (file, function) of one of their frames.
+_OWN_THREADS = (("a2wsgi_mp/workers/lifeline.py", "wait"), ("a2wsgi_mp/workers/process.py", "watch"),
+                ("a2wsgi_mp/reportfile.py", "dump_stacks"))
+
+
+def app_stacks(dump: str) -> str:
+    """faulthandler's dump without the blocks of the pool's own threads (the front watch,
+    the RSS watch): what is left is the app's threads, and any header or trailer."""
+    blocks = dump.split("\n\n")
+    kept = []
+    for block in blocks:
+        frames = [line.strip() for line in block.splitlines() if line.strip().startswith("File ")]
+        if any(frame_is(frame, where, fn) for frame in frames for where, fn in _OWN_THREADS):
+            continue
+        kept.append(block)
+    return "\n\n".join(kept)
+
+
+def frame_is(frame: str, where: str, function: str) -> bool:
+    """Is faulthandler's ``File "PATH", line N in FUNC`` in ``where`` (a path suffix), in ``function``?"""
+    path, _, rest = frame.partition('", line ')
+    return path.replace("\\", "/").endswith(where) and rest.endswith(f" in {function}")
 
 
 def request_line(scope: Mapping[str, Any] | None) -> str:

@@ -635,14 +635,15 @@ class Supervisor:
         status = worker.exit_status
         how = describe_status(status) if status is not None else reason
         last = f"last RSS {reports.mib(worker.rss)}" if worker.rss else "RSS not sampled"
-        dump = reports.read_report(worker.report_fd, worker.report_read).rstrip()
-        worker.report_read += len(dump.encode())
+        raw = reports.read_report(worker.report_fd, worker.report_read)
+        worker.report_read += len(raw.encode())
+        dump = reports.app_stacks(raw).rstrip()
         oom = reports.was_oom(worker, status, self._oom)
         if status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_RSS_HARD:
             self.deaths["max_rss_hard"] += 1
             first, _, stacks = dump.partition("\n")
             logger.error("worker %s ended itself, %s: %s; 502 for its request; its stacks (most recent call "
-                         "first):\n%s", worker.pid, doing, first or "max_rss_hard", stacks)
+                         "first):\n%s", worker.pid, doing, first or "max_rss_hard", stacks.strip())
         elif oom is not None:
             self.deaths["oom"] += 1
             logger.error("worker %s was killed by the kernel's OOM killer (%s), %s; %s", worker.pid, oom,

@@ -385,7 +385,7 @@ def watch_rss(limit: int) -> None:
         while True:
             rss = own_rss()
             if rss > limit:
-                reportfile.write(f"RSS {rss // 2**20} MiB passed max_rss_hard {limit // 2**20} MiB\n")
+                reportfile.write(f"RSS {rss // 2**20} MiB passed max_rss_hard {limit // 2**20} MiB\n\n")
                 reportfile.dump_stacks()
                 os._exit(EXIT_RSS_HARD)
             threading.Event().wait(RSS_CHECK_INTERVAL)

@@ -3,9 +3,15 @@
 import ctypes
 import os
 import signal
+import threading
 import time
 
 _ballast = []
+
+
+def _helper_sleeps():
+    while True:
+        time.sleep(1)
 
 
 def app(environ, start_response):
@@ -18,6 +24,9 @@ def app(environ, start_response):
         ctypes.string_at(0)
     if path == "/sigkill-self":
         os.kill(os.getpid(), signal.SIGKILL)
+    if path == "/hang-threads":  # a thread of the app's own, asleep, while the request hangs
+        threading.Thread(target=_helper_sleeps, daemon=True).start()
+        path = "/hang"
     if path == "/hang":
         while True:
             time.sleep(1)
