@@ -72,7 +72,7 @@ def test_crash_logs_how_the_worker_died_and_its_request(server, fault, how):
     assert wait_for(lambda: "died (" in srv.log(), 5), srv.log()
     line = next(l for l in srv.log().splitlines() if "died (" in l)
     assert re.search(rf'worker \d+ died \({how}\), serving "GET {fault} HTTP/1.1" for \d+\.\d s; '
-                     rf'last RSS \d+ MiB', line), line
+                     rf'last RSS sample \d+ MiB', line), line
     if fault == "/segfault":  # faulthandler's dump says where
         assert "Fatal Python error: Segmentation fault" in srv.log()
         assert re.search(r'File ".*sup_faults\.py", line \d+ in app', srv.log())
@@ -139,8 +139,9 @@ def test_oom_kill_is_named_as_such(server):
         assert httpx.get(srv.url + "/alloc?2000", timeout=60).status_code == 502
         assert wait_for(lambda: "OOM killer" in srv.log(), 5), srv.log()
         line = next(l for l in srv.log().splitlines() if "OOM killer" in l)
-        assert re.search(r"worker \d+ was killed by the kernel's OOM killer \(oom_kill \d+ -> \d+ in cgroup .*\), "
-                         r'serving "GET /alloc\?2000 HTTP/1.1" for \d+\.\d s; last RSS \d+ MiB', line), line
+        assert re.search(r"worker \d+ was killed by the kernel's OOM killer \(oom_kill \d+ -> \d+ in cgroup .*, "
+                         r'limit 300 MiB\), serving "GET /alloc\?2000 HTTP/1.1" for \d+\.\d s; last RSS sample \d+ MiB',
+                         line), line
         assert deaths(srv.url, "oom") == 1 and deaths(srv.url, "crash") == 0
         srv.stop()
     finally:

@@ -180,6 +180,23 @@ def oom_kills(counter: str | None) -> int:
     return -1
 
 
+def memory_limit(counter: str | None) -> int:
+    """The memory limit of the cgroup whose counter file this is, in bytes; 0 for none."""
+    if not counter:
+        return 0
+    base = os.path.dirname(counter)
+    for name in ("memory.max", "memory.limit_in_bytes"):
+        try:
+            with open(os.path.join(base, name)) as f:
+                value = f.read().strip()
+        except OSError:
+            continue
+        if value == "max" or not value.isdigit() or int(value) >= 2**62:
+            return 0
+        return int(value)
+    return 0
+
+
 class OomWatch:
     """Tells whether the kernel's OOM killer struck since we last looked, per counter file."""
 
@@ -198,7 +215,9 @@ class OomWatch:
             before, now = self._seen.get(c, -1), oom_kills(c)
             self._seen[c] = now
             if before >= 0 and now > before:
-                where = f"cgroup {os.path.dirname(c)}" if c else "the kernel's /proc/vmstat"
+                limit = memory_limit(c)
+                where = (f"cgroup {os.path.dirname(c)}" + (f", limit {mib(limit)}" if limit else "")
+                         if c else "the kernel's /proc/vmstat")
                 return f"oom_kill {before} -> {now} in {where}"
         return None
 

@@ -634,7 +634,7 @@ class Supervisor:
         worker.death = None
         status = worker.exit_status
         how = describe_status(status) if status is not None else reason
-        last = f"last RSS {reports.mib(worker.rss)}" if worker.rss else "RSS not sampled"
+        last = f"last RSS sample {reports.mib(worker.rss)}" if worker.rss else "RSS not sampled"
         raw = reports.read_report(worker.report_fd, worker.report_read)
         worker.report_read += len(raw.encode())
         dump = reports.app_stacks(raw).rstrip()
