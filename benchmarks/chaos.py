@@ -21,8 +21,9 @@ reference), then for ``--duration`` seconds:
 
 Every failed request is then matched against the kill log: a kill of a worker
 while the request was in flight (of *its* worker, once the response named it
-in ``X-Pid``), or of a front after the request's connection may have been
-opened, makes it **expected**; anything else is **unexpected** (a defect).
+in ``X-Pid``), or of a front since its keep-alive connection was last known
+alive (the end of the client's previous request), makes it **expected**;
+anything else is **unexpected** (a defect), flagged when a SIGHUP was near.
 Resources of the tree (processes, descriptors, memfds, unlinked files — spill
 and spool — and /dev/shm entries) are compared between the idle server before
 and after the run, and after SIGTERM nothing of the tree may remain.
@@ -94,7 +95,7 @@ class Result:
     outcome: str  # ok | wrong | failed
     detail: str = ""
     pid: int | None = None  # the worker that answered (X-Pid), if the response started
-    conn_since: float = 0.0  # the earliest its connection may have been opened
+    conn_since: float = 0.0  # when its connection was last known alive (the end of the previous request)
     verdict: str = ""  # for failures: expected (why) | unexpected
 
 
@@ -168,8 +169,9 @@ async def client(url: str, plan: Plan, seed: int, stop: asyncio.Event, results: 
             kind, outcome, detail, pid = await one_request(http, url, plan, rng)
             end = time.monotonic()
             results.append(Result(kind, start, end, outcome, detail, pid, conn_since))
-            if outcome != "ok":  # httpx drops a broken connection: the next one is new
-                conn_since = end
+            # The connection was alive then (or is new after a failure): a front killed
+            # before this cannot fail the next request.
+            conn_since = end
 
 
 async def non_reader(port: int, stop: asyncio.Event, rng: random.Random, stats: collections.Counter) -> None:
