@@ -196,22 +196,33 @@ async def non_reader(port: int, stop: asyncio.Event, rng: random.Random, stats: 
             sock.close()
 
 
-async def trickler(url: str, plan: Plan, stop: asyncio.Event, stats: collections.Counter) -> None:
-    """Read a 2-4 MB download at 256 KB/s and check it."""
+async def trickler(url: str, plan: Plan, stop: asyncio.Event, results: list[Result]) -> None:
+    """Read a 2-4 MB download at 256 KB/s and check it (counted as requests of kind "trickle")."""
     seed, size, digest = plan.trickle
-    async with httpx.AsyncClient(timeout=httpx.Timeout(120.0)) as http:
+    conn_since = time.monotonic()
+    async with httpx.AsyncClient(timeout=httpx.Timeout(120.0), limits=httpx.Limits(max_connections=1)) as http:
         while not stop.is_set():
+            start = time.monotonic()
+            pid = None
             try:
                 sha, got = hashlib.sha256(), 0
                 async with http.stream("GET", f"{url}/download?size={size}&seed={seed}") as r:
+                    pid = _pid(r)
                     async for chunk in r.aiter_raw(16384):
                         sha.update(chunk)
                         got += len(chunk)
                         await asyncio.sleep(len(chunk) / (256 * 1024))
-                ok = r.status_code == 200 and got == size and sha.hexdigest() == digest
-                stats["trickles complete" if ok else "trickles wrong"] += 1
-            except httpx.TransportError:
-                stats["trickles cut"] += 1
+                if r.status_code != 200:
+                    outcome, detail = "failed", str(r.status_code)
+                elif got != size or sha.hexdigest() != digest:
+                    outcome, detail = "wrong", f"{got} of {size} bytes, checksum {'ok' if sha.hexdigest() == digest else 'bad'}"
+                else:
+                    outcome, detail = "ok", ""
+            except (httpx.TransportError, httpx.DecodingError) as exc:
+                outcome, detail = "failed", f"{type(exc).__name__}: {exc}"[:120]
+            end = time.monotonic()
+            results.append(Result("trickle", start, end, outcome, detail, pid, conn_since))
+            conn_since = end
 
 
 # ---------------------------------------------------------------- the process tree
@@ -367,11 +378,12 @@ def report(args: argparse.Namespace, results: list[Result], kills: list[tuple[fl
         "hostile": dict(stats),
         "resources": {"before": before, "after": after},
         "after TERM": {"processes left": survivors, "/dev/shm entries": f"{shm_start} before start, {shm_end} after"},
+        "failures": [dataclasses.asdict(r) for r in results if r.outcome == "failed"][:100],
         "unexpected": [dataclasses.asdict(r) for r in unexpected[:20]],
         "wrong": [dataclasses.asdict(r) for r in wrong[:20]],
     }
     print(f"\n== chaos: {args.server} {' '.join(args.server_options)} — {duration:.0f} s")
-    kinds = [k for k in ("hello", "upload", "download", "stream", "all") if k in by_kind]
+    kinds = [k for k in ("hello", "upload", "download", "stream", "trickle", "all") if k in by_kind]
     cols = ["ok", "failed, expected", "failed, UNEXPECTED", "wrong"]
     print(f"{'requests':<12}" + "".join(f"{c:>20}" for c in cols))
     for k in kinds:
@@ -380,8 +392,8 @@ def report(args: argparse.Namespace, results: list[Result], kills: list[tuple[fl
           f"{out['failures per worker kill']}")
     print(f"hostile clients: {dict(stats)}")
     print(f"{'resources':<18}{'before':>10}{'after':>10}")
-    for key in before:
-        print(f"{key:<18}{before[key]:>10}{after.get(key, 0):>10}")
+    for key, value in before.items():
+        print(f"{key:<18}{value:>10}{after.get(key, 0):>10}")
     print(f"after TERM: {len(survivors)} process(es) of the tree left; /dev/shm entries {shm_start} -> {shm_end}")
     for r in unexpected[:10]:
         print(f"  UNEXPECTED {r.kind} {r.detail} pid={r.pid} t=[{r.start:.2f}, {r.end:.2f}] {r.verdict}")
@@ -420,7 +432,7 @@ async def run_chaos(args: argparse.Namespace, server: Server, plan: Plan) -> dic
              for i in range(args.clients)]
     tasks += [asyncio.ensure_future(non_reader(server.port, stop, random.Random(args.seed + i), stats))
               for i in range(args.non_readers)]
-    tasks += [asyncio.ensure_future(trickler(server.url, plan, stop, stats)) for _ in range(args.tricklers)]
+    tasks += [asyncio.ensure_future(trickler(server.url, plan, stop, results)) for _ in range(args.tricklers)]
     tasks.append(asyncio.ensure_future(chaos(tree, args.server, stop, rng, kills, hups, args.hup_every,
                                              (args.kill_min, args.kill_max) if args.kills else (1e9, 1e9))))
     tasks.append(asyncio.ensure_future(tree.follow(stop)))
