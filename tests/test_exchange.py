@@ -143,3 +143,31 @@ def test_a_time_out_jumps_the_queue_frees_the_spill_and_aborts_a_stuck_client() 
 
     assert isinstance(asyncio.run(relay_waiting()), TimedOut)
     assert not other.transport.aborted
+
+
+def test_a_time_out_cancels_a_stuck_relay_when_the_server_cannot_abort() -> None:
+    """Under a server whose send() gives no transport (not uvicorn), the stuck relay is cancelled."""
+
+    async def scenario() -> bool:
+        slot = _Slot()
+        exchange = Exchange(9, slot)  # type: ignore[arg-type]
+        never = asyncio.Event()
+
+        async def send(message: dict) -> None:  # a client that never drains
+            await never.wait()
+
+        async def relay() -> None:
+            exchange.client = send
+            exchange.relay = asyncio.current_task()
+            await send({"type": "http.response.body"})
+
+        task = asyncio.ensure_future(relay())
+        await asyncio.sleep(0)  # stuck in send()
+        exchange.time_out()
+        try:
+            await asyncio.wait_for(task, 5)
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    assert asyncio.run(scenario())

@@ -308,6 +308,7 @@ class WSGIPool:
         app_error: protocol.AppError | None = None
         heard = False  # any event from the worker for this request
         exchange.client = send
+        exchange.relay = asyncio.current_task(pool.loop)
         try:
             while True:
                 event = await exchange.next()

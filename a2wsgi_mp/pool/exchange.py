@@ -85,6 +85,7 @@ class Exchange:
     __slots__ = (
         "rid", "slot", "_release", "_events", "_waiter", "_buffered", "_paused", "finished", "cancelled",
         "deadlines", "loop", "_spill_limit", "_spill_dir", "_spill", "_spilled", "_spill_read", "client",
+        "relay",
     )
 
     def __init__(
@@ -121,6 +122,8 @@ class Exchange:
         #: The ASGI ``send`` of the request's client, set by its relay: aborted when
         #: the deadline passes while the relay is stuck writing to it.
         self.client: Callable[..., Any] | None = None
+        #: The relay's task: cancelled instead when the server gives no way to abort.
+        self.relay: asyncio.Task[Any] | None = None
 
     def feed(self, event: Outcome) -> None:
         if isinstance(event, protocol.Body):
@@ -225,14 +228,17 @@ class Exchange:
         What waits here is dropped (the spill file freed) and :data:`TIMED_OUT`
         goes first, so the relay ends the request at its next look.  If it is
         not looking — it is stuck in ``send()`` to a client that reads nothing —
-        the client's connection is aborted so that ``send()`` returns: the
-        deadline holds wherever the response is stuck."""
+        the client's connection is aborted so that ``send()`` returns (under a
+        server that gives no way to, the relay is cancelled: it then leaves
+        the rest to a drain, which meets TIMED_OUT first): the deadline holds
+        wherever the response is stuck."""
         self.deadlines = None
         self.cancel()
         self._events.appendleft(TIMED_OUT)
         self._wake()
-        if self._waiter is None and self.client is not None:
-            abort_connection(self.client)
+        if self._waiter is None and self.client is not None and not abort_connection(self.client):
+            if self.relay is not None:
+                self.relay.cancel()
 
     def cancel(self) -> None:
         """The client is gone: drop what is queued and let the worker write on
