@@ -13,9 +13,9 @@ from __future__ import annotations
 import itertools
 import logging
 import sys
-from typing import IO, Any, Iterable, Mapping, MutableMapping
+from typing import IO, Any, Iterable, Mapping
 
-Environ = MutableMapping[str, Any]
+from .types import Environ
 
 #: What :func:`add_headers` does with a header name containing "_", which would
 #: otherwise land on the same key as the dashed name (``X_Forwarded_For`` ->

@@ -23,21 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable, MutableMapping
+from typing import Any
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+from .errors import LifespanFailure
+from .types import ASGIApp, Message
 
 logger = logging.getLogger("a2wsgi_mp.asgi")
 
 _SEND_TYPES = frozenset(
     {"lifespan.startup.complete", "lifespan.startup.failed", "lifespan.shutdown.complete", "lifespan.shutdown.failed"}
 )
-
-
-class LifespanFailure(RuntimeError):
-    """The app's lifespan startup failed: this process cannot serve it."""
 
 
 class Lifespan:

@@ -22,6 +22,8 @@ import re
 import traceback
 from typing import Any, Callable, Iterable, Protocol
 
+from .replies import CLOSE, plain_headers
+
 Headers = list[tuple[bytes, bytes]]
 
 INTERNAL_ERROR_BODY = b"Internal Server Error"
@@ -29,11 +31,7 @@ INTERNAL_ERROR_BODY = b"Internal Server Error"
 #: app's error once this 500 is out (a2wsgi's behaviour), and a server that sees an
 #: exception after a complete response closes the connection; announced, a client
 #: never loses the next request it queued on it.
-INTERNAL_ERROR_HEADERS: Headers = [
-    (b"content-type", b"text/plain; charset=utf-8"),
-    (b"content-length", str(len(INTERNAL_ERROR_BODY)).encode()),
-    (b"connection", b"close"),
-]
+INTERNAL_ERROR_HEADERS: Headers = plain_headers(INTERNAL_ERROR_BODY, [CLOSE])
 
 # RFC 9110 §5.6.2: a field name is a token.
 _TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+").fullmatch

@@ -296,4 +296,4 @@ def test_app_ignoring_the_disconnect_is_cancelled_after_the_grace() -> None:
     assert next(iter(response)) == b"x"
     response.close()
     assert finished.wait(TIMEOUT)
-    assert outcome == ["ClientDisconnected", "CancelledError"]
+    assert outcome == ["SendDisconnected", "CancelledError"]

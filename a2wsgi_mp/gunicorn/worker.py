@@ -52,18 +52,13 @@ from gunicorn.workers.base import Worker
 from uvicorn.config import Config as UvicornConfig
 
 from .. import layout, proctitle
+from ..errors import BootFailed
 from ..pool.app import WSGIPool
-from ..pool.supervisor import BootFailed
+from ..types import ASGIApp
 from . import config as gunicorn_config
 from .config import customised as _customised
 from .config import request_limits
-from .hooks import (
-    ASGIApp,
-    GunicornFront,
-    GunicornRequest,
-    GunicornResponse,
-    HookMiddleware,
-)
+from .hooks import GunicornFront, GunicornRequest, GunicornResponse, HookMiddleware
 from .server import DrainingServer
 
 __all__ = [

@@ -17,6 +17,7 @@ import termios
 import time
 from typing import Any
 
+from ..replies import CLOSE, plain_reply
 from . import HeadLimits
 
 #: Seconds a refused connection is still read (and the bytes dropped) after the
@@ -41,13 +42,11 @@ class Refused(Exception):
 
 def plain_response(status: int, text: str, default_headers: list[tuple[bytes, bytes]]) -> bytes:
     """A whole ``connection: close`` response, written straight to the transport."""
-    body = text.encode("latin-1") + b"\n"
+    body, headers = plain_reply(text, [CLOSE])
     phrase = http.HTTPStatus(status).phrase.encode()
     lines = [b"HTTP/1.1 %d %s\r\n" % (status, phrase)]
-    lines += [name + b": " + value + b"\r\n" for name, value in default_headers]
-    lines.append(b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
-                 % len(body))
-    lines.append(body)
+    lines += [name + b": " + value + b"\r\n" for name, value in [*default_headers, *headers]]
+    lines += [b"\r\n", body]
     return b"".join(lines)
 
 

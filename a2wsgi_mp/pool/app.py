@@ -13,7 +13,7 @@ import functools
 import logging
 import os
 import time
-from typing import Any, Awaitable, Callable, MutableMapping
+from typing import Any
 
 from .. import layout, logs
 from ..config import PoolConfig
@@ -23,6 +23,8 @@ from ..hooks import ServerView, load_hooks
 from ..ipc import protocol
 from ..ipc.fds import FileHandoff
 from ..loader import AppRef, describe
+from ..replies import send_plain as _send_plain
+from ..types import Message, Receive, Scope, Send
 from . import metrics
 from .body_timeout import BodyReads
 from .dispatch import BootFailed, Pool, Unavailable
@@ -32,11 +34,6 @@ from .filesend import send_file
 from .worker import Slot
 from .queue_watch import QueueWatch
 from .spool import BodyTooLarge, Spool
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 logger = logging.getLogger("a2wsgi_mp")
 
@@ -48,20 +45,6 @@ MAX_HEAD = protocol.MAX_PAYLOAD // 2
 MAX_INLINE = protocol.MAX_PAYLOAD // 4
 #: Tries to deliver a request whose worker provably never read it (each to another worker).
 DISPATCH_ATTEMPTS = 3
-
-
-def _plain(status: int, text: str, extra: list[tuple[bytes, bytes]] = ()) -> tuple[Message, Message]:  # type: ignore[assignment]
-    body = text.encode() + b"\n"
-    start = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", str(len(body)).encode()),
-            *extra,
-        ],
-    }
-    return start, {"type": "http.response.body", "body": body, "more_body": False}
 
 
 class WSGIPool:
@@ -440,9 +423,3 @@ async def _send_metrics(send: Send, stats: dict[str, Any]) -> None:
     headers = [(b"content-type", metrics.CONTENT_TYPE), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def _send_plain(send: Send, status: int, text: str, extra: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
-    start, body = _plain(status, text, extra)
-    await send(start)
-    await send(body)

@@ -35,6 +35,7 @@ import time
 from typing import Any, Callable, Protocol, cast
 
 from ..config import PoolConfig
+from ..errors import BootFailed
 from ..hooks import Hooks, ServerView, WorkerView
 from ..ipc import protocol, shm
 from ..ipc.pipe import FileHandoff, FrontPipe, pair
@@ -55,10 +56,6 @@ KILL_GRACE = 2.0
 #: Seconds a death report waits for the exit status after the worker's connection broke.
 STATUS_WAIT = 1.0
 BACKOFF_MIN, BACKOFF_MAX = policies.BACKOFF_MIN, policies.BACKOFF_MAX
-
-
-class BootFailed(Exception):
-    """No worker could load the app; the message carries the worker's error."""
 
 
 class Timer(Protocol):

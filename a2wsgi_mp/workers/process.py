@@ -28,6 +28,7 @@ from ..hooks import Hooks, HookError, ServerView, WorkerView, load_hooks
 from ..loader import AppLoadError, AppRef, load_app
 from .. import reportfile
 from ..proctitle import take_inherited
+from ..replies import CLOSE, plain_reply
 from ..response import SinkGone, StartResponse, run_wsgi
 from .filewrapper import FileWrapper, file_span
 from .lifeline import watch_front
@@ -325,9 +326,7 @@ def serve_slot(app: Callable[..., Any], pipe: WorkerPipe, multithread: bool) -> 
 
 
 def _answer(pipe: WorkerPipe, rid: int, status: int, text: str) -> None:
-    body = text.encode("utf-8", "replace") + b"\n"
-    headers = [[b"content-type", b"text/plain; charset=utf-8"], [b"content-length", str(len(body)).encode()],
-               [b"connection", b"close"]]
+    body, headers = plain_reply(text, [CLOSE])
     try:
         pipe.send(protocol.encode_start(rid, status, headers, body, True))
     except PeerGone:
