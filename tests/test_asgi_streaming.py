@@ -23,7 +23,7 @@ import pytest
 
 from a2wsgi_mp import ASGIMiddleware
 
-from .serverproc import HOST, Server, subprocess_env, wait_for
+from .serverproc import HOST, Server, ServerSet, subprocess_env, wait_for
 
 APPS = Path(__file__).resolve().parent / "apps"
 sys.path.insert(0, str(APPS))
@@ -34,7 +34,7 @@ TIMEOUT = 15.0
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
+def servers(tmp_path_factory: pytest.TempPathFactory, module_servers: ServerSet) -> dict[str, Server]:
     log_dir = tmp_path_factory.mktemp("asgi-stream")
     gunicorn = Server(
         "gunicorn",
@@ -47,14 +47,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serv
     )
     wsgiref = Server("wsgiref", [sys.executable, str(APPS / "asgi_stream_app.py"), "{port}"],
                      log_dir=log_dir, env=subprocess_env(), probe="/pid")
-    started = {s.name: s.start() for s in (gunicorn, wsgiref)}
-    try:
-        for server in started.values():
-            server.wait_ready()
-        yield started
-    finally:
-        for server in started.values():
-            server.stop()
+    for server in (gunicorn, wsgiref):
+        module_servers.add(server)
+    return {name: module_servers.get(name) for name in ("gunicorn", "wsgiref")}
 
 
 @pytest.fixture(scope="module")

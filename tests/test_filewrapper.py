@@ -15,6 +15,8 @@ from a2wsgi_mp.pool.app import WSGIPool
 from a2wsgi_mp.ipc import protocol
 from a2wsgi_mp.workers.filewrapper import FileWrapper, file_span
 
+from .serverproc import until
+
 # ------------------------------------------------------------ sans-IO frames
 
 
@@ -223,7 +225,7 @@ def test_worker_is_free_while_the_front_sends_the_file(data_file, handoffs, loop
                 await gate.wait()
 
         slow_task = asyncio.ensure_future(_call(pool, "/file", None, slow))
-        await asyncio.sleep(0.3)
+        assert await until(lambda: handoffs, 10)  # the worker handed the file to the front
         # One worker, one thread: this only completes if the file handoff freed it.
         quick = await asyncio.wait_for(_call(pool, "/"), 10)
         gate.set()

@@ -30,6 +30,8 @@ from gunicorn.config import Config as GunicornConfig  # noqa: E402
 
 from a2wsgi_mp.gunicorn import worker as gw  # noqa: E402
 
+from .serverproc import until  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 WORKER = "a2wsgi_mp.gunicorn.PoolWorker"
 #: The path published before 0.3, in every user's config: it must keep working.
@@ -554,14 +556,12 @@ def test_heartbeat_notifies_and_ends_the_worker_when_told(tmp_path: Path) -> Non
 
     async def scenario() -> None:
         task = asyncio.ensure_future(w.heartbeat())
-        await asyncio.sleep(0.05)
-        assert w.tmp.beats >= 1 and w._stop_deadline is None
+        assert await until(lambda: w.tmp.beats >= 1, 10)
+        assert w._stop_deadline is None
         w.alive = False  # gunicorn's handle_exit, or anything else clearing it
-        await asyncio.sleep(0.6)
-        assert w._stop_deadline is not None
+        assert await until(lambda: w._stop_deadline is not None, 10)
         beats = w.tmp.beats
-        await asyncio.sleep(0.6)  # still beating while draining
-        assert w.tmp.beats > beats
+        assert await until(lambda: w.tmp.beats > beats, 10)  # still beating while draining
         task.cancel()
 
     asyncio.run(scenario())
@@ -573,7 +573,7 @@ def test_heartbeat_stops_the_worker_when_the_arbiter_is_gone(tmp_path: Path) -> 
 
     async def scenario() -> None:
         task = asyncio.ensure_future(w.heartbeat())
-        await asyncio.sleep(0.05)
+        await until(lambda: w._stop_deadline is not None, 10)
         task.cancel()
 
     asyncio.run(scenario())

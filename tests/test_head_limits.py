@@ -15,12 +15,11 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
 
 import psutil
 import pytest
 
-from .serverproc import HOST, Server, subprocess_env, wait_for
+from .serverproc import HOST, Server, ServerSet, subprocess_env, wait_for
 
 pytest.importorskip("gunicorn")
 
@@ -45,20 +44,13 @@ def _gunicorn(name: str, worker: str) -> Server:
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[dict[str, Server]]:
-    made = {
-        "cli-httptools": _cli("cli-httptools", "httptools"),
-        "cli-h11": _cli("cli-h11", "h11"),
-        "gunicorn-httptools": _gunicorn("gunicorn-httptools", "ShortPoolWorker"),
-        "gunicorn-h11": _gunicorn("gunicorn-h11", "ShortPoolH11Worker"),
-    }
-    try:
-        for server in made.values():
-            server.start()  # all at once; each case waits for its own
-        yield made
-    finally:
-        for server in made.values():
-            server.stop()
+def servers(module_servers: ServerSet) -> dict[str, Server]:
+    # all at once; each case waits for its own
+    module_servers.add(_cli("cli-httptools", "httptools"))
+    module_servers.add(_cli("cli-h11", "h11"))
+    module_servers.add(_gunicorn("gunicorn-httptools", "ShortPoolWorker"))
+    module_servers.add(_gunicorn("gunicorn-h11", "ShortPoolH11Worker"))
+    return module_servers.servers
 
 
 @pytest.fixture(params=["cli-httptools", "cli-h11", "gunicorn-httptools", "gunicorn-h11"])
