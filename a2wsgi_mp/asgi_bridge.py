@@ -29,7 +29,7 @@ import logging
 import queue
 import threading
 from http import HTTPStatus
-from typing import Any, Callable, Iterator, MutableMapping
+from typing import Any, Callable, Generator, Iterator, MutableMapping
 
 from .errors import SendDisconnected
 from .replies import plain_headers
@@ -118,7 +118,7 @@ class RequestBridge:
 
     # -- WSGI thread ----------------------------------------------------------
 
-    def _run(self, start_response: StartResponse) -> Iterator[bytes]:
+    def _run(self, start_response: StartResponse) -> Generator[bytes, None, None]:
         started = False
         try:
             while True:
@@ -147,7 +147,8 @@ class RequestBridge:
                     if started:
                         self._fail(future, RuntimeError("http.response.start sent twice"))
                         continue
-                    headers = [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in message.get("headers", ())]
+                    headers = [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1"))
+                               for k, v in message.get("headers", ())]
                     start_response(status_line(message["status"]), headers)
                     started = True
                     self._resolve(future, None)
@@ -188,10 +189,18 @@ class RequestBridge:
         return {"type": "http.request", "body": data, "more_body": self._remaining > 0}
 
     def _resolve(self, future: asyncio.Future[Any], result: Any) -> None:
-        self._call_on_loop(lambda: future.done() or future.set_result(result))
+        def resolve() -> None:
+            if not future.done():
+                future.set_result(result)
+
+        self._call_on_loop(resolve)
 
     def _fail(self, future: asyncio.Future[Any], exc: BaseException) -> None:
-        self._call_on_loop(lambda: future.done() or future.set_exception(exc))
+        def fail() -> None:
+            if not future.done():
+                future.set_exception(exc)
+
+        self._call_on_loop(fail)
 
     def _call_on_loop(self, callback: Callable[[], Any]) -> None:
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from typing import Iterator
+from typing import Any, Coroutine, Iterator, cast
 
 from .errors import InputDisconnected
 from .types import Message, Receive
@@ -59,7 +59,8 @@ class Body:
         if not self._has_more:
             return b""
         try:
-            future = asyncio.run_coroutine_threadsafe(self.receive(), self.loop)
+            # (a server's receive() is a coroutine function; ASGI only promises an awaitable)
+            future = asyncio.run_coroutine_threadsafe(cast("Coroutine[Any, Any, Message]", self.receive()), self.loop)
         except RuntimeError as exc:  # the loop is closed: nobody will ever answer
             self._disconnected = True
             raise InputDisconnected("the event loop is gone") from exc

@@ -119,8 +119,9 @@ class PoolConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.threads > MAX_FDS:  # each thread's connection travels in one SCM_RIGHTS message
             raise ValueError(f"threads must be at most {MAX_FDS}")
-        for name in ("timeout", "graceful_timeout", "max_requests", "max_requests_jitter", "max_rss", "max_rss_hard", "response_buffer",
-                     "max_lifetime", "worker_idle_timeout", "backlog", "queue_timeout", "spool_threshold", "boot_timeout", "body_timeout"):
+        for name in ("timeout", "graceful_timeout", "max_requests", "max_requests_jitter", "max_rss", "max_rss_hard",
+                     "response_buffer", "max_lifetime", "worker_idle_timeout", "backlog", "queue_timeout",
+                     "spool_threshold", "boot_timeout", "body_timeout"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if self.max_body_size is not None and self.max_body_size < 0:

@@ -10,6 +10,7 @@ nobody pickles environs into process pools).
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 import sys
@@ -76,7 +77,7 @@ def build_environ(
     scope: Mapping[str, Any],
     body: IO[bytes],
     *,
-    errors: IO[str] | None = None,
+    errors: IO[str] | io.TextIOBase | None = None,
     multithread: bool = False,
     multiprocess: bool = True,
     file_wrapper: Any = None,

@@ -73,7 +73,8 @@ class Lifespan:
         if not self.supported or self.task.done():
             return
         self.inbox.put_nowait({"type": "lifespan.shutdown"})
-        await asyncio.wait({self.stopped, self.task}, return_when=asyncio.FIRST_COMPLETED)
+        shutdown: set[asyncio.Future[Any]] = {self.stopped, self.task}
+        await asyncio.wait(shutdown, return_when=asyncio.FIRST_COMPLETED)
         if self.stopped.done() and self.stopped.result() is not None:
             logger.error("lifespan shutdown failed: %s", self.stopped.result())
 

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import re
 import traceback
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from .replies import CLOSE, plain_headers
+from .types import Environ
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -236,7 +237,7 @@ class StartResponse:
 
 def run_wsgi(
     app: Callable[..., Iterable[bytes]],
-    environ: dict[str, Any],
+    environ: Environ,
     sink: ResponseSink,
     log_error: Callable[[str], None],
 ) -> BaseException | None:
@@ -291,7 +292,7 @@ def run_wsgi(
     return error if error is not None else response.handled
 
 
-def describe_request(environ: dict[str, Any]) -> str:
+def describe_request(environ: Mapping[str, Any]) -> str:
     """``GET /path?query`` of an environ, for log lines."""
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
     query = environ.get("QUERY_STRING")
@@ -299,7 +300,7 @@ def describe_request(environ: dict[str, Any]) -> str:
 
 
 def _fail(
-    response: StartResponse, sink: ResponseSink, log_error: Callable[[str], None], what: str, environ: dict[str, Any]
+    response: StartResponse, sink: ResponseSink, log_error: Callable[[str], None], what: str, environ: Environ
 ) -> None:
     log_error(f"{what} ({describe_request(environ)}):\n{traceback.format_exc()}")
     if response.done:

@@ -157,7 +157,8 @@ class GunicornFront:
             k.lower().encode("latin-1"): v for k, v in (cfg.secure_scheme_headers or {}).items()
         }
         allowed = cfg.forwarded_allow_ips or []
-        self.trusted = ProxyHeadersMiddleware(app, allowed).trusted_hosts if allowed else None
+        # (uvicorn types its app with TypedDict scopes and messages; ours are plain mappings)
+        self.trusted = ProxyHeadersMiddleware(app, allowed).trusted_hosts if allowed else None  # type: ignore[arg-type]
         self.always_trust = "*" in allowed if isinstance(allowed, list) else allowed.strip() == "*"
 
     def _trusted(self, scope: Scope) -> bool:

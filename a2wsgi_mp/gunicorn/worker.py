@@ -245,7 +245,9 @@ class PoolWorker(Worker):
             self._stop_deadline = now
         server = self.server
         if server is not None:
-            server.config.timeout_graceful_shutdown = max(0.0, self._stop_deadline - now - self.POOL_STOP_RESERVE)
+            # (uvicorn annotates it int; it takes seconds as a float)
+            server.config.timeout_graceful_shutdown = max(  # type: ignore[assignment]
+                0.0, self._stop_deadline - now - self.POOL_STOP_RESERVE)
             server.should_exit = True
             if quick:
                 server.force_exit = True

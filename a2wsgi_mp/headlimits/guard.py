@@ -82,7 +82,7 @@ class HeadGuard:
 
     # ------------------------------------------------------------ accept
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:
         if not self._guard_accept(transport):
             return
         super().connection_made(transport)  # type: ignore[misc]  # uvicorn's protocol, next in the MRO

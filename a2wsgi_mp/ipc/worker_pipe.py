@@ -131,7 +131,7 @@ class WorkerPipe:
         except OSError as exc:
             raise PeerGone(str(exc)) from exc
 
-    def send_parts(self, parts: Iterable[bytes]) -> None:
+    def send_parts(self, parts: Iterable[bytes | memoryview]) -> None:
         """One gathered write of several buffers; the data is not concatenated."""
         views = [memoryview(p) for p in parts if len(p)]
         try:

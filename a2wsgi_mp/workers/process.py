@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, NoReturn
+from typing import Any, BinaryIO, Callable, NoReturn
 
 from ..environ import UnderscoreHeader, build_environ
 from ..ipc import protocol
@@ -264,7 +264,7 @@ class ErrorStream(io.TextIOBase):
                 pass
 
 
-def _body_stream(pipe: WorkerPipe, request: protocol.Request) -> io.IOBase:
+def _body_stream(pipe: WorkerPipe, request: protocol.Request) -> BinaryIO:
     if request.body is not None:
         return io.BytesIO(request.body)
     if request.body_length == 0:
