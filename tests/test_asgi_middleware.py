@@ -118,7 +118,7 @@ def test_app_without_lifespan_support_works_in_auto_mode() -> None:
 def test_lifespan_on_requires_support() -> None:
     middleware = ASGIMiddleware(no_lifespan_app, lifespan="on")
     with pytest.raises(LifespanFailure):
-        middleware.loop
+        _ = middleware.loop
 
 
 def test_invalid_lifespan_mode() -> None:

@@ -95,7 +95,8 @@ def test_bare_responses_as_the_whole_app(clients: dict[str, httpx.Client], serve
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_listen_for_disconnect_ends_once_the_response_is_complete(clients: dict[str, httpx.Client], server: str) -> None:
+def test_listen_for_disconnect_ends_once_the_response_is_complete(clients: dict[str, httpx.Client],
+                                                                  server: str) -> None:
     """A raw app streaming while a second task waits for ``http.disconnect``: neither hangs."""
     client = clients[server]
     assert client.get("/listener").text == "01234"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from a2wsgi_mp import logs
-from a2wsgi_mp.config import PoolConfig
 from a2wsgi_mp.cli.settings import OPTIONS, resolve
+from a2wsgi_mp.config import PoolConfig
 
 APP = "tests.apps.core_app:app"
 
