@@ -44,8 +44,10 @@ REAL_SERVERS = ["a2wsgi_mp", "gunicorn-sync", "granian", "a2wsgi"]
 SESSION_ORDER = ["P1", "P2", "P7", "P8", "P5", "P6", "P4", "P3"]
 
 MODES = {
-    "quick": dict(duration=3.0, short=2.0, idle=1.0, settle=0.0, body=256 * MiB, slow_clients=100, drain=1.0, conns=32, repeat=1, ramp=0.5),
-    "full": dict(duration=6.0, short=5.0, idle=3.0, settle=15.0, body=1024 * MiB, slow_clients=2000, drain=3.0, conns=32, repeat=2, ramp=2.0),
+    "quick": dict(duration=3.0, short=2.0, idle=1.0, settle=0.0, body=256 * MiB, slow_clients=100, drain=1.0,
+                  conns=32, repeat=1, ramp=0.5),
+    "full": dict(duration=6.0, short=5.0, idle=3.0, settle=15.0, body=1024 * MiB, slow_clients=2000, drain=3.0,
+                 conns=32, repeat=2, ramp=2.0),
 }
 
 
