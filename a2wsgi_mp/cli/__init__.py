@@ -94,7 +94,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.exit(EXIT_STARTUP_FAILURE)
         return
     server_options["http"] = http  # uvicorn's own parser, bounded while reading (a2wsgi_mp.headlimits)
-    config = uvicorn.Config(pool, lifespan="on", timeout_graceful_shutdown=graceful or None, **server_options)
+    # (uvicorn annotates timeout_graceful_shutdown int; it takes seconds as a float)
+    config = uvicorn.Config(pool, lifespan="on", timeout_graceful_shutdown=graceful or None,  # type: ignore[arg-type]
+                            **server_options)
     if settings.log_config is None:
         logging.getLogger("a2wsgi_mp").setLevel(logging.getLogger("uvicorn.error").level)
     _log_start(settings, config)

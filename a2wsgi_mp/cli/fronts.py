@@ -72,6 +72,7 @@ def run_fronts(settings: Any, **uvicorn_options: Any) -> bool:
     fronts = settings.fronts
     options = settings.target("pool")
     total = PoolConfig(**options)
+    assert isinstance(total.workers, int)  # (PoolConfig resolves a (min, max) pair)
     options["workers"] = share(total.workers, fronts)
     if total.elastic:
         options["workers_min"] = share(total.workers_min, fronts)
@@ -88,7 +89,7 @@ def run_fronts(settings: Any, **uvicorn_options: Any) -> bool:
     sock = config.bind_socket()
     try:
         if "target" in inspect.signature(Multiprocess.__init__).parameters:  # uvicorn < 0.50
-            supervisor = Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock])
+            supervisor = Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock])  # type: ignore[call-arg]
         else:
             supervisor = Multiprocess(config, sockets=[sock])
         supervisor.run()
