@@ -107,7 +107,7 @@ def run(scenarios: list[str], servers: list[str], mode: dict[str, Any], tmpdir: 
                     cpu_min={k: min(r["cpu_per_request"][k] for r in rs)
                              for k in ("front_us", "front_sys_us", "workers_us", "total_us")})
         finally:
-            for name, server in live.items():
+            for server in live.values():
                 server.stop()
                 notes.extend(f"{server.cfg.key}: {note}" for note in server.notes)
                 log = server.log_text()
