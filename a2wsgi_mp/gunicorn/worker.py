@@ -51,7 +51,7 @@ import psutil
 from gunicorn.workers.base import Worker
 from uvicorn.config import Config as UvicornConfig
 
-from .. import layout, proctitle
+from .. import proctitle, topology
 from ..errors import BootFailed
 from ..pool.app import WSGIPool
 from ..types import ASGIApp
@@ -167,7 +167,8 @@ class PoolWorker(Worker):
         self.pool.fronts = (int(self.cfg.workers or 1), "gunicorn -w")
         self.config = UvicornConfig(app=self._asgi_app(self.pool), **self.uvicorn_options())
         if self.age <= 1:
-            self.log.info("PoolWorker: %s; %s", layout.server_stack(self.config), gunicorn_config.layout_note(self.cfg))
+            self.log.info("PoolWorker: %s; %s", topology.server_stack(self.config),
+                          gunicorn_config.layout_note(self.cfg))
 
     def _asgi_app(self, pool: WSGIPool) -> ASGIApp:
         cfg = self.cfg

@@ -15,7 +15,7 @@ import os
 import time
 from typing import Any
 
-from .. import layout, logs
+from .. import logs, topology
 from ..config import PoolConfig
 from ..environ import head_size, request_head
 from ..errors import RemoteAppError
@@ -97,8 +97,8 @@ class WSGIPool:
                 return
             logs.ensure_visible()
             await self.pool.start()
-            fronts, how = self.fronts or layout.detect_fronts()
-            logger.info("%s", layout.describe(fronts, how, self.config.workers, self.config.threads))
+            fronts, how = self.fronts or topology.detect_fronts()
+            logger.info("%s", topology.describe(fronts, how, self.config.workers, self.config.threads))
             self.hooks.call_logged("when_ready", ServerView(os.getpid()))
 
     async def shutdown(self, graceful_timeout: float | None = None) -> None:
