@@ -152,7 +152,8 @@ def _read_response(sock: socket.socket, pause: float = 0.0, piece: int = 1024 * 
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
     parts = [body]
     got = len(body)
     while got < length:

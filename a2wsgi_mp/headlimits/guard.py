@@ -67,6 +67,7 @@ class HeadGuard:
     transport: asyncio.Transport
     server_state: Any
     cycle: Any
+    flow: Any  # (from connection_made on)
 
     _rejected = False  # closed at accept (over the connection cap)
     _refused = False  # answered 4xx: only draining until the close
@@ -171,7 +172,7 @@ class HeadGuard:
             # its response first, then the refusal (as gunicorn does).  Nothing
             # more is read meanwhile; on_response_complete sends the refusal.
             self._deferred = (status, text)
-            getattr(self, "flow").pause_reading()
+            self.flow.pause_reading()
             return
         self._answer_refusal(status, text)
 
