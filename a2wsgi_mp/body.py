@@ -15,7 +15,10 @@ from typing import Any, Coroutine, Iterator, cast
 from .errors import InputDisconnected
 from .types import Message, Receive
 
-__all__ = ["DISCONNECT", "Body"]
+__all__ = ["DISCONNECT", "Body", "ClientDisconnect", "InputDisconnected"]
+
+#: The first name of :class:`~a2wsgi_mp.errors.InputDisconnected` (``a2wsgi_mp.wsgi`` has it too).
+ClientDisconnect = InputDisconnected
 
 #: What a read sees once the client is gone (or the wait was abandoned).
 DISCONNECT: Message = {"type": "http.disconnect"}

@@ -75,10 +75,10 @@ def test_the_source_check_sees_relative_imports_of_the_pool(tmp_path: Path) -> N
 
 def test_public_exceptions_live_in_errors_with_their_old_names_as_aliases() -> None:
     import a2wsgi_mp
-    from a2wsgi_mp import asgi, errors, lifespan, wsgi
+    from a2wsgi_mp import asgi, body, errors, lifespan, wsgi
     from a2wsgi_mp.pool import supervisor
 
-    assert wsgi.ClientDisconnect is errors.InputDisconnected
+    assert wsgi.ClientDisconnect is body.ClientDisconnect is errors.InputDisconnected
     assert asgi.ClientDisconnected is errors.SendDisconnected
     assert errors.InputDisconnected is not errors.SendDisconnected
     assert issubclass(errors.InputDisconnected, OSError) and issubclass(errors.SendDisconnected, OSError)
