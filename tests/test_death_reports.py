@@ -8,9 +8,7 @@ a test make one); ``--max-rss-hard`` ends a worker mid-request with its stacks.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
 import time
 import uuid
@@ -53,7 +51,7 @@ def test_timeout_logs_the_request_line_and_every_threads_stack(server):
     assert elapsed < 2.5, f"the 504 waited for the stack dump: {elapsed:.2f} s"
     assert wait_for(lambda: "its stacks" in srv.log(), 5), srv.log()
     log = srv.log()
-    line = next(l for l in log.splitlines() if "killing worker" in l)
+    line = next(ln for ln in log.splitlines() if "killing worker" in ln)
     assert re.search(r'killing worker \d+: request exceeded the 1 s timeout; it was serving '
                      r'"GET /hang-threads\?x=1 HTTP/1.1" for 1\.\d s, RSS \d+ MiB; its stacks', line), line
     # The stuck frame of the app, and the app's other thread; not the pool's own threads.
@@ -70,7 +68,7 @@ def test_crash_logs_how_the_worker_died_and_its_request(server, fault, how):
     assert httpx.get(srv.url + "/", timeout=10).status_code == 200  # (an RSS sample with its last frame)
     assert httpx.get(srv.url + fault, timeout=10).status_code == 502
     assert wait_for(lambda: "died (" in srv.log(), 5), srv.log()
-    line = next(l for l in srv.log().splitlines() if "died (" in l)
+    line = next(ln for ln in srv.log().splitlines() if "died (" in ln)
     assert re.search(rf'worker \d+ died \({how}\), serving "GET {fault} HTTP/1.1" for \d+\.\d s; '
                      rf'last RSS sample \d+ MiB', line), line
     if fault == "/segfault":  # faulthandler's dump says where
@@ -84,7 +82,7 @@ def test_max_rss_hard_ends_the_worker_mid_request(server):
     response = httpx.get(srv.url + "/alloc?1000", timeout=30)
     assert response.status_code == 502
     assert wait_for(lambda: "ended itself" in srv.log(), 5), srv.log()
-    line = next(l for l in srv.log().splitlines() if "ended itself" in l)
+    line = next(ln for ln in srv.log().splitlines() if "ended itself" in ln)
     assert re.search(r'worker \d+ ended itself, serving "GET /alloc\?1000 HTTP/1.1" for \d+\.\d s: '
                      r'RSS (\d+) MiB passed max_rss_hard 150 MiB; 502 for its request', line), line
     assert int(re.search(r"RSS (\d+) MiB passed", line)[1]) < 400  # caught well before the 1000 MiB
@@ -104,7 +102,8 @@ def _memory_cgroup() -> tuple[Path, str] | None:
         hier, controllers, path = line.split(":", 2)
         if hier == "0" and controllers == "":
             base = Path("/sys/fs/cgroup" + path.rstrip("/"))
-            if "memory" in (base / "cgroup.subtree_control").read_text() if (base / "cgroup.subtree_control").exists() else False:
+            control = base / "cgroup.subtree_control"
+            if "memory" in control.read_text() if control.exists() else False:
                 candidate, limit = base / name, "memory.max"
             else:
                 continue
@@ -138,7 +137,7 @@ def test_oom_kill_is_named_as_such(server):
         assert httpx.get(srv.url + "/", timeout=10).status_code == 200
         assert httpx.get(srv.url + "/alloc?2000", timeout=60).status_code == 502
         assert wait_for(lambda: "OOM killer" in srv.log(), 5), srv.log()
-        line = next(l for l in srv.log().splitlines() if "OOM killer" in l)
+        line = next(ln for ln in srv.log().splitlines() if "OOM killer" in ln)
         assert re.search(r"worker \d+ was killed by the kernel's OOM killer \(oom_kill \d+ -> \d+ in cgroup .*, "
                          r'limit 300 MiB\), serving "GET /alloc\?2000 HTTP/1.1" for \d+\.\d s; last RSS sample \d+ MiB',
                          line), line

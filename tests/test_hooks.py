@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 import signal
 from pathlib import Path
 
@@ -27,7 +26,7 @@ pytest.importorskip("prometheus_client")
 def _records(path: Path) -> list[tuple[str, int, str]]:
     if not path.exists():
         return []
-    return [(name, int(pid), wpid) for name, pid, wpid, _ in (l.split() for l in path.read_text().splitlines())]
+    return [(name, int(pid), wpid) for name, pid, wpid, _ in (ln.split() for ln in path.read_text().splitlines())]
 
 
 def test_hooks_run_in_the_right_process_at_the_right_time(tmp_path):
@@ -96,7 +95,7 @@ def test_prometheus_multiprocess_totals_stay_right_while_workers_recycle(tmp_pat
                      "--hooks", "tests.apps.prom_hooks", env=env, ready_path="/metrics")
 
     def sample(text: str, name: str) -> float:
-        return next(float(l.split()[-1]) for l in text.splitlines() if l.startswith(name + " "))
+        return next(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(name + " "))
 
     with srv:
         for _ in range(30):

@@ -76,7 +76,7 @@ def test_a_broken_view_is_caught_by_the_reload_check_and_the_old_workers_serve_o
         assert wait_for(lambda: "reload failed" in srv.log(), 20), srv.log()
         assert _served(srv) == [(200, "v1")] * 6  # not one 500
         assert _pids(srv) == old
-        failed = [l for l in srv.log().splitlines() if "reload failed" in l]
+        failed = [ln for ln in srv.log().splitlines() if "reload failed" in ln]
         assert re.search(r'reload failed: worker \d+ failed the reload check: "GET /" answered 500 in \d+ ms; '
                          r"the old workers keep serving \(2 ready\)", failed[0]), srv.log()
         assert "No module named 'a2wsgi_mp_no_such_module'" in srv.log()  # the view's error, logged

@@ -21,12 +21,12 @@ import time
 import traceback
 from typing import Any, BinaryIO, Callable, NoReturn
 
+from .. import reportfile
 from ..environ import UnderscoreHeader, build_environ
+from ..hooks import HookError, Hooks, ServerView, WorkerView, load_hooks
 from ..ipc import protocol
 from ..ipc.worker_pipe import PeerGone, WorkerPipe
-from ..hooks import Hooks, HookError, ServerView, WorkerView, load_hooks
 from ..loader import AppLoadError, AppRef, load_app
-from .. import reportfile
 from ..proctitle import take_inherited
 from ..replies import CLOSE, plain_reply
 from ..response import SinkGone, StartResponse, run_wsgi

@@ -31,9 +31,9 @@ import sys
 import traceback
 from typing import Any, NoReturn
 
+from ..hooks import HookError, load_hooks
 from ..ipc import protocol
 from ..ipc.worker_pipe import WorkerPipe
-from ..hooks import HookError, load_hooks
 from ..loader import AppLoadError, AppRef, describe, load_app
 from ..proctitle import TITLE_ENV, set_role, set_title, title
 from .process import EXIT_BOOT_FAILED, die_with_parent, reset_signals, run_worker
