@@ -215,7 +215,8 @@ async def trickler(url: str, plan: Plan, stop: asyncio.Event, results: list[Resu
                 if r.status_code != 200:
                     outcome, detail = "failed", str(r.status_code)
                 elif got != size or sha.hexdigest() != digest:
-                    outcome, detail = "wrong", f"{got} of {size} bytes, checksum {'ok' if sha.hexdigest() == digest else 'bad'}"
+                    checksum = "ok" if sha.hexdigest() == digest else "bad"
+                    outcome, detail = "wrong", f"{got} of {size} bytes, checksum {checksum}"
                 else:
                     outcome, detail = "ok", ""
             except (httpx.TransportError, httpx.DecodingError) as exc:
