@@ -17,7 +17,7 @@ __all__ = ["ASGIMiddleware", "BootFailed", "RemoteAppError", "WSGIMiddleware", "
 #: public name -> the module that defines it
 _HOMES = {
     "ASGIMiddleware": ".asgi",
-    "BootFailed": ".pool.supervisor",
+    "BootFailed": ".errors",
     "RemoteAppError": ".errors",
     "WSGIMiddleware": ".wsgi",
     "WSGIPool": ".pool.app",
@@ -25,9 +25,8 @@ _HOMES = {
 
 if TYPE_CHECKING:
     from .asgi import ASGIMiddleware
-    from .errors import RemoteAppError
+    from .errors import BootFailed, RemoteAppError
     from .pool.app import WSGIPool
-    from .pool.supervisor import BootFailed
     from .wsgi import WSGIMiddleware
 
 

@@ -23,7 +23,7 @@ thread drives one ASGI request through a command queue.  Unlike a2wsgi:
 * disconnects follow the ASGI HTTP spec 2.4 (see :mod:`.asgi_bridge`):
   ``receive()`` returns ``http.disconnect`` once the response is over, so
   listen-for-disconnect tasks end, and when the server closes an unfinished
-  response (the client left) ``send()`` raises :class:`ClientDisconnected`
+  response (the client left) ``send()`` raises :class:`~a2wsgi_mp.errors.SendDisconnected`
   and the app is cancelled if it does not stop by itself.
 """
 
@@ -37,11 +37,15 @@ import threading
 import weakref
 from typing import Any, Literal
 
-from .asgi_bridge import ASGIApp, ClientDisconnected, RequestBridge, Scope, StartResponse
-from .environ import Environ
-from .lifespan import LifespanFailure, Lifespan
+from .asgi_bridge import RequestBridge
+from .errors import LifespanFailure, SendDisconnected
+from .lifespan import Lifespan
+from .types import ASGIApp, Environ, Scope, StartResponse
 
-__all__ = ["ASGIMiddleware", "ClientDisconnected", "LifespanFailure", "build_scope"]
+__all__ = ["ASGIMiddleware", "ClientDisconnected", "LifespanFailure", "SendDisconnected", "build_scope"]
+
+#: The first name of :class:`~a2wsgi_mp.errors.SendDisconnected`.
+ClientDisconnected = SendDisconnected
 
 logger = logging.getLogger("a2wsgi_mp.asgi")
 
@@ -93,7 +97,7 @@ class ASGIMiddleware:
     #: Seconds the at-exit lifespan shutdown may take.
     shutdown_timeout = 10.0
     #: Seconds an app whose client left may run on (it has been sent
-    #: ``http.disconnect`` / ``ClientDisconnected``) before it is cancelled.
+    #: ``http.disconnect`` / ``SendDisconnected``) before it is cancelled.
     disconnect_grace = 5.0
 
     def __init__(

@@ -12,7 +12,7 @@ Disconnect semantics follow the ASGI HTTP spec (2.4+):
   like Starlette's streaming responses on spec < 2.4, end);
 * once the server has closed the iterable of an incomplete response (it does
   so when a write to the client failed), ``send()`` raises
-  :class:`ClientDisconnected`, an ``OSError``;
+  :class:`~a2wsgi_mp.errors.SendDisconnected`, an ``OSError``;
 * the app then has ``disconnect_grace`` seconds to finish before its task is
   cancelled (at once if it is not waiting on ``receive``/``send``), so an app
   whose client left never runs on unseen.
@@ -29,12 +29,11 @@ import logging
 import queue
 import threading
 from http import HTTPStatus
-from typing import Any, Awaitable, Callable, Iterator, MutableMapping
+from typing import Any, Callable, Generator, Iterator, MutableMapping
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
-StartResponse = Callable[..., Any]
+from .errors import SendDisconnected
+from .replies import plain_headers
+from .types import ASGIApp, Message, Scope, StartResponse
 
 logger = logging.getLogger("a2wsgi_mp.asgi")
 
@@ -43,10 +42,6 @@ CHUNK_SIZE = 64 * 1024
 _DISCONNECT: Message = {"type": "http.disconnect"}
 _ERROR_BODY = b"Internal Server Error"
 _GONE = object()  # what a pending send() is resolved with when the client is gone
-
-
-class ClientDisconnected(OSError):
-    """``send()`` after the WSGI server closed the response: the client is gone (ASGI spec 2.4)."""
 
 
 def status_line(status: int) -> str:
@@ -123,7 +118,7 @@ class RequestBridge:
 
     # -- WSGI thread ----------------------------------------------------------
 
-    def _run(self, start_response: StartResponse) -> Iterator[bytes]:
+    def _run(self, start_response: StartResponse) -> Generator[bytes, None, None]:
         started = False
         try:
             while True:
@@ -137,11 +132,8 @@ class RequestBridge:
                     if not started:
                         logger.error("ASGI app returned without a response", exc_info=exc)
                         exc_info = (type(exc), exc, exc.__traceback__) if exc is not None else None
-                        start_response(
-                            "500 Internal Server Error",
-                            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(_ERROR_BODY)))],
-                            exc_info,
-                        )
+                        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in plain_headers(_ERROR_BODY)]
+                        start_response("500 Internal Server Error", headers, exc_info)
                         yield _ERROR_BODY
                         return
                     # The response started and cannot become a 500: have the
@@ -155,7 +147,8 @@ class RequestBridge:
                     if started:
                         self._fail(future, RuntimeError("http.response.start sent twice"))
                         continue
-                    headers = [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in message.get("headers", ())]
+                    headers = [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1"))
+                               for k, v in message.get("headers", ())]
                     start_response(status_line(message["status"]), headers)
                     started = True
                     self._resolve(future, None)
@@ -196,10 +189,18 @@ class RequestBridge:
         return {"type": "http.request", "body": data, "more_body": self._remaining > 0}
 
     def _resolve(self, future: asyncio.Future[Any], result: Any) -> None:
-        self._call_on_loop(lambda: future.done() or future.set_result(result))
+        def resolve() -> None:
+            if not future.done():
+                future.set_result(result)
+
+        self._call_on_loop(resolve)
 
     def _fail(self, future: asyncio.Future[Any], exc: BaseException) -> None:
-        self._call_on_loop(lambda: future.done() or future.set_exception(exc))
+        def fail() -> None:
+            if not future.done():
+                future.set_exception(exc)
+
+        self._call_on_loop(fail)
 
     def _call_on_loop(self, callback: Callable[[], Any]) -> None:
         try:
@@ -247,7 +248,7 @@ class RequestBridge:
             if not future.done():
                 future.set_result(_GONE)  # send() raises, with a traceback the future does not keep
         if closed and self._task is not None:
-            if self._waiting:  # it gets http.disconnect / ClientDisconnected now
+            if self._waiting:  # it gets http.disconnect / SendDisconnected now
                 self._grace = self.loop.call_later(self.disconnect_grace, self._cancel_task)
             else:
                 self._cancel_task()
@@ -276,7 +277,7 @@ class RequestBridge:
     async def send(self, message: Message) -> None:
         if self._ended.is_set() or self._sent_last:
             if self._closed:
-                raise ClientDisconnected("the client disconnected")
+                raise SendDisconnected("the client disconnected")
             raise RuntimeError(f"{message['type']!r} sent after the response completed")
         final = message["type"] == "http.response.body" and not message.get("more_body", False)
         self._sent_last = final
@@ -290,6 +291,6 @@ class RequestBridge:
             self._sends.discard(future)
             self._waiting -= 1
         if gone:
-            raise ClientDisconnected("the client disconnected")
+            raise SendDisconnected("the client disconnected")
         if final:
             self._end(closed=False)

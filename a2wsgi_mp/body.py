@@ -10,24 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from typing import Any, Awaitable, Callable, Iterator, MutableMapping
+from typing import Any, Coroutine, Iterator, cast
 
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
+from .errors import InputDisconnected
+from .types import Message, Receive
 
-__all__ = ["DISCONNECT", "Body", "ClientDisconnect"]
+__all__ = ["DISCONNECT", "Body", "ClientDisconnect", "InputDisconnected"]
+
+#: The first name of :class:`~a2wsgi_mp.errors.InputDisconnected` (``a2wsgi_mp.wsgi`` has it too).
+ClientDisconnect = InputDisconnected
 
 #: What a read sees once the client is gone (or the wait was abandoned).
 DISCONNECT: Message = {"type": "http.disconnect"}
 
-
-class ClientDisconnect(OSError):
-    """The client left before the request body was complete.
-
-    An ``OSError`` because that is what a real socket read raises, so Django
-    (``UnreadablePostError``), Werkzeug and friends already treat it as a failed
-    upload rather than a short one.
-    """
 
 
 class Body:
@@ -60,17 +55,18 @@ class Body:
     def _check(self) -> None:
         if self._disconnected:
             self.buffer.clear()  # part of a body that never completed: useless, and misleading
-            raise ClientDisconnect("the client disconnected before the request body was complete")
+            raise InputDisconnected("the client disconnected before the request body was complete")
 
     def _receive_more_data(self) -> bytes:
         self._check()
         if not self._has_more:
             return b""
         try:
-            future = asyncio.run_coroutine_threadsafe(self.receive(), self.loop)
+            # (a server's receive() is a coroutine function; ASGI only promises an awaitable)
+            future = asyncio.run_coroutine_threadsafe(cast("Coroutine[Any, Any, Message]", self.receive()), self.loop)
         except RuntimeError as exc:  # the loop is closed: nobody will ever answer
             self._disconnected = True
-            raise ClientDisconnect("the event loop is gone") from exc
+            raise InputDisconnected("the event loop is gone") from exc
         self._future = future
         if self._disconnected:  # abandon() ran between the check and the assignment
             future.cancel()
@@ -80,10 +76,10 @@ class Body:
             message = DISCONNECT
         except Exception as exc:
             self._disconnected = True
-            raise ClientDisconnect(f"receive() failed: {exc!r}") from exc
+            raise InputDisconnected(f"receive() failed: {exc!r}") from exc
         finally:
             self._future = None
-        if message["type"] != "http.request":
+        if message.get("type") == "http.disconnect":  # any other message with a body is read, as a2wsgi does
             self._disconnected = True
             self._has_more = False
             self._check()

@@ -45,6 +45,10 @@ class PoolConfig:
     max_requests_jitter: int = 0
     #: Recycle a worker whose RSS exceeds this many MiB, between requests (0 = off).
     max_rss: int = 0
+    #: End a worker the moment its RSS passes this many MiB, mid-request: that
+    #: request gets 502 and the log the worker's stacks (0 = off).  The worker
+    #: samples its own RSS every 50 ms.  Set it above ``max_rss``.
+    max_rss_hard: int = 0
     #: Recycle a worker older than this many seconds, between requests (0 = off).
     max_lifetime: float = 0.0
     #: Requests that may wait for a worker; beyond it, 503 at once.
@@ -55,6 +59,9 @@ class PoolConfig:
     spool_threshold: int = 1024 * 1024
     #: Larger bodies get 413 (None = unlimited).
     max_body_size: int | None = None
+    #: Seconds a client may take between two reads of its request body (nginx's
+    #: ``client_body_timeout``, 60 s): a body trickled slower gets 408 (0 = off).
+    body_timeout: float = 60.0
     #: Bytes of a response the front takes off a worker whose client reads
     #: slowly (beyond 512 KiB in memory, in an anonymous temp file), so the
     #: worker is free for the next request; 0 = the worker waits for the client.
@@ -73,6 +80,17 @@ class PoolConfig:
     #: the ASGI server, as the in-process ``WSGIMiddleware`` re-raises the app's
     #: exception.  Off: the traceback is only logged (``a2wsgi_mp.wsgi``).
     raise_app_errors: bool = False
+    #: The hooks module (``pkg.hooks`` or a ``.py`` path): ``post_fork``,
+    #: ``post_worker_init``, ``worker_exit`` run in each worker; ``child_exit``,
+    #: ``when_ready``, ``on_reload`` in the front (see :mod:`a2wsgi_mp.hooks`).
+    hooks: str | None = None
+    #: Only these hooks of the module (None: all); the gunicorn worker runs a
+    #: gunicorn config's ``post_fork``, ``worker_exit``, ``child_exit`` this way.
+    hook_names: tuple[str, ...] | None = None
+    #: A path (``/healthz``) each worker started after start-up (a reload's, a
+    #: replacement) must answer below 400 before it serves: in a reload, the
+    #: old workers keep serving unless the new ones pass (None = no check).
+    reload_check: str | None = None
     #: Header names with underscores (``X_Forwarded_For``), which would land on the
     #: same environ key as the dashed name: "drop" (gunicorn's and nginx's default),
     #: "refuse" (400) or "dangerous" (kept).  Applied in the worker's environ.
@@ -101,8 +119,9 @@ class PoolConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.threads > MAX_FDS:  # each thread's connection travels in one SCM_RIGHTS message
             raise ValueError(f"threads must be at most {MAX_FDS}")
-        for name in ("timeout", "graceful_timeout", "max_requests", "max_requests_jitter", "max_rss", "response_buffer",
-                     "max_lifetime", "worker_idle_timeout", "backlog", "queue_timeout", "spool_threshold", "boot_timeout"):
+        for name in ("timeout", "graceful_timeout", "max_requests", "max_requests_jitter", "max_rss", "max_rss_hard",
+                     "response_buffer", "max_lifetime", "worker_idle_timeout", "backlog", "queue_timeout",
+                     "spool_threshold", "boot_timeout", "body_timeout"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if self.max_body_size is not None and self.max_body_size < 0:
@@ -111,6 +130,11 @@ class PoolConfig:
             raise ValueError("preload needs start_method='fork': workers are forked from the preloaded zygote")
         if self.ipc not in ("pipe", "shm"):
             raise ValueError(f"ipc must be 'pipe' or 'shm', not {self.ipc!r}")
+        if self.reload_check is not None and not str(self.reload_check).startswith("/"):
+            raise ValueError(f"reload_check must be a path such as '/healthz', not {self.reload_check!r}")
+        if self.hooks is not None and not isinstance(self.hooks, str):
+            raise ValueError("hooks must name a module ('myproject.pool_hooks') or a .py file: every worker "
+                             "process imports it")
         if self.header_map not in HEADER_MAPS:
             raise ValueError(f"header_map must be 'drop', 'refuse' or 'dangerous', not {self.header_map!r}")
 

@@ -10,12 +10,13 @@ nobody pickles environs into process pools).
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 import sys
-from typing import IO, Any, Iterable, Mapping, MutableMapping
+from typing import IO, Any, Iterable, Mapping
 
-Environ = MutableMapping[str, Any]
+from .types import Environ
 
 #: What :func:`add_headers` does with a header name containing "_", which would
 #: otherwise land on the same key as the dashed name (``X_Forwarded_For`` ->
@@ -76,7 +77,7 @@ def build_environ(
     scope: Mapping[str, Any],
     body: IO[bytes],
     *,
-    errors: IO[str] | None = None,
+    errors: IO[str] | io.TextIOBase | None = None,
     multithread: bool = False,
     multiprocess: bool = True,
     file_wrapper: Any = None,

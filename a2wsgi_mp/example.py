@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -20,7 +20,7 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
         return _text(start_response, f"{size} {digest.hexdigest()}\n")
     if path == "/stream":
         start_response("200 OK", [("Content-Type", "text/plain")])
-        return (f"chunk {i} from pid {os.getpid()}\n".encode() for i in range(5) if not time.sleep(0.2))
+        return _slow_chunks()
     if path == "/cpu":
         n = sum(i * i for i in range(200_000))
         return _text(start_response, f"{n} computed by pid {os.getpid()}\n")
@@ -35,3 +35,9 @@ def _text(start_response: Callable[..., Any], text: str) -> list[bytes]:
     body = text.encode()
     start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+def _slow_chunks() -> Iterator[bytes]:
+    for i in range(5):
+        time.sleep(0.2)
+        yield f"chunk {i} from pid {os.getpid()}\n".encode()

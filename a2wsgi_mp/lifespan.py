@@ -8,32 +8,31 @@ The probe must not run an app's request path to its end: a one-shot app (a
 bare Starlette ``StreamingResponse``: its body iterator can be consumed once)
 or one without a scope check would spend its body, run its background task or
 wait forever for ``http.disconnect``.  So, as in uvicorn, a message that is not
-a lifespan message makes ``send`` raise.  A second ``receive()`` before startup
-was answered (a disconnect listener, or a legitimate shutdown watcher) waits
-for the probe's verdict: it then gets ``lifespan.shutdown`` in due course, or,
-if the app turned out not to support lifespan, is cancelled, so the listener
-task it belongs to ends quietly instead of lingering.
+a lifespan message makes ``send`` raise, and settles the probe: unsupported.
+
+A lifespan-aware app answers ``lifespan.startup`` before it asks for the next
+message (``lifespan.shutdown``).  An app that calls ``receive()`` again first
+read the startup message as something else (a raw app that ignores
+``scope["type"]`` and reads "the body" until an ``http.request`` comes, a
+disconnect listener): that too means unsupported, and that second call raises
+``CancelledError`` (once the probe has its verdict) so the task it belongs to
+ends quietly instead of waiting for a message that never comes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable, MutableMapping
+from typing import Any
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+from .errors import LifespanFailure
+from .types import ASGIApp, Message
 
 logger = logging.getLogger("a2wsgi_mp.asgi")
 
 _SEND_TYPES = frozenset(
     {"lifespan.startup.complete", "lifespan.startup.failed", "lifespan.shutdown.complete", "lifespan.shutdown.failed"}
 )
-
-
-class LifespanFailure(RuntimeError):
-    """The app's lifespan startup failed: this process cannot serve it."""
 
 
 class Lifespan:
@@ -51,18 +50,21 @@ class Lifespan:
         self.inbox: asyncio.Queue[Message] = asyncio.Queue()
         self.started: asyncio.Future[str | None] = loop.create_future()
         self.stopped: asyncio.Future[str | None] = loop.create_future()
+        self.refused: asyncio.Future[str] = loop.create_future()  # the app showed it has no lifespan
         self.probed = asyncio.Event()
         self.task = loop.create_task(self._main())
         self.inbox.put_nowait({"type": "lifespan.startup"})
         try:
-            await asyncio.wait({self.started, self.task}, return_when=asyncio.FIRST_COMPLETED)
+            verdicts: set[asyncio.Future[Any]] = {self.started, self.task, self.refused}
+            await asyncio.wait(verdicts, return_when=asyncio.FIRST_COMPLETED)
             self.supported = self.started.done() and self.started.result() is None
         finally:
             self.probed.set()
         if not self.started.done():
             if self.required:
                 raise LifespanFailure("the app does not support the lifespan protocol")
-            logger.debug("the ASGI app does not support lifespan; going on without it")
+            reason = self.refused.result() if self.refused.done() else "it ended without answering"
+            logger.debug("the ASGI app does not support lifespan (%s); going on without it", reason)
             return
         if self.started.result() is not None:
             raise LifespanFailure(f"lifespan startup failed: {self.started.result()}")
@@ -71,7 +73,8 @@ class Lifespan:
         if not self.supported or self.task.done():
             return
         self.inbox.put_nowait({"type": "lifespan.shutdown"})
-        await asyncio.wait({self.stopped, self.task}, return_when=asyncio.FIRST_COMPLETED)
+        shutdown: set[asyncio.Future[Any]] = {self.stopped, self.task}
+        await asyncio.wait(shutdown, return_when=asyncio.FIRST_COMPLETED)
         if self.stopped.done() and self.stopped.result() is not None:
             logger.error("lifespan shutdown failed: %s", self.stopped.result())
 
@@ -87,16 +90,22 @@ class Lifespan:
 
     async def _receive(self) -> Message:
         self._received += 1
-        if self._received > 1 and not self.probed.is_set():
-            await self.probed.wait()
-            if not self.supported:
-                raise asyncio.CancelledError()  # ends a stray listener task quietly
+        if self._received > 1 and not self.started.done():
+            self._refuse("receive() called again before lifespan.startup was answered")
+            await self.probed.wait()  # (a concurrent send() of the app's may fail first: its error comes first)
+            raise asyncio.CancelledError()  # ends the task (or stray listener) quietly
         return await self.inbox.get()
 
     async def _send(self, message: Message) -> None:
         kind = message["type"]
         if kind not in _SEND_TYPES:
+            if not self.started.done():
+                self._refuse(f"it sent {kind!r}")
             raise RuntimeError(f"unexpected ASGI message {kind!r} in the lifespan scope")
         done = self.started if kind.startswith("lifespan.startup.") else self.stopped
         if not done.done():
             done.set_result(message.get("message", "") if kind.endswith(".failed") else None)
+
+    def _refuse(self, reason: str) -> None:
+        if not self.refused.done():
+            self.refused.set_result(reason)

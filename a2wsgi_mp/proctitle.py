@@ -8,7 +8,9 @@ dependency; where it cannot be imported, titles are silently left alone.
 from __future__ import annotations
 
 import os
+from typing import Callable
 
+_setproctitle: Callable[[str], None] | None
 try:
     from setproctitle import setproctitle as _setproctitle
 except Exception:  # pragma: no cover - a platform without the extension

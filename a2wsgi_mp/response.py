@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import re
 import traceback
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
+
+from .replies import CLOSE, plain_headers
+from .types import Environ
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -29,11 +32,7 @@ INTERNAL_ERROR_BODY = b"Internal Server Error"
 #: app's error once this 500 is out (a2wsgi's behaviour), and a server that sees an
 #: exception after a complete response closes the connection; announced, a client
 #: never loses the next request it queued on it.
-INTERNAL_ERROR_HEADERS: Headers = [
-    (b"content-type", b"text/plain; charset=utf-8"),
-    (b"content-length", str(len(INTERNAL_ERROR_BODY)).encode()),
-    (b"connection", b"close"),
-]
+INTERNAL_ERROR_HEADERS: Headers = plain_headers(INTERNAL_ERROR_BODY, [CLOSE])
 
 # RFC 9110 §5.6.2: a field name is a token.
 _TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+").fullmatch
@@ -238,7 +237,7 @@ class StartResponse:
 
 def run_wsgi(
     app: Callable[..., Iterable[bytes]],
-    environ: dict[str, Any],
+    environ: Environ,
     sink: ResponseSink,
     log_error: Callable[[str], None],
 ) -> BaseException | None:
@@ -293,7 +292,7 @@ def run_wsgi(
     return error if error is not None else response.handled
 
 
-def describe_request(environ: dict[str, Any]) -> str:
+def describe_request(environ: Mapping[str, Any]) -> str:
     """``GET /path?query`` of an environ, for log lines."""
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
     query = environ.get("QUERY_STRING")
@@ -301,7 +300,7 @@ def describe_request(environ: dict[str, Any]) -> str:
 
 
 def _fail(
-    response: StartResponse, sink: ResponseSink, log_error: Callable[[str], None], what: str, environ: dict[str, Any]
+    response: StartResponse, sink: ResponseSink, log_error: Callable[[str], None], what: str, environ: Environ
 ) -> None:
     log_error(f"{what} ({describe_request(environ)}):\n{traceback.format_exc()}")
     if response.done:

@@ -7,7 +7,7 @@ a2wsgi users trip over:
 
 * a client that disconnects mid-stream never leaves a thread blocked: the sink's
   waits are released and the app's iterable is closed (a2wsgi #48/#49);
-* ``http.disconnect`` while reading ``wsgi.input`` raises :class:`ClientDisconnect`
+* ``http.disconnect`` while reading ``wsgi.input`` raises :class:`~a2wsgi_mp.errors.InputDisconnected`
   instead of being read as end-of-body (no silently truncated uploads);
 * headers leave with the first body chunk, so ``start_response(..., exc_info)``
   can still replace them;
@@ -28,37 +28,24 @@ import sys
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import IO, Any, Awaitable, Callable, Iterable, MutableMapping
+from typing import IO, Any
 
-from .body import DISCONNECT, Body, ClientDisconnect
-from .environ import Environ
+from .body import DISCONNECT, Body
 from .environ import build_environ as _build_environ
+from .errors import InputDisconnected, ResponseAborted
 from .response import Headers, SinkGone, run_wsgi
+from .types import Environ, Message, Receive, Scope, Send, WSGIApp
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-WSGIApp = Callable[..., Iterable[bytes]]
+__all__ = ["Body", "ClientDisconnect", "InputDisconnected", "ResponseAborted", "WSGIMiddleware", "build_environ"]
 
-__all__ = ["Body", "ClientDisconnect", "ResponseAborted", "WSGIMiddleware", "build_environ"]
+#: The first name of :class:`~a2wsgi_mp.errors.InputDisconnected`.
+ClientDisconnect = InputDisconnected
 
 logger = logging.getLogger("a2wsgi_mp.wsgi")
 
 #: Request body the disconnect watcher may read ahead, for a response that
 #: streams before the app has read the upload.  Past it, a2wsgi's behaviour.
 READ_AHEAD_LIMIT = 1024 * 1024
-
-
-class ResponseAborted(RuntimeError):
-    """Raised to the ASGI server when a started response cannot be completed.
-
-    Raising is the only way ASGI has to make the server cut the connection, so
-    the client sees a broken response instead of a short one passed as whole.
-    When the cut comes from an exception of the app, that exception is raised
-    instead (a2wsgi's behaviour); this one is for a body short of its
-    Content-Length.
-    """
 
 
 def build_environ(scope: Scope, body: IO[bytes] | Body) -> Environ:
@@ -240,7 +227,7 @@ class WSGIResponder:
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                 else:
                     self._aborted = item[1]
-            except Exception as exc:  # uvicorn >= 0.28 raises ClientDisconnected here
+            except Exception as exc:  # uvicorn >= 0.28 raises its ClientDisconnected here
                 self._send_error = exc
                 self._set_gone()
                 return
@@ -250,7 +237,7 @@ class WSGIResponder:
                     self._cond.notify()
 
     def _note(self, message: Message) -> None:
-        if message["type"] == "http.disconnect":
+        if message.get("type") == "http.disconnect":
             self._set_gone()
         elif not message.get("more_body", False):
             self._body_eof.set()
@@ -277,7 +264,7 @@ class WSGIResponder:
                 return 0
             message = await self._asgi_receive()
         self._note(message)
-        if message["type"] != "http.request":
+        if message.get("type") == "http.disconnect":
             return 0
         self._stash.append(message)
         return len(message.get("body", b""))

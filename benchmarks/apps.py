@@ -107,10 +107,13 @@ _PAGE_HEADERS = [
 def shape(environ, start_response):
     """A response shaped like a real page, without the page's work, to tell apart what
     costs the front: ``?size=BYTES`` of body, ``&headers=N`` of the admin login page's
-    headers (0-9), ``&burn=N`` iterations of :func:`burn` in the worker first."""
+    headers (0-9), ``&burn=N`` iterations of :func:`burn` in the worker first, or
+    ``&sleep_us=N`` microseconds of sleep (the worker busy, its CPU idle)."""
     q = dict(part.partition("=")[::2] for part in environ.get("QUERY_STRING", "").split("&") if part)
     if q.get("burn", "0").isdigit() and int(q.get("burn", "0")):
         burn(int(q["burn"]))
+    if q.get("sleep_us", "0").isdigit() and int(q.get("sleep_us", "0")):
+        time.sleep(int(q["sleep_us"]) / 1e6)
     size = int(q.get("size", "13")) if q.get("size", "13").isdigit() else 13
     n = int(q.get("headers", "1")) if q.get("headers", "1").isdigit() else 1
     body = b"x" * size

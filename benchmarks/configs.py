@@ -29,7 +29,9 @@ PEERS = ["a2wsgi", "gunicorn-sync", "gunicorn-gthread", "granian"]
 #: Full mode only (unless named): bare uvicorn, and a2wsgi in ONE uvicorn process (the brief's peer figures).
 #: a2wsgi_mp-2f: ``--fronts 2`` (the workers split between the two fronts), P1 only.
 REFERENCES = ["uvicorn-raw", "a2wsgi-1p", "a2wsgi_mp-2f"]
-ALL_SERVERS = MP_NAMES + PEERS + REFERENCES
+#: Experiments, run only when named: the pool behind a front without ASGI (benchmarks/lean_front.py).
+EXPERIMENTS = ["a2wsgi_mp-lean"]
+ALL_SERVERS = MP_NAMES + PEERS + REFERENCES + EXPERIMENTS
 
 SCENARIOS = ["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "R1", "R2", "R3"]
 #: Real pages (benchmarks/realpages.py): every server started at once, interleaved rounds.
@@ -42,8 +44,10 @@ REAL_SERVERS = ["a2wsgi_mp", "gunicorn-sync", "granian", "a2wsgi"]
 SESSION_ORDER = ["P1", "P2", "P7", "P8", "P5", "P6", "P4", "P3"]
 
 MODES = {
-    "quick": dict(duration=3.0, short=2.0, idle=1.0, settle=0.0, body=256 * MiB, slow_clients=100, drain=1.0, conns=32, repeat=1, ramp=0.5),
-    "full": dict(duration=6.0, short=5.0, idle=3.0, settle=15.0, body=1024 * MiB, slow_clients=2000, drain=3.0, conns=32, repeat=2, ramp=2.0),
+    "quick": dict(duration=3.0, short=2.0, idle=1.0, settle=0.0, body=256 * MiB, slow_clients=100, drain=1.0,
+                  conns=32, repeat=1, ramp=0.5),
+    "full": dict(duration=6.0, short=5.0, idle=3.0, settle=15.0, body=1024 * MiB, slow_clients=2000, drain=3.0,
+                 conns=32, repeat=2, ramp=2.0),
 }
 
 
@@ -96,6 +100,9 @@ def server_command(cfg: Config, port: int) -> tuple[list[str], dict[str, str]]:
             return ([*mp_command(), target, "--host", host, "--port", p,
                      "--workers", str(cfg.workers), "--threads", str(cfg.threads),
                      "--log-level", "warning", "--no-access-log", *extra], env)
+    if cfg.server == "a2wsgi_mp-lean":
+        return ([PY, "-m", "benchmarks.lean_front", target, "--host", host, "--port", p,
+                 "--workers", str(cfg.workers)], env)
     if cfg.server == "a2wsgi_mp-2f":
         return ([*mp_command(), target, "--host", host, "--port", p, "--fronts", "2",
                  "--workers", str(cfg.workers), "--threads", str(cfg.threads),

@@ -23,7 +23,6 @@ import psutil
 
 from .servers import Server
 
-
 #: A pool process: its spawn command line, or its title (``a2wsgi-mp: worker 3 [app]``).
 _POOL_PROCESS = re.compile(r"a2wsgi_mp\.workers|: (?:worker \d+|zygote)\b")
 

@@ -26,7 +26,8 @@ import tempfile
 import django
 from django.conf import settings
 
-DB = os.path.join(os.environ.get("BENCH_TMPDIR") or tempfile.gettempdir(), f"a2wsgi_mp-bench-django-{os.getuid()}.sqlite3")
+DB = os.path.join(os.environ.get("BENCH_TMPDIR") or tempfile.gettempdir(),
+                  f"a2wsgi_mp-bench-django-{os.getuid()}.sqlite3")
 USERS = 50
 
 if not settings.configured:

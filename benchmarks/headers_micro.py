@@ -38,15 +38,16 @@ def _best_us(fn, number: int = 50_000, repeat: int = 15) -> float:
 
 def main() -> None:
     for label, headers in (("2 headers", DJANGO[:2]), ("8 headers", DJANGO)):
-        print(f"start_response, {label}: {_best_us(lambda: StartResponse(_Sink())('200 OK', headers)):.2f} us")
+        start = lambda: StartResponse(_Sink())("200 OK", headers)  # noqa: B023, E731 (timed in this iteration)
+        print(f"start_response, {label}: {_best_us(start):.2f} us")
     for label, headers in (("2 headers", DJANGO[:2]), ("8 headers", DJANGO)):
         encoded = [(n.strip().lower().encode("latin-1"), v.strip().encode("latin-1")) for n, v in headers]
         frame = protocol.encode_start(7, 200, encoded, b"hello world", True)
         decoder = protocol.Decoder()
 
-        def decode() -> None:
-            decoder.feed(frame)
-            for _ in decoder.events():
+        def decode() -> None:  # (timed in this iteration: the loop variables are the ones meant)
+            decoder.feed(frame)  # noqa: B023
+            for _ in decoder.events():  # noqa: B023
                 pass
 
         print(f"decode START, {label}: {_best_us(decode):.2f} us")

@@ -286,7 +286,8 @@ async def slowloris(front: Front, args: argparse.Namespace) -> dict[str, Any]:
 
 
 ATTACKS: dict[str, Callable[[Front, argparse.Namespace], Awaitable[dict[str, Any]]]] = {
-    "big_heads": big_heads, "full_heads": full_heads, "huge_head": huge_head, "many_headers": many_headers, "idle": idle,
+    "big_heads": big_heads, "full_heads": full_heads, "huge_head": huge_head, "many_headers": many_headers,
+    "idle": idle,
     "slowloris": slowloris,
 }
 
@@ -297,7 +298,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--header-timeout", type=float, default=3.0)
     p.add_argument("--idle", type=int, default=2000, help="idle connections (default: %(default)s)")
     p.add_argument("--only", default=",".join(ATTACKS), help="comma-separated attacks")
-    p.add_argument("--server-args", default="", help="more CLI options for the server, e.g. '--limit-request-head 65536'")
+    p.add_argument("--server-args", default="",
+                   help="more CLI options for the server, e.g. '--limit-request-head 65536'")
     p.add_argument("--baseline", metavar="TREE",
                    help="serve from this source tree (e.g. a `git archive` of an older commit) without the "
                         "head-limit options, to measure it the same way")

@@ -60,7 +60,8 @@ def parse_wrk(out: str, duration: float) -> dict[str, Any]:
     m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     r["non2xx"] = int(m.group(1)) if m else 0
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    r["socket_errors"] = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups()))) if m else {}
+    r["socket_errors"] = (dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups()), strict=True))
+                          if m else {})
     r["good_rps"] = max(r["requests"] - r["non2xx"], 0) / elapsed if elapsed > 0 else 0.0
     for pct in ("50", "75", "90", "99"):
         m = re.search(rf"^\s+{pct}%\s+(\S+)", out, re.M)

@@ -107,24 +107,24 @@ def run(scenarios: list[str], servers: list[str], mode: dict[str, Any], tmpdir: 
                     cpu_min={k: min(r["cpu_per_request"][k] for r in rs)
                              for k in ("front_us", "front_sys_us", "workers_us", "total_us")})
         finally:
-            for name, server in live.items():
+            for server in live.values():
                 server.stop()
                 notes.extend(f"{server.cfg.key}: {note}" for note in server.notes)
                 log = server.log_text()
                 if re.search(r"Traceback|ERROR|CRITICAL", log):
                     lines = log.splitlines()
                     notes.append(f"{server.cfg.key}: errors in the server log, last lines:\n"
-                                 + "\n".join("    | " + x for x in lines[-8:]))
+                                 + "\n".join("    | " + x for x in lines[-40:]))
         time.sleep(0.2)
     return results, notes
 
 
 def servers_for(servers: list[str], explicit: bool, quick: bool) -> list[str]:
-    """The servers the real pages run on: ours and the peers named in REAL_SERVERS
-    (in quick mode, unless named, only the first a2wsgi_mp variant)."""
-    from .configs import REAL_SERVERS
+    """The servers the real pages run on: ours and the peers named in REAL_SERVERS, and
+    experiments when named (in quick mode, unless named, only the first a2wsgi_mp variant)."""
+    from .configs import EXPERIMENTS, REAL_SERVERS
 
-    chosen = [s for s in servers if s in REAL_SERVERS or s in MP_NAMES]
+    chosen = [s for s in servers if s in REAL_SERVERS or s in MP_NAMES or (explicit and s in EXPERIMENTS)]
     if quick and not explicit:
         mps = [s for s in chosen if s in MP_NAMES]
         chosen = [s for s in chosen if s not in MP_NAMES or s == mps[0]]

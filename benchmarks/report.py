@@ -8,6 +8,7 @@ from typing import Any, Callable
 from .configs import MP_NAMES, SCENARIOS
 from .scenarios import TITLES
 
+
 def headline(scenario: str, r: dict[str, Any]) -> float | None:
     """The one number per (scenario, server) the ratios are made of."""
     if failed(r):
@@ -342,7 +343,7 @@ def chart(results: dict[str, dict[str, Any]], servers: list[str], p8: dict[str, 
         ax.set_title(f"{sc}: {label}", fontsize=9)
         if log and values and min(values) > 0:
             ax.set_yscale("log")
-        for b, v in zip(bars, values):
+        for b, v in zip(bars, values, strict=True):
             ax.annotate(f"{v:,.2f}" if v < 10 else f"{v:,.0f}", (b.get_x() + b.get_width() / 2, b.get_height()),
                         ha="center", va="bottom", fontsize=7)
         if sc == "P4":

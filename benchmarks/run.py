@@ -47,8 +47,21 @@ if __package__ in (None, ""):  # ``python benchmarks/run.py``
 import psutil  # noqa: E402
 
 from benchmarks import realpages  # noqa: E402
-from benchmarks.configs import (ALL_SERVERS, MODES, MP_NAMES, PEERS, REAL_PAGES, REPO, RESULTS,  # noqa: E402
-                                SCENARIOS, MiB, granian_available, plan, server_command)
+from benchmarks.configs import (  # noqa: E402
+    ALL_SERVERS,
+    EXPERIMENTS,
+    MODES,
+    MP_NAMES,
+    PEERS,
+    REAL_PAGES,
+    REPO,
+    RESULTS,
+    SCENARIOS,
+    MiB,
+    granian_available,
+    plan,
+    server_command,
+)
 from benchmarks.loadgen import ensure_wrk  # noqa: E402
 from benchmarks.report import cell, chart, evaluate_goals, print_report  # noqa: E402
 from benchmarks.scenarios import RUNNERS, Context  # noqa: E402
@@ -119,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         SCENARIOS if mode_name == "full" else [s for s in SCENARIOS if s not in REAL_PAGES])
     # References (raw uvicorn) only in full mode unless asked for by name: quick must stay < 2 min.
     servers = [s.strip() for s in args.servers.split(",") if s.strip()] or (
-        list(ALL_SERVERS) if mode_name == "full" else MP_NAMES + PEERS)
+        [s for s in ALL_SERVERS if s not in EXPERIMENTS] if mode_name == "full" else MP_NAMES + PEERS)
     for s in scenarios:
         if s not in SCENARIOS:
             parser.error(f"unknown scenario {s!r}; known: {', '.join(SCENARIOS)}")
@@ -264,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     os.replace(tmp, args.output)
     try:
         chart(results, shown, p8, args.chart,
-              f"a2wsgi_mp benchmarks ({mode_name}, {args.workers} workers, {os.cpu_count()} CPUs, {doc['meta']['date']})")
+              f"a2wsgi_mp benchmarks ({mode_name}, {args.workers} workers, {os.cpu_count()} CPUs, "
+              f"{doc['meta']['date']})")
     except Exception as exc:  # noqa: BLE001 - the figures matter more than the picture
         print(f"chart failed: {exc}", flush=True)
     print(f"wrote {os.path.relpath(args.output, REPO)} and {os.path.relpath(args.chart, REPO)}", flush=True)

@@ -16,7 +16,6 @@ import psutil
 
 from .configs import REPO, Config, server_command
 
-
 _LIVE: dict[int, "Server"] = {}
 
 

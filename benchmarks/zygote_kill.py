@@ -47,7 +47,7 @@ async def run(args: argparse.Namespace, server: Server) -> collections.Counter:
         os.kill(victim.pid, signal.SIGKILL)
         t0 = time.monotonic()
         await asyncio.to_thread(
-            wait_for, lambda: (z := zygote(server)) is not None and z.pid != victim.pid, 15)
+            wait_for, lambda: (z := zygote(server)) is not None and z.pid != victim.pid, 15)  # noqa: B023
         print(f"zygote {victim.pid} killed; new zygote after {(time.monotonic() - t0) * 1000:.0f} ms")
         await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - t0)))
     await asyncio.sleep(1.0)

@@ -118,7 +118,7 @@ def test_app_without_lifespan_support_works_in_auto_mode() -> None:
 def test_lifespan_on_requires_support() -> None:
     middleware = ASGIMiddleware(no_lifespan_app, lifespan="on")
     with pytest.raises(LifespanFailure):
-        middleware.loop
+        _ = middleware.loop
 
 
 def test_invalid_lifespan_mode() -> None:
@@ -278,3 +278,53 @@ def test_early_close_tells_the_app_the_client_left() -> None:
     assert finished.wait(5)
     assert isinstance(outcome["send"], OSError)
     assert outcome["receive"] == {"type": "http.disconnect"}
+
+
+def test_raw_app_ignoring_the_scope_type_is_served_on_gunicorn(tmp_path: Path) -> None:
+    """The lifespan probe of ``lifespan="auto"`` waited forever for a startup answer that a raw
+    app never gives (it asked ``receive()`` again): every request hung until gunicorn's timeout."""
+    from .serverproc import HOST, Server, subprocess_env
+
+    argv = [sys.executable, "-m", "gunicorn", "-b", f"{HOST}:{{port}}", "--no-control-socket", "-w", "1",
+            "--timeout", "60", "tests.apps.raw_asgi:app"]
+    with Server("raw-asgi", argv, log_dir=tmp_path, env=subprocess_env(), probe="/", ok_only=False) as server:
+        payload = os.urandom(100_000)
+        response = httpx.post(server.url + "/echo", content=payload, timeout=10)
+        assert response.status_code == 200 and response.content == payload
+
+
+def test_wsgi_input_reads_the_body_of_any_message_that_carries_one() -> None:
+    """a2wsgi's ``Body`` test: a body message of a type it does not know is read, not taken as a disconnect;
+    only ``http.disconnect`` is the client leaving."""
+    import asyncio
+    import threading
+
+    from a2wsgi_mp.body import Body, ClientDisconnect
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        messages = [{"type": "http.request.body", "body": b"line one\nline", "more_body": True},
+                    {"body": b" two\n", "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0)
+
+        body = Body(loop, receive)
+        assert body.readline() == b"line one\n"
+        assert body.read() == b"line two\n"
+        gone = Body(loop, _returning({"type": "http.disconnect"}))
+        with pytest.raises(ClientDisconnect):
+            gone.read()
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+def _returning(message: dict[str, Any]) -> Any:
+    async def receive() -> dict[str, Any]:
+        return message
+
+    return receive

@@ -23,7 +23,7 @@ import pytest
 
 from a2wsgi_mp import ASGIMiddleware
 
-from .serverproc import HOST, Server, subprocess_env, wait_for
+from .serverproc import HOST, Server, ServerSet, subprocess_env, wait_for
 
 APPS = Path(__file__).resolve().parent / "apps"
 sys.path.insert(0, str(APPS))
@@ -34,7 +34,7 @@ TIMEOUT = 15.0
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
+def servers(tmp_path_factory: pytest.TempPathFactory, module_servers: ServerSet) -> dict[str, Server]:
     log_dir = tmp_path_factory.mktemp("asgi-stream")
     gunicorn = Server(
         "gunicorn",
@@ -47,14 +47,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serv
     )
     wsgiref = Server("wsgiref", [sys.executable, str(APPS / "asgi_stream_app.py"), "{port}"],
                      log_dir=log_dir, env=subprocess_env(), probe="/pid")
-    started = {s.name: s.start() for s in (gunicorn, wsgiref)}
-    try:
-        for server in started.values():
-            server.wait_ready()
-        yield started
-    finally:
-        for server in started.values():
-            server.stop()
+    for server in (gunicorn, wsgiref):
+        module_servers.add(server)
+    return {name: module_servers.get(name) for name in ("gunicorn", "wsgiref")}
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +95,8 @@ def test_bare_responses_as_the_whole_app(clients: dict[str, httpx.Client], serve
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_listen_for_disconnect_ends_once_the_response_is_complete(clients: dict[str, httpx.Client], server: str) -> None:
+def test_listen_for_disconnect_ends_once_the_response_is_complete(clients: dict[str, httpx.Client],
+                                                                  server: str) -> None:
     """A raw app streaming while a second task waits for ``http.disconnect``: neither hangs."""
     client = clients[server]
     assert client.get("/listener").text == "01234"
@@ -296,4 +292,4 @@ def test_app_ignoring_the_disconnect_is_cancelled_after_the_grace() -> None:
     assert next(iter(response)) == b"x"
     response.close()
     assert finished.wait(TIMEOUT)
-    assert outcome == ["ClientDisconnected", "CancelledError"]
+    assert outcome == ["SendDisconnected", "CancelledError"]

@@ -15,11 +15,11 @@ from typing import Any
 import msgpack
 import pytest
 
-from a2wsgi_mp.pool import app as front
 from a2wsgi_mp.environ import build_environ
-from a2wsgi_mp.pool.app import WSGIPool
 from a2wsgi_mp.ipc import protocol
 from a2wsgi_mp.ipc.worker_pipe import WorkerPipe
+from a2wsgi_mp.pool import app as front
+from a2wsgi_mp.pool.app import WSGIPool
 from a2wsgi_mp.workers.process import serve_slot
 
 HEAD = {"method": "GET", "scheme": "http", "path": "/hello", "query_string": b"", "root_path": "",

@@ -64,7 +64,7 @@ def app(environ, start_response):
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory):
+def servers(tmp_path_factory: pytest.TempPathFactory, module_servers: ServerSet) -> ServerSet:
     tmp = tmp_path_factory.mktemp("deploy")
     config = tmp / "a2wsgi.toml"
     config.write_text("[tool.a2wsgi_mp]\nworkers = 1\nthreads = 3\nroot_path = '/site'\n")
@@ -76,7 +76,7 @@ def servers(tmp_path_factory):
                      "--no-proxy-headers")
     uvicorn = Server("uvicorn", [sys.executable, "-m", "uvicorn", "tests.apps.pool_asgi:app", "--host", HOST,
                                  "--port", "{port}"], log_dir=tmp, probe="/hello")
-    s = ServerSet()
+    s = module_servers
     s.add(Server.cli(APP, "--workers", "2", "--config", str(config), env={"A2WSGI_MP_THREADS": "2"},
                      ready_path="/hello"))
     s.servers["layered"] = s.servers.pop(APP)
@@ -90,11 +90,7 @@ def servers(tmp_path_factory):
         "-w", "1", "--threads", "2", APP], log_dir=tmp).start()
     s.app_dir, s.certfile = app_dir, certfile  # type: ignore[attr-defined]
     s.tls_url = f"https://{HOST}:{tls.port}"  # type: ignore[attr-defined]
-    try:
-        yield s
-    finally:
-        leftovers = s.stop_all()
-        assert not any(leftovers.values()), leftovers
+    return s
 
 
 def _environ(server: Server, path: str = "/environ", **kwargs) -> dict:

@@ -164,7 +164,8 @@ def test_client_leaving_mid_stream_ends_the_app(cell: Server) -> None:
     # gunicorn's next write fails and it closes the iterable: the app must be cancelled.
     # (a2wsgi's reference cell is an expected failure: no need to wait long there.)
     bound = 5 if cell.name.startswith("a2wsgi") else 15
-    assert wait_for(marker(cell, f"endless-closed-{tag}").exists, bound), f"the stream kept running after the client left:\n{cell.log()[-3000:]}"
+    assert wait_for(marker(cell, f"endless-closed-{tag}").exists, bound), \
+        f"the stream kept running after the client left:\n{cell.log()[-3000:]}"
 
 
 def test_server_still_serves(client: httpx.Client) -> None:

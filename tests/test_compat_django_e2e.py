@@ -27,17 +27,12 @@ def _uvicorn(name: str, attr: str, http: str, log_dir) -> Server:
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory):
+def servers(tmp_path_factory: pytest.TempPathFactory, module_servers: ServerSet) -> ServerSet:
     log_dir = tmp_path_factory.mktemp("compat-logs")
-    group = ServerSet()
     for entry, http in CELLS:
-        group.add(_uvicorn(f"{entry}-{http}", entry, http, log_dir))
-    group.add(_uvicorn("pool_raising-h11", "pool_raising", "h11", log_dir))
-    try:
-        yield group
-    finally:
-        survivors = group.stop_all()
-        assert not any(survivors.values()), f"processes outlived their server: {survivors}"
+        module_servers.add(_uvicorn(f"{entry}-{http}", entry, http, log_dir))
+    module_servers.add(_uvicorn("pool_raising-h11", "pool_raising", "h11", log_dir))
+    return module_servers
 
 
 def _wait_for_log(server: Server, pattern: str, timeout: float = 10.0) -> str:

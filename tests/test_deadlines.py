@@ -7,20 +7,20 @@ import asyncio
 import time
 
 from a2wsgi_mp.pool.deadlines import Deadlines
-from a2wsgi_mp.pool.exchange import TimedOut
+from a2wsgi_mp.pool.exchange import TIMED_OUT, TimedOut
 
 from .serverproc import until
 
 
 class _Probe:
-    """Stands in for an Exchange: records what the sweep feeds it."""
+    """Stands in for an Exchange: records when the sweep times it out."""
 
     def __init__(self) -> None:
         self.fed: list[object] = []
         self.at: float | None = None
 
-    def feed(self, event: object) -> None:
-        self.fed.append(event)
+    def time_out(self) -> None:
+        self.fed.append(TIMED_OUT)
         self.at = time.monotonic()
 
 

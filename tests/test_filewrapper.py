@@ -9,11 +9,13 @@ import os
 
 import pytest
 
-from a2wsgi_mp.pool import filesend
-from a2wsgi_mp.pool import app as front_mod
-from a2wsgi_mp.pool.app import WSGIPool
 from a2wsgi_mp.ipc import protocol
+from a2wsgi_mp.pool import app as front_mod
+from a2wsgi_mp.pool import filesend
+from a2wsgi_mp.pool.app import WSGIPool
 from a2wsgi_mp.workers.filewrapper import FileWrapper, file_span
+
+from .serverproc import until
 
 # ------------------------------------------------------------ sans-IO frames
 
@@ -24,7 +26,8 @@ def test_file_frames_round_trip():
     assert list(dec.events()) == [protocol.File(7, 200, [(b"a", b"b")], 10, 20), protocol.FileAck(7)]
 
 
-@pytest.mark.parametrize("fields", [(1, 200, [], -1, 5), (1, 200, [], 0, -5), (1, 200, [[b"a"]], 0, 0), (1, "200", [], 0, 0)])
+@pytest.mark.parametrize("fields", [(1, 200, [], -1, 5), (1, 200, [], 0, -5), (1, 200, [[b"a"]], 0, 0),
+                                    (1, "200", [], 0, 0)])
 def test_malformed_file_frame(fields):
     dec = protocol.Decoder()
     dec.feed(protocol._frame(protocol.FILE, protocol._packb(fields)))
@@ -169,7 +172,8 @@ def test_file_goes_by_descriptor(data_file, handoffs, loop_kind):
         return out, after_first, before, await _fds_settled(before)
 
     out, ok, before, after = _run(go, loop_kind)
-    assert out[0]["status"] == 200 and [b"content-type", b"application/octet-stream"] in [list(h) for h in out[0]["headers"]]
+    assert out[0]["status"] == 200
+    assert [b"content-type", b"application/octet-stream"] in [list(h) for h in out[0]["headers"]]
     assert _complete(out)
     body = _body(out)
     assert len(body) == len(CONTENT) and hashlib.sha256(body).digest() == hashlib.sha256(CONTENT).digest()
@@ -223,7 +227,7 @@ def test_worker_is_free_while_the_front_sends_the_file(data_file, handoffs, loop
                 await gate.wait()
 
         slow_task = asyncio.ensure_future(_call(pool, "/file", None, slow))
-        await asyncio.sleep(0.3)
+        assert await until(lambda: handoffs, 10)  # the worker handed the file to the front
         # One worker, one thread: this only completes if the file handoff freed it.
         quick = await asyncio.wait_for(_call(pool, "/"), 10)
         gate.set()

@@ -30,6 +30,8 @@ from gunicorn.config import Config as GunicornConfig  # noqa: E402
 
 from a2wsgi_mp.gunicorn import worker as gw  # noqa: E402
 
+from .serverproc import until  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 WORKER = "a2wsgi_mp.gunicorn.PoolWorker"
 #: The path published before 0.3, in every user's config: it must keep working.
@@ -349,6 +351,30 @@ def test_hooks_and_quick_exit(start) -> None:
     assert f"Worker (pid:{worker.pid}) was sent" not in g.log()
 
 
+def test_gunicorn_config_process_hooks_run_for_the_pool_processes(start) -> None:
+    """post_fork and worker_exit in each pool process, child_exit in the front when one ends
+    (besides gunicorn's own calls for its worker): OpenTelemetry, database resets and
+    prometheus_client's mark_process_dead then work under PoolWorker as under a sync worker."""
+    g = start("--threads", "2", "-w", "1", "-c", "python:tests.apps.gunicorn_pool_hooks")
+    worker = g.one_worker()
+    pool = wait_for(lambda: len(g.pool_pids(worker)) == 2 and g.pool_pids(worker), 30, "2 pool processes")
+
+    def marks(name: str) -> list[dict]:
+        return [json.loads(p.read_text()) for p in g.marks(name)]
+
+    # post_fork: by gunicorn in its worker, and by the pool in each pool process (about itself)
+    wait_for(lambda: {m["in"] for m in marks("post_fork")} >= pool | {worker.pid}, 15, "post_fork everywhere")
+    assert all(m["in"] == m["worker"] for m in marks("post_fork"))
+    victim, survivor = sorted(pool)
+    os.kill(victim, signal.SIGKILL)  # a crash: no worker_exit, but child_exit in the front
+    wait_for(lambda: any(m["worker"] == victim for m in marks("child_exit")), 15, "child_exit for the pool process")
+    assert [m["in"] for m in marks("child_exit") if m["worker"] == victim] == [worker.pid]
+    assert not any(m["in"] == victim for m in marks("worker_exit"))
+    os.kill(worker.pid, signal.SIGTERM)  # graceful: each pool process leaves of its own accord
+    wait_for(lambda: any(m["in"] == survivor for m in marks("worker_exit")), 15, "worker_exit in a pool process")
+    assert [m["worker"] for m in marks("worker_exit") if m["in"] == survivor] == [survivor]
+
+
 def _running(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -530,14 +556,12 @@ def test_heartbeat_notifies_and_ends_the_worker_when_told(tmp_path: Path) -> Non
 
     async def scenario() -> None:
         task = asyncio.ensure_future(w.heartbeat())
-        await asyncio.sleep(0.05)
-        assert w.tmp.beats >= 1 and w._stop_deadline is None
+        assert await until(lambda: w.tmp.beats >= 1, 10)
+        assert w._stop_deadline is None
         w.alive = False  # gunicorn's handle_exit, or anything else clearing it
-        await asyncio.sleep(0.6)
-        assert w._stop_deadline is not None
+        assert await until(lambda: w._stop_deadline is not None, 10)
         beats = w.tmp.beats
-        await asyncio.sleep(0.6)  # still beating while draining
-        assert w.tmp.beats > beats
+        assert await until(lambda: w.tmp.beats > beats, 10)  # still beating while draining
         task.cancel()
 
     asyncio.run(scenario())
@@ -549,7 +573,7 @@ def test_heartbeat_stops_the_worker_when_the_arbiter_is_gone(tmp_path: Path) -> 
 
     async def scenario() -> None:
         task = asyncio.ensure_future(w.heartbeat())
-        await asyncio.sleep(0.05)
+        await until(lambda: w._stop_deadline is not None, 10)
         task.cancel()
 
     asyncio.run(scenario())

@@ -9,17 +9,17 @@ all four.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
 
 import psutil
 import pytest
 
-from .serverproc import HOST, Server, subprocess_env, wait_for
+from .serverproc import HOST, Server, ServerSet, subprocess_env, wait_for
 
 pytest.importorskip("gunicorn")
 
@@ -44,20 +44,13 @@ def _gunicorn(name: str, worker: str) -> Server:
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[dict[str, Server]]:
-    made = {
-        "cli-httptools": _cli("cli-httptools", "httptools"),
-        "cli-h11": _cli("cli-h11", "h11"),
-        "gunicorn-httptools": _gunicorn("gunicorn-httptools", "ShortPoolWorker"),
-        "gunicorn-h11": _gunicorn("gunicorn-h11", "ShortPoolH11Worker"),
-    }
-    try:
-        for server in made.values():
-            server.start()  # all at once; each case waits for its own
-        yield made
-    finally:
-        for server in made.values():
-            server.stop()
+def servers(module_servers: ServerSet) -> dict[str, Server]:
+    # all at once; each case waits for its own
+    module_servers.add(_cli("cli-httptools", "httptools"))
+    module_servers.add(_cli("cli-h11", "h11"))
+    module_servers.add(_gunicorn("gunicorn-httptools", "ShortPoolWorker"))
+    module_servers.add(_gunicorn("gunicorn-h11", "ShortPoolH11Worker"))
+    return module_servers.servers
 
 
 @pytest.fixture(params=["cli-httptools", "cli-h11", "gunicorn-httptools", "gunicorn-h11"])
@@ -324,3 +317,15 @@ def test_invalid_head_options_exit_2(args: list[str], needle: str) -> None:
                             env=subprocess_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert needle in result.stderr
+
+
+
+@pytest.mark.parametrize("tail, refused", [
+    (b"\x00\x01garbage that is no request\r\n\r\n", 400),
+    (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+], ids=["garbage", "too-long"])
+def test_a_request_pipelined_before_a_bad_one_is_answered_first(server: Server, tail: bytes, refused: int) -> None:
+    # gunicorn answers the valid request, then refuses what follows it: one packet, two answers.
+    reply = exchange(server, b"GET /sleep?t=0.2 HTTP/1.1\r\nHost: x\r\n\r\n" + tail)
+    assert [int(s) for s in re.findall(rb"HTTP/1\.1 (\d{3}) ", reply)] == [200, refused], reply[:600]
+    assert b'"pid"' in reply.split(b"HTTP/1.1 %d" % refused)[0]

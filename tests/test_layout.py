@@ -71,3 +71,33 @@ def test_the_source_check_sees_relative_imports_of_the_pool(tmp_path: Path) -> N
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from ..pool.app import WSGIPool\n    from .. import pool\n")
     assert {"a2wsgi_mp.pool.app", "a2wsgi_mp.pool"} <= _imported(bad)
+
+
+def test_public_exceptions_live_in_errors_with_their_old_names_as_aliases() -> None:
+    import a2wsgi_mp
+    from a2wsgi_mp import asgi, body, errors, lifespan, wsgi
+    from a2wsgi_mp.pool import supervisor
+
+    assert wsgi.ClientDisconnect is body.ClientDisconnect is errors.InputDisconnected
+    assert asgi.ClientDisconnected is errors.SendDisconnected
+    assert errors.InputDisconnected is not errors.SendDisconnected
+    assert issubclass(errors.InputDisconnected, OSError) and issubclass(errors.SendDisconnected, OSError)
+    assert wsgi.ResponseAborted is errors.ResponseAborted
+    assert asgi.LifespanFailure is lifespan.LifespanFailure is errors.LifespanFailure
+    assert a2wsgi_mp.BootFailed is supervisor.BootFailed is errors.BootFailed
+    assert a2wsgi_mp.RemoteAppError is errors.RemoteAppError
+    for name in errors.__all__:
+        assert getattr(errors, name).__module__ == "a2wsgi_mp.errors", name
+
+
+def test_a2wsgi_public_names_are_importable_from_a2wsgi_mp() -> None:
+    """The one-import migration (docs/a2wsgi-migration.md) covers every name a2wsgi exports."""
+    a2wsgi = pytest.importorskip("a2wsgi")
+    import a2wsgi_mp
+
+    assert set(a2wsgi.__all__) <= set(a2wsgi_mp.__all__)
+    for name in a2wsgi_mp.__all__:
+        assert getattr(a2wsgi_mp, name) is not None
+    assert set(a2wsgi_mp.__all__) <= set(dir(a2wsgi_mp))
+    with pytest.raises(AttributeError):
+        a2wsgi_mp.NoSuchName  # noqa: B018

@@ -74,16 +74,19 @@ def test_while_its_zygote_lives_the_status_is_awaited_then_settled_if_it_dies() 
 def test_a_worker_watching_the_front_dies_with_it() -> None:
     front = _sleeper()
     front_fd = os.pidfd_open(front.pid)
+    watching_r, watching_w = os.pipe()
     child = os.fork()
     if child == 0:  # the "worker"
         try:
             watch_front(front_fd)
+            os.write(watching_w, b"1")
             time.sleep(60)
         finally:
             os._exit(0)
     os.close(front_fd)
+    os.close(watching_w)
     try:
-        time.sleep(0.2)
+        assert os.read(watching_r, 1) == b"1"  # it watches the front now (or read() gives b"" if it died)
         assert os.waitpid(child, os.WNOHANG) == (0, 0)  # alive while the front is
         front.kill()
         front.wait()
@@ -92,6 +95,7 @@ def test_a_worker_watching_the_front_dies_with_it() -> None:
             time.sleep(0.01)
         assert result[0] == child and os.WIFSIGNALED(result[1]) and os.WTERMSIG(result[1]) == signal.SIGKILL
     finally:
+        os.close(watching_r)
         front.kill()
         try:
             os.kill(child, signal.SIGKILL)

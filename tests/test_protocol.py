@@ -127,7 +127,7 @@ def test_partial_frame_is_pending_not_an_event() -> None:
 @settings(max_examples=200, deadline=None, database=None)
 def test_split_at_random_boundaries(cuts: list[int]) -> None:
     bounds = sorted(set([0, *cuts, len(STREAM)]))
-    pieces = [STREAM[a:b] for a, b in zip(bounds, bounds[1:])]
+    pieces = [STREAM[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
     assert decode_all(*pieces) == EXPECTED
 
 
@@ -136,7 +136,7 @@ def test_split_at_random_boundaries(cuts: list[int]) -> None:
 def test_bytes_bytearray_and_views_mixed(cuts: list[int], kinds: list[bool]) -> None:
     # feed() keeps a bytes object uncopied while nothing is pending; other buffers are copied.
     bounds = sorted(set([0, *cuts, len(STREAM)]))
-    pieces = [STREAM[a:b] for a, b in zip(bounds, bounds[1:])]
+    pieces = [STREAM[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
     mixed = [bytearray(x) if i < len(kinds) and kinds[i] else x for i, x in enumerate(pieces)]
     assert decode_all(*mixed) == EXPECTED
 

@@ -606,7 +606,8 @@ def test_django_set_cookie_leading_space_is_stripped() -> None:
     # django.core.handlers.wsgi emits cookie.output(header="") values: " csrftoken=...".
     sink, errors = _start([("Content-Type", "text/html"), ("Set-Cookie", " csrftoken=abc; Path=/; SameSite=Lax")])
     assert sink.status == 200 and not errors
-    assert sink.calls[0][2] == [(b"content-type", b"text/html"), (b"set-cookie", b"csrftoken=abc; Path=/; SameSite=Lax")]
+    assert sink.calls[0][2] == [(b"content-type", b"text/html"),
+                                (b"set-cookie", b"csrftoken=abc; Path=/; SameSite=Lax")]
 
 
 def test_optional_whitespace_around_names_and_values_is_stripped_inner_kept() -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from a2wsgi_mp import logs
-from a2wsgi_mp.config import PoolConfig
 from a2wsgi_mp.cli.settings import OPTIONS, resolve
+from a2wsgi_mp.config import PoolConfig
 
 APP = "tests.apps.core_app:app"
 
@@ -162,13 +162,13 @@ def test_fallback_handler_steps_aside_once_root_is_configured(clean_logging, cap
     (["granian", "--workers"], None),
 ])
 def test_sibling_fronts_read_from_the_server_command_line(cmdline: list[str], expected: int | None) -> None:
-    from a2wsgi_mp.layout import _flag_value
+    from a2wsgi_mp.topology import _flag_value
 
     assert _flag_value(cmdline) == expected
 
 
 def test_layout_line_multiplies() -> None:
-    from a2wsgi_mp.layout import describe
+    from a2wsgi_mp.topology import describe
 
     assert describe(2, "uvicorn --workers", 2, 1).endswith("2 fronts (uvicorn --workers) x 2 workers x 1 thread = "
                                                              "4 app processes, 4 requests at once")

@@ -18,7 +18,7 @@ import httpx
 import psutil
 import pytest
 
-from .serverproc import ServerProcess, metrics, wait_for, wait_gone
+from .serverproc import ServerProcess, metrics, until, wait_for, wait_gone
 
 APP = "tests.apps.sup_faults:app"
 
@@ -61,17 +61,11 @@ async def busy(url: str, n: int = 1) -> None:
 
 
 @pytest.fixture
-def server():
-    started: list[ServerProcess] = []
-
+def server(cli_server):
     def start(*options: str, app: str = APP, env: dict[str, str] | None = None) -> ServerProcess:
-        proc = ServerProcess.cli(app, "--metrics-path", "/metrics", "--no-access-log", *options, env=env)
-        started.append(proc)
-        return proc.start().wait_ready()
+        return cli_server(app, "--metrics-path", "/metrics", "--no-access-log", *options, env=env)
 
-    yield start
-    for proc in started:
-        proc.stop()
+    return start
 
 
 @pytest.mark.parametrize("fault", ["/exit", "/segfault", "/sigkill-self", "/raise-loop"])
@@ -217,10 +211,12 @@ def test_sigterm_lets_in_flight_requests_finish(server):
 def test_sighup_replaces_workers_without_dropping_requests(server):
     srv = server("--workers", "2")
     before = srv.worker_pids()
+    served = metrics(srv.url)["a2wsgi_mp_requests_total"]
 
     async def scenario() -> list[tuple[str, int]]:
         task = asyncio.ensure_future(_load(srv.url, ["/sleep?0.01"] * 150, concurrency=6))
-        await asyncio.sleep(0.3)
+        await asyncio.to_thread(  # the load is under way (and far from done) when HUP comes
+            wait_for, lambda: metrics(srv.url)["a2wsgi_mp_requests_total"] >= served + 10, 15)
         srv.signal(signal.SIGHUP)
         return await task
 
@@ -236,14 +232,18 @@ def test_workers_die_with_a_sigkilled_front(server, tmp_path):
     assert len(children) == 3  # the zygote and two workers
 
     async def upload_then_kill() -> None:
+        sent = 0
+
         async def body():
+            nonlocal sent
             for _ in range(40):
                 yield b"x" * (256 * 1024)  # 10 MiB: past the spool threshold
+                sent += 1
                 await asyncio.sleep(0.01)
 
         async with httpx.AsyncClient() as client:
             request = asyncio.ensure_future(client.post(srv.url + "/", content=body(), timeout=10))
-            await asyncio.sleep(0.25)
+            assert await until(lambda: sent >= 20, 15)  # 5 MiB sent: the front is spooling it
             os.kill(srv.pid, signal.SIGKILL)
             with pytest.raises(httpx.TransportError):
                 await request
@@ -355,7 +355,7 @@ def test_a_spawn_lost_with_the_zygote_is_no_boot_failure(server):
     async def scenario() -> list[int]:
         async with httpx.AsyncClient(timeout=30) as http:
             waiting = [asyncio.ensure_future(http.get(srv.url + "/")) for _ in range(3)]
-            await asyncio.sleep(0.5)
+            assert await asyncio.to_thread(wait_for, lambda: metrics(srv.url)["a2wsgi_mp_queue_depth"] == 3, 15)
             assert not any(w.done() for w in waiting)  # queued, not refused
             zygote.kill()  # ...and dies with it
             return [(await w).status_code for w in waiting]
@@ -461,7 +461,8 @@ def _read_response_body(sock: socket.socket) -> bytes:
     while b"\r\n\r\n" not in data:
         data += sock.recv(65536)
     head, body = data.split(b"\r\n\r\n", 1)
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
     while len(body) < length:
         body += sock.recv(1 << 20)
     return body
@@ -471,10 +472,13 @@ def test_a_slow_reader_does_not_hold_the_worker(server):
     """The front takes the response off the worker's hands (memory, then a temp file)."""
     srv = server("--workers", "1", app="tests.apps.transport_app:app")
     size = 8 * 1024 * 1024
+    served = metrics(srv.url)["a2wsgi_mp_requests_total"]
     sock = _unread_download(srv.port, size)
     try:
-        time.sleep(0.5)
-        # One worker, and its last client reads nothing: the worker serves on regardless.
+        # The worker is done with the download (the front holds it) though its client read nothing...
+        assert wait_for(lambda: (m := metrics(srv.url))["a2wsgi_mp_requests_total"] == served + 1
+                        and m["a2wsgi_mp_busy_slots"] == 0, 15), metrics(srv.url)
+        # ...so the one worker serves on.
         assert httpx.get(srv.url + "/hello", timeout=5).status_code == 200
         body = _read_response_body(sock)
         assert len(body) == size and body == httpx.get(srv.url + f"/once?size={size}", timeout=10).content

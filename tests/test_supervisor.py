@@ -159,7 +159,8 @@ class FakeZygote:
     generations = itertools.count(1)
 
     def __init__(self, world: "World", app_ref: Any, start_method: str, on_exited: Callable[[int, int], None],
-                 on_lost: Callable[[], None], preload: bool = False, boot_timeout: float = 60.0) -> None:
+                 on_lost: Callable[[], None], preload: bool = False, boot_timeout: float = 60.0,
+                 worker_options: dict[str, Any] | None = None) -> None:
         self.world, self.on_exited, self.on_lost = world, on_exited, on_lost
         self.pid = next(FAKE_PIDS)
         self.generation = 0

@@ -289,7 +289,8 @@ def test_cancelled_request_releases_the_thread() -> None:
             started.set()
             await asyncio.Event().wait()  # a client that never reads again
 
-        scope = {"type": "http", "method": "GET", "path": "/", "query_string": b"", "headers": [], "http_version": "1.1"}
+        scope = {"type": "http", "method": "GET", "path": "/", "query_string": b"", "headers": [],
+                 "http_version": "1.1"}
         task = asyncio.ensure_future(WSGIMiddleware(app, send_queue_size=2)(scope, receive, send))
         await started.wait()
         task.cancel()
@@ -354,7 +355,8 @@ def test_body_readlines_hint() -> None:
 
 
 def test_body_disconnect_raises_every_time() -> None:
-    body, _, loop, thread = body_from([{"type": "http.request", "body": b"abc", "more_body": True}, {"type": "http.disconnect"}])
+    body, _, loop, thread = body_from([{"type": "http.request", "body": b"abc", "more_body": True},
+                                       {"type": "http.disconnect"}])
     try:
         with pytest.raises(ClientDisconnect):
             body.read()

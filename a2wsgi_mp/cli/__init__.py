@@ -15,7 +15,7 @@ import signal
 import sys
 from typing import Sequence
 
-from .. import __version__, layout, proctitle
+from .. import __version__, proctitle, topology
 from ..headlimits.options import http_protocol
 from ..logs import cli_logging_config
 from ..pool.app import WSGIPool
@@ -44,7 +44,7 @@ def _use_app_dir(app_dir: str) -> None:
 
 
 def _log_start(settings: Settings, config: object) -> None:
-    stack = layout.server_stack(config)
+    stack = topology.server_stack(config)
     tls = "on" if settings.ssl_certfile else "off"
     proxy = (f"X-Forwarded-For/-Proto trusted from {settings.forwarded_allow_ips}" if settings.proxy_headers
              else "proxy headers ignored")
@@ -94,7 +94,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.exit(EXIT_STARTUP_FAILURE)
         return
     server_options["http"] = http  # uvicorn's own parser, bounded while reading (a2wsgi_mp.headlimits)
-    config = uvicorn.Config(pool, lifespan="on", timeout_graceful_shutdown=graceful or None, **server_options)
+    # (uvicorn annotates timeout_graceful_shutdown int; it takes seconds as a float)
+    config = uvicorn.Config(pool, lifespan="on", timeout_graceful_shutdown=graceful or None,  # type: ignore[arg-type]
+                            **server_options)
     if settings.log_config is None:
         logging.getLogger("a2wsgi_mp").setLevel(logging.getLogger("uvicorn.error").level)
     _log_start(settings, config)

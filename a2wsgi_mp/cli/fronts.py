@@ -36,7 +36,7 @@ from ..pool.app import WSGIPool
 ENV = "A2WSGI_MP_FRONT"
 #: The settings that make a front's bounded HTTP protocol (a2wsgi_mp.headlimits).
 HEAD_SETTINGS = ("http", "limit_request_line", "limit_request_fields", "limit_request_field_size",
-                 "limit_request_head", "header_timeout", "limit_connections")
+                 "limit_request_head", "header_timeout", "limit_connections", "send_timeout")
 
 
 def share(workers: int, fronts: int) -> int:
@@ -72,6 +72,7 @@ def run_fronts(settings: Any, **uvicorn_options: Any) -> bool:
     fronts = settings.fronts
     options = settings.target("pool")
     total = PoolConfig(**options)
+    assert isinstance(total.workers, int)  # (PoolConfig resolves a (min, max) pair)
     options["workers"] = share(total.workers, fronts)
     if total.elastic:
         options["workers_min"] = share(total.workers_min, fronts)
@@ -88,7 +89,7 @@ def run_fronts(settings: Any, **uvicorn_options: Any) -> bool:
     sock = config.bind_socket()
     try:
         if "target" in inspect.signature(Multiprocess.__init__).parameters:  # uvicorn < 0.50
-            supervisor = Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock])
+            supervisor = Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock])  # type: ignore[call-arg]
         else:
             supervisor = Multiprocess(config, sockets=[sock])
         supervisor.run()

@@ -150,6 +150,8 @@ OPTIONS: list[Option] = [
            "limits above allow, about 800 KB, gunicorn's", 65536, to="cli", group="limits"),
     Option("header_timeout", float, "408 (or a plain close if nothing came) for a request head not complete "
            "in time, as nginx's client_header_timeout; 0 = off", 60.0, to="cli", group="limits"),
+    Option("send_timeout", float, "close a connection whose client accepted no byte of a response for N "
+           "seconds, as nginx's send_timeout; 0 = off", 60.0, to="cli", group="limits"),
     Option("limit_connections", int, "close new connections at once while N are open; 0 = no cap "
            "(default: the open-files limit less a tenth)", to="cli", group="limits"),
     # -- logging ----------------------------------------------------------------------------------
@@ -180,15 +182,23 @@ OPTIONS: list[Option] = [
     pool("max_requests", int, "recycle a worker after N requests; 0 = never"),
     pool("max_requests_jitter", int, "add up to N to --max-requests, per worker"),
     pool("max_rss", int, "recycle a worker above N MiB of RSS, between requests; 0 = off"),
+    pool("max_rss_hard", int, "end a worker the moment one request takes its RSS past N MiB (502 for that "
+         "request, its stacks logged); 0 = off"),
     pool("max_lifetime", float, "recycle a worker older than N seconds, between requests; 0 = off"),
     pool("backlog", int, "requests that may wait for a worker before 503"),
     pool("queue_timeout", float, "503 for a request that waited N seconds for a worker; 0 = off"),
     pool("spool_threshold", size, "request bodies larger than this (bytes, or 512K, 1M…) go to a temp file"),
     pool("max_body_size", size, "413 for larger request bodies (default: no limit)"),
+    pool("body_timeout", float, "408 when a client sends nothing of its request body for N seconds "
+         "(nginx's client_body_timeout); 0 = off"),
     pool("response_buffer", size, "bytes of a response the front holds for a slow client so the worker is "
          "free at once (0 = the worker waits)"),
     pool("spool_dir", str, "directory for spooled request bodies (default: the system temp dir)"),
     pool("metrics_path", str, "serve Prometheus metrics at this path (default: off)"),
+    pool("reload_check", str, "a path (/healthz) every new worker of a reload must answer below 400 "
+         "before it serves; the old workers keep serving unless it does"),
+    pool("hooks", str, "a hooks module or .py file: post_fork, post_worker_init, worker_exit run in each "
+         "worker; child_exit, when_ready, on_reload in the front (gunicorn's names)"),
     pool("header_map", str, "header names with underscores: dropped, refused (400) or dangerous (kept, "
          "and X_Forwarded_For lands on HTTP_X_FORWARDED_FOR!)", choices=HEADER_MAPS),
     pool("ipc", str, "bodies via the socketpair (pipe) or a shared-memory ring per slot (shm)",

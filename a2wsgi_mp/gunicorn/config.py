@@ -20,6 +20,9 @@ __all__ = ["customised", "head_bound", "head_limits", "pool_options", "request_l
 #: gunicorn has no header-read timeout (its sync workers sit behind nginx):
 #: nginx's ``client_header_timeout``.
 HEADER_TIMEOUT = 60.0
+#: The gunicorn config's hooks that also run for the pool's processes (docs/gunicorn.md):
+#: ``post_fork`` and ``worker_exit`` in each pool process, ``child_exit`` in the front when one ends.
+POOL_HOOKS = ("post_fork", "worker_exit", "child_exit")
 
 def request_limits(cfg: Any) -> tuple[int, int, int]:
     """gunicorn's effective (request line, header count, header field size)
@@ -64,6 +67,9 @@ def pool_options(cfg: Any, app_ref: Any, extra: dict[str, Any]) -> dict[str, Any
         options["header_map"] = header_map
     if not isinstance(app_ref, str):
         options["start_method"] = "fork"  # an object reaches the pool only through fork
+    hooks = tuple(name for name in POOL_HOOKS if customised(cfg, name))
+    if hooks and cfg.config:  # the config file that defines them, imported by the pool's processes too
+        options["hooks"], options["hook_names"] = cfg.config, hooks
     options.update(extra)
     return options
 

@@ -10,20 +10,17 @@ and gunicorn's ``cfg``: the worker's life cycle is none of their business.
 from __future__ import annotations
 
 import io
-from typing import Any, Awaitable, Callable, MutableMapping, Protocol
+from typing import Any, Protocol
 
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from ..environ import build_environ
+from ..replies import CLOSE, send_plain
+from ..types import ASGIApp, Message, Receive, Scope, Send
 from .config import request_limits
 
 __all__ = ["ASGIApp", "GunicornFront", "GunicornRequest", "GunicornResponse", "HookMiddleware", "HookedWorker"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class HookedWorker(Protocol):
@@ -91,18 +88,6 @@ def _status_line(code: int) -> str:
         return str(code)
 
 
-async def _reply(send: Send, status: int, text: str) -> None:
-    body = text.encode() + b"\n"
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close")],
-    })
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
 class HookMiddleware:
     """Calls gunicorn's ``pre_request(worker, req)`` before and
     ``post_request(worker, req, environ, resp)`` after each HTTP request.
@@ -130,7 +115,7 @@ class HookMiddleware:
                 worker.cfg.pre_request(worker, req)
             except Exception:
                 worker.log.exception("Error handling request %s %s (pre_request hook)", req.method, req.uri)
-                await _reply(send, 500, "Internal Server Error")
+                await send_plain(send, 500, "Internal Server Error", [CLOSE])
                 return
         if not self.post:
             await self.app(scope, receive, send)
@@ -172,7 +157,8 @@ class GunicornFront:
             k.lower().encode("latin-1"): v for k, v in (cfg.secure_scheme_headers or {}).items()
         }
         allowed = cfg.forwarded_allow_ips or []
-        self.trusted = ProxyHeadersMiddleware(app, allowed).trusted_hosts if allowed else None
+        # (uvicorn types its app with TypedDict scopes and messages; ours are plain mappings)
+        self.trusted = ProxyHeadersMiddleware(app, allowed).trusted_hosts if allowed else None  # type: ignore[arg-type]
         self.always_trust = "*" in allowed if isinstance(allowed, list) else allowed.strip() == "*"
 
     def _trusted(self, scope: Scope) -> bool:
@@ -192,11 +178,11 @@ class GunicornFront:
             if query:
                 target += 1 + len(query)
             if len(scope.get("method", "")) + target + 10 > self.max_line:
-                await _reply(send, 414, "URI Too Long")
+                await send_plain(send, 414, "URI Too Long", [CLOSE])
                 return
         headers = scope.get("headers", ())
         if len(headers) > self.max_fields:
-            await _reply(send, 431, "Request Header Fields Too Large: too many header fields")
+            await send_plain(send, 431, "Request Header Fields Too Large: too many header fields", [CLOSE])
             return
         limit = self.max_field_size
         scheme_headers = self.scheme_headers
@@ -205,7 +191,7 @@ class GunicornFront:
             trusted = None
             for name, value in headers:
                 if limit and len(name) + len(value) + 2 > limit:
-                    await _reply(send, 431, "Request Header Fields Too Large: a header field is too long")
+                    await send_plain(send, 431, "Request Header Fields Too Large: a header field is too long", [CLOSE])
                     return
                 if name in scheme_headers:
                     if trusted is None:
@@ -214,7 +200,7 @@ class GunicornFront:
                         continue
                     this = "https" if value.decode("latin-1") == scheme_headers[name] else "http"
                     if scheme is not None and this != scheme:
-                        await _reply(send, 400, "Bad Request: contradictory scheme headers")
+                        await send_plain(send, 400, "Bad Request: contradictory scheme headers", [CLOSE])
                         return
                     scheme = this
         if scheme is not None and scheme != scope.get("scheme"):

@@ -51,19 +51,14 @@ import psutil
 from gunicorn.workers.base import Worker
 from uvicorn.config import Config as UvicornConfig
 
-from .. import layout, proctitle
+from .. import proctitle, topology
+from ..errors import BootFailed
 from ..pool.app import WSGIPool
-from ..pool.supervisor import BootFailed
+from ..types import ASGIApp
 from . import config as gunicorn_config
 from .config import customised as _customised
 from .config import request_limits
-from .hooks import (
-    ASGIApp,
-    GunicornFront,
-    GunicornRequest,
-    GunicornResponse,
-    HookMiddleware,
-)
+from .hooks import GunicornFront, GunicornRequest, GunicornResponse, HookMiddleware
 from .server import DrainingServer
 
 __all__ = [
@@ -172,7 +167,8 @@ class PoolWorker(Worker):
         self.pool.fronts = (int(self.cfg.workers or 1), "gunicorn -w")
         self.config = UvicornConfig(app=self._asgi_app(self.pool), **self.uvicorn_options())
         if self.age <= 1:
-            self.log.info("PoolWorker: %s; %s", layout.server_stack(self.config), gunicorn_config.layout_note(self.cfg))
+            self.log.info("PoolWorker: %s; %s", topology.server_stack(self.config),
+                          gunicorn_config.layout_note(self.cfg))
 
     def _asgi_app(self, pool: WSGIPool) -> ASGIApp:
         cfg = self.cfg
@@ -250,7 +246,9 @@ class PoolWorker(Worker):
             self._stop_deadline = now
         server = self.server
         if server is not None:
-            server.config.timeout_graceful_shutdown = max(0.0, self._stop_deadline - now - self.POOL_STOP_RESERVE)
+            # (uvicorn annotates it int; it takes seconds as a float)
+            server.config.timeout_graceful_shutdown = max(  # type: ignore[assignment]
+                0.0, self._stop_deadline - now - self.POOL_STOP_RESERVE)
             server.should_exit = True
             if quick:
                 server.force_exit = True

@@ -10,7 +10,9 @@ protocol classes here subclass uvicorn's own (:mod:`.httptools_proto`,
   connection holds at most about one head's worth of the limits plus one read;
 * a header-read timeout (nginx's ``client_header_timeout``): 408, or a plain
   close for a connection that never sent a byte;
-* a cap on open connections, refused at accept before file descriptors run out.
+* a cap on open connections, refused at accept before file descriptors run out;
+* a send timeout (nginx's ``send_timeout``): a connection whose client accepted
+  no byte of a response for that long is closed.
 
 ``protocol_class(http, limits)`` makes the class uvicorn's ``Config(http=...)`` takes.
 """
@@ -52,6 +54,9 @@ class HeadLimits:
     #: Bytes of the whole head (431 past it); 0 = what the three limits above
     #: allow (~800 KB with gunicorn's defaults; nginx allows 4 x 8 KB).
     head: int = 0
+    #: Seconds a client may accept no byte of a response before the connection
+    #: is closed (nginx's ``send_timeout``; 0 = no limit).
+    send_timeout: float = 60.0
 
     @classmethod
     def gunicorn(cls, line: int, fields: int, field_size: int, **extra: Any) -> "HeadLimits":
@@ -62,8 +67,8 @@ class HeadLimits:
         return cls(line=line, fields=fields, field_size=field_size, **extra)
 
     def __post_init__(self) -> None:
-        if self.header_timeout < 0 or self.connections < 0 or self.head < 0:
-            raise ValueError("header_timeout, connections and head must not be negative")
+        if self.header_timeout < 0 or self.connections < 0 or self.head < 0 or self.send_timeout < 0:
+            raise ValueError("header_timeout, connections, head and send_timeout must not be negative")
 
     @property
     def max_line(self) -> int:

@@ -1,5 +1,6 @@
 """What the bounded protocols share: the connection cap, the header timeout,
-the refusal (a plain response, then a lingering close) and the line meter.
+the send timeout, the refusal (a plain response, then a lingering close) and
+the line meter.
 
 A mixin for uvicorn's protocol classes: it uses their ``loop``, ``transport``,
 ``flow``, ``cycle``, ``server_state`` and ``logger`` and nothing else.
@@ -8,11 +9,15 @@ A mixin for uvicorn's protocol classes: it uses their ``loop``, ``transport``,
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import http
 import logging
+import struct
+import termios
 import time
 from typing import Any
 
+from ..replies import CLOSE, plain_reply
 from . import HeadLimits
 
 #: Seconds a refused connection is still read (and the bytes dropped) after the
@@ -20,6 +25,8 @@ from . import HeadLimits
 LINGER = 2.0
 #: Seconds between two "connection limit reached" warnings.
 WARN_EVERY = 10.0
+#: The send timeout is checked this often at most (and 4 times per timeout at least).
+SEND_CHECK = 1.0
 
 logger = logging.getLogger("a2wsgi_mp")
 
@@ -35,13 +42,11 @@ class Refused(Exception):
 
 def plain_response(status: int, text: str, default_headers: list[tuple[bytes, bytes]]) -> bytes:
     """A whole ``connection: close`` response, written straight to the transport."""
-    body = text.encode("latin-1") + b"\n"
+    body, headers = plain_reply(text, [CLOSE])
     phrase = http.HTTPStatus(status).phrase.encode()
     lines = [b"HTTP/1.1 %d %s\r\n" % (status, phrase)]
-    lines += [name + b": " + value + b"\r\n" for name, value in default_headers]
-    lines.append(b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
-                 % len(body))
-    lines.append(body)
+    lines += [name + b": " + value + b"\r\n" for name, value in [*default_headers, *headers]]
+    lines += [b"\r\n", body]
     return b"".join(lines)
 
 
@@ -62,18 +67,23 @@ class HeadGuard:
     transport: asyncio.Transport
     server_state: Any
     cycle: Any
+    flow: Any  # (from connection_made on)
 
     _rejected = False  # closed at accept (over the connection cap)
     _refused = False  # answered 4xx: only draining until the close
+    _deferred: tuple[int, str] | None = None  # a refusal owed once the responses in flight are out
     _header_timer: asyncio.TimerHandle | None = None
     _linger_timer: asyncio.TimerHandle | None = None
+    _send_timer: asyncio.TimerHandle | None = None
+    _unsent = 0  # bytes the client had not accepted at the last look
+    _unsent_since = 0.0  # loop time of the last byte it accepted
     _heard = False  # bytes of the next request head have arrived
     _head_since: float | None = None  # loop time the current head began (None: no head under way)
     _tail = 0  # bytes since the last LF while reading a head
 
     # ------------------------------------------------------------ accept
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:
         if not self._guard_accept(transport):
             return
         super().connection_made(transport)  # type: ignore[misc]  # uvicorn's protocol, next in the MRO
@@ -155,13 +165,20 @@ class HeadGuard:
             return
         self._refused = True
         self._disarm_header_timer()
-        transport = self.transport
         client = getattr(self, "client", None)
         logger.debug("%s - refused: %d %s", "%s:%d" % tuple(client) if client else "-", status, text)
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            transport.close()  # a pipelined head while a response is out: no room for ours
+        if self._response_out():
+            # A request read before this head is still being answered: it gets
+            # its response first, then the refusal (as gunicorn does).  Nothing
+            # more is read meanwhile; on_response_complete sends the refusal.
+            self._deferred = (status, text)
+            self.flow.pause_reading()
             return
+        self._answer_refusal(status, text)
+
+    def _answer_refusal(self, status: int, text: str) -> None:
+        transport = self.transport
+        self._unset_keepalive_if_required()  # type: ignore[attr-defined]  # uvicorn's
         transport.write(plain_response(status, text, self.server_state.default_headers))
         flow = getattr(self, "flow", None)
         if flow is not None:
@@ -172,7 +189,74 @@ class HeadGuard:
         else:
             transport.close()
 
+    def _response_out(self) -> bool:
+        """A response is still owed on this connection (the last request read is unanswered)."""
+        cycle = self.cycle
+        return cycle is not None and not cycle.response_complete
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]  # uvicorn's: starts a pipelined request, if any
+        deferred = self._deferred
+        if deferred is not None and not self._response_out() and not self.transport.is_closing():
+            self._deferred = None
+            self._answer_refusal(*deferred)
+
+    # ------------------------------------------------------------ send timeout
+
+    # nginx's send_timeout: "if the client does not receive anything within
+    # this time, the connection is closed".  Only a connection whose transport
+    # stopped taking writes (past its high-water mark) is watched, by one timer
+    # while it is paused; "received" is the bytes not yet acknowledged by the
+    # client (the transport's buffer plus the socket's send queue) going down.
+
+    def pause_writing(self) -> None:
+        super().pause_writing()  # type: ignore[misc]
+        timeout = self.limits.send_timeout
+        if timeout and self._send_timer is None and not self.transport.is_closing():
+            self._unsent = self._unacknowledged()
+            self._unsent_since = self.loop.time()
+            self._send_timer = self.loop.call_later(min(SEND_CHECK, timeout / 4), self._check_send)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()  # type: ignore[misc]
+        self._disarm_send_timer()
+
+    def _disarm_send_timer(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _check_send(self) -> None:
+        """Still paused: has the client accepted a byte since the last look?"""
+        self._send_timer = None
+        transport = self.transport
+        timeout = self.limits.send_timeout
+        unsent = self._unacknowledged()
+        now = self.loop.time()
+        if unsent < self._unsent:
+            self._unsent, self._unsent_since = unsent, now
+        elif now - self._unsent_since >= timeout:
+            client = getattr(self, "client", None)
+            logger.warning("%s - send timeout: the client accepted no byte for %g s; connection closed",
+                           "%s:%d" % tuple(client) if client else "-", timeout)
+            transport.abort()  # (close() would wait for the client to read what is buffered)
+            return
+        self._send_timer = self.loop.call_later(min(SEND_CHECK, timeout / 4), self._check_send)
+
+    def _unacknowledged(self) -> int:
+        """Response bytes the client has not accepted yet: ours, and the kernel's (Linux: SIOCOUTQ)."""
+        transport = self.transport
+        pending = transport.get_write_buffer_size()
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                pending += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+            except (OSError, ValueError, AttributeError):
+                pass
+        return pending
+
     def _disarm_all(self) -> None:
+        self._disarm_send_timer()
         self._disarm_header_timer()
         if self._linger_timer is not None:
             self._linger_timer.cancel()

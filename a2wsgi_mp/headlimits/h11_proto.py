@@ -64,7 +64,8 @@ class LimitedConnection(h11.Connection):
                                               error_status_hint=431)
 
 
-class LimitedH11Protocol(HeadGuard, H11Protocol):
+# (HeadGuard.connection_made takes an asyncio.Transport, as H11Protocol's does, not a BaseTransport)
+class LimitedH11Protocol(HeadGuard, H11Protocol):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.conn = LimitedConnection(self.limits, self._refuse)

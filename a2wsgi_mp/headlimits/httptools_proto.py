@@ -58,6 +58,9 @@ class LimitedHttpToolsProtocol(HeadGuard, HttpToolsProtocol):
             else:
                 msg = "Invalid HTTP request received."
                 self.logger.warning(msg)
+                if self._response_out():  # a valid request came before the garbage: answer it first
+                    self._refuse(400, msg)
+                    return
                 self._refused = True
                 self._disarm_header_timer()
                 self.send_400_response(msg)

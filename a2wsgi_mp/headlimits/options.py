@@ -19,5 +19,6 @@ def http_protocol(settings: Any) -> type:
         header_timeout=settings.header_timeout,
         connections=connections,
         head=settings.limit_request_head,
+        send_timeout=settings.send_timeout,
     )
     return protocol_class(settings.http, limits)

@@ -20,6 +20,9 @@ from .shm import Region
 
 __all__ = ["FileHandoff", "FrontPipe", "pair"]
 
+#: Bytes per read when salvaging what a dead worker left in the socket.
+SALVAGE_READ = 256 * 1024
+
 
 class FrontPipe(asyncio.Protocol):
     """The front's end of one connection to a worker (or the zygote).
@@ -29,6 +32,9 @@ class FrontPipe(asyncio.Protocol):
     of the bytes that came before it.  Reading can be paused by the consumer:
     the worker then blocks in ``send``, which is the whole of the flow control
     for a response.
+
+    Whatever ends the connection, what the worker wrote before is read first
+    (:meth:`_salvage`): a worker's death never discards frames it already sent.
     """
 
     def __init__(
@@ -51,6 +57,11 @@ class FrontPipe(asyncio.Protocol):
         self._paused = False
         #: Reading the transport is stopped for a FILE frame's descriptor.
         self._fd_wait = False
+        #: Reading what is left before closing: nothing is written meanwhile.
+        self._salvaging = False
+        #: The worker's end went away with bytes we sent it unread (ECONNRESET,
+        #: or EPIPE): it never read all of what was sent last.
+        self.peer_reset = False
 
     @classmethod
     async def open(
@@ -87,7 +98,7 @@ class FrontPipe(asyncio.Protocol):
             on_event(event)
         if conn.error is not None:
             self._lose(conn.error)
-        elif conn.awaiting_fd:
+        elif conn.awaiting_fd and not self._salvaging:  # (salvaging: its descriptor never comes)
             self._expect_fd()
 
     def eof_received(self) -> bool:
@@ -182,10 +193,11 @@ class FrontPipe(asyncio.Protocol):
         while outbox:
             data, fds = outbox.pop(0)
             if not fds:
-                self.send(data)
+                if not self._salvaging:
+                    self.send(data)
                 continue
             try:
-                if not self._closed:
+                if not self._closed and not self._salvaging:
                     self.send_with_fds(data, fds)
             finally:
                 for fd in fds:
@@ -207,13 +219,56 @@ class FrontPipe(asyncio.Protocol):
         """Hang up: the worker sees EOF and exits once it is idle."""
         self._shut(abort=False)
 
+    def fail(self, exc: Exception) -> None:
+        """The connection is unusable (a send failed): end it as if the worker had gone."""
+        self._lose(exc)
+
     def _lose(self, exc: Exception | None) -> None:
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+            self.peer_reset = True
         if self._shut(abort=True):
             self.on_lost(exc)
 
+    def _salvage(self) -> None:
+        """Read, on our duplicate of the socket, what the worker wrote before its
+        end went away, and hand it to the connection (the ring's bytes too)
+        before we close.
+
+        The transport reads only while it is not paused (flow control, a FILE
+        wait), and an asyncio transport drops what it has not read when a write
+        fails (EPIPE) or it is closed.  So when a worker dies, or its exit is
+        reported before its EOF, its last frames may still wait in the socket:
+        a response that was complete when it died must still reach the client
+        whole.  Reads until EOF (its end is gone), ECONNRESET (gone with bytes of
+        ours unread: :attr:`peer_reset`) or EAGAIN (it is not gone: nothing more
+        is owed now) — at most the socket's buffer.  Nothing is written meanwhile.
+        """
+        if self._salvaging or self._closed or self.conn.awaiting_fd:  # (a descriptor is due first)
+            return
+        self._salvaging = True
+        try:
+            while not self._closed:
+                try:
+                    data = self._fd_sock.recv(SALVAGE_READ)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except ConnectionResetError:
+                    self.peer_reset = True
+                    return
+                except OSError:
+                    return
+                if not data:
+                    return
+                self.data_received(data)
+        finally:
+            self._salvaging = False
+
     def _shut(self, abort: bool) -> bool:
-        """Release everything once; False if already done."""
+        """Release everything once (what the worker sent is read first); False if already done."""
         if self._closed:
+            return False
+        self._salvage()
+        if self._closed:  # (what was salvaged ended it: garbage)
             return False
         self._closed = True
         self._stop_fd_wait()

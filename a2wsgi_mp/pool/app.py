@@ -9,28 +9,31 @@ events back to the ASGI server as they come.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from typing import Any, Awaitable, Callable, MutableMapping
+import os
+import time
+from typing import Any
 
-from .. import layout, logs
+from .. import logs, topology
 from ..config import PoolConfig
 from ..environ import head_size, request_head
 from ..errors import RemoteAppError
+from ..hooks import ServerView, load_hooks
 from ..ipc import protocol
 from ..ipc.fds import FileHandoff
 from ..loader import AppRef, describe
+from ..replies import send_plain as _send_plain
+from ..types import Message, Receive, Scope, Send
 from . import metrics
+from .body_timeout import BodyReads
 from .dispatch import BootFailed, Pool, Unavailable
+from .client import cut_response
 from .exchange import Exchange, Lost, TimedOut
 from .filesend import send_file
 from .worker import Slot
 from .queue_watch import QueueWatch
 from .spool import BodyTooLarge, Spool
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 logger = logging.getLogger("a2wsgi_mp")
 
@@ -40,20 +43,8 @@ QUEUE_WATCH_AFTER = 0.25
 #: inline body (:data:`MAX_INLINE`) the REQUEST frame stays under the IPC limit.
 MAX_HEAD = protocol.MAX_PAYLOAD // 2
 MAX_INLINE = protocol.MAX_PAYLOAD // 4
-
-
-def _plain(status: int, text: str, extra: list[tuple[bytes, bytes]] = ()) -> tuple[Message, Message]:  # type: ignore[assignment]
-    body = text.encode() + b"\n"
-    start = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", str(len(body)).encode()),
-            *extra,
-        ],
-    }
-    return start, {"type": "http.response.body", "body": body, "more_body": False}
+#: Tries to deliver a request whose worker provably never read it (each to another worker).
+DISPATCH_ATTEMPTS = 3
 
 
 class WSGIPool:
@@ -73,7 +64,10 @@ class WSGIPool:
                 f"{describe(app)} is an object, which only start_method='fork' can hand to workers"
             )
         self.pool = Pool(app, self.config)
+        #: The hooks module (imported here too: its front hooks run in this process).
+        self.hooks = self.pool.supervisor.hooks = load_hooks(self.config.hooks, self.config.hook_names)
         self._queue_watch = QueueWatch(QUEUE_WATCH_AFTER)
+        self._body_reads = BodyReads(self.config.body_timeout) if self.config.body_timeout else None
         self._start_lock: asyncio.Lock | None = None
         #: (number of fronts, how it is known), set by a launcher that knows
         #: (the CLI, the gunicorn worker); otherwise detected at start-up.
@@ -103,15 +97,19 @@ class WSGIPool:
                 return
             logs.ensure_visible()
             await self.pool.start()
-            fronts, how = self.fronts or layout.detect_fronts()
-            logger.info("%s", layout.describe(fronts, how, self.config.workers, self.config.threads))
+            fronts, how = self.fronts or topology.detect_fronts()
+            logger.info("%s", topology.describe(fronts, how, self.config.workers, self.config.threads))
+            self.hooks.call_logged("when_ready", ServerView(os.getpid()))
 
     async def shutdown(self, graceful_timeout: float | None = None) -> None:
         """Drain: in-flight requests get ``graceful_timeout`` (default: the pool's setting)."""
         await self.pool.stop(graceful_timeout)
         self._queue_watch.close()
+        if self._body_reads is not None:
+            self._body_reads.close()
 
     async def reload(self) -> None:
+        self.hooks.call_logged("on_reload", ServerView(os.getpid()))
         await self.pool.reload()
 
     def stats(self) -> dict[str, Any]:
@@ -163,9 +161,14 @@ class WSGIPool:
         threshold = min(cfg.spool_threshold, MAX_INLINE)
         spool: Spool | None = None
         inline: bytes | None
+        if self._body_reads is not None:  # every read of the body within body_timeout
+            reads, task, loop = self._body_reads, asyncio.current_task(), self.pool.loop or asyncio.get_running_loop()
+            read = functools.partial(reads.receive, receive, task, loop)
+        else:
+            read = receive
         try:
             # The common case, a body in one message (GET: empty), needs no spool.
-            message = await receive()
+            message = await read()
             body = message.get("body", b"")
             if message["type"] == "http.request" and not message.get("more_body", False) and len(body) <= threshold:
                 inline, size = body, len(body)
@@ -173,7 +176,7 @@ class WSGIPool:
                     raise BodyTooLarge(size)
             else:
                 spool = Spool(threshold, cfg.max_body_size, cfg.spool_dir)
-                if not await _read_body(receive, spool, message):
+                if not await _read_body(read, spool, message):
                     return  # the client left before sending its whole body
                 inline = await spool.finish()
                 size = spool.size
@@ -182,29 +185,74 @@ class WSGIPool:
                 spool.close()
             await _send_plain(send, 413, "Request body too large", [(b"connection", b"close")])
             return
+        except asyncio.CancelledError:
+            if spool is not None:
+                spool.close()
+            if self._body_reads is None or not self._body_reads.timed_out(task):  # type: ignore[arg-type]
+                raise
+            uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+            if uncancel is not None:
+                uncancel()
+            await _send_plain(send, 408, "Request Timeout: the request body stopped coming",
+                              [(b"connection", b"close")])
+            return
         except BaseException:
             if spool is not None:
                 spool.close()
             raise
+        head = request_head(scope)
+        if cfg.header_map != "drop":
+            head["header_map"] = cfg.header_map
         try:
-            try:
-                slot = self.pool.take_idle() or await self._wait_for_slot(receive)
-            except Unavailable as exc:
-                await _send_plain(send, 503, f"Service Unavailable: {exc}",
-                                  [(b"retry-after", str(exc.retry_after).encode())])
-                return
-            if slot is None:
-                return  # the client left while the request was queued: no worker runs it
-            exchange = self.pool.begin(slot)
-            head = request_head(scope)
-            if cfg.header_map != "drop":
-                head["header_map"] = cfg.header_map
-            fd = spool.file.fileno() if spool is not None and spool.file is not None else None
-            slot.pipe.send_request(exchange.rid, head, inline, size, fd)  # (inline, by fd, or the shm ring)
+            # A request that provably never reached its worker (the send failed, or the
+            # worker died with it unread) goes to another: the app never ran.
+            for _attempt in range(DISPATCH_ATTEMPTS):
+                try:
+                    slot = self.pool.take_idle() or await self._wait_for_slot(receive)
+                except Unavailable as exc:
+                    await _send_plain(send, 503, f"Service Unavailable: {exc}",
+                                      [(b"retry-after", str(exc.retry_after).encode())])
+                    return
+                if slot is None:
+                    return  # the client left while the request was queued: no worker runs it
+                exchange = self.pool.begin(slot)
+                slot.request, slot.since = scope, time.monotonic()  # (for a death report)
+                sent = self._send_request(exchange, head, inline, size, spool)
+                if sent is None:
+                    break  # could not be sent, for a reason other than a broken connection
+                if sent and await self._relay(exchange, receive, send, scope):
+                    return
+                logger.warning("worker %s never read the request (%s); dispatching it again", slot.worker.pid,
+                               "its connection broke" if sent else "the send failed")
+            self.pool.counters["502"] += 1
+            await _send_plain(send, 502, "Bad Gateway: the request could not be delivered to a worker")
         finally:
             if spool is not None:
-                spool.close()  # the worker has its own descriptor now
-        await self._relay(exchange, receive, send, scope)
+                spool.close()  # (kept open until here: a request sent again needs its body again)
+
+    def _send_request(self, exchange: Exchange, head: dict[str, Any], inline: bytes | None, size: int,
+                      spool: Spool | None) -> bool | None:
+        """Send the request on its slot: True if sent, False if its worker provably did
+        not get it (the connection is broken: it is ended as the worker's death),
+        None if it could not be sent for another reason (logged)."""
+        slot = exchange.slot
+        pipe = slot.pipe
+        try:
+            if pipe.closed:
+                raise ConnectionResetError("the worker's connection is closed")
+            fd = spool.file.fileno() if spool is not None and spool.file is not None else None
+            pipe.send_request(exchange.rid, head, inline, size, fd)  # (inline, by fd, or the shm ring)
+            return True
+        except Exception as exc:
+            exchange.stop_clock()
+            exchange.close()
+            if slot.exchange is exchange:
+                slot.exchange = None
+            broken = isinstance(exc, OSError)
+            if not broken:
+                logger.error("could not send a request to worker %s", slot.worker.pid, exc_info=exc)
+            pipe.fail(exc)  # the connection's state is unknown: the worker is replaced
+            return False if broken else None
 
     async def _wait_for_slot(self, receive: Receive) -> Slot | None:
         """Queue for a slot, watching the client once the wait gets long: None if it leaves."""
@@ -224,8 +272,11 @@ class WSGIPool:
         finally:
             self._queue_watch.remove(entry)
 
-    async def _relay(self, exchange: Exchange, receive: Receive, send: Send, scope: Scope | None = None) -> None:
-        """Forward the worker's response; on any way out, leave the slot sane."""
+    async def _relay(self, exchange: Exchange, receive: Receive, send: Send, scope: Scope | None = None) -> bool:
+        """Forward the worker's response; on any way out, leave the slot sane.
+
+        False if the worker died without having read the request (see :class:`Lost`):
+        nothing was sent to the client, and the request may go to another worker."""
         pool = self.pool
         slot = exchange.slot
         timeout = self.config.timeout  # its clock started in pool.begin()
@@ -233,6 +284,9 @@ class WSGIPool:
         started = False
         handoff: FileHandoff | None = None
         app_error: protocol.AppError | None = None
+        heard = False  # any event from the worker for this request
+        exchange.client = send
+        exchange.relay = asyncio.current_task(pool.loop)
         try:
             while True:
                 event = await exchange.next()
@@ -260,18 +314,25 @@ class WSGIPool:
                 elif isinstance(event, Lost):
                     if exchange.slot.exchange is exchange:
                         exchange.slot.exchange = None
+                    if event.unread and not heard:
+                        return False
                     pool.counters["502"] += 1
                     if not started:
                         await _send_plain(send, 502, "Bad Gateway: the worker died")
-                    return
+                    else:
+                        await cut_response(send)
+                    return True
                 elif isinstance(event, TimedOut):
                     pool.counters["504"] += 1
                     pool.abandon(slot, f"request exceeded the {timeout:g} s timeout")
                     if not started:
                         await _send_plain(send, 504, "Gateway Timeout")
-                    return
+                    else:
+                        await cut_response(send)
+                    return True
                 elif isinstance(event, protocol.AppError):
                     app_error = event  # logged by the supervisor; the 500 or ABORT follows
+                heard = True
         except BaseException:
             # The server cancelled us, or send() failed: the client is gone.
             if not exchange.finished:
@@ -291,6 +352,7 @@ class WSGIPool:
             await send_file(handoff, scope or {}, receive, send)
         if app_error is not None and self.config.raise_app_errors:
             raise RemoteAppError(app_error.message, slot.worker.pid)
+        return True
 
     async def _drain(self, exchange: Exchange) -> None:
         """After a cancel, wait for the worker's last frame, then free the slot."""
@@ -356,9 +418,3 @@ async def _send_metrics(send: Send, stats: dict[str, Any]) -> None:
     headers = [(b"content-type", metrics.CONTENT_TYPE), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def _send_plain(send: Send, status: int, text: str, extra: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
-    start, body = _plain(status, text, extra)
-    await send(start)
-    await send(body)

@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from .exchange import TIMED_OUT
-
 if TYPE_CHECKING:
     from .exchange import Exchange
 
@@ -27,7 +25,7 @@ MAX_TICK = 0.5
 
 
 class Deadlines:
-    """Feeds ``TimedOut`` to every exchange still pending past its deadline."""
+    """Times out (:meth:`Exchange.time_out`) every exchange still pending past its deadline."""
 
     __slots__ = ("timeout", "tick", "_pending", "_loop", "_handle")
 
@@ -66,7 +64,7 @@ class Deadlines:
         late = [ex for ex, deadline in self._pending.items() if deadline <= now]
         for exchange in late:
             del self._pending[exchange]
-            exchange.feed(TIMED_OUT)
+            exchange.time_out()
         if self._pending:  # idle pools do not wake up
             self._handle = self._loop.call_later(self.tick, self._sweep)
 

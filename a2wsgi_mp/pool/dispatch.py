@@ -150,7 +150,7 @@ class Pool:
     def abandon(self, slot: Slot, why: str) -> None:
         """The request on ``slot`` was answered without its worker: replace the worker."""
         slot.exchange = None
-        self.supervisor.kill(slot.worker, why)
+        self.supervisor.kill(slot.worker, why, slot)
 
     def background(self, coro: Any) -> None:
         self.supervisor.background(coro)
@@ -194,4 +194,5 @@ class Pool:
             "idle_slots": len(self._idle),
             "queued": sum(1 for w in self._waiters if not w.done()),
             **self.counters,
+            "deaths": dict(self.supervisor.deaths),
         }

@@ -13,12 +13,14 @@ import asyncio
 import os
 import tempfile
 from collections import deque
-from typing import IO, TYPE_CHECKING, Callable, Union
+from typing import IO, TYPE_CHECKING, Any, Callable, Union
 
 from ..ipc import protocol
 from ..ipc.fds import FileHandoff
+from .client import abort_connection
 
 if TYPE_CHECKING:
+    from ..ipc.pipe import FrontPipe
     from .deadlines import Deadlines
     from .worker import Slot
 
@@ -29,12 +31,24 @@ COALESCE = 256 * 1024
 
 
 class Lost:
-    """The worker died (or was killed) with this request on it."""
+    """The worker died (or was killed) with this request on it, on connection ``pipe``."""
 
-    __slots__ = ("reason",)
+    __slots__ = ("reason", "_pipe")
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, pipe: "FrontPipe | None" = None) -> None:
         self.reason = reason
+        self._pipe = pipe
+
+    @property
+    def unread(self) -> bool:
+        """The connection ended with bytes we sent unread by the worker (ECONNRESET or EPIPE).
+
+        Nothing is sent after a request until its worker answers, so if it had
+        not answered at all, it never read the whole request: the app never ran,
+        and the request may go to another worker.  Read when the relay handles
+        this event, not when it is made: the exit report can come before the
+        transport's own report of the reset, which is already on its way."""
+        return self._pipe is not None and self._pipe.peer_reset
 
 
 class TimedOut:
@@ -70,7 +84,8 @@ class Exchange:
 
     __slots__ = (
         "rid", "slot", "_release", "_events", "_waiter", "_buffered", "_paused", "finished", "cancelled",
-        "deadlines", "loop", "_spill_limit", "_spill_dir", "_spill", "_spilled", "_spill_read",
+        "deadlines", "loop", "_spill_limit", "_spill_dir", "_spill", "_spilled", "_spill_read", "client",
+        "relay",
     )
 
     def __init__(
@@ -104,6 +119,11 @@ class Exchange:
         self._spill: IO[bytes] | None = None
         self._spilled = 0
         self._spill_read = 0
+        #: The ASGI ``send`` of the request's client, set by its relay: aborted when
+        #: the deadline passes while the relay is stuck writing to it.
+        self.client: Callable[..., Any] | None = None
+        #: The relay's task: cancelled instead when the server gives no way to abort.
+        self.relay: asyncio.Task[Any] | None = None
 
     def feed(self, event: Outcome) -> None:
         if isinstance(event, protocol.Body):
@@ -201,6 +221,24 @@ class Exchange:
             parts.append(data)
             size += len(data)
         return protocol.Body(self.rid, b"".join(parts) if len(parts) > 1 else first)
+
+    def time_out(self) -> None:
+        """The deadline passed with the worker still on the request.
+
+        What waits here is dropped (the spill file freed) and :data:`TIMED_OUT`
+        goes first, so the relay ends the request at its next look.  If it is
+        not looking — it is stuck in ``send()`` to a client that reads nothing —
+        the client's connection is aborted so that ``send()`` returns (under a
+        server that gives no way to, the relay is cancelled: it then leaves
+        the rest to a drain, which meets TIMED_OUT first): the deadline holds
+        wherever the response is stuck."""
+        self.deadlines = None
+        self.cancel()
+        self._events.appendleft(TIMED_OUT)
+        self._wake()
+        if self._waiter is None and self.client is not None and not abort_connection(self.client):
+            if self.relay is not None:
+                self.relay.cancel()
 
     def cancel(self) -> None:
         """The client is gone: drop what is queued and let the worker write on

@@ -10,14 +10,9 @@ import asyncio
 import logging
 import os
 import stat
-from typing import Any, Awaitable, Callable, MutableMapping
 
 from ..ipc.fds import FileHandoff
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+from ..types import Message, Receive, Scope, Send
 
 logger = logging.getLogger("a2wsgi_mp")
 

@@ -40,4 +40,7 @@ def render(stats: dict[str, Any]) -> bytes:
            [(f'{{pid="{w["pid"]}"}}', w["requests"]) for w in stats["workers"] if w["pid"]])
     for key, (name, help_text) in _COUNTERS.items():
         metric(name, "counter", help_text, [("", stats[key])])
+    metric("a2wsgi_mp_worker_deaths_total", "counter",
+           "Workers killed at the request timeout or lost (crash, OOM kill, max_rss_hard), by reason.",
+           [(f'{{reason="{r}"}}', n) for r, n in stats.get("deaths", {}).items()])
     return ("\n".join(lines) + "\n").encode()

@@ -11,10 +11,9 @@ entry, and one sweep every :attr:`QueueWatch.after` seconds while anyone waits.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable, MutableMapping
+from typing import Any
 
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
+from ..types import Message, Receive
 
 
 class Waiting:

@@ -35,10 +35,13 @@ import time
 from typing import Any, Callable, Protocol, cast
 
 from ..config import PoolConfig
+from ..errors import BootFailed
+from ..hooks import Hooks, ServerView, WorkerView
 from ..ipc import protocol, shm
 from ..ipc.pipe import FileHandoff, FrontPipe, pair
 from ..loader import AppRef, describe
-from . import policies
+from ..reportfile import DUMP_SIGNAL, EXIT_RSS_HARD
+from . import policies, reports, warmup
 from .exchange import Lost
 from .processes import ProcessHandle, ProcessTable
 from .worker import Slot, State, Step, Worker, describe_status, rss
@@ -50,11 +53,9 @@ app_logger = logging.getLogger("a2wsgi_mp.wsgi")
 #: Seconds between SIGTERM (which a worker honours after its current request)
 #: and SIGKILL, for a worker that must go.
 KILL_GRACE = 2.0
+#: Seconds a death report waits for the exit status after the worker's connection broke.
+STATUS_WAIT = 1.0
 BACKOFF_MIN, BACKOFF_MAX = policies.BACKOFF_MIN, policies.BACKOFF_MAX
-
-
-class BootFailed(Exception):
-    """No worker could load the app; the message carries the worker's error."""
 
 
 class Timer(Protocol):
@@ -113,6 +114,9 @@ class Supervisor:
         self._procs: ProcessTable[Worker] = ProcessTable(self._on_process_gone, self._zygote_alive, process_handle)
         self._next_wid = 0
         self._zygote: Zygote | None = None
+        #: ``reload_check`` with ``preload``: the zygote of the code before a reload,
+        #: kept until the reload's workers pass the check (or back in service if they fail).
+        self._previous_zygote: Zygote | None = None
         #: How many live workers the pool should have (elastic: between the bounds).
         self.target: int = cast(int, config.workers)  # (a (min, max) pair is resolved by PoolConfig)
         #: Bumped by each reload: live workers of an older epoch are replaced.
@@ -130,6 +134,11 @@ class Supervisor:
         self.stopping = False
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Workers that died or were killed, by reason (see :mod:`.reports`).
+        self.deaths = dict.fromkeys(reports.REASONS, 0)
+        self._oom = reports.OomWatch()
+        #: The hooks module's front hooks (child_exit here; WSGIPool runs when_ready, on_reload).
+        self.hooks = Hooks()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -187,9 +196,12 @@ class Supervisor:
             self._signal(worker, signal.SIGKILL)
         for task in list(self._tasks):
             task.cancel()
-        if self._zygote is not None:
-            await self._zygote.stop()
+        for zygote in (self._zygote, self._previous_zygote):
+            if zygote is not None:
+                await zygote.stop()
         self._procs.forget_all()
+        for worker in list(self.workers.values()):
+            self._close_report(worker)
         c = self.counters
         logger.info("pool stopped: %d requests served; 502: %d, 503: %d, 504: %d; recycled %d, respawned %d, "
                     "killed %d", c["served"], c["502"], c["503"], c["504"], c["recycled"], c["respawned"], c["killed"])
@@ -210,10 +222,15 @@ class Supervisor:
             if fresh is None:
                 return
             old, self._zygote = self._zygote, fresh
-            # The old workers outlive their zygote (they watch the front) and
-            # retire as their replacements come up; the front follows them by pidfd.
-            await old.stop()
-            self._procs.reporter_lost()
+            if self._previous_zygote is not None:  # (from a reload not complete yet)
+                await self._stop_zygote(self._previous_zygote)
+                self._previous_zygote = None
+            if self.config.reload_check:  # kept until the new workers pass the check
+                self._previous_zygote = old
+            else:
+                # The old workers outlive their zygote (they watch the front) and
+                # retire as their replacements come up; the front follows them by pidfd.
+                await self._stop_zygote(old)
         self.epoch += 1
         logger.info("reload: starting %d fresh worker(s); each old one retires once its replacement is ready",
                     sum(1 for w in self.workers.values() if w.live))
@@ -275,6 +292,9 @@ class Supervisor:
                 self._retire(worker, "reload")
             if keep == 0:
                 logger.info("reload complete: %d worker(s) ready", fresh_ready)
+                previous, self._previous_zygote = self._previous_zygote, None
+                if previous is not None:
+                    self.background(self._stop_zygote(previous))
         missing = self.target - len(current)
         if missing > 0:
             if now < self._hold_until:
@@ -380,19 +400,46 @@ class Supervisor:
         self.notify()
         return worker.state is State.READY
 
-    def kill(self, worker: Worker, why: str) -> None:
-        """Replace ``worker`` now; TERM it, KILL it after a grace period.
+    def kill(self, worker: Worker, why: str, slot: Slot | None = None) -> None:
+        """Replace ``worker`` now; dump its stacks, TERM it, KILL it after a grace period.
 
-        For a worker stuck in a request (already answered 504): its
-        replacement starts at once rather than when the corpse is found.
+        For a worker stuck in a request (already answered 504) on ``slot``: its
+        replacement starts at once rather than when the corpse is found, and
+        the log says which request it was stuck in, where (every thread's
+        stack, asked of the worker for at most ``reports.DUMP_WAIT`` s) and
+        how big it was.
         """
         if worker.state is State.DEAD:
             return
         self.counters["killed"] += 1
-        logger.warning("killing worker %s: %s", worker.pid, why)
+        self.deaths["timeout"] += 1
+        what = ""
+        if slot is not None and slot.request is not None:
+            what = f'; it was serving "{reports.request_line(slot.request)}" for {time.monotonic() - slot.since:.1f} s'
+        size = rss(worker.pid) if worker.pid is not None else worker.rss
         if worker.live and not self.stopping:
             self._retire(worker, why, count=False)
             self.reconcile()
+        why = f"{why}{what}, RSS {reports.mib(size)}"
+        if worker.report_fd >= 0:
+            self.background(self._dump_and_kill(worker, why))
+        else:  # no report file (not Linux): nothing to wait for
+            self._terminate(worker, why, "no report file")
+
+    async def _dump_and_kill(self, worker: Worker, why: str) -> None:
+        stacks = ""
+        if worker.state is not State.DEAD:
+            stacks = await reports.take_stacks(worker.report_fd, lambda: self._signal(worker, DUMP_SIGNAL))
+            worker.report_read = reports.report_size(worker.report_fd)
+        self._terminate(worker, why, stacks or ("it is gone" if worker.state is State.DEAD else "none came"),
+                        bool(stacks))
+
+    def _terminate(self, worker: Worker, why: str, stacks: str, dumped: bool = False) -> None:
+        if dumped:
+            logger.warning("killing worker %s: %s; its stacks (most recent call first):\n%s", worker.pid, why,
+                           stacks.rstrip())
+        else:
+            logger.warning("killing worker %s: %s (no stacks: %s)", worker.pid, why, stacks)
         self._signal(worker, signal.SIGTERM)
         self.clock.call_later(KILL_GRACE, self._signal, worker, signal.SIGKILL)
 
@@ -416,10 +463,7 @@ class Supervisor:
         elif isinstance(event, protocol.BootError):
             worker = slot.worker
             if worker.state is State.BOOTING:
-                self._last_boot_error = event.message
-                worker.step(Step.BOOT_ERROR)
-                logger.error("worker %s could not load %s:\n%s", worker.pid, describe(self.app_ref),
-                             event.message.rstrip())
+                self._boot_failed(worker, f"could not load {describe(self.app_ref)}", event.message.rstrip())
         else:
             logger.debug("dropping stale %s on worker %s", type(event).__name__, slot.worker.pid)
             if isinstance(event, FileHandoff):
@@ -437,14 +481,81 @@ class Supervisor:
         app_logger.log(logging.DEBUG if raised else logging.ERROR, "[worker %s] %s", slot.worker.pid,
                        event.message)
 
+    def _boot_failed(self, worker: Worker, error: str, detail: str) -> None:
+        """``worker`` cannot serve (its app did not load, or it failed the reload check).
+
+        In a reload, with older workers serving, the reload is given up: one
+        line says so, and the old workers serve on.  Otherwise the pool backs
+        off (see _on_dead); the same error again is one short line, not the
+        traceback again."""
+        worker.step(Step.BOOT_ERROR)
+        serving = [w for w in self.workers.values() if w.state is State.READY and w.epoch != worker.epoch]
+        if serving and not self.stopping:
+            logger.error("reload failed: worker %s %s; the old workers keep serving (%d ready); fix the code and "
+                         "reload again%s", worker.pid, error, len(serving), f":\n{detail}" if detail else "")
+            self._abandon_reload()
+            return
+        repeated = detail == self._last_boot_error
+        self._last_boot_error = detail
+        if repeated:
+            logger.error("worker %s %s: the same error again (attempt %d); backing off", worker.pid, error,
+                         self.boot_failures + 1)
+        else:
+            logger.error("worker %s %s%s", worker.pid, error, f":\n{detail}" if detail else "")
+
+    def _abandon_reload(self) -> None:
+        """Give up the current reload: its workers leave, the older ones are current again."""
+        for worker in list(self.workers.values()):
+            if worker.epoch == self.epoch and worker.state in (State.BOOTING, State.BOOT_FAILED):
+                worker.abandoned = True
+                worker.retire_reason = "reload failed"
+                if worker.live:
+                    self._retire(worker, "reload failed", count=False)
+                else:
+                    self._hang_up(worker)
+        for worker in self.workers.values():
+            if worker.live:
+                worker.epoch = self.epoch  # the old workers are the pool's workers again
+        previous, self._previous_zygote = self._previous_zygote, None
+        if previous is not None:  # preloaded: workers fork from the old code again
+            fresh, self._zygote = self._zygote, previous
+            if fresh is not None:
+                self.background(self._stop_zygote(fresh))
+
+    async def _stop_zygote(self, zygote: Zygote) -> None:
+        await zygote.stop()
+        self._procs.reporter_lost()
+
+    async def _warm_up(self, worker: Worker) -> None:
+        """The reload check: ``GET reload_check`` on ``worker`` before it serves (see :mod:`.warmup`)."""
+        target = self.config.reload_check or "/"
+        passed, what = await warmup.check(worker.slots[0], target, self.config.timeout or 30.0)
+        if worker.state is not State.BOOTING:
+            return  # it died meanwhile
+        if passed:
+            logger.info("worker %s passed the reload check: GET %s %s", worker.pid, target, what)
+            self._on_ready(worker.slots[0])
+            return
+        self._boot_failed(worker, f'failed the reload check: "GET {target}" {what}', "")
+        self._hang_up(worker)
+
     def _on_ready(self, slot: Slot) -> None:
         slot.ready = True
         worker = slot.worker
         if worker.state is not State.BOOTING or not all(s.ready for s in worker.slots):
             return
+        if self.config.reload_check and self._started and not self.stopping and not worker.warmed:
+            worker.warmed = True  # no client request before it answered the check
+            self.background(self._warm_up(worker))
+            return
         worker.step(Step.READY)
         if self._started:  # a replacement: say how long the pool was short
             logger.info("worker %s ready in %.0f ms", worker.pid, (self.clock.now() - worker.started) * 1000)
+        if worker.pid is not None:  # what its death report will need
+            worker.rss = rss(worker.pid)  # (then with a response's last frame, at most once a second)
+            worker.report_fd = reports.open_report(worker.pid)
+            worker.memory_counter = reports.memory_counter(worker.pid)
+            self._oom.track(worker.memory_counter)
         self._ever_ready = True
         self.boot_failures = 0
         self._hold_until = 0.0
@@ -464,9 +575,11 @@ class Supervisor:
         # No process ever said a word (no SPAWNED, READY or BOOT_ERROR): the
         # zygote died with our SPAWN, or before it.  Not the app's failure.
         never_started = before is State.BOOTING and worker.pid is None
-        booting = before in (State.BOOTING, State.BOOT_FAILED) and not never_started
-        was_retiring = before is State.RETIRING  # its replacement is on its way already
+        booting = before in (State.BOOTING, State.BOOT_FAILED) and not never_started and not worker.abandoned
+        # (retiring: its replacement is on its way already; abandoned: the old workers serve on)
+        was_retiring = before is State.RETIRING or worker.abandoned
         expected = was_retiring and not worker.busy
+        doing = reports.serving(worker.slots, time.monotonic())
         worker.step(Step.EXIT)
         self.workers.pop(worker.id, None)
         for slot in worker.slots:
@@ -474,7 +587,7 @@ class Supervisor:
             if slot.pipe is not None:
                 slot.pipe.close()
             if slot.exchange is not None:
-                slot.exchange.feed(Lost(reason))
+                slot.exchange.feed(Lost(reason, slot.pipe))
                 slot.exchange = None
         if worker.pid is not None and worker.pid in self._procs:
             # A broken connection but a lingering process (stuck in C code):
@@ -488,9 +601,15 @@ class Supervisor:
             logger.info("worker %s retired (%s)", worker.pid, worker.retire_reason)
         elif booting:
             self.boot_failures += 1
-            logger.error("worker %s died while loading the app (%s)", worker.pid, reason)
-        else:
-            logger.warning("worker %s died (%s)", worker.pid, reason)
+            # (a worker that said why, BOOT_ERROR, was logged then; this one died without a word)
+            (logger.info if before is State.BOOT_FAILED else logger.error)(
+                "worker %s died while loading the app (%s)", worker.pid, reason)
+        else:  # reported once its exit status is known (or after STATUS_WAIT)
+            worker.death = (reason, doing)
+            if worker.exited or worker.pid is None:
+                self._finish_death(worker)
+            else:
+                self.clock.call_later(STATUS_WAIT, self._finish_death, worker)
         if not self.stopping and not was_retiring:
             self.counters["respawned"] += 1
             if booting or never_started:
@@ -501,6 +620,40 @@ class Supervisor:
         self.notify()
         if self.hopeless:
             self._on_hopeless()
+
+    def _finish_death(self, worker: Worker) -> None:
+        """Log the report of a worker that died unexpectedly, and count it by reason."""
+        if worker.death is None:
+            return
+        reason, doing = worker.death
+        worker.death = None
+        status = worker.exit_status
+        how = describe_status(status) if status is not None else reason
+        last = f"last RSS sample {reports.mib(worker.rss)}" if worker.rss else "RSS not sampled"
+        raw = reports.read_report(worker.report_fd, worker.report_read)
+        worker.report_read += len(raw.encode())
+        dump = reports.app_stacks(raw).rstrip()
+        oom = reports.was_oom(worker, status, self._oom)
+        if status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_RSS_HARD:
+            self.deaths["max_rss_hard"] += 1
+            first, _, stacks = dump.partition("\n")
+            logger.error("worker %s ended itself, %s: %s; 502 for its request; its stacks (most recent call "
+                         "first):\n%s", worker.pid, doing, first or "max_rss_hard", stacks.strip())
+        elif oom is not None:
+            self.deaths["oom"] += 1
+            logger.error("worker %s was killed by the kernel's OOM killer (%s), %s; %s", worker.pid, oom,
+                         doing, last)
+        else:
+            self.deaths["crash"] += 1
+            logger.error("worker %s died (%s), %s; %s%s", worker.pid, how, doing, last,
+                         f"; its report:\n{dump}" if dump else "")
+        if worker.exited:
+            self._close_report(worker)
+
+    def _close_report(self, worker: Worker) -> None:
+        if worker.report_fd >= 0 and worker.death is None:
+            os.close(worker.report_fd)
+            worker.report_fd = -1
 
     def _retire(self, worker: Worker, reason: str, *, count: bool = True) -> None:
         """Give ``worker`` no more requests; it leaves once idle.  (reconcile()
@@ -526,7 +679,9 @@ class Supervisor:
         """A handle on a new zygote for this pool (not started)."""
         cfg = self.config
         zygote = self._new_zygote_handle(self.app_ref, cfg.start_method, self._on_exited, lambda: None,
-                                         cfg.preload, cfg.boot_timeout)
+                                         cfg.preload, cfg.boot_timeout,
+                                         {"max_rss_hard": cfg.max_rss_hard * 1024 * 1024, "hooks": cfg.hooks,
+                                          "hook_names": list(cfg.hook_names) if cfg.hook_names is not None else None})
         zygote.on_lost = lambda: self._on_zygote_lost(zygote)
         return zygote
 
@@ -566,8 +721,8 @@ class Supervisor:
             self._on_dead(worker, f"start failed: {exc}")
 
     def _zygote_alive(self, generation: int) -> bool:
-        zygote = self._zygote
-        return zygote is not None and zygote.running and zygote.generation == generation
+        return any(z is not None and z.running and z.generation == generation
+                   for z in (self._zygote, self._previous_zygote))
 
     def _on_exited(self, pid: int, status: int) -> None:
         self._procs.gone(pid, status)
@@ -593,16 +748,23 @@ class Supervisor:
                 await asyncio.sleep(1.0)
 
     def _signal(self, worker: Worker, sig: int) -> None:
+        if sig in (signal.SIGTERM, signal.SIGKILL):
+            worker.killed = True  # its death is ours, not a crash or the OOM killer
         if worker.pid is not None:
             self._procs.signal(worker.pid, worker, sig)
 
     def _on_process_gone(self, worker: Worker, status: int | None) -> None:
         how = describe_status(status) if status is not None else "exited, status unknown"
-        if worker.state is State.DEAD:  # its connection told us first; now we know how
+        worker.exit_status, worker.exited = status, True
+        self.hooks.call_logged("child_exit", ServerView(os.getpid()), WorkerView(worker.pid, worker.id))
+        if worker.death is not None:  # its connection told us first; its report waited for this
+            self._finish_death(worker)
+        elif worker.state is State.DEAD:
             if not self.stopping and status:
                 logger.warning("worker %s exit status: %s", worker.pid, how)
         else:
             self._on_dead(worker, how)
+        self._close_report(worker)
 
     # ------------------------------------------------------------ housekeeping
 

@@ -69,13 +69,17 @@ class IllegalTransition(RuntimeError):
 class Slot:
     """One connection to one worker thread."""
 
-    __slots__ = ("worker", "pipe", "exchange", "ready", "reserved")
+    __slots__ = ("worker", "pipe", "exchange", "ready", "reserved", "request", "since")
 
     def __init__(self, worker: "Worker") -> None:
         self.worker = worker
         self.pipe: "FrontPipe" = None  # type: ignore[assignment]
         self.exchange: "Exchange | None" = None
         self.ready = False
+        #: The ASGI scope of the request on this slot, and when it was sent
+        #: (``time.monotonic()``): what a death report says the worker was doing.
+        self.request: "dict[str, Any] | None" = None
+        self.since = 0.0
         #: Handed to a queued request that has not started its exchange yet:
         #: busy already, or a retiring worker would hang up under it.
         self.reserved = False
@@ -100,6 +104,20 @@ class Worker:
         self.idle_since = now
         #: Which zygote was asked to start it (Zygote.generation): the one that reports its exit.
         self.zygote = 0
+        #: Death reports (:mod:`.reports`): our descriptor of its report file (-1: none),
+        #: how much of it was read, its memory cgroup's OOM counter, whether we
+        #: signalled it to end, its exit status once known, and a report
+        #: (reason, what it was doing) waiting for that status.
+        self.report_fd = -1
+        self.report_read = 0
+        self.memory_counter: str | None = None
+        self.killed = False
+        self.exit_status: int | None = None
+        self.exited = False
+        self.death: "tuple[str, str] | None" = None
+        #: ``reload_check``: it got its warm-up request; it belonged to a reload that failed.
+        self.warmed = False
+        self.abandoned = False
 
     def step(self, step: Step) -> State:
         """Take ``step``; IllegalTransition if the current state does not allow it."""

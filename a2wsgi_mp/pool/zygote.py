@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import json
 import logging
 import os
 import signal
 import socket
 import sys
 import traceback
-from typing import Callable
+from typing import Any, Callable
 
 from ..config import START_METHODS
 from ..ipc import protocol
@@ -56,6 +57,7 @@ class Zygote:
         on_lost: Callable[[], None],
         preload: bool = False,
         boot_timeout: float = 60.0,
+        worker_options: dict[str, Any] | None = None,
     ) -> None:
         if start_method not in START_METHODS:
             raise ValueError(f"start_method must be one of {START_METHODS}, not {start_method!r}")
@@ -65,6 +67,8 @@ class Zygote:
         self.on_lost = on_lost
         self.preload = preload and isinstance(app_ref, str)
         self.boot_timeout = boot_timeout
+        #: Settings every worker gets (JSON-able; see ``workers.process.run_worker``).
+        self.worker_options = worker_options or {}
         self._preloaded: asyncio.Future[int] | None = None
         self.pid: int | None = None
         #: Counts zygotes started: tells which one started (and reports on) a worker.
@@ -91,6 +95,7 @@ class Zygote:
             self._front_fd = open_pidfd(os.getpid())
         front, zygote = pair()
         parent = os.getpid()
+        self.worker_options["front_pid"] = parent
         if isinstance(self.app_ref, str):
             zygote.set_inheritable(True)
             if self._front_fd >= 0:
@@ -104,13 +109,15 @@ class Zygote:
                 str(parent),
                 str(zygote.fileno()),
                 str(self._front_fd),
+                json.dumps(self.worker_options),
                 "preload" if self.preload else "",
             ]
             self.pid = os.posix_spawn(sys.executable, argv, os.environ)
             if self._front_fd >= 0:
                 os.set_inheritable(self._front_fd, False)
         else:
-            self.pid = _fork_zygote(zygote, self.app_ref, self.start_method, parent, self._front_fd)
+            self.pid = _fork_zygote(zygote, self.app_ref, self.start_method, parent, self._front_fd,
+                                    self.worker_options)
         zygote.close()
         self._stopping = False
         self.generation = next(_generations)
@@ -224,7 +231,8 @@ class Zygote:
             self._front_fd = -1
 
 
-def _fork_zygote(sock: socket.socket, app: AppRef, start_method: str, parent: int, front_fd: int) -> int:
+def _fork_zygote(sock: socket.socket, app: AppRef, start_method: str, parent: int, front_fd: int,
+                 options: dict[str, Any]) -> int:
     keep = {sock.fileno(), front_fd}
     pid = os.fork()
     if pid:
@@ -237,7 +245,7 @@ def _fork_zygote(sock: socket.socket, app: AppRef, start_method: str, parent: in
         signal.set_wakeup_fd(-1)
         gc.freeze()
         _neutralize_fds(keep)
-        run_zygote(sock, app, start_method, parent, front_fd)
+        run_zygote(sock, app, start_method, parent, front_fd, options=options)
     except BaseException:
         traceback.print_exc()
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import io
+import json
 import logging
 import os
 import signal
@@ -17,18 +18,24 @@ import socket
 import sys
 import threading
 import traceback
-from typing import Any, Callable, NoReturn
+from typing import Any, BinaryIO, Callable, NoReturn
 
+from .. import reportfile
 from ..environ import UnderscoreHeader, build_environ
+from ..hooks import HookError, Hooks, ServerView, WorkerView, load_hooks
 from ..ipc import protocol
 from ..ipc.worker_pipe import PeerGone, WorkerPipe
 from ..loader import AppLoadError, AppRef, load_app
 from ..proctitle import take_inherited
+from ..replies import CLOSE, plain_reply
 from ..response import SinkGone, StartResponse, run_wsgi
 from .filewrapper import FileWrapper, file_span
 from .lifeline import watch_front
 
 EXIT_BOOT_FAILED = 3
+EXIT_RSS_HARD = reportfile.EXIT_RSS_HARD
+#: How often a worker with ``max_rss_hard`` samples its own RSS (a ~2 us read).
+RSS_CHECK_INTERVAL = 0.05
 _PR_SET_PDEATHSIG = 1
 
 
@@ -63,6 +70,27 @@ def reset_signals(on_term: Any = signal.SIG_DFL) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+class _Leaving:
+    """The ``worker_exit`` hook, run once when the worker leaves of its own accord."""
+
+    def __init__(self) -> None:
+        self.hooks: Hooks = Hooks()
+        self.server: ServerView | None = None
+        self.worker: WorkerView | None = None
+        self.done = False
+
+    def exit(self, code: int) -> NoReturn:
+        if not self.done and self.hooks.has("worker_exit"):
+            self.done = True
+            self.hooks.call_logged("worker_exit", self.server, self.worker)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+_leaving = _Leaving()
+
+
 class _Drain:
     """SIGTERM means: finish the requests in flight, then exit (like gunicorn's
     sync worker).  A worker stuck in a request is KILLed by the front later."""
@@ -75,7 +103,7 @@ class _Drain:
     def on_term(self, signum: int, frame: Any) -> None:
         self.requested = True
         if self.inflight == 0:
-            os._exit(0)
+            _leaving.exit(0)
 
     def begin(self) -> None:
         with self.lock:
@@ -85,7 +113,7 @@ class _Drain:
         with self.lock:
             self.inflight -= 1
             if self.requested and self.inflight == 0:
-                os._exit(0)
+                _leaving.exit(0)
 
 
 _drain = _Drain()
@@ -205,7 +233,7 @@ class ErrorStream(io.TextIOBase):
                 pass
 
 
-def _body_stream(pipe: WorkerPipe, request: protocol.Request) -> io.IOBase:
+def _body_stream(pipe: WorkerPipe, request: protocol.Request) -> BinaryIO:
     if request.body is not None:
         return io.BytesIO(request.body)
     if request.body_length == 0:
@@ -267,9 +295,7 @@ def serve_slot(app: Callable[..., Any], pipe: WorkerPipe, multithread: bool) -> 
 
 
 def _answer(pipe: WorkerPipe, rid: int, status: int, text: str) -> None:
-    body = text.encode("utf-8", "replace") + b"\n"
-    headers = [[b"content-type", b"text/plain; charset=utf-8"], [b"content-length", str(len(body)).encode()],
-               [b"connection", b"close"]]
+    body, headers = plain_reply(text, [CLOSE])
     try:
         pipe.send(protocol.encode_start(rid, status, headers, body, True))
     except PeerGone:
@@ -312,25 +338,62 @@ def tie_to_front(front_fd: int, parent_pid: int) -> None:
         die_with_parent(parent_pid)
 
 
-def run_worker(app_ref: AppRef, socks: list[socket.socket], parent_pid: int, front_fd: int = -1) -> NoReturn:
-    """Body of a worker process; never returns.  ``front_fd``: a pidfd of the front, or -1."""
+def watch_rss(limit: int) -> None:
+    """End this worker as soon as its RSS passes ``limit`` bytes (``max_rss_hard``).
+
+    A daemon thread samples :data:`own_rss` every :data:`RSS_CHECK_INTERVAL`
+    seconds; past the limit it writes the report (RSS, every thread's stack)
+    to the report file the front reads (:mod:`a2wsgi_mp.reportfile`) and exits with
+    :data:`EXIT_RSS_HARD`.  The request in flight gets 502 from the front, which
+    logs the report and starts a replacement; the memory is back at once,
+    before the kernel's OOM killer picks a victim of its own.
+    """
+
+    def watch() -> NoReturn:
+        while True:
+            rss = own_rss()
+            if rss > limit:
+                reportfile.write(f"RSS {rss // 2**20} MiB passed max_rss_hard {limit // 2**20} MiB\n\n")
+                reportfile.dump_stacks()
+                os._exit(EXIT_RSS_HARD)
+            threading.Event().wait(RSS_CHECK_INTERVAL)
+
+    threading.Thread(target=watch, name="a2wsgi-mp-rss-watch", daemon=True).start()
+
+
+def run_worker(app_ref: AppRef, socks: list[socket.socket], parent_pid: int, front_fd: int = -1,
+               options: dict[str, Any] | None = None) -> NoReturn:
+    """Body of a worker process; never returns.  ``front_fd``: a pidfd of the front, or -1.
+
+    ``options`` (from the front, through the zygote): ``max_rss_hard`` (bytes, 0: off),
+    ``hooks`` (the hooks module, see :mod:`a2wsgi_mp.hooks`), ``worker_id``, ``front_pid``.
+    """
+    options = options or {}
     tie_to_front(front_fd, parent_pid)
     reset_signals(_drain.on_term)
+    reportfile.install()
     pipes = [WorkerPipe(s, own_rss) for s in socks]
+    pid = os.getpid()
     try:
+        # post_fork, the app, post_worker_init: a hook that raises fails the boot as the app would.
+        hooks = _leaving.hooks = load_hooks(options.get("hooks"), options.get("hook_names"))
+        server = _leaving.server = ServerView(int(options.get("front_pid") or parent_pid))
+        me = _leaving.worker = WorkerView(pid, int(options.get("worker_id") or 0))
+        hooks.call("post_fork", server, me)
         app = load_app(app_ref)
+        hooks.call("post_worker_init", me)
     except BaseException as exc:
-        message = str(exc) if isinstance(exc, AppLoadError) else traceback.format_exc()
+        message = str(exc) if isinstance(exc, (AppLoadError, HookError)) else traceback.format_exc()
         for pipe in pipes:
             try:
                 pipe.send(protocol.encode_boot_error(message))
             except PeerGone:
                 pass
         os._exit(EXIT_BOOT_FAILED)
-    pid = os.getpid()
+    if options.get("max_rss_hard"):
+        watch_rss(int(options["max_rss_hard"]))
     for pipe in pipes:
         pipe.send(protocol.encode_ready(pid))
-    code = 0
     try:
         multithread = len(pipes) > 1
         if not multithread:
@@ -346,16 +409,16 @@ def run_worker(app_ref: AppRef, socks: list[socket.socket], parent_pid: int, fro
                 t.join()
     except BaseException:
         traceback.print_exc()
-        code = 1
-    finally:
-        sys.stdout.flush()
         sys.stderr.flush()
-    os._exit(code)
+        os._exit(1)
+    _leaving.exit(0)  # the front hung up: retired, drained, or gone
 
 
 def main(argv: list[str]) -> NoReturn:
-    """Entry point of a spawned worker: ``APP PARENT_PID FRONT_PIDFD FD...`` (FRONT_PIDFD -1: none)."""
-    app_ref, parent_pid, front_fd, *fds = argv
+    """Entry point of a spawned worker: ``APP PARENT_PID FRONT_PIDFD OPTIONS FD...``
+    (FRONT_PIDFD -1: none; OPTIONS: JSON)."""
+    app_ref, parent_pid, front_fd, options, *fds = argv
     take_inherited()
-    run_worker(app_ref, [socket.socket(fileno=int(fd)) for fd in fds], int(parent_pid), int(front_fd))
+    run_worker(app_ref, [socket.socket(fileno=int(fd)) for fd in fds], int(parent_pid), int(front_fd),
+               json.loads(options))
 

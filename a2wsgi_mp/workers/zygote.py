@@ -22,14 +22,16 @@ nearest subreaper), which reaps them; the front follows them by pidfd.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import select
 import signal
 import socket
 import sys
 import traceback
-from typing import NoReturn
+from typing import Any, NoReturn
 
+from ..hooks import HookError, load_hooks
 from ..ipc import protocol
 from ..ipc.worker_pipe import WorkerPipe
 from ..loader import AppLoadError, AppRef, describe, load_app
@@ -38,8 +40,11 @@ from .process import EXIT_BOOT_FAILED, die_with_parent, reset_signals, run_worke
 
 
 class _Zygote:
-    def __init__(self, ctl: socket.socket, app_ref: AppRef, start_method: str, front_fd: int) -> None:
+    def __init__(self, ctl: socket.socket, app_ref: AppRef, start_method: str, front_fd: int,
+                 options: dict[str, Any] | None = None) -> None:
         self.ctl = WorkerPipe(ctl)
+        #: The front's settings for every worker (see :func:`~a2wsgi_mp.workers.process.run_worker`).
+        self.options = options or {}
         #: A pidfd of the front, handed down to every worker (-1: none).
         self.front_fd = front_fd
         self.app_ref = app_ref
@@ -60,8 +65,9 @@ class _Zygote:
         gc.disable()
         try:
             self.app = load_app(self.app_ref)
+            load_hooks(self.options.get("hooks"))  # (imported once here too: shared with the workers)
         except BaseException as exc:
-            message = str(exc) if isinstance(exc, AppLoadError) else traceback.format_exc()
+            message = str(exc) if isinstance(exc, (AppLoadError, HookError)) else traceback.format_exc()
             self.ctl.send(protocol.encode_boot_error(message))
             os._exit(EXIT_BOOT_FAILED)
         # Everything allocated so far (the app) is left alone by the collector
@@ -116,7 +122,8 @@ class _Zygote:
             if self.front_fd >= 0:
                 os.set_inheritable(self.front_fd, True)
             entry = "import sys; from a2wsgi_mp.workers.process import main; main(sys.argv[1:])"
-            argv = [sys.executable, "-c", entry, str(self.app_ref), str(self.pid), str(self.front_fd)]
+            argv = [sys.executable, "-c", entry, str(self.app_ref), str(self.pid), str(self.front_fd),
+                    json.dumps({**self.options, "worker_id": worker_id})]
             pid = os.posix_spawn(sys.executable, argv + [str(fd) for fd in fds], {**os.environ, TITLE_ENV: name})
         else:
             pid = os.fork()
@@ -129,7 +136,8 @@ class _Zygote:
                     if self.preloaded:
                         gc.enable()
                     set_title(name)
-                    run_worker(self.app, [socket.socket(fileno=fd) for fd in fds], self.pid, self.front_fd)
+                    run_worker(self.app, [socket.socket(fileno=fd) for fd in fds], self.pid, self.front_fd,
+                               {**self.options, "worker_id": worker_id})
                 except BaseException:
                     traceback.print_exc()
                 finally:
@@ -141,7 +149,7 @@ class _Zygote:
 
 def run_zygote(
     ctl: socket.socket, app_ref: AppRef, start_method: str, parent_pid: int, front_fd: int = -1,
-    preload: bool = False,
+    preload: bool = False, options: dict[str, Any] | None = None,
 ) -> NoReturn:
     try:
         die_with_parent(parent_pid)
@@ -151,7 +159,7 @@ def run_zygote(
         # Our own process group, so terminal and group signals reach the front only.
         os.setpgid(0, 0)
         set_role("zygote (preloaded)" if preload else "zygote", describe(app_ref))
-        zygote = _Zygote(ctl, app_ref, start_method, front_fd)
+        zygote = _Zygote(ctl, app_ref, start_method, front_fd, options)
         if preload:
             zygote.preload()
         zygote.run()
@@ -161,8 +169,9 @@ def run_zygote(
 
 
 def main(argv: list[str]) -> NoReturn:
-    """Entry point of a spawned zygote: ``APP START_METHOD PARENT_PID FD FRONT_PIDFD [preload]``."""
-    app_ref, start_method, parent_pid, fd, front_fd, *flags = argv
+    """Entry point of a spawned zygote: ``APP START_METHOD PARENT_PID FD FRONT_PIDFD OPTIONS [preload]``
+    (OPTIONS: the workers' settings, JSON)."""
+    app_ref, start_method, parent_pid, fd, front_fd, options, *flags = argv
     run_zygote(socket.socket(fileno=int(fd)), app_ref, start_method, int(parent_pid), int(front_fd),
-               "preload" in flags)
+               "preload" in flags, json.loads(options))
 

@@ -18,6 +18,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Route
+
 from tests.apps.markers import write_marker
 
 IMPL = os.environ.get("A2WSGI_IMPL", "a2wsgi_mp")

@@ -97,10 +97,12 @@ def listener_app(name: str) -> Callable[..., Any]:
 
         async def produce() -> None:
             try:
-                await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", b"text/plain")]})
                 i = 0
                 while endless or i < 5:
-                    await send({"type": "http.response.body", "body": CHUNK if endless else b"%d" % i, "more_body": True})
+                    await send({"type": "http.response.body", "body": CHUNK if endless else b"%d" % i,
+                                "more_body": True})
                     i += 1
                     await asyncio.sleep(0.002 if endless else 0)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})

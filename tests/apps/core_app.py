@@ -133,6 +133,8 @@ def app(environ, start_response):
         forked = sys.argv[2:3] != [str(os.getppid())]
         return _json(start_response, {"pid": os.getpid(), "thread": threading.get_ident(), "forked": forked})
     if path == "/sleep":
+        if "started" in q:  # the test waits for this instead of sleeping itself
+            _record(f"started-{q['started']}")
         time.sleep(float(q.get("t", "0.5")))
         # A spawned worker's argv is "-c APP ZYGOTE_PID FD..."; a forked one has the zygote's
         # ("-c APP START_METHOD FRONT_PID FD") or the front's.

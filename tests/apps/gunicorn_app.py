@@ -11,6 +11,7 @@ import os
 import time
 from pathlib import Path
 from urllib.parse import parse_qs
+
 from tests.apps.markers import write_marker
 
 MARKERS = os.environ.get("GUNICORN_TEST_MARKERS")

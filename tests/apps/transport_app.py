@@ -3,6 +3,7 @@
 import hashlib
 import os
 import time
+
 from tests.apps.markers import write_marker
 
 BLOCK = bytes(range(256)) * 4096  # 1 MiB, deterministic
