@@ -197,8 +197,9 @@ class FrontConnection:
         if data != b"F" or len(fds) != 1:
             for fd in fds:
                 os.close(fd)
-            why = "the worker hung up before passing its file" if not data else "a FILE frame's descriptor did not arrive"
-            raise self._fail(ProtocolError(why))
+            if not data:
+                raise self._fail(ProtocolError("the worker hung up before passing its file"))
+            raise self._fail(ProtocolError("a FILE frame's descriptor did not arrive"))
         self._file = None
         self.awaiting_fd = self._stopped = False
         self._finish()

@@ -25,8 +25,31 @@ import msgpack
 # protocol.Decoder, protocol.ProtocolError (and protocol.REQUEST == Kind.REQUEST).
 from .decoder import Decoder
 from .events import (
-    FRAMES, Abort, AppError, Body, BootError, Cancel, End, Event, Exited, File, FileAck, Kind, Log, Ready, Rejected,
-    Report, Request, RequestShm, ShmBody, ShmCredit, ShmSetup, Spawn, Spawned, Start, Usage,
+    FRAMES,
+    Abort,
+    AppError,
+    Body,
+    BootError,
+    Cancel,
+    End,
+    Event,
+    Exited,
+    File,
+    FileAck,
+    Kind,
+    Log,
+    Ready,
+    Rejected,
+    Report,
+    Request,
+    RequestShm,
+    ShmBody,
+    ShmCredit,
+    ShmSetup,
+    Spawn,
+    Spawned,
+    Start,
+    Usage,
 )
 from .frames import HEADER, HEADER_SIZE, MAX_PAYLOAD, RID, VERSION, ProtocolError
 
