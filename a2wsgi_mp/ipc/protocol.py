@@ -80,8 +80,11 @@ def __getattr__(name: str) -> Kind:
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 
 
+_pack_header = HEADER.pack
+
+
 def _frame(kind: int, payload: bytes) -> bytes:
-    return HEADER.pack(VERSION, kind, len(payload)) + payload
+    return _pack_header(VERSION, kind, len(payload)) + payload
 
 
 def encode(event: Event) -> bytes:
@@ -116,7 +119,8 @@ _BODY = int(Kind.BODY)
 
 
 def encode_request(rid: int, head: dict, body: bytes | None, body_length: int) -> bytes:
-    return _frame(_REQUEST, _packb((rid, head, body, body_length)))
+    payload = _packb((rid, head, body, body_length))  # (_frame() inline: once per request)
+    return _pack_header(VERSION, _REQUEST, len(payload)) + payload
 
 
 def encode_cancel(rid: int) -> bytes:
@@ -132,7 +136,8 @@ def encode_boot_error(message: str) -> bytes:
 
 
 def encode_start(rid: int, status: int, headers: list, body: bytes, done: bool) -> bytes:
-    return _frame(_START, _packb((rid, status, headers, body, done)))
+    payload = _packb((rid, status, headers, body, done))  # (_frame() inline: once per response)
+    return _pack_header(VERSION, _START, len(payload)) + payload
 
 
 def encode_file(rid: int, status: int, headers: list, offset: int, length: int) -> bytes:
