@@ -48,7 +48,7 @@ async def check(slot: "Slot", target: str, timeout: float) -> tuple[bool, str]:
     slot.exchange = exchange
     status: int | None = None
     try:
-        slot.pipe.send(protocol.encode_request(WARMUP_RID, request_head(scope_for(target)), b"", 0))
+        slot.pipe.send_request(WARMUP_RID, request_head(scope_for(target)), b"", 0)
         async with asyncio.timeout(timeout) if hasattr(asyncio, "timeout") else _Timeout(timeout):
             while True:  # (its events, to the last: finished may be set while some still queue)
                 event = await exchange.next()
