@@ -79,6 +79,15 @@ class Decoder:
         """Append every complete event to ``out``; on a fault, raise ProtocolError
         with the events before it appended.  (No generator: the transports call
         this once per read.)"""
+        self.receive(b"", out)
+
+    def receive(self, data: bytes, out: list[Event]) -> None:
+        """:meth:`feed` then :meth:`decode_into`, in one call: a read's whole cost."""
+        if data:
+            if not self._buf and data.__class__ is bytes and not self._skip:
+                self._buf = data  # (feed()'s common case, inline)
+            else:
+                self.feed(data)
         if self._broken:
             raise ProtocolError("stream already failed")
         buf = self._buf

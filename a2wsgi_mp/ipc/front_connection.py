@@ -118,18 +118,17 @@ class FrontConnection:
                 self._fail(ProtocolError("data after a FILE frame, before its descriptor"))
             return []
         decoder = self._decoder
-        decoder.feed(data)
         events: list[Event] = []
         try:
-            decoder.decode_into(events)
+            decoder.receive(data, events)
             late = None
         except ProtocolError as exc:
             late = exc  # (after the rules of the events before it)
         credit = 0
-        event: Any  # (one of the classes tested below)
-        i = 0
+        checked: list[Any] = events  # (each one of the classes tested below)
+        event: Any = None
         try:
-            for i, event in enumerate(events):
+            for event in checked:
                 cls = event.__class__
                 if cls is Start:
                     if event.rid != self.in_flight or self.started:
@@ -146,7 +145,7 @@ class FrontConnection:
                     if event.rid != self.in_flight or not self.started:
                         raise self._out_of_turn(event)
                     data = self._read_ring(event)
-                    events[i] = Body(event.rid, data)
+                    events[_index(events, event)] = Body(event.rid, data)
                     credit += len(data)
                 elif cls is End or cls is Abort:  # (an ABORT may come before any START: a cancel)
                     if event.rid != self.in_flight or (cls is End and not self.started):
@@ -157,13 +156,13 @@ class FrontConnection:
                 elif cls is File:
                     if event.rid != self.in_flight or self.started:
                         raise self._out_of_turn(event)
-                    if i + 1 < len(events) or decoder.pending or late is not None:
+                    if checked[-1] is not event or decoder.pending or late is not None:
                         raise ProtocolError("data after a FILE frame, before its FILE_ACK")
                     self.started = True
                     self._file = event
                     self.awaiting_fd = self._stopped = True
                     self.outbox.append((protocol.encode_file_ack(event.rid), []))
-                    del events[i:]  # (its event is the handoff, once the descriptor is here)
+                    events.pop()  # (its event is the handoff, once the descriptor is here)
                 elif cls is AppError:
                     if event.rid != self.in_flight and event.rid != self._last:
                         raise self._out_of_turn(event)
@@ -176,7 +175,7 @@ class FrontConnection:
                     raise ProtocolError(f"the front does not take {type(event).__name__} frames")
         except ProtocolError as exc:
             self._fail(exc)
-            del events[i:]
+            del events[_index(events, event):]
         if late is not None:
             self._fail(late)  # (keeps an earlier fault)
         elif credit and self.error is None:
@@ -292,3 +291,12 @@ class FrontConnection:
             self.error = exc
         self._stopped = True
         return self.error
+
+
+def _index(events: list[Event], event: Event) -> int:
+    """Where ``event`` (that very object) is in ``events``: for the rare paths, so
+    the common one needs no ``enumerate``."""
+    for k, e in enumerate(events):
+        if e is event:
+            return k
+    raise ValueError("not in the list")
