@@ -130,7 +130,7 @@ def test_send_timeout_drops_a_client_that_accepts_nothing(tmp_path: Path) -> Non
 def test_send_timeout_spares_a_slow_reader(tmp_path: Path) -> None:
     """A client that reads slowly but steadily accepts bytes: it is not dropped."""
     size = 6 * MiB
-    with _server(tmp_path, "--send-timeout", "1", "--response-buffer", "1M") as server:
+    with _server(tmp_path, "--send-timeout", "2", "--response-buffer", "1M") as server:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
         sock.connect((HOST, server.port))
