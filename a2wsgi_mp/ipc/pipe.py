@@ -11,13 +11,25 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from typing import Callable
+from typing import Any, Callable, Protocol
 
 from . import protocol
 from .fds import FileHandoff, pair
 from .shm import MIN_CHUNK, Region
 
-__all__ = ["FileHandoff", "FrontPipe", "pair"]
+__all__ = ["FileHandoff", "FrontPipe", "REQUEST_EVENTS", "RequestSink", "pair"]
+
+#: The events that belong to the request in flight: they go straight to its sink.
+REQUEST_EVENTS = frozenset((protocol.Start, protocol.Body, protocol.End, protocol.Abort, protocol.AppError,
+                            FileHandoff))
+
+
+class RequestSink(Protocol):
+    """Whoever owns the request in flight on a connection (the pool's ``Exchange``)."""
+
+    rid: int
+
+    def feed(self, event: Any) -> None: ...
 
 #: Bytes per read when salvaging what a dead worker left in the socket.
 SALVAGE_READ = 256 * 1024
@@ -26,10 +38,12 @@ SALVAGE_READ = 256 * 1024
 class FrontPipe(asyncio.Protocol):
     """The front's end of one connection to a worker.
 
-    Every decoded event goes to ``on_event``; the end of the connection (EOF,
-    error, or garbage from the worker) to ``on_lost``.  Reading can be paused by
-    the consumer: the worker then blocks in ``send``, which is the whole of the
-    flow control for a response.
+    A response's events go straight to the request's owner, :attr:`exchange`
+    (bound and cleared by the dispatcher); every other event (READY,
+    BOOT_ERROR, LOG, USAGE, anything stale) to ``on_event``; the end of the
+    connection (EOF, error, or garbage from the worker) to ``on_lost``.
+    Reading can be paused by the consumer: the worker then blocks in ``send``,
+    which is the whole of the flow control for a response.
 
     Whatever ends the connection, what the worker wrote before is read first
     (:meth:`_salvage`): a worker's death never discards frames it already sent.
@@ -45,6 +59,8 @@ class FrontPipe(asyncio.Protocol):
         self.sock = sock
         self.on_event = on_event
         self.on_lost = on_lost
+        #: The request in flight on this connection, if any: its events go there.
+        self.exchange: RequestSink | None = None
         self.transport: asyncio.Transport | None = None
         self._decoder = protocol.Decoder()
         self._closed = False
@@ -104,7 +120,7 @@ class FrontPipe(asyncio.Protocol):
                         break
                     elif isinstance(event, protocol.Ready) and self._shm_size and self.region is None:
                         self._setup_shm()
-                    self.on_event(event)
+                    self._route(event)
             finally:
                 events.close()
                 if credit and not self._closed and not self._salvaging and self.transport is not None:
@@ -158,7 +174,15 @@ class FrontPipe(asyncio.Protocol):
             return
         if not self._paused and self.transport is not None:
             self.transport.resume_reading()
-        self.on_event(FileHandoff(*event, fds[0]))
+        self._route(FileHandoff(*event, fds[0]))
+
+    def _route(self, event: protocol.Event | FileHandoff) -> None:
+        """A response's event to its request, anything else to ``on_event``."""
+        exchange = self.exchange
+        if exchange is not None and event.__class__ in REQUEST_EVENTS and event[0] == exchange.rid:
+            exchange.feed(event)
+        else:
+            self.on_event(event)  # type: ignore[arg-type]
 
     def _stop_fd_wait(self) -> None:
         if self._file is not None:

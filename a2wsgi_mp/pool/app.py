@@ -36,6 +36,7 @@ from .queue_watch import QueueWatch
 from .spool import BodyTooLarge, Spool
 
 logger = logging.getLogger("a2wsgi_mp")
+app_logger = logging.getLogger("a2wsgi_mp.wsgi")
 
 #: A request queued longer than this (up to twice this) starts watching for its client leaving.
 QUEUE_WATCH_AFTER = 0.25
@@ -249,14 +250,13 @@ class WSGIPool:
                 pipe.send(protocol.encode_request(exchange.rid, head, inline, size))
             return True
         except Exception as exc:
-            exchange.stop_clock()
             exchange.close()
-            if slot.exchange is exchange:
-                slot.exchange = None
             broken = isinstance(exc, OSError)
             if not broken:
                 logger.error("could not send a request to worker %s", slot.worker.pid, exc_info=exc)
-            pipe.fail(exc)  # the connection's state is unknown: the worker is replaced
+            pipe.fail(exc)  # the connection's state is unknown: the worker is replaced (its request lost)
+            if not exchange.finished:  # (the connection was closed before: end the request here)
+                exchange.feed(Lost(f"the request could not be sent: {exc}", pipe))
             return False if broken else None
 
     async def _wait_for_slot(self, receive: Receive) -> Slot | None:
@@ -278,13 +278,12 @@ class WSGIPool:
             self._queue_watch.remove(entry)
 
     async def _relay(self, exchange: Exchange, receive: Receive, send: Send, scope: Scope | None = None) -> bool:
-        """Forward the worker's response; on any way out, leave the slot sane.
+        """Forward the worker's response; a client that leaves cancels the request.
 
         False if the worker died without having read the request (see :class:`Lost`):
         nothing was sent to the client, and the request may go to another worker."""
         pool = self.pool
         slot = exchange.slot
-        timeout = self.config.timeout  # its clock started in pool.begin()
         watcher: asyncio.Task[Message] | None = None
         started = False
         handoff: FileHandoff | None = None
@@ -317,8 +316,6 @@ class WSGIPool:
                     log("response cut: %s", event.reason)
                     break
                 elif isinstance(event, Lost):
-                    if exchange.slot.exchange is exchange:
-                        exchange.slot.exchange = None
                     if event.unread and not heard:
                         return False
                     pool.counters["502"] += 1
@@ -327,16 +324,19 @@ class WSGIPool:
                     else:
                         await cut_response(send)
                     return True
-                elif isinstance(event, TimedOut):
+                elif isinstance(event, TimedOut):  # (the dispatcher has the worker replaced)
                     pool.counters["504"] += 1
-                    pool.abandon(slot, f"request exceeded the {timeout:g} s timeout")
                     if not started:
                         await _send_plain(send, 504, "Gateway Timeout")
                     else:
                         await cut_response(send)
                     return True
                 elif isinstance(event, protocol.AppError):
-                    app_error = event  # logged by the supervisor; the 500 or ABORT follows
+                    app_error = event  # the 500 or ABORT follows
+                    # With raise_app_errors the ASGI server logs it when we raise it.
+                    raised = self.config.raise_app_errors and not exchange.cancelled
+                    app_logger.log(logging.DEBUG if raised else logging.ERROR, "[worker %s] %s", slot.worker.pid,
+                                   event.message)
                 heard = True
         except BaseException:
             # The server cancelled us, or send() failed: the client is gone.
@@ -351,8 +351,6 @@ class WSGIPool:
             if exchange is not None:
                 exchange.close()
                 exchange.stop_clock()
-                if exchange.finished and slot.exchange is exchange:
-                    pool.release(slot)
         if handoff is not None:
             await send_file(handoff, scope or {}, receive, send)
         if app_error is not None and self.config.raise_app_errors:
@@ -360,20 +358,17 @@ class WSGIPool:
         return True
 
     async def _drain(self, exchange: Exchange) -> None:
-        """After a cancel, wait for the worker's last frame, then free the slot."""
+        """After a cancel: read the rest of the response until the worker is done with it."""
         try:
-            while True:
+            # (Its end -- the last frame, a death, the deadline -- has the dispatcher
+            # free the slot or replace a stuck worker; here only what waits is read.)
+            while not exchange.finished or exchange.pending:
                 event = await exchange.next()
-                if isinstance(event, TimedOut):
-                    self.pool.abandon(exchange.slot, "cancelled request exceeded the timeout")
-                    return
-                if exchange.finished:
-                    break
+                if isinstance(event, protocol.AppError):
+                    app_logger.error("[worker %s] %s", exchange.slot.worker.pid, event.message)
         finally:
             exchange.close()
             exchange.stop_clock()
-        if exchange.slot.exchange is exchange:
-            self.pool.release(exchange.slot)
 
 
 def _on_disconnect(watcher: "asyncio.Task[Message]", exchange: Exchange) -> None:
