@@ -163,7 +163,7 @@ async def serve(app: str, host: str, port: int, workers: int) -> None:
     pool = WSGIPool(app, workers=workers, threads=1)
     await pool.startup()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: LeanHTTP(pool.pool, (host, port)), host, port, backlog=2048)
+    server = await loop.create_server(lambda: LeanHTTP(pool.dispatcher, (host, port)), host, port, backlog=2048)
     print(f"lean front on http://{host}:{port}", flush=True)
     try:
         await asyncio.Event().wait()

@@ -275,7 +275,7 @@ def test_a_send_to_a_worker_that_just_died_goes_to_another_worker(monkeypatch: p
     armed: list[bool] = []
 
     def die_first(pipe: FrontPipe, data: bytes, fds: list[int]) -> None:
-        slots = [slot.pipe for worker in pool.pool.workers.values() for slot in worker.slots]
+        slots = [slot.pipe for worker in pool.dispatcher.workers.values() for slot in worker.slots]
         if armed and not victims and pipe in slots:  # a request to a worker (not a hand-over to the zygote)
             (worker,) = [w["pid"] for w in pool.stats()["workers"]]
             victims.append(worker)

@@ -25,7 +25,7 @@ import pytest
 from a2wsgi_mp.config import PoolConfig
 from a2wsgi_mp.ipc import protocol
 from a2wsgi_mp.pool import policies
-from a2wsgi_mp.pool.dispatch import Pool
+from a2wsgi_mp.pool.dispatch import Dispatcher
 from a2wsgi_mp.pool.exchange import TIMED_OUT, Lost
 from a2wsgi_mp.pool.supervisor import KILL_GRACE, BootFailed
 from a2wsgi_mp.pool.worker import IllegalTransition, Slot, State, Step, Worker
@@ -207,19 +207,19 @@ class World:
         self.zygotes: list[FakeZygote] = []
         self.preload_fails = False
         self.zygote_dies_on_spawn = False
-        self.pool = Pool(
+        self.dispatcher = Dispatcher(
             "tests.apps.none:app", self.config,
             clock=self.clock,
             zygote=lambda *a, **k: FakeZygote(self, *a, **k),
             process_handle=lambda pid, gen: FakeHandle(self, pid, gen),
         )
-        self.sup = self.pool.supervisor
-        self.counters = self.pool.counters
+        self.sup = self.dispatcher.supervisor
+        self.counters = self.dispatcher.counters
 
     @property
     def offered(self) -> list[Slot]:
         """The dispatcher's idle slots."""
-        return list(self.pool._idle)
+        return list(self.dispatcher._idle)
 
     # views
     def live(self, state: State | None = None) -> list[Worker]:
@@ -246,7 +246,7 @@ class World:
         assert await until(lambda: all(self.sup.workers[i].state is not State.BOOTING for i in ids), 5)
 
     async def start(self) -> None:
-        task = asyncio.ensure_future(self.pool.start())
+        task = asyncio.ensure_future(self.dispatcher.start())
         await self.ready((await self.spawns(self.config.workers))[-self.config.workers:])
         await task
 
@@ -309,7 +309,7 @@ async def test_start_offers_every_slot_once_all_workers_are_ready(world: World) 
 def test_start_raises_boot_failed_with_the_workers_error() -> None:
     async def main() -> None:
         world = World(workers=2)
-        task = asyncio.ensure_future(world.pool.start())
+        task = asyncio.ensure_future(world.dispatcher.start())
         procs = await world.spawns(2)
         procs[0].boot_error("ImportError: no module named nowhere")
         with pytest.raises(BootFailed, match="no module named nowhere"):
@@ -324,7 +324,7 @@ def test_a_failed_preload_at_start_is_boot_failed() -> None:
         world = World(workers=1)
         world.preload_fails = True
         with pytest.raises(BootFailed, match="deploy gone wrong"):
-            await world.pool.start()
+            await world.dispatcher.start()
         assert not world.spawned
 
     asyncio.run(asyncio.wait_for(main(), 30))
@@ -333,9 +333,9 @@ def test_a_failed_preload_at_start_is_boot_failed() -> None:
 @scenario(workers=2)
 async def test_a_crash_is_replaced_at_once_and_its_request_is_lost(world: World) -> None:
     worker = world.live()[0]
-    slot = world.pool.take_idle()
+    slot = world.dispatcher.take_idle()
     assert slot is not None and slot.worker is worker
-    exchange = world.pool.begin(slot)
+    exchange = world.dispatcher.begin(slot)
     world.proc(worker).exit(signal.SIGSEGV)
     await world.gone(worker)
     assert slot not in world.offered and slot.exchange is None
@@ -397,9 +397,9 @@ async def test_a_response_goes_to_its_exchange_and_its_end_frees_the_slot(world:
     on_event = world.sup._on_event
     world.sup._on_event = lambda slot, event: (control.append(event), on_event(slot, event))  # type: ignore
     (worker,) = world.live()
-    slot = world.pool.take_idle()
+    slot = world.dispatcher.take_idle()
     assert slot is not None and not world.offered
-    exchange = world.pool.begin(slot)
+    exchange = world.dispatcher.begin(slot)
     assert slot.exchange is exchange and worker.busy == 1
     world.proc(worker).send(protocol.encode_usage(1234) + protocol.encode_start(exchange.rid, 200, [], b"hi", True))
     event = await asyncio.wait_for(exchange.next(), 5)
@@ -412,9 +412,9 @@ async def test_a_response_goes_to_its_exchange_and_its_end_frees_the_slot(world:
 @scenario(workers=1)
 async def test_the_deadline_ends_the_request_and_replaces_its_worker(world: World) -> None:
     (worker,) = world.live()
-    slot = world.pool.take_idle()
+    slot = world.dispatcher.take_idle()
     assert slot is not None
-    exchange = world.pool.begin(slot)
+    exchange = world.dispatcher.begin(slot)
     exchange.feed(TIMED_OUT)  # (what the deadline sweep feeds)
     assert slot.exchange is None and slot not in world.offered
     assert worker.state is State.RETIRING and world.proc(worker).signals == [signal.SIGTERM]

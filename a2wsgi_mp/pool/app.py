@@ -2,7 +2,7 @@
 
 A request's path: read the whole body into a :class:`~a2wsgi_mp.pool.spool.Spool`
 (so a slow client holds no worker), take an idle worker connection from the
-:class:`~a2wsgi_mp.pool.dispatch.Pool`, send the request, and relay the response
+:class:`~a2wsgi_mp.pool.dispatch.Dispatcher`, send the request, and relay the response
 events back to the ASGI server as they come.
 """
 
@@ -27,7 +27,7 @@ from ..replies import send_plain as _send_plain
 from ..types import Message, Receive, Scope, Send
 from . import metrics
 from .body_timeout import BodyReads
-from .dispatch import BootFailed, Pool, Unavailable
+from .dispatch import BootFailed, Dispatcher, Unavailable
 from .client import cut_response
 from .exchange import Exchange, Lost, TimedOut
 from .filesend import send_file
@@ -64,15 +64,20 @@ class WSGIPool:
                 f"start_method='spawn' needs the app as an import string such as 'package.module:app'; "
                 f"{describe(app)} is an object, which only start_method='fork' can hand to workers"
             )
-        self.pool = Pool(app, self.config)
+        self.dispatcher = Dispatcher(app, self.config)
         #: The hooks module (imported here too: its front hooks run in this process).
-        self.hooks = self.pool.supervisor.hooks = load_hooks(self.config.hooks, self.config.hook_names)
+        self.hooks = self.dispatcher.supervisor.hooks = load_hooks(self.config.hooks, self.config.hook_names)
         self._queue_watch = QueueWatch(QUEUE_WATCH_AFTER)
         self._body_reads = BodyReads(self.config.body_timeout) if self.config.body_timeout else None
         self._start_lock: asyncio.Lock | None = None
         #: (number of fronts, how it is known), set by a launcher that knows
         #: (the CLI, the gunicorn worker); otherwise detected at start-up.
         self.fronts: tuple[int | None, str] | None = None
+
+    @property
+    def pool(self) -> Dispatcher:
+        """The old name of :attr:`dispatcher` (the class was ``Pool``), kept for code that used it."""
+        return self.dispatcher
 
     # ------------------------------------------------------------ ASGI
 
@@ -94,27 +99,27 @@ class WSGIPool:
         if self._start_lock is None:
             self._start_lock = asyncio.Lock()
         async with self._start_lock:
-            if self.pool.started:
+            if self.dispatcher.started:
                 return
             logs.ensure_visible()
-            await self.pool.start()
+            await self.dispatcher.start()
             fronts, how = self.fronts or topology.detect_fronts()
             logger.info("%s", topology.describe(fronts, how, self.config.workers, self.config.threads))
             self.hooks.call_logged("when_ready", ServerView(os.getpid()))
 
     async def shutdown(self, graceful_timeout: float | None = None) -> None:
         """Drain: in-flight requests get ``graceful_timeout`` (default: the pool's setting)."""
-        await self.pool.stop(graceful_timeout)
+        await self.dispatcher.stop(graceful_timeout)
         self._queue_watch.close()
         if self._body_reads is not None:
             self._body_reads.close()
 
     async def reload(self) -> None:
         self.hooks.call_logged("on_reload", ServerView(os.getpid()))
-        await self.pool.reload()
+        await self.dispatcher.reload()
 
     def stats(self) -> dict[str, Any]:
-        return self.pool.stats()
+        return self.dispatcher.stats()
 
     async def _run_lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -123,12 +128,12 @@ class WSGIPool:
                 try:
                     await self.startup()
                 except BootFailed as exc:
-                    await self.pool.stop(0)
+                    await self.dispatcher.stop(0)
                     await send({"type": "lifespan.startup.failed", "message": f"WSGI app failed to load:\n{exc}"})
                     return
                 except Exception as exc:
                     logger.exception("pool start-up failed")
-                    await self.pool.stop(0)
+                    await self.dispatcher.stop(0)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
@@ -140,7 +145,7 @@ class WSGIPool:
     # ------------------------------------------------------------ HTTP
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.pool.started:
+        if not self.dispatcher.started:
             try:
                 await self.startup()
             except BootFailed as exc:
@@ -149,7 +154,7 @@ class WSGIPool:
                 return
         cfg = self.config
         if cfg.metrics_path is not None and scope["path"] == cfg.metrics_path:
-            await _send_metrics(send, self.pool.stats())
+            await _send_metrics(send, self.dispatcher.stats())
             return
         if head_size(scope) > MAX_HEAD:  # no worker could decode it
             await _send_plain(send, 431, "Request Header Fields Too Large", [(b"connection", b"close")])
@@ -163,7 +168,7 @@ class WSGIPool:
         spool: Spool | None = None
         inline: bytes | None
         if self._body_reads is not None:  # every read of the body within body_timeout
-            reads, task, loop = self._body_reads, asyncio.current_task(), self.pool.loop or asyncio.get_running_loop()
+            reads, task, loop = self._body_reads, asyncio.current_task(), self.dispatcher.loop or asyncio.get_running_loop()
             read = functools.partial(reads.receive, receive, task, loop)
         else:
             read = receive
@@ -209,14 +214,14 @@ class WSGIPool:
             # worker died with it unread) goes to another: the app never ran.
             for _attempt in range(DISPATCH_ATTEMPTS):
                 try:
-                    slot = self.pool.take_idle() or await self._wait_for_slot(receive)
+                    slot = self.dispatcher.take_idle() or await self._wait_for_slot(receive)
                 except Unavailable as exc:
                     await _send_plain(send, 503, f"Service Unavailable: {exc}",
                                       [(b"retry-after", str(exc.retry_after).encode())])
                     return
                 if slot is None:
                     return  # the client left while the request was queued: no worker runs it
-                exchange = self.pool.begin(slot)
+                exchange = self.dispatcher.begin(slot)
                 slot.request, slot.since = scope, time.monotonic()  # (for a death report)
                 sent = self._send_request(exchange, head, inline, size, spool)
                 if sent is None:
@@ -225,7 +230,7 @@ class WSGIPool:
                     return
                 logger.warning("worker %s never read the request (%s); dispatching it again", slot.worker.pid,
                                "its connection broke" if sent else "the send failed")
-            self.pool.counters["502"] += 1
+            self.dispatcher.counters["502"] += 1
             await _send_plain(send, 502, "Bad Gateway: the request could not be delivered to a worker")
         finally:
             if spool is not None:
@@ -261,12 +266,12 @@ class WSGIPool:
 
     async def _wait_for_slot(self, receive: Receive) -> Slot | None:
         """Queue for a slot, watching the client once the wait gets long: None if it leaves."""
-        loop = self.pool.loop or asyncio.get_running_loop()  # (on 3.11 each lookup is a getpid() syscall)
+        loop = self.dispatcher.loop or asyncio.get_running_loop()  # (on 3.11 each lookup is a getpid() syscall)
         task = asyncio.current_task(loop)
         assert task is not None
         entry = self._queue_watch.add(task, receive, loop)
         try:
-            return await self.pool.acquire()
+            return await self.dispatcher.acquire()
         except asyncio.CancelledError:
             if not entry.left:
                 raise
@@ -282,7 +287,7 @@ class WSGIPool:
 
         False if the worker died without having read the request (see :class:`Lost`):
         nothing was sent to the client, and the request may go to another worker."""
-        pool = self.pool
+        dispatcher = self.dispatcher
         slot = exchange.slot
         watcher: asyncio.Task[Message] | None = None
         started = False
@@ -290,7 +295,7 @@ class WSGIPool:
         app_error: protocol.AppError | None = None
         heard = False  # any event from the worker for this request
         exchange.client = send
-        exchange.relay = asyncio.current_task(pool.loop)
+        exchange.relay = asyncio.current_task(dispatcher.loop)
         try:
             while True:
                 event = await exchange.next()
@@ -318,14 +323,14 @@ class WSGIPool:
                 elif isinstance(event, Lost):
                     if event.unread and not heard:
                         return False
-                    pool.counters["502"] += 1
+                    dispatcher.counters["502"] += 1
                     if not started:
                         await _send_plain(send, 502, "Bad Gateway: the worker died")
                     else:
                         await cut_response(send)
                     return True
                 elif isinstance(event, TimedOut):  # (the dispatcher has the worker replaced)
-                    pool.counters["504"] += 1
+                    dispatcher.counters["504"] += 1
                     if not started:
                         await _send_plain(send, 504, "Gateway Timeout")
                     else:
@@ -342,7 +347,7 @@ class WSGIPool:
             # The server cancelled us, or send() failed: the client is gone.
             if not exchange.finished:
                 _cancel(exchange)
-                pool.background(self._drain(exchange))
+                dispatcher.background(self._drain(exchange))
                 exchange = None  # type: ignore[assignment]
             raise
         finally:

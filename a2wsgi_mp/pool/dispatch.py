@@ -2,8 +2,8 @@
 
 Admission lives here (a bounded queue, an optional queue timeout, 503 with
 ``Retry-After`` beyond them), and so does the link between a slot and its
-request: :meth:`Pool.begin` binds an :class:`~a2wsgi_mp.pool.exchange.Exchange`
-to the slot's connection, and :meth:`Pool._end` -- which the exchange calls
+request: :meth:`Dispatcher.begin` binds an :class:`~a2wsgi_mp.pool.exchange.Exchange`
+to the slot's connection, and :meth:`Dispatcher._end` -- which the exchange calls
 once, when the worker is done with it -- is the one place that unbinds it and
 gives the slot back.  Keeping the processes alive is the
 :class:`~a2wsgi_mp.pool.supervisor.Supervisor`'s job.
@@ -22,7 +22,7 @@ from .exchange import Exchange, Lost, Outcome, TimedOut
 from .worker import Slot, State, Worker
 from .supervisor import BootFailed, Supervisor
 
-__all__ = ["BootFailed", "Pool", "Slot", "Unavailable", "Worker"]
+__all__ = ["BootFailed", "Dispatcher", "Slot", "Unavailable", "Worker"]
 
 
 class Unavailable(Exception):
@@ -33,7 +33,7 @@ class Unavailable(Exception):
         self.retry_after = retry_after
 
 
-class Pool:
+class Dispatcher:
     def __init__(self, app_ref: AppRef, config: PoolConfig, **supervisor_options: Any) -> None:
         """``supervisor_options``: the :class:`Supervisor`'s clock, zygote and process handle (for tests)."""
         if config.preload and not isinstance(app_ref, str):

@@ -18,7 +18,7 @@ Which worker retires when, how far an elastic pool grows or shrinks and how
 long a failing boot waits are pure functions in :mod:`.policies`; a worker's
 states and their legal steps are in :mod:`.worker`; the zygote that forks the
 workers is driven through :class:`~.zygote.Zygote`.  The dispatcher
-(:class:`~a2wsgi_mp.pool.dispatch.Pool`) hears only three things: this slot can
+(:class:`~a2wsgi_mp.pool.dispatch.Dispatcher`) hears only three things: this slot can
 take a request, this slot takes no more, this slot is gone (its request lost).
 The supervisor sees only control events (READY, BOOT_ERROR, LOG, USAGE, the
 end of a connection); a response's events go from the connection straight to
