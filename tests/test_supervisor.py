@@ -393,12 +393,12 @@ async def test_a_spawn_lost_with_the_zygote_is_no_boot_failure(world: World) -> 
 
 @scenario(workers=1)
 async def test_a_response_goes_to_its_exchange_and_its_end_frees_the_slot(world: World) -> None:
-    control: list[Any] = []
-    on_event = world.sup._on_event
-    world.sup._on_event = lambda slot, event: (control.append(event), on_event(slot, event))  # type: ignore
     (worker,) = world.live()
     slot = world.dispatcher.take_idle()
     assert slot is not None and not world.offered
+    control: list[Any] = []  # what the connection hands the supervisor
+    on_event = slot.pipe.on_event
+    slot.pipe.on_event = lambda event: (control.append(event), on_event(event))  # type: ignore[assignment]
     exchange = world.dispatcher.begin(slot)
     assert slot.exchange is exchange and worker.busy == 1
     world.proc(worker).send(protocol.encode_usage(1234) + protocol.encode_start(exchange.rid, 200, [], b"hi", True))

@@ -13,7 +13,7 @@ import functools
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, cast
 
 from .. import logs, topology
 from ..config import PoolConfig
@@ -27,13 +27,13 @@ from ..replies import send_plain as _send_plain
 from ..types import Message, Receive, Scope, Send
 from . import metrics
 from .body_timeout import BodyReads
-from .dispatch import BootFailed, Dispatcher, Unavailable
 from .client import cut_response
+from .dispatch import BootFailed, Dispatcher, Unavailable
 from .exchange import Exchange, Lost, TimedOut
 from .filesend import send_file
-from .worker import Slot
 from .queue_watch import QueueWatch
 from .spool import BodyTooLarge, Spool
+from .worker import Slot
 
 logger = logging.getLogger("a2wsgi_mp")
 app_logger = logging.getLogger("a2wsgi_mp.wsgi")
@@ -104,7 +104,8 @@ class WSGIPool:
             logs.ensure_visible()
             await self.dispatcher.start()
             fronts, how = self.fronts or topology.detect_fronts()
-            logger.info("%s", topology.describe(fronts, how, self.config.workers, self.config.threads))
+            workers = cast(int, self.config.workers)  # (a (min, max) pair is resolved by PoolConfig)
+            logger.info("%s", topology.describe(fronts, how, workers, self.config.threads))
             self.hooks.call_logged("when_ready", ServerView(os.getpid()))
 
     async def shutdown(self, graceful_timeout: float | None = None) -> None:
@@ -167,8 +168,11 @@ class WSGIPool:
         threshold = min(cfg.spool_threshold, MAX_INLINE)
         spool: Spool | None = None
         inline: bytes | None
+        read: Receive
         if self._body_reads is not None:  # every read of the body within body_timeout
-            reads, task, loop = self._body_reads, asyncio.current_task(), self.dispatcher.loop or asyncio.get_running_loop()
+            reads, task = self._body_reads, asyncio.current_task()
+            assert task is not None
+            loop = self.dispatcher.loop or asyncio.get_running_loop()
             read = functools.partial(reads.receive, receive, task, loop)
         else:
             read = receive

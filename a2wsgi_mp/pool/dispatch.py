@@ -19,8 +19,8 @@ from ..config import PoolConfig
 from ..loader import AppRef, describe
 from .deadlines import Deadlines
 from .exchange import Exchange, Lost, Outcome, TimedOut
-from .worker import Slot, State, Worker
 from .supervisor import BootFailed, Supervisor
+from .worker import Slot, State, Worker
 
 __all__ = ["BootFailed", "Dispatcher", "Slot", "Unavailable", "Worker"]
 

@@ -31,6 +31,7 @@ run the supervisor in-process with a fake of each (tests/test_supervisor.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -554,8 +555,8 @@ class Supervisor:
         if self.stopping:
             self._hang_up(worker)
             return
-        self.reconcile()  # (a reload: an old worker retires now)
-        if worker.state is State.READY:
+        self.reconcile()  # (a reload: an old worker retires now; or a recycling rule this one)
+        if worker.live:  # (still ready)
             for s in worker.slots:
                 self._offer(s)
         self.notify()
@@ -685,8 +686,8 @@ class Supervisor:
                 socks.append(back)
                 slot.pipe = await FrontPipe.open(
                     front,
-                    lambda event, slot=slot: self._on_event(slot, event),
-                    lambda exc, worker=worker: self._on_dead(worker, "its connection closed"),
+                    functools.partial(self._on_event, slot),
+                    functools.partial(self._on_connection_lost, worker),
                     shm.DEFAULT_SIZE if self.config.ipc == "shm" else 0,
                 )
             await zygote.wait_running()
@@ -707,6 +708,9 @@ class Supervisor:
             if worker.state is State.BOOTING:
                 worker.step(Step.BOOT_ERROR)  # (back off: this may well persist)
             self._on_dead(worker, f"start failed: {exc}")
+
+    def _on_connection_lost(self, worker: Worker, exc: Exception | None) -> None:
+        self._on_dead(worker, "its connection closed")
 
     def _zygote_alive(self, generation: int) -> bool:
         return any(z is not None and z.running and z.generation == generation

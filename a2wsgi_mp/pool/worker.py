@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import os
 import signal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, MutableMapping
 
 import psutil
 
@@ -77,7 +77,7 @@ class Slot:
         self.ready = False
         #: The ASGI scope of the request on this slot, and when it was sent
         #: (``time.monotonic()``): what a death report says the worker was doing.
-        self.request: "dict[str, Any] | None" = None
+        self.request: "MutableMapping[str, Any] | None" = None
         self.since = 0.0
         #: Handed to a queued request that has not started its exchange yet:
         #: busy already, or a retiring worker would hang up under it.
