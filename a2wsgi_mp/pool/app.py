@@ -168,17 +168,21 @@ class WSGIPool:
         threshold = min(cfg.spool_threshold, MAX_INLINE)
         spool: Spool | None = None
         inline: bytes | None
-        read: Receive
-        if self._body_reads is not None:  # every read of the body within body_timeout
-            reads, task = self._body_reads, asyncio.current_task()
-            assert task is not None
-            loop = self.dispatcher.loop or asyncio.get_running_loop()
-            read = functools.partial(reads.receive, receive, task, loop)
-        else:
-            read = receive
+        reads = self._body_reads  # every read of the body within body_timeout
+        task: asyncio.Task[Any] | None = None
         try:
             # The common case, a body in one message (GET: empty), needs no spool.
-            message = await read()
+            if reads is not None:  # (a dict entry while it waits, not a wrapper: this runs for every request)
+                loop = self.dispatcher.loop or asyncio.get_running_loop()
+                task = asyncio.current_task(loop)
+                assert task is not None
+                reads.begin(task, loop)
+                try:
+                    message = await receive()
+                finally:
+                    reads.end(task)
+            else:
+                message = await receive()
             body = message.get("body", b"")
             if message["type"] == "http.request" and not message.get("more_body", False) and len(body) <= threshold:
                 inline, size = body, len(body)
@@ -186,6 +190,9 @@ class WSGIPool:
                     raise BodyTooLarge(size)
             else:
                 spool = Spool(threshold, cfg.max_body_size, cfg.spool_dir)
+                read: Receive = receive
+                if reads is not None and task is not None:
+                    read = functools.partial(reads.receive, receive, task, loop)
                 if not await _read_body(read, spool, message):
                     return  # the client left before sending its whole body
                 inline = await spool.finish()
@@ -198,7 +205,7 @@ class WSGIPool:
         except asyncio.CancelledError:
             if spool is not None:
                 spool.close()
-            if self._body_reads is None or not self._body_reads.timed_out(task):  # type: ignore[arg-type]
+            if reads is None or task is None or not reads.timed_out(task):
                 raise
             uncancel = getattr(task, "uncancel", None)  # Python 3.11+
             if uncancel is not None:
