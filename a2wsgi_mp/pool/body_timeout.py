@@ -16,9 +16,9 @@ cancellation was ours.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable, MutableMapping
+from typing import Any, Awaitable, Callable
 
-Message = MutableMapping[str, Any]
+from ..types import Message
 
 #: The sweep's period is a quarter of the timeout, at most this.
 MAX_TICK = 1.0
