@@ -13,7 +13,7 @@ reference), then for ``--duration`` seconds:
   whatever else happened;
 * **hostile clients beside it**: ``--non-readers`` ask for 200 MB and read
   nothing (reconnecting every 10-30 s), ``--tricklers`` read a download at
-  256 KB/s;
+  256 KB/s and send an upload at 1 MB/s, in turn;
 * **chaos**: every 2-3 s a SIGKILL to a random process of the tree (never the
   process we started: it is the one front, or the front manager / the
   arbiter), by pid, after checking it is still a descendant; a SIGHUP to the
@@ -197,33 +197,55 @@ async def non_reader(port: int, stop: asyncio.Event, rng: random.Random, stats: 
 
 
 async def trickler(url: str, plan: Plan, stop: asyncio.Event, results: list[Result]) -> None:
-    """Read a 2-4 MB download at 256 KB/s and check it (counted as requests of kind "trickle")."""
+    """In turn, read a 2-4 MB download at 256 KB/s, and send a 1-20 MB upload at 1 MB/s, and
+    check them (requests of kinds "trickle down" and "trickle up")."""
     seed, size, digest = plan.trickle
     conn_since = time.monotonic()
+    up = False
     async with httpx.AsyncClient(timeout=httpx.Timeout(120.0), limits=httpx.Limits(max_connections=1)) as http:
         while not stop.is_set():
             start = time.monotonic()
             pid = None
             try:
-                sha, got = hashlib.sha256(), 0
-                async with http.stream("GET", f"{url}/download?size={size}&seed={seed}") as r:
+                if up:
+                    body, body_digest = plan.uploads[0]
+                    r = await http.post(f"{url}/upload", content=_slowly(body, 1024 * 1024))
                     pid = _pid(r)
-                    async for chunk in r.aiter_raw(16384):
-                        sha.update(chunk)
-                        got += len(chunk)
-                        await asyncio.sleep(len(chunk) / (256 * 1024))
-                if r.status_code != 200:
-                    outcome, detail = "failed", str(r.status_code)
-                elif got != size or sha.hexdigest() != digest:
-                    checksum = "ok" if sha.hexdigest() == digest else "bad"
-                    outcome, detail = "wrong", f"{got} of {size} bytes, checksum {checksum}"
+                    if r.status_code != 200:
+                        outcome, detail = "failed", str(r.status_code)
+                    elif r.json() != {"sha256": body_digest, "size": len(body)}:
+                        outcome, detail = "wrong", f"answered {r.json()}"
+                    else:
+                        outcome, detail = "ok", ""
                 else:
-                    outcome, detail = "ok", ""
+                    sha, got = hashlib.sha256(), 0
+                    async with http.stream("GET", f"{url}/download?size={size}&seed={seed}") as r:
+                        pid = _pid(r)
+                        async for chunk in r.aiter_raw(16384):
+                            sha.update(chunk)
+                            got += len(chunk)
+                            await asyncio.sleep(len(chunk) / (256 * 1024))
+                    if r.status_code != 200:
+                        outcome, detail = "failed", str(r.status_code)
+                    elif got != size or sha.hexdigest() != digest:
+                        checksum = "ok" if sha.hexdigest() == digest else "bad"
+                        outcome, detail = "wrong", f"{got} of {size} bytes, checksum {checksum}"
+                    else:
+                        outcome, detail = "ok", ""
             except (httpx.TransportError, httpx.DecodingError) as exc:
                 outcome, detail = "failed", f"{type(exc).__name__}: {exc}"[:120]
             end = time.monotonic()
-            results.append(Result("trickle", start, end, outcome, detail, pid, conn_since))
+            results.append(Result("trickle up" if up else "trickle down", start, end, outcome, detail, pid,
+                                  conn_since))
             conn_since = end
+            up = not up
+
+
+async def _slowly(body: bytes, rate: float):  # type: ignore[no-untyped-def]
+    """``body`` in 64 KiB pieces at ``rate`` bytes/s."""
+    for i in range(0, len(body), 65536):
+        yield body[i:i + 65536]
+        await asyncio.sleep(65536 / rate)
 
 
 # ---------------------------------------------------------------- the process tree
@@ -384,7 +406,7 @@ def report(args: argparse.Namespace, results: list[Result], kills: list[tuple[fl
         "wrong": [dataclasses.asdict(r) for r in wrong[:20]],
     }
     print(f"\n== chaos: {args.server} {' '.join(args.server_options)} — {duration:.0f} s")
-    kinds = [k for k in ("hello", "upload", "download", "stream", "trickle", "all") if k in by_kind]
+    kinds = [k for k in ("hello", "upload", "download", "stream", "trickle down", "trickle up", "all") if k in by_kind]
     cols = ["ok", "failed, expected", "failed, UNEXPECTED", "wrong"]
     print(f"{'requests':<12}" + "".join(f"{c:>20}" for c in cols))
     for k in kinds:

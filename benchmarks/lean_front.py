@@ -139,7 +139,7 @@ class LeanHTTP(asyncio.Protocol):
     def _dispatch(self, slot: Any) -> None:
         exchange = self.pool.begin(slot)
         exchange._waiter = _Waiter(lambda _: self._answer(exchange))
-        slot.pipe.send(protocol.encode_request(exchange.rid, self.pending.popleft(), b"", 0))
+        slot.pipe.send_request(exchange.rid, self.pending.popleft(), b"", 0)
 
     def _answer(self, exchange: Any) -> None:
         while exchange._events:
@@ -163,7 +163,7 @@ async def serve(app: str, host: str, port: int, workers: int) -> None:
     pool = WSGIPool(app, workers=workers, threads=1)
     await pool.startup()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: LeanHTTP(pool.pool, (host, port)), host, port, backlog=2048)
+    server = await loop.create_server(lambda: LeanHTTP(pool.dispatcher, (host, port)), host, port, backlog=2048)
     print(f"lean front on http://{host}:{port}", flush=True)
     try:
         await asyncio.Event().wait()

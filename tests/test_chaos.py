@@ -130,7 +130,7 @@ def test_send_timeout_drops_a_client_that_accepts_nothing(tmp_path: Path) -> Non
 def test_send_timeout_spares_a_slow_reader(tmp_path: Path) -> None:
     """A client that reads slowly but steadily accepts bytes: it is not dropped."""
     size = 6 * MiB
-    with _server(tmp_path, "--send-timeout", "1", "--response-buffer", "1M") as server:
+    with _server(tmp_path, "--send-timeout", "2", "--response-buffer", "1M") as server:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
         sock.connect((HOST, server.port))
@@ -275,7 +275,7 @@ def test_a_send_to_a_worker_that_just_died_goes_to_another_worker(monkeypatch: p
     armed: list[bool] = []
 
     def die_first(pipe: FrontPipe, data: bytes, fds: list[int]) -> None:
-        slots = [slot.pipe for worker in pool.pool.workers.values() for slot in worker.slots]
+        slots = [slot.pipe for worker in pool.dispatcher.workers.values() for slot in worker.slots]
         if armed and not victims and pipe in slots:  # a request to a worker (not a hand-over to the zygote)
             (worker,) = [w["pid"] for w in pool.stats()["workers"]]
             victims.append(worker)

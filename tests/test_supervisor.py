@@ -25,9 +25,10 @@ import pytest
 from a2wsgi_mp.config import PoolConfig
 from a2wsgi_mp.ipc import protocol
 from a2wsgi_mp.pool import policies
-from a2wsgi_mp.pool.exchange import Exchange, Lost
-from a2wsgi_mp.pool.supervisor import KILL_GRACE, BootFailed, Supervisor
-from a2wsgi_mp.pool.worker import IllegalTransition, State, Step, Worker
+from a2wsgi_mp.pool.dispatch import Dispatcher
+from a2wsgi_mp.pool.exchange import TIMED_OUT, Lost
+from a2wsgi_mp.pool.supervisor import KILL_GRACE, BootFailed
+from a2wsgi_mp.pool.worker import IllegalTransition, Slot, State, Step, Worker
 from a2wsgi_mp.pool.zygote import PreloadFailed, ZygoteLost
 
 from .serverproc import until
@@ -206,23 +207,19 @@ class World:
         self.zygotes: list[FakeZygote] = []
         self.preload_fails = False
         self.zygote_dies_on_spawn = False
-        self.offered: list[Any] = []
-        self.hopeless = 0
-        self.counters = {k: 0 for k in ("served", "502", "503", "504", "recycled", "respawned", "killed",
-                                        "scaled_up", "scaled_down")}
-        self.sup = Supervisor(
-            "tests.apps.none:app", self.config, self.counters, self.offered.append, self._withdraw, self._hopeless,
+        self.dispatcher = Dispatcher(
+            "tests.apps.none:app", self.config,
             clock=self.clock,
             zygote=lambda *a, **k: FakeZygote(self, *a, **k),
             process_handle=lambda pid, gen: FakeHandle(self, pid, gen),
         )
+        self.sup = self.dispatcher.supervisor
+        self.counters = self.dispatcher.counters
 
-    def _withdraw(self, slot: Any) -> None:
-        if slot in self.offered:
-            self.offered.remove(slot)
-
-    def _hopeless(self) -> None:
-        self.hopeless += 1
+    @property
+    def offered(self) -> list[Slot]:
+        """The dispatcher's idle slots."""
+        return list(self.dispatcher._idle)
 
     # views
     def live(self, state: State | None = None) -> list[Worker]:
@@ -249,7 +246,7 @@ class World:
         assert await until(lambda: all(self.sup.workers[i].state is not State.BOOTING for i in ids), 5)
 
     async def start(self) -> None:
-        task = asyncio.ensure_future(self.sup.start())
+        task = asyncio.ensure_future(self.dispatcher.start())
         await self.ready((await self.spawns(self.config.workers))[-self.config.workers:])
         await task
 
@@ -312,7 +309,7 @@ async def test_start_offers_every_slot_once_all_workers_are_ready(world: World) 
 def test_start_raises_boot_failed_with_the_workers_error() -> None:
     async def main() -> None:
         world = World(workers=2)
-        task = asyncio.ensure_future(world.sup.start())
+        task = asyncio.ensure_future(world.dispatcher.start())
         procs = await world.spawns(2)
         procs[0].boot_error("ImportError: no module named nowhere")
         with pytest.raises(BootFailed, match="no module named nowhere"):
@@ -327,7 +324,7 @@ def test_a_failed_preload_at_start_is_boot_failed() -> None:
         world = World(workers=1)
         world.preload_fails = True
         with pytest.raises(BootFailed, match="deploy gone wrong"):
-            await world.sup.start()
+            await world.dispatcher.start()
         assert not world.spawned
 
     asyncio.run(asyncio.wait_for(main(), 30))
@@ -336,12 +333,12 @@ def test_a_failed_preload_at_start_is_boot_failed() -> None:
 @scenario(workers=2)
 async def test_a_crash_is_replaced_at_once_and_its_request_is_lost(world: World) -> None:
     worker = world.live()[0]
-    slot = worker.slots[0]
-    exchange = Exchange(1, slot)
-    slot.exchange = exchange
+    slot = world.dispatcher.take_idle()
+    assert slot is not None and slot.worker is worker
+    exchange = world.dispatcher.begin(slot)
     world.proc(worker).exit(signal.SIGSEGV)
     await world.gone(worker)
-    assert slot not in world.offered
+    assert slot not in world.offered and slot.exchange is None
     assert exchange.finished and isinstance(exchange._events[-1], Lost)
     assert "killed by SIGSEGV" in exchange._events[-1].reason  # type: ignore[union-attr]
     (fresh,) = (await world.spawns(3))[2:]  # no back-off for a worker that had served
@@ -357,7 +354,7 @@ async def test_boot_failures_back_off_doubling_and_answer_hopeless(world: World)
     for p in fresh:
         p.boot_error()
     assert await until(lambda: not world.sup.workers, 5)
-    assert world.sup.hopeless and world.hopeless >= 1
+    assert world.sup.hopeless
     assert world.sup.boot_failures == 2 and world.sup.retry_after() == 1
     # held for backoff(2) = 0.2 s: nothing before, both at once after
     world.clock.advance(0.19)
@@ -389,6 +386,43 @@ async def test_a_spawn_lost_with_the_zygote_is_no_boot_failure(world: World) -> 
     world.clock.advance(policies.BACKOFF_MIN)  # a short pause, not the app's back-off
     await world.ready((await world.spawns(3))[2:])
     assert len(world.live(State.READY)) == 2 and world.counters["respawned"] == 2
+
+
+# ------------------------------------------------------------------ one owner per request
+
+
+@scenario(workers=1)
+async def test_a_response_goes_to_its_exchange_and_its_end_frees_the_slot(world: World) -> None:
+    (worker,) = world.live()
+    slot = world.dispatcher.take_idle()
+    assert slot is not None and not world.offered
+    control: list[Any] = []  # what the connection hands the supervisor
+    on_event = slot.pipe.on_event
+    slot.pipe.on_event = lambda event: (control.append(event), on_event(event))  # type: ignore[assignment]
+    exchange = world.dispatcher.begin(slot)
+    assert slot.exchange is exchange and worker.busy == 1
+    world.proc(worker).send(protocol.encode_usage(1234) + protocol.encode_start(exchange.rid, 200, [], b"hi", True))
+    event = await asyncio.wait_for(exchange.next(), 5)
+    assert isinstance(event, protocol.Start) and event.body == b"hi"
+    assert [type(e) for e in control] == [protocol.Usage]  # the supervisor saw the control event only
+    assert slot.exchange is None and world.offered == [slot]  # released on the last frame, on one path
+    assert world.counters["served"] == 1 and worker.requests == 1 and worker.rss == 1234
+
+
+@scenario(workers=1)
+async def test_the_deadline_ends_the_request_and_replaces_its_worker(world: World) -> None:
+    (worker,) = world.live()
+    slot = world.dispatcher.take_idle()
+    assert slot is not None
+    exchange = world.dispatcher.begin(slot)
+    exchange.feed(TIMED_OUT)  # (what the deadline sweep feeds)
+    assert slot.exchange is None and slot not in world.offered
+    assert worker.state is State.RETIRING and world.proc(worker).signals == [signal.SIGTERM]
+    assert world.counters["killed"] == 1 and world.counters["served"] == 0
+    # a late frame of the request that timed out reaches nobody's response
+    world.proc(worker).send(protocol.encode_start(exchange.rid, 200, [], b"late", True))
+    await world.spawns(2)
+    assert [type(e) for e in exchange._events] == [type(TIMED_OUT)]
 
 
 # ------------------------------------------------------------------ reload

@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     async def serve() -> None:
         loop = asyncio.get_running_loop()
         # SIGHUP: fresh workers that re-import the app, none dropped in between.
-        loop.add_signal_handler(signal.SIGHUP, lambda: pool.pool.background(pool.reload()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: pool.dispatcher.background(pool.reload()))
         watcher, stop = None, asyncio.Event()
         if settings.reload:
             from .reloader import watch

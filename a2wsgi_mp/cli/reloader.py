@@ -24,7 +24,7 @@ async def watch(dirs: Sequence[str], pool: WSGIPool, stop: asyncio.Event) -> Non
     logger.info("reload: watching %s for changes to Python files", ", ".join(dirs))
     try:
         async for changes in awatch(*dirs, watch_filter=PythonFilter(), stop_event=stop, debounce=400):
-            if not pool.pool.started or pool.pool.supervisor.stopping:
+            if not pool.dispatcher.started or pool.dispatcher.supervisor.stopping:
                 continue
             paths = sorted({_short(path) for _, path in changes})
             shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")

@@ -233,7 +233,7 @@ class PoolWorker(Worker):
     def _on_hup(self) -> None:
         if self.pool is not None and self.alive and self._loop is not None:
             self.log.info("PoolWorker %s: SIGHUP, reloading the pool's processes", self.pid)
-            self.pool.pool.background(self.pool.reload())
+            self.pool.dispatcher.background(self.pool.reload())
 
     def begin_stop(self, quick: bool) -> None:
         """Stop accepting and wind down: ``quick`` cuts in-flight requests."""

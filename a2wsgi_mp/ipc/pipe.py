@@ -11,14 +11,26 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from typing import Callable
+from typing import Any, Callable, Protocol
 
 from . import protocol
 from .fds import FileHandoff, pair
 from .front_connection import FrontConnection
 from .shm import Region
 
-__all__ = ["FileHandoff", "FrontPipe", "pair"]
+__all__ = ["FileHandoff", "FrontPipe", "REQUEST_EVENTS", "RequestSink", "pair"]
+
+#: The events that belong to the request in flight: they go straight to its sink.
+REQUEST_EVENTS = frozenset((protocol.Start, protocol.Body, protocol.End, protocol.Abort, protocol.AppError,
+                            FileHandoff))
+
+
+class RequestSink(Protocol):
+    """Whoever owns the request in flight on a connection (the pool's ``Exchange``)."""
+
+    rid: int
+
+    def feed(self, event: Any) -> None: ...
 
 #: Bytes per read when salvaging what a dead worker left in the socket.
 SALVAGE_READ = 256 * 1024
@@ -27,11 +39,13 @@ SALVAGE_READ = 256 * 1024
 class FrontPipe(asyncio.Protocol):
     """The front's end of one connection to a worker (or the zygote).
 
-    Every event goes to ``on_event``, in order; the end of the connection (EOF,
-    error, or garbage from the worker) to ``on_lost``, once, after every event
-    of the bytes that came before it.  Reading can be paused by the consumer:
-    the worker then blocks in ``send``, which is the whole of the flow control
-    for a response.
+    A response's events go straight to the request's owner, :attr:`exchange`
+    (bound and cleared by the dispatcher); every other event (READY,
+    BOOT_ERROR, LOG, USAGE, anything stale) to ``on_event``, in order; the end
+    of the connection (EOF, error, or garbage from the worker) to ``on_lost``,
+    once, after every event of the bytes that came before it.  Reading can be
+    paused by the consumer: the worker then blocks in ``send``, which is the
+    whole of the flow control for a response.
 
     Whatever ends the connection, what the worker wrote before is read first
     (:meth:`_salvage`): a worker's death never discards frames it already sent.
@@ -48,6 +62,8 @@ class FrontPipe(asyncio.Protocol):
         self.sock = sock
         self.on_event = on_event
         self.on_lost = on_lost
+        #: The request in flight on this connection, if any: its events go there.
+        self.exchange: RequestSink | None = None
         self.transport: asyncio.Transport | None = None
         self.conn = FrontConnection(shm_size, report_rss)
         self._closed = False
@@ -94,8 +110,12 @@ class FrontPipe(asyncio.Protocol):
         if conn.outbox:  # credit, FILE_ACK, the ring's setup: before anything an event may lead to
             self._flush()
         on_event = self.on_event
-        for event in events:
-            on_event(event)
+        for event in events:  # (_route() inline: the hot path)
+            exchange = self.exchange
+            if exchange is not None and event.__class__ in REQUEST_EVENTS and event[0] == exchange.rid:
+                exchange.feed(event)
+            else:
+                on_event(event)
         if conn.error is not None:
             self._lose(conn.error)
         elif conn.awaiting_fd and not self._salvaging:  # (salvaging: its descriptor never comes)
@@ -139,7 +159,15 @@ class FrontPipe(asyncio.Protocol):
             return
         if not self._paused and self.transport is not None:
             self.transport.resume_reading()
-        self.on_event(handoff)
+        self._route(handoff)
+
+    def _route(self, event: protocol.Event | FileHandoff) -> None:
+        """A response's event to its request, anything else to ``on_event``."""
+        exchange = self.exchange
+        if exchange is not None and event.__class__ in REQUEST_EVENTS and event[0] == exchange.rid:
+            exchange.feed(event)
+        else:
+            self.on_event(event)
 
     def _stop_fd_wait(self) -> None:
         if self._fd_wait:

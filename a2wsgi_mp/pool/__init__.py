@@ -2,7 +2,7 @@
 
 :class:`~a2wsgi_mp.pool.app.WSGIPool` (``app``) is the ASGI app; it spools a
 request's body (``spool``), takes a slot from the dispatcher
-(``dispatch.Pool``), sends the request over the slot's connection
+(``dispatch.Dispatcher``), sends the request over the slot's connection
 (:mod:`a2wsgi_mp.ipc`) and relays the response events (``exchange``,
 ``filesend``, ``deadlines``).  The ``supervisor`` keeps the worker processes
 (``worker``: their states and connections) whole: one reconcile step starts

@@ -2,7 +2,7 @@
 
 A request's path: read the whole body into a :class:`~a2wsgi_mp.pool.spool.Spool`
 (so a slow client holds no worker), take an idle worker connection from the
-:class:`~a2wsgi_mp.pool.dispatch.Pool`, send the request, and relay the response
+:class:`~a2wsgi_mp.pool.dispatch.Dispatcher`, send the request, and relay the response
 events back to the ASGI server as they come.
 """
 
@@ -13,7 +13,7 @@ import functools
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, cast
 
 from .. import logs, topology
 from ..config import PoolConfig
@@ -27,15 +27,16 @@ from ..replies import send_plain as _send_plain
 from ..types import Message, Receive, Scope, Send
 from . import metrics
 from .body_timeout import BodyReads
-from .dispatch import BootFailed, Pool, Unavailable
 from .client import cut_response
+from .dispatch import BootFailed, Dispatcher, Unavailable
 from .exchange import Exchange, Lost, TimedOut
 from .filesend import send_file
-from .worker import Slot
 from .queue_watch import QueueWatch
 from .spool import BodyTooLarge, Spool
+from .worker import Slot
 
 logger = logging.getLogger("a2wsgi_mp")
+app_logger = logging.getLogger("a2wsgi_mp.wsgi")
 
 #: A request queued longer than this (up to twice this) starts watching for its client leaving.
 QUEUE_WATCH_AFTER = 0.25
@@ -63,15 +64,20 @@ class WSGIPool:
                 f"start_method='spawn' needs the app as an import string such as 'package.module:app'; "
                 f"{describe(app)} is an object, which only start_method='fork' can hand to workers"
             )
-        self.pool = Pool(app, self.config)
+        self.dispatcher = Dispatcher(app, self.config)
         #: The hooks module (imported here too: its front hooks run in this process).
-        self.hooks = self.pool.supervisor.hooks = load_hooks(self.config.hooks, self.config.hook_names)
+        self.hooks = self.dispatcher.supervisor.hooks = load_hooks(self.config.hooks, self.config.hook_names)
         self._queue_watch = QueueWatch(QUEUE_WATCH_AFTER)
         self._body_reads = BodyReads(self.config.body_timeout) if self.config.body_timeout else None
         self._start_lock: asyncio.Lock | None = None
         #: (number of fronts, how it is known), set by a launcher that knows
         #: (the CLI, the gunicorn worker); otherwise detected at start-up.
         self.fronts: tuple[int | None, str] | None = None
+
+    @property
+    def pool(self) -> Dispatcher:
+        """The old name of :attr:`dispatcher` (the class was ``Pool``), kept for code that used it."""
+        return self.dispatcher
 
     # ------------------------------------------------------------ ASGI
 
@@ -93,27 +99,28 @@ class WSGIPool:
         if self._start_lock is None:
             self._start_lock = asyncio.Lock()
         async with self._start_lock:
-            if self.pool.started:
+            if self.dispatcher.started:
                 return
             logs.ensure_visible()
-            await self.pool.start()
+            await self.dispatcher.start()
             fronts, how = self.fronts or topology.detect_fronts()
-            logger.info("%s", topology.describe(fronts, how, self.config.workers, self.config.threads))
+            workers = cast(int, self.config.workers)  # (a (min, max) pair is resolved by PoolConfig)
+            logger.info("%s", topology.describe(fronts, how, workers, self.config.threads))
             self.hooks.call_logged("when_ready", ServerView(os.getpid()))
 
     async def shutdown(self, graceful_timeout: float | None = None) -> None:
         """Drain: in-flight requests get ``graceful_timeout`` (default: the pool's setting)."""
-        await self.pool.stop(graceful_timeout)
+        await self.dispatcher.stop(graceful_timeout)
         self._queue_watch.close()
         if self._body_reads is not None:
             self._body_reads.close()
 
     async def reload(self) -> None:
         self.hooks.call_logged("on_reload", ServerView(os.getpid()))
-        await self.pool.reload()
+        await self.dispatcher.reload()
 
     def stats(self) -> dict[str, Any]:
-        return self.pool.stats()
+        return self.dispatcher.stats()
 
     async def _run_lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -122,12 +129,12 @@ class WSGIPool:
                 try:
                     await self.startup()
                 except BootFailed as exc:
-                    await self.pool.stop(0)
+                    await self.dispatcher.stop(0)
                     await send({"type": "lifespan.startup.failed", "message": f"WSGI app failed to load:\n{exc}"})
                     return
                 except Exception as exc:
                     logger.exception("pool start-up failed")
-                    await self.pool.stop(0)
+                    await self.dispatcher.stop(0)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
@@ -139,7 +146,7 @@ class WSGIPool:
     # ------------------------------------------------------------ HTTP
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.pool.started:
+        if not self.dispatcher.started:
             try:
                 await self.startup()
             except BootFailed as exc:
@@ -148,7 +155,7 @@ class WSGIPool:
                 return
         cfg = self.config
         if cfg.metrics_path is not None and scope["path"] == cfg.metrics_path:
-            await _send_metrics(send, self.pool.stats())
+            await _send_metrics(send, self.dispatcher.stats())
             return
         if head_size(scope) > MAX_HEAD:  # no worker could decode it
             await _send_plain(send, 431, "Request Header Fields Too Large", [(b"connection", b"close")])
@@ -161,14 +168,21 @@ class WSGIPool:
         threshold = min(cfg.spool_threshold, MAX_INLINE)
         spool: Spool | None = None
         inline: bytes | None
-        if self._body_reads is not None:  # every read of the body within body_timeout
-            reads, task, loop = self._body_reads, asyncio.current_task(), self.pool.loop or asyncio.get_running_loop()
-            read = functools.partial(reads.receive, receive, task, loop)
-        else:
-            read = receive
+        reads = self._body_reads  # every read of the body within body_timeout
+        task: asyncio.Task[Any] | None = None
         try:
             # The common case, a body in one message (GET: empty), needs no spool.
-            message = await read()
+            if reads is not None:  # (a dict entry while it waits, not a wrapper: this runs for every request)
+                loop = self.dispatcher.loop or asyncio.get_running_loop()
+                task = asyncio.current_task(loop)
+                assert task is not None
+                reads.begin(task, loop)
+                try:
+                    message = await receive()
+                finally:
+                    reads.end(task)
+            else:
+                message = await receive()
             body = message.get("body", b"")
             if message["type"] == "http.request" and not message.get("more_body", False) and len(body) <= threshold:
                 inline, size = body, len(body)
@@ -176,6 +190,9 @@ class WSGIPool:
                     raise BodyTooLarge(size)
             else:
                 spool = Spool(threshold, cfg.max_body_size, cfg.spool_dir)
+                read: Receive = receive
+                if reads is not None and task is not None:
+                    read = functools.partial(reads.receive, receive, task, loop)
                 if not await _read_body(read, spool, message):
                     return  # the client left before sending its whole body
                 inline = await spool.finish()
@@ -188,7 +205,7 @@ class WSGIPool:
         except asyncio.CancelledError:
             if spool is not None:
                 spool.close()
-            if self._body_reads is None or not self._body_reads.timed_out(task):  # type: ignore[arg-type]
+            if reads is None or task is None or not reads.timed_out(task):
                 raise
             uncancel = getattr(task, "uncancel", None)  # Python 3.11+
             if uncancel is not None:
@@ -208,14 +225,14 @@ class WSGIPool:
             # worker died with it unread) goes to another: the app never ran.
             for _attempt in range(DISPATCH_ATTEMPTS):
                 try:
-                    slot = self.pool.take_idle() or await self._wait_for_slot(receive)
+                    slot = self.dispatcher.take_idle() or await self._wait_for_slot(receive)
                 except Unavailable as exc:
                     await _send_plain(send, 503, f"Service Unavailable: {exc}",
                                       [(b"retry-after", str(exc.retry_after).encode())])
                     return
                 if slot is None:
                     return  # the client left while the request was queued: no worker runs it
-                exchange = self.pool.begin(slot)
+                exchange = self.dispatcher.begin(slot)
                 slot.request, slot.since = scope, time.monotonic()  # (for a death report)
                 sent = self._send_request(exchange, head, inline, size, spool)
                 if sent is None:
@@ -224,7 +241,7 @@ class WSGIPool:
                     return
                 logger.warning("worker %s never read the request (%s); dispatching it again", slot.worker.pid,
                                "its connection broke" if sent else "the send failed")
-            self.pool.counters["502"] += 1
+            self.dispatcher.counters["502"] += 1
             await _send_plain(send, 502, "Bad Gateway: the request could not be delivered to a worker")
         finally:
             if spool is not None:
@@ -244,24 +261,23 @@ class WSGIPool:
             pipe.send_request(exchange.rid, head, inline, size, fd)  # (inline, by fd, or the shm ring)
             return True
         except Exception as exc:
-            exchange.stop_clock()
             exchange.close()
-            if slot.exchange is exchange:
-                slot.exchange = None
             broken = isinstance(exc, OSError)
             if not broken:
                 logger.error("could not send a request to worker %s", slot.worker.pid, exc_info=exc)
-            pipe.fail(exc)  # the connection's state is unknown: the worker is replaced
+            pipe.fail(exc)  # the connection's state is unknown: the worker is replaced (its request lost)
+            if not exchange.finished:  # (the connection was closed before: end the request here)
+                exchange.feed(Lost(f"the request could not be sent: {exc}", pipe))
             return False if broken else None
 
     async def _wait_for_slot(self, receive: Receive) -> Slot | None:
         """Queue for a slot, watching the client once the wait gets long: None if it leaves."""
-        loop = self.pool.loop or asyncio.get_running_loop()  # (on 3.11 each lookup is a getpid() syscall)
+        loop = self.dispatcher.loop or asyncio.get_running_loop()  # (on 3.11 each lookup is a getpid() syscall)
         task = asyncio.current_task(loop)
         assert task is not None
         entry = self._queue_watch.add(task, receive, loop)
         try:
-            return await self.pool.acquire()
+            return await self.dispatcher.acquire()
         except asyncio.CancelledError:
             if not entry.left:
                 raise
@@ -273,20 +289,19 @@ class WSGIPool:
             self._queue_watch.remove(entry)
 
     async def _relay(self, exchange: Exchange, receive: Receive, send: Send, scope: Scope | None = None) -> bool:
-        """Forward the worker's response; on any way out, leave the slot sane.
+        """Forward the worker's response; a client that leaves cancels the request.
 
         False if the worker died without having read the request (see :class:`Lost`):
         nothing was sent to the client, and the request may go to another worker."""
-        pool = self.pool
+        dispatcher = self.dispatcher
         slot = exchange.slot
-        timeout = self.config.timeout  # its clock started in pool.begin()
         watcher: asyncio.Task[Message] | None = None
         started = False
         handoff: FileHandoff | None = None
         app_error: protocol.AppError | None = None
         heard = False  # any event from the worker for this request
         exchange.client = send
-        exchange.relay = asyncio.current_task(pool.loop)
+        exchange.relay = asyncio.current_task(dispatcher.loop)
         try:
             while True:
                 event = await exchange.next()
@@ -312,32 +327,33 @@ class WSGIPool:
                     log("response cut: %s", event.reason)
                     break
                 elif isinstance(event, Lost):
-                    if exchange.slot.exchange is exchange:
-                        exchange.slot.exchange = None
                     if event.unread and not heard:
                         return False
-                    pool.counters["502"] += 1
+                    dispatcher.counters["502"] += 1
                     if not started:
                         await _send_plain(send, 502, "Bad Gateway: the worker died")
                     else:
                         await cut_response(send)
                     return True
-                elif isinstance(event, TimedOut):
-                    pool.counters["504"] += 1
-                    pool.abandon(slot, f"request exceeded the {timeout:g} s timeout")
+                elif isinstance(event, TimedOut):  # (the dispatcher has the worker replaced)
+                    dispatcher.counters["504"] += 1
                     if not started:
                         await _send_plain(send, 504, "Gateway Timeout")
                     else:
                         await cut_response(send)
                     return True
                 elif isinstance(event, protocol.AppError):
-                    app_error = event  # logged by the supervisor; the 500 or ABORT follows
+                    app_error = event  # the 500 or ABORT follows
+                    # With raise_app_errors the ASGI server logs it when we raise it.
+                    raised = self.config.raise_app_errors and not exchange.cancelled
+                    app_logger.log(logging.DEBUG if raised else logging.ERROR, "[worker %s] %s", slot.worker.pid,
+                                   event.message)
                 heard = True
         except BaseException:
             # The server cancelled us, or send() failed: the client is gone.
             if not exchange.finished:
                 _cancel(exchange)
-                pool.background(self._drain(exchange))
+                dispatcher.background(self._drain(exchange))
                 exchange = None  # type: ignore[assignment]
             raise
         finally:
@@ -346,8 +362,6 @@ class WSGIPool:
             if exchange is not None:
                 exchange.close()
                 exchange.stop_clock()
-                if exchange.finished and slot.exchange is exchange:
-                    pool.release(slot)
         if handoff is not None:
             await send_file(handoff, scope or {}, receive, send)
         if app_error is not None and self.config.raise_app_errors:
@@ -355,20 +369,17 @@ class WSGIPool:
         return True
 
     async def _drain(self, exchange: Exchange) -> None:
-        """After a cancel, wait for the worker's last frame, then free the slot."""
+        """After a cancel: read the rest of the response until the worker is done with it."""
         try:
-            while True:
+            # (Its end -- the last frame, a death, the deadline -- has the dispatcher
+            # free the slot or replace a stuck worker; here only what waits is read.)
+            while not exchange.finished or exchange.pending:
                 event = await exchange.next()
-                if isinstance(event, TimedOut):
-                    self.pool.abandon(exchange.slot, "cancelled request exceeded the timeout")
-                    return
-                if exchange.finished:
-                    break
+                if isinstance(event, protocol.AppError):
+                    app_logger.error("[worker %s] %s", exchange.slot.worker.pid, event.message)
         finally:
             exchange.close()
             exchange.stop_clock()
-        if exchange.slot.exchange is exchange:
-            self.pool.release(exchange.slot)
 
 
 def _on_disconnect(watcher: "asyncio.Task[Message]", exchange: Exchange) -> None:

@@ -16,9 +16,9 @@ cancellation was ours.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable, MutableMapping
+from typing import Any, Awaitable, Callable
 
-Message = MutableMapping[str, Any]
+from ..types import Message
 
 #: The sweep's period is a quarter of the timeout, at most this.
 MAX_TICK = 1.0
@@ -37,17 +37,24 @@ class BodyReads:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
 
-    async def receive(self, receive: Callable[[], Awaitable[Message]], task: "asyncio.Task[Any]",
-                      loop: asyncio.AbstractEventLoop) -> Message:
-        """``await receive()``, cancelled (see :meth:`timed_out`) if it takes ``timeout`` s."""
+    def begin(self, task: "asyncio.Task[Any]", loop: asyncio.AbstractEventLoop) -> None:
+        """``task`` waits for a piece of its body: cancelled (see :meth:`timed_out`) past ``timeout`` s."""
         self._reading[task] = loop.time() + self.timeout
         if self._handle is None:
             self._loop = loop
             self._handle = loop.call_later(self.tick, self._sweep)
+
+    def end(self, task: "asyncio.Task[Any]") -> None:
+        self._reading.pop(task, None)
+
+    async def receive(self, receive: Callable[[], Awaitable[Message]], task: "asyncio.Task[Any]",
+                      loop: asyncio.AbstractEventLoop) -> Message:
+        """``await receive()`` between :meth:`begin` and :meth:`end`."""
+        self.begin(task, loop)
         try:
             return await receive()
         finally:
-            self._reading.pop(task, None)
+            self.end(task)
 
     def timed_out(self, task: "asyncio.Task[Any]") -> bool:
         """Was ``task`` cancelled because its body read was late?  (Asked once.)"""

@@ -1,7 +1,11 @@
 """The dispatcher: hands idle worker slots to requests, first come first served.
 
 Admission lives here (a bounded queue, an optional queue timeout, 503 with
-``Retry-After`` beyond them); keeping the processes alive is the
+``Retry-After`` beyond them), and so does the link between a slot and its
+request: :meth:`Dispatcher.begin` binds an :class:`~a2wsgi_mp.pool.exchange.Exchange`
+to the slot's connection, and :meth:`Dispatcher._end` -- which the exchange calls
+once, when the worker is done with it -- is the one place that unbinds it and
+gives the slot back.  Keeping the processes alive is the
 :class:`~a2wsgi_mp.pool.supervisor.Supervisor`'s job.
 """
 
@@ -14,11 +18,11 @@ from typing import Any
 from ..config import PoolConfig
 from ..loader import AppRef, describe
 from .deadlines import Deadlines
-from .exchange import Exchange
-from .worker import Slot, State, Worker
+from .exchange import Exchange, Lost, Outcome, TimedOut
 from .supervisor import BootFailed, Supervisor
+from .worker import Slot, State, Worker
 
-__all__ = ["BootFailed", "Pool", "Slot", "Unavailable", "Worker"]
+__all__ = ["BootFailed", "Dispatcher", "Slot", "Unavailable", "Worker"]
 
 
 class Unavailable(Exception):
@@ -29,8 +33,9 @@ class Unavailable(Exception):
         self.retry_after = retry_after
 
 
-class Pool:
-    def __init__(self, app_ref: AppRef, config: PoolConfig) -> None:
+class Dispatcher:
+    def __init__(self, app_ref: AppRef, config: PoolConfig, **supervisor_options: Any) -> None:
+        """``supervisor_options``: the :class:`Supervisor`'s clock, zygote and process handle (for tests)."""
         if config.preload and not isinstance(app_ref, str):
             raise ValueError(f"preload needs the app as an import string such as 'package.module:app' (the "
                              f"zygote imports it, never the front); {describe(app_ref)} is loaded already")
@@ -49,7 +54,8 @@ class Pool:
         #: Per-request timeouts, swept periodically (no timer per request).
         self.deadlines = Deadlines(config.timeout) if config.timeout else None
         self.started = False
-        self.supervisor = Supervisor(app_ref, config, self.counters, self._offer, self._withdraw, self._fail_waiters)
+        self.supervisor = Supervisor(app_ref, config, self.counters, self._offer, self._withdraw, self._lost,
+                                     self._fail_waiters, **supervisor_options)
 
     @property
     def workers(self) -> dict[int, Worker]:
@@ -132,25 +138,40 @@ class Pool:
             slot.reserved = False  # its worker died after handing it to us: queue again
 
     def begin(self, slot: Slot) -> Exchange:
+        """A new request on ``slot`` (taken from :meth:`acquire`): its events go to the exchange now."""
         slot.reserved = False
         self._next_rid = (self._next_rid + 1) & 0xFFFFFFFF
-        exchange = Exchange(self._next_rid, slot, self.release, self.config.response_buffer, self.config.spool_dir,
+        exchange = Exchange(self._next_rid, slot, self._end, self.config.response_buffer, self.config.spool_dir,
                             self.deadlines)
         exchange.loop = self.loop
-        slot.exchange = exchange
+        slot.pipe.exchange = exchange
         return exchange
 
-    def release(self, slot: Slot) -> None:
-        """The request on ``slot`` is over and the worker is ready for the next."""
-        slot.exchange = None
+    def _end(self, exchange: Exchange, outcome: Outcome) -> None:
+        """The worker is done with ``exchange``'s request: the one place a slot is released.
+
+        After its last frame the slot takes the next request (unless the
+        supervisor retires its worker); at the deadline the worker, stuck, is
+        replaced; a lost worker's slot is gone already."""
+        slot = exchange.slot
+        slot.pipe.exchange = None
+        if outcome.__class__ is Lost:
+            return
+        if outcome.__class__ is TimedOut:
+            why = (f"request exceeded the {self.config.timeout:g} s timeout" if not exchange.cancelled
+                   else "cancelled request exceeded the timeout")
+            self.supervisor.kill(slot.worker, why, slot)
+            return
         self.counters["served"] += 1
         if self.supervisor.released(slot):
             self._offer(slot)
 
-    def abandon(self, slot: Slot, why: str) -> None:
-        """The request on ``slot`` was answered without its worker: replace the worker."""
-        slot.exchange = None
-        self.supervisor.kill(slot.worker, why, slot)
+    def _lost(self, slot: Slot, reason: str) -> None:
+        """``slot``'s worker is gone (the supervisor says): no request goes there, and its request is lost."""
+        self._withdraw(slot)
+        exchange = slot.exchange
+        if exchange is not None:
+            exchange.feed(Lost(reason, slot.pipe))  # (which ends it: see _end)
 
     def background(self, coro: Any) -> None:
         self.supervisor.background(coro)

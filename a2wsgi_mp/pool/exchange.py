@@ -83,7 +83,7 @@ class Exchange:
     """
 
     __slots__ = (
-        "rid", "slot", "_release", "_events", "_waiter", "_buffered", "_paused", "finished", "cancelled",
+        "rid", "slot", "_on_end", "_events", "_waiter", "_buffered", "_paused", "finished", "cancelled",
         "deadlines", "loop", "_spill_limit", "_spill_dir", "_spill", "_spilled", "_spill_read", "client",
         "relay",
     )
@@ -92,19 +92,20 @@ class Exchange:
         self,
         rid: int,
         slot: "Slot",
-        release: "Callable[[Slot], None] | None" = None,
+        on_end: "Callable[[Exchange, Outcome], None] | None" = None,
         spill_limit: int = 0,
         spill_dir: str | None = None,
         deadlines: "Deadlines | None" = None,
     ) -> None:
         self.rid = rid
         self.slot = slot
-        self._release = release
+        #: Told once, when the worker is done with this request (see :meth:`_end`).
+        self._on_end = on_end
         self._events: deque[Outcome | _Spilled] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._buffered = 0
         self._paused = False
-        #: True once the worker sent its last frame for this request (or is gone).
+        #: True once the worker is done with this request: its last frame came, it died, or the deadline passed.
         self.finished = False
         #: True once the front told the worker to stop; its remaining chunks are dropped.
         self.cancelled = False
@@ -142,13 +143,11 @@ class Exchange:
             if self.cancelled:  # nobody will send it: close the file, end the exchange
                 os.close(event.fd)
                 event = protocol.End(event.rid)
-            self._finish()
-        elif isinstance(event, (protocol.End, protocol.Abort)) or (
+            self._end(event)
+        elif isinstance(event, (protocol.End, protocol.Abort, Lost, TimedOut)) or (
             isinstance(event, protocol.Start) and event.done
         ):
-            self._finish()
-        elif isinstance(event, Lost):
-            self.finished = True
+            self._end(event)
         self._events.append(event)
         self._wake()
 
@@ -157,16 +156,24 @@ class Exchange:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _finish(self) -> None:
-        """The worker is done with this request: free it now, even if the client
-        has not read everything yet (the rest waits here)."""
+    def _end(self, outcome: Outcome) -> None:
+        """The worker is done with this request -- its last frame, its death, or
+        the deadline: tell the dispatcher now (once), even if the client has not
+        read everything yet (the rest waits here)."""
         self.finished = True
         self.stop_clock()
         if self._paused:  # nothing more comes for us: the connection is the next request's
             self._paused = False
             self.slot.pipe.resume()
-        if self._release is not None and self.slot.exchange is self:
-            self._release(self.slot)
+        on_end = self._on_end
+        if on_end is not None:
+            self._on_end = None
+            on_end(self, outcome)
+
+    @property
+    def pending(self) -> bool:
+        """Events wait to be read."""
+        return bool(self._events)
 
     def stop_clock(self) -> None:
         """No timeout for this request any more (it is over, or answered without its worker)."""
@@ -229,10 +236,11 @@ class Exchange:
         goes first, so the relay ends the request at its next look.  If it is
         not looking — it is stuck in ``send()`` to a client that reads nothing —
         the client's connection is aborted so that ``send()`` returns (under a
-        server that gives no way to, the relay is cancelled: it then leaves
-        the rest to a drain, which meets TIMED_OUT first): the deadline holds
-        wherever the response is stuck."""
+        server that gives no way to, the relay is cancelled): the deadline holds
+        wherever the response is stuck.  The worker, stuck, is the dispatcher's
+        to replace (:meth:`_end`)."""
         self.deadlines = None
+        self._end(TIMED_OUT)
         self.cancel()
         self._events.appendleft(TIMED_OUT)
         self._wake()

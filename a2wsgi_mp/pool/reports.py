@@ -210,8 +210,13 @@ class OomWatch:
                 self._seen[c] = oom_kills(c)
 
     def struck(self, counter: str | None) -> str | None:
-        """If an OOM kill was counted since the last look: where (for the log); else None."""
-        for c in (counter, None) if counter else (None,):
+        """If an OOM kill was counted since the last look: where (for the log); else None.
+
+        cgroup v2's ``memory.events`` counts its processes killed by any OOM killer: it
+        alone decides.  v1's ``memory.oom_control`` counts only the cgroup's own limit
+        being hit, so the kernel-wide count (``/proc/vmstat``) is asked too."""
+        v2 = bool(counter) and counter.endswith("memory.events") and oom_kills(counter) >= 0  # type: ignore[union-attr]
+        for c in (counter,) if v2 else (counter, None) if counter else (None,):
             before, now = self._seen.get(c, -1), oom_kills(c)
             self._seen[c] = now
             if before >= 0 and now > before:

@@ -18,8 +18,11 @@ Which worker retires when, how far an elastic pool grows or shrinks and how
 long a failing boot waits are pure functions in :mod:`.policies`; a worker's
 states and their legal steps are in :mod:`.worker`; the zygote that forks the
 workers is driven through :class:`~.zygote.Zygote`.  The dispatcher
-(:class:`~a2wsgi_mp.pool.dispatch.Pool`) hears only two things: this slot can
-take a request, this slot is gone.
+(:class:`~a2wsgi_mp.pool.dispatch.Dispatcher`) hears only three things: this slot can
+take a request, this slot takes no more, this slot is gone (its request lost).
+The supervisor sees only control events (READY, BOOT_ERROR, LOG, USAGE, the
+end of a connection); a response's events go from the connection straight to
+its request's exchange.
 
 Time comes from a :class:`Clock` and the zygote from a factory, so unit tests
 run the supervisor in-process with a fake of each (tests/test_supervisor.py).
@@ -28,6 +31,7 @@ run the supervisor in-process with a fake of each (tests/test_supervisor.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -42,7 +46,6 @@ from ..ipc.pipe import FileHandoff, FrontPipe, pair
 from ..loader import AppRef, describe
 from ..reportfile import DUMP_SIGNAL, EXIT_RSS_HARD
 from . import policies, reports, warmup
-from .exchange import Lost
 from .processes import ProcessHandle, ProcessTable
 from .worker import Slot, State, Step, Worker, describe_status, rss
 from .zygote import PreloadFailed, Zygote, ZygoteLost
@@ -93,6 +96,7 @@ class Supervisor:
         counters: dict[str, int],
         offer: Callable[[Slot], None],
         withdraw: Callable[[Slot], None],
+        lost: Callable[[Slot, str], None],
         on_hopeless: Callable[[], None],
         *,
         clock: Clock | None = None,
@@ -104,6 +108,7 @@ class Supervisor:
         self.counters = counters
         self._offer = offer
         self._withdraw = withdraw
+        self._lost = lost
         self._on_hopeless = on_hopeless
         #: None until start(): then the running loop's clock, unless one was given.
         self.clock: Clock = clock  # type: ignore[assignment]
@@ -446,12 +451,8 @@ class Supervisor:
     # ------------------------------------------------------------ events from the workers
 
     def _on_event(self, slot: Slot, event: protocol.Event) -> None:
-        exchange = slot.exchange
-        if type(event) is protocol.AppError:
-            self._log_app_error(slot, event)
-        if exchange is not None and getattr(event, "rid", None) == exchange.rid:
-            exchange.feed(event)
-        elif isinstance(event, protocol.Usage):  # just before the last frame: see released()
+        """A control event from a worker (a response's events go to its exchange: see FrontPipe)."""
+        if isinstance(event, protocol.Usage):  # just before the last frame: see released()
             slot.worker.rss = event.rss
         elif isinstance(event, protocol.Log):
             app_logger.log(event.level, "[worker %s] %s", slot.worker.pid, event.message)
@@ -464,22 +465,12 @@ class Supervisor:
             worker = slot.worker
             if worker.state is State.BOOTING:
                 self._boot_failed(worker, f"could not load {describe(self.app_ref)}", event.message.rstrip())
+        elif isinstance(event, protocol.AppError):  # after its request ended (a failing close())
+            app_logger.error("[worker %s] %s", slot.worker.pid, event.message)
         else:
             logger.debug("dropping stale %s on worker %s", type(event).__name__, slot.worker.pid)
             if isinstance(event, FileHandoff):
                 os.close(event.fd)
-
-    def _log_app_error(self, slot: Slot, event: protocol.AppError) -> None:
-        """An app traceback, attributed to its worker and request.
-
-        With ``raise_app_errors`` the relay raises it to the ASGI server, which
-        logs it: a debug line here then, unless no request will raise it.
-        """
-        exchange = slot.exchange
-        raised = (self.config.raise_app_errors and exchange is not None and exchange.rid == event.rid
-                  and not exchange.finished and not exchange.cancelled)
-        app_logger.log(logging.DEBUG if raised else logging.ERROR, "[worker %s] %s", slot.worker.pid,
-                       event.message)
 
     def _boot_failed(self, worker: Worker, error: str, detail: str) -> None:
         """``worker`` cannot serve (its app did not load, or it failed the reload check).
@@ -562,8 +553,8 @@ class Supervisor:
         if self.stopping:
             self._hang_up(worker)
             return
-        self.reconcile()  # (a reload: an old worker retires now)
-        if worker.state is State.READY:
+        self.reconcile()  # (a reload: an old worker retires now; or a recycling rule this one)
+        if worker.live:  # (still ready)
             for s in worker.slots:
                 self._offer(s)
         self.notify()
@@ -583,12 +574,9 @@ class Supervisor:
         worker.step(Step.EXIT)
         self.workers.pop(worker.id, None)
         for slot in worker.slots:
-            self._withdraw(slot)
             if slot.pipe is not None:
                 slot.pipe.close()
-            if slot.exchange is not None:
-                slot.exchange.feed(Lost(reason, slot.pipe))
-                slot.exchange = None
+            self._lost(slot, reason)
         if worker.pid is not None and worker.pid in self._procs:
             # A broken connection but a lingering process (stuck in C code):
             # it must not live on unsupervised.
@@ -696,8 +684,8 @@ class Supervisor:
                 socks.append(back)
                 slot.pipe = await FrontPipe.open(
                     front,
-                    lambda event, slot=slot: self._on_event(slot, event),
-                    lambda exc, worker=worker: self._on_dead(worker, "its connection closed"),
+                    functools.partial(self._on_event, slot),
+                    functools.partial(self._on_connection_lost, worker),
                     shm.DEFAULT_SIZE if self.config.ipc == "shm" else 0,
                     report_rss=bool(self.config.max_rss),  # (REPORT goes right after READY)
                 )
@@ -719,6 +707,9 @@ class Supervisor:
             if worker.state is State.BOOTING:
                 worker.step(Step.BOOT_ERROR)  # (back off: this may well persist)
             self._on_dead(worker, f"start failed: {exc}")
+
+    def _on_connection_lost(self, worker: Worker, exc: Exception | None) -> None:
+        self._on_dead(worker, "its connection closed")
 
     def _zygote_alive(self, generation: int) -> bool:
         return any(z is not None and z.running and z.generation == generation

@@ -14,6 +14,7 @@ a first request imports are imported by then.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,8 @@ from .exchange import Exchange, Lost
 
 if TYPE_CHECKING:
     from .worker import Slot
+
+app_logger = logging.getLogger("a2wsgi_mp.wsgi")
 
 #: The request id of a warm-up (the slot takes no other request meanwhile).
 WARMUP_RID = 0
@@ -45,7 +48,7 @@ async def check(slot: "Slot", target: str, timeout: float) -> tuple[bool, str]:
     loop = asyncio.get_running_loop()
     began = loop.time()
     exchange = Exchange(WARMUP_RID, slot)
-    slot.exchange = exchange
+    slot.pipe.exchange = exchange  # (a slot the dispatcher has not been offered yet: no client request races it)
     status: int | None = None
     try:
         slot.pipe.send_request(WARMUP_RID, request_head(scope_for(target)), b"", 0)
@@ -64,12 +67,14 @@ async def check(slot: "Slot", target: str, timeout: float) -> tuple[bool, str]:
                     break
                 elif isinstance(event, Lost):
                     return False, f"the worker died ({event.reason})"
+                elif isinstance(event, protocol.AppError):  # (its events come here, not to the supervisor)
+                    app_logger.error("[worker %s] %s", slot.worker.pid, event.message)
     except (asyncio.TimeoutError, TimeoutError):
         return False, f"no answer within {timeout:g} s"
     finally:
         exchange.close()
-        if slot.exchange is exchange:
-            slot.exchange = None
+        if slot.pipe.exchange is exchange:
+            slot.pipe.exchange = None
     took = (loop.time() - began) * 1000
     if status is None:
         return False, f"no response ({took:.0f} ms)"

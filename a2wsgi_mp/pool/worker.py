@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import os
 import signal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, MutableMapping
 
 import psutil
 
@@ -69,20 +69,25 @@ class IllegalTransition(RuntimeError):
 class Slot:
     """One connection to one worker thread."""
 
-    __slots__ = ("worker", "pipe", "exchange", "ready", "reserved", "request", "since")
+    __slots__ = ("worker", "pipe", "ready", "reserved", "request", "since")
 
     def __init__(self, worker: "Worker") -> None:
         self.worker = worker
         self.pipe: "FrontPipe" = None  # type: ignore[assignment]
-        self.exchange: "Exchange | None" = None
         self.ready = False
         #: The ASGI scope of the request on this slot, and when it was sent
         #: (``time.monotonic()``): what a death report says the worker was doing.
-        self.request: "dict[str, Any] | None" = None
+        self.request: "MutableMapping[str, Any] | None" = None
         self.since = 0.0
         #: Handed to a queued request that has not started its exchange yet:
         #: busy already, or a retiring worker would hang up under it.
         self.reserved = False
+
+    @property
+    def exchange(self) -> "Exchange | None":
+        """The request on this slot: bound to its connection by the dispatcher, and only there."""
+        pipe = self.pipe
+        return pipe.exchange if pipe is not None else None  # type: ignore[return-value]
 
 
 class Worker:

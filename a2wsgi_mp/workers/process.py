@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from typing import Any, BinaryIO, Callable, NoReturn
 
@@ -356,7 +357,7 @@ def watch_rss(limit: int) -> None:
                 reportfile.write(f"RSS {rss // 2**20} MiB passed max_rss_hard {limit // 2**20} MiB\n\n")
                 reportfile.dump_stacks()
                 os._exit(EXIT_RSS_HARD)
-            threading.Event().wait(RSS_CHECK_INTERVAL)
+            time.sleep(RSS_CHECK_INTERVAL)
 
     threading.Thread(target=watch, name="a2wsgi-mp-rss-watch", daemon=True).start()
 
