@@ -401,6 +401,7 @@ async def test_a_response_goes_to_its_exchange_and_its_end_frees_the_slot(world:
     slot.pipe.on_event = lambda event: (control.append(event), on_event(event))  # type: ignore[assignment]
     exchange = world.dispatcher.begin(slot)
     assert slot.exchange is exchange and worker.busy == 1
+    slot.pipe.send_request(exchange.rid, {"method": "GET"}, b"", 0)  # (the connection answers only what it sent)
     world.proc(worker).send(protocol.encode_usage(1234) + protocol.encode_start(exchange.rid, 200, [], b"hi", True))
     event = await asyncio.wait_for(exchange.next(), 5)
     assert isinstance(event, protocol.Start) and event.body == b"hi"
@@ -415,6 +416,7 @@ async def test_the_deadline_ends_the_request_and_replaces_its_worker(world: Worl
     slot = world.dispatcher.take_idle()
     assert slot is not None
     exchange = world.dispatcher.begin(slot)
+    slot.pipe.send_request(exchange.rid, {"method": "GET"}, b"", 0)
     exchange.feed(TIMED_OUT)  # (what the deadline sweep feeds)
     assert slot.exchange is None and slot not in world.offered
     assert worker.state is State.RETIRING and world.proc(worker).signals == [signal.SIGTERM]

@@ -54,7 +54,7 @@ class FrontPipe(asyncio.Protocol):
     def __init__(
         self,
         sock: socket.socket,
-        on_event: Callable[[protocol.Event | FileHandoff], None],
+        on_event: Callable[[protocol.Event], None],
         on_lost: Callable[[Exception | None], None],
         shm_size: int = 0,
         report_rss: bool = False,
@@ -83,7 +83,7 @@ class FrontPipe(asyncio.Protocol):
     async def open(
         cls,
         sock: socket.socket,
-        on_event: Callable[[protocol.Event | FileHandoff], None],
+        on_event: Callable[[protocol.Event], None],
         on_lost: Callable[[Exception | None], None],
         shm_size: int = 0,
         report_rss: bool = False,
@@ -167,7 +167,7 @@ class FrontPipe(asyncio.Protocol):
         if exchange is not None and event.__class__ in REQUEST_EVENTS and event[0] == exchange.rid:
             exchange.feed(event)
         else:
-            self.on_event(event)
+            self.on_event(event)  # type: ignore[arg-type]  # (a stale FileHandoff: the supervisor closes it)
 
     def _stop_fd_wait(self) -> None:
         if self._fd_wait:
