@@ -61,6 +61,10 @@ def pool_options(cfg: Any, app_ref: Any, extra: dict[str, Any]) -> dict[str, Any
         "max_requests": max(0, int(cfg.max_requests or 0)),
         "max_requests_jitter": max(0, int(cfg.max_requests_jitter or 0)),
         "backlog": max(1, int(cfg.backlog or 2048)),
+        # gunicorn's access log, written by the front's record of each request
+        # (gunicorn's atoms and ours: a2wsgi_mp.accesslog) to gunicorn's access logger.
+        "access_log": bool(cfg.accesslog),
+        "access_log_format": cfg.access_log_format,
     }
     header_map = getattr(cfg, "header_map", None)  # gunicorn >= 22; "drop" is the pool's default too
     if header_map in ("refuse", "dangerous"):
@@ -86,7 +90,7 @@ def uvicorn_options(cfg: Any, extra: dict[str, Any], header_timeout: float = HEA
         "timeout_keep_alive": cfg.keepalive,
         "limit_concurrency": cfg.worker_connections or None,
         "backlog": cfg.backlog,
-        "access_log": bool(cfg.accesslog),
+        "access_log": False,  # the pool's access log (pool_options) replaces uvicorn's
         "timeout_graceful_shutdown": cfg.graceful_timeout,
     }
     options["h11_max_incomplete_event_size"] = head_bound(cfg)
