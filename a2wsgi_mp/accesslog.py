@@ -133,7 +133,7 @@ _ATOMS: dict[str, Callable[[Record], Any]] = {
     "f": lambda r: _header(r.scope, b"referer"),
     "a": lambda r: _header(r.scope, b"user-agent"),
     "T": lambda r: int(r.duration),
-    "D": lambda r: int(r.duration * 1_000_000),
+    "D": lambda r: round(r.duration * 1_000_000),  # gunicorn: of a timedelta, to the microsecond
     "M": lambda r: int(r.duration * 1000),
     "L": lambda r: _seconds(r.duration),
     "p": lambda r: "<%s>" % os.getpid(),
