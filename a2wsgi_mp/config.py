@@ -75,7 +75,8 @@ class PoolConfig:
     #: the admin listener, ``admin_socket``/``admin_bind``, is the better place).
     metrics_path: str | None = None
     #: The admin listener (``/metrics``, ``/status``; read by ``a2wsgi-mp status``):
-    #: a Unix socket path, and/or a ``HOST:PORT`` that is not the public one.
+    #: a Unix socket path (``{pid}`` in it: the front's pid), and/or a ``HOST:PORT``
+    #: that is not the public one.
     admin_socket: str | None = None
     admin_bind: str | None = None
     #: One access-log line per request (logger ``a2wsgi_mp.access``), refusals included,

@@ -419,6 +419,23 @@ def test_access_log_format_is_gunicorns(start) -> None:
     assert next(line for line in found if " 414 " in line).endswith("w=- q=0.000000 URI Too Long")
 
 
+def test_each_worker_has_an_admin_socket_and_status_sums_them(start, tmp_path: Path) -> None:
+    pattern = tmp_path / "admin-{pid}.sock"
+    g = start("-w", "2", "--threads", "1", "-e", f"A2WSGI_MP_ADMIN_SOCKET={pattern}")
+    fronts = wait_for(lambda: w if len(w := g.workers()) == 2 else None, 30, "two gunicorn workers")
+    sockets = {tmp_path / f"admin-{p.pid}.sock" for p in fronts}
+    wait_for(lambda: all(s.exists() for s in sockets), 30, "an admin socket per gunicorn worker")
+    for _ in range(6):
+        assert get(g.url + "/").status_code == 200
+    cmd = [sys.executable, "-m", "a2wsgi_mp", "status", "--json", "--admin-socket", str(tmp_path / "admin-*.sock")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    snap = json.loads(out.stdout)
+    assert sorted(snap["fronts"]) == sorted(p.pid for p in fronts)
+    assert len(snap["stats"]["workers"]) == 2 and sum(snap["requests"]["duration"]) >= 6
+
+
 def test_usr1_reopens_logs(start, tmp_path: Path) -> None:
     errlog = tmp_path / "error.log"
     g = start("--threads", "1", "-w", "1", "--error-logfile", str(errlog))

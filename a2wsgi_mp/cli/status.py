@@ -5,12 +5,15 @@ state, the request it serves and for how long, RSS, requests served, the share
 of its life spent on requests), then the queue, the fronts and the totals.
 ``--watch`` redraws it every second (or every N); ``--json`` prints the
 snapshot the admin listener answers (:func:`a2wsgi_mp.pool.metrics.snapshot`).
+A socket path with wildcards (``'/run/x/admin-*.sock'``: one per gunicorn
+worker) reads every matching socket and shows their sum.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import glob
 import json
 import os
 import sys
@@ -18,6 +21,7 @@ import time
 from typing import Any, Sequence
 
 from ..admin import fetch
+from ..pool.metrics import merge
 from .settings import ENV_PREFIX
 
 SOCKET_ENV = ENV_PREFIX + "ADMIN_SOCKET"
@@ -30,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Show what each worker of a running a2wsgi-mp is doing, read from "
                                             "its admin listener (--admin-socket or --admin-bind of the server).")
     p.add_argument("--admin-socket", metavar="PATH", default=os.environ.get(SOCKET_ENV),
-                   help=f"the server's --admin-socket (env {SOCKET_ENV})")
+                   help=f"the server's --admin-socket; with wildcards, every matching socket, summed "
+                        f"(env {SOCKET_ENV})")
     p.add_argument("--admin-bind", metavar="HOST:PORT", default=os.environ.get(BIND_ENV),
                    help=f"or its --admin-bind (env {BIND_ENV})")
     p.add_argument("--watch", nargs="?", type=float, const=1.0, default=None, metavar="SECONDS",
@@ -90,11 +95,22 @@ def render(snap: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def _snapshot(target: str) -> dict[str, Any]:
+async def _one(target: str) -> dict[str, Any]:
     status, body = await fetch(target, "/status")
     if status != 200:
         raise OSError(f"the admin listener answered {status}")
     return json.loads(body)
+
+
+async def _snapshot(target: str) -> dict[str, Any]:
+    if not glob.has_magic(target):
+        return await _one(target)
+    paths = sorted(glob.glob(target))
+    answers = await asyncio.gather(*(_one(p) for p in paths), return_exceptions=True)
+    snaps = [a for a in answers if isinstance(a, dict)]
+    if not snaps:
+        raise OSError(f"no admin socket answered ({len(paths)} matched)")
+    return merge(snaps)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
