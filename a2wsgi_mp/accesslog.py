@@ -165,7 +165,7 @@ def _escaped(value: Any) -> Any:
     return value.replace('"', '\\"') if isinstance(value, str) else value
 
 
-class Atoms(Mapping):  # type: ignore[type-arg]
+class Atoms(Mapping[str, Any]):
     """gunicorn's atoms of one record, as a mapping (computed on access)."""
 
     __slots__ = ("record",)
@@ -214,6 +214,6 @@ class AccessLog:
         log = self.logger
         if log.isEnabledFor(logging.INFO):
             # logger.info() without its caller lookup (a stack walk): the line's place in our code says nothing.
-            entry = log.makeRecord(log.name, logging.INFO, __file__, 0, self.line(record), None, None)
+            entry = log.makeRecord(log.name, logging.INFO, __file__, 0, self.line(record), (), None)
             entry.access = Atoms(record)
             log.handle(entry)

@@ -69,7 +69,7 @@ class AdminServer:
 
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
-        self._servers: list[asyncio.AbstractServer] = []
+        self._servers: list[asyncio.Server] = []
         self._paths: list[str] = []
 
     async def start(self, unix_path: str | None = None, bind: str | None = None) -> None:

@@ -32,7 +32,7 @@ def level_number(name: str) -> int:
 LOG_FORMATS = ("text", "json")
 
 
-class JsonFormatter(_JsonFormatterBase):  # type: ignore[misc, valid-type]
+class JsonFormatter(_JsonFormatterBase):
     """One JSON object per record: time, level, logger, pid, message, the traceback
     if any, and for an access line its fields (status, duration, queued, worker_pid...)."""
 

@@ -14,8 +14,8 @@ import threading
 import httpx
 import pytest
 
-from a2wsgi_mp.admin import fetch
 from a2wsgi_mp.accesslog import DEFAULT_FORMAT, GUNICORN_FORMAT, AccessLog, Atoms
+from a2wsgi_mp.admin import fetch
 from a2wsgi_mp.logs import JsonFormatter
 from a2wsgi_mp.record import Record
 
@@ -215,7 +215,8 @@ def test_every_request_leaves_one_line_refusals_included(servers) -> None:
     (slow_head,) = by_status["408"]
     assert "took too long" in slow_head[9] and int(slow_head[4]) >= 900_000
     (queued,) = by_status["503"]
-    assert queued[1] == "GET /hello?queued HTTP/1.1" and queued[9] == "Service Unavailable: timed out waiting for a worker"
+    assert queued[1] == "GET /hello?queued HTTP/1.1"
+    assert queued[9] == "Service Unavailable: timed out waiting for a worker"
     assert 0.25 <= float(queued[3]) < 5, queued
     # Exactly one line per request: nothing above was logged twice (and uvicorn logs none of its own).
     assert sum(len(v) for v in by_status.values()) == 9, lines

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .. import __version__
+from ..accesslog import DEFAULT_FORMAT
 from ..config import START_METHODS, PoolConfig
 from ..environ import HEADER_MAPS
 from ..headlimits import HTTP_CHOICES
-from ..accesslog import DEFAULT_FORMAT
 from ..logs import LOG_FORMATS
 
 if sys.version_info >= (3, 11):

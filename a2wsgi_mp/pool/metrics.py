@@ -76,7 +76,7 @@ class RequestMetrics:
 
     def as_dict(self) -> dict[str, Any]:
         return {"duration": list(self.duration), "duration_sum": self.duration_sum, "queue": list(self.queue),
-                "queue_sum": self.queue_sum, "classes": dict(zip(CLASSES, self.classes)),
+                "queue_sum": self.queue_sum, "classes": dict(zip(CLASSES, self.classes, strict=True)),
                 "bytes_in": self.bytes_in, "bytes_out": self.bytes_out}
 
 
@@ -111,8 +111,8 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
             if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "threads":
                 stats[key] += value
         r = s["requests"]
-        req["duration"] = [a + b for a, b in zip(req["duration"], r["duration"])]
-        req["queue"] = [a + b for a, b in zip(req["queue"], r["queue"])]
+        req["duration"] = [a + b for a, b in zip(req["duration"], r["duration"], strict=True)]
+        req["queue"] = [a + b for a, b in zip(req["queue"], r["queue"], strict=True)]
         for key in ("duration_sum", "queue_sum", "bytes_in", "bytes_out"):
             req[key] += r[key]
         for key, value in r["classes"].items():
@@ -126,7 +126,7 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
 def _histogram(name: str, doc: str, bounds: tuple[float, ...], counts: list[int], total: float) -> Metric:
     family = HistogramMetricFamily(name, doc)
     running, buckets = 0, []
-    for bound, count in zip((*bounds, float("inf")), counts):
+    for bound, count in zip((*bounds, float("inf")), counts, strict=True):
         running += count
         buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
     family.add_metric([], buckets, total)
