@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass, fields
 from typing import Any, Union
 
+from .accesslog import DEFAULT_FORMAT
 from .environ import HEADER_MAPS
 from .ipc.fds import MAX_FDS
 
@@ -70,8 +71,18 @@ class PoolConfig:
     spool_dir: str | None = None
     #: Seconds a worker may take to load the app.
     boot_timeout: float = 60.0
-    #: Serve Prometheus metrics at this path in the front (None = off).
+    #: Serve Prometheus metrics at this path of the public listener (None = off;
+    #: the admin listener, ``admin_socket``/``admin_bind``, is the better place).
     metrics_path: str | None = None
+    #: The admin listener (``/metrics``, ``/status``; read by ``a2wsgi-mp status``):
+    #: a Unix socket path (``{pid}`` in it: the front's pid), and/or a ``HOST:PORT``
+    #: that is not the public one.
+    admin_socket: str | None = None
+    admin_bind: str | None = None
+    #: One access-log line per request (logger ``a2wsgi_mp.access``), refusals included,
+    #: in gunicorn's ``access_log_format`` with our atoms (see :mod:`a2wsgi_mp.accesslog`).
+    access_log: bool = False
+    access_log_format: str = DEFAULT_FORMAT
     #: How bodies move between front and workers: "pipe" (the socketpair) or "shm"
     #: (a shared-memory ring per slot; control frames stay on the socketpair).
     ipc: str = "pipe"

@@ -1,6 +1,6 @@
 """The front's own cost per request, without HTTP: ``WSGIPool`` driven in-process.
 
-    python -m benchmarks.front_micro [--requests 40000] [--concurrency 32] [--profile]
+    python -m benchmarks.front_micro [--requests 40000] [--concurrency 32] [--profile] [--access-log]
 
 Starts a real pool (two worker processes serving the hello app) and calls the
 ASGI app directly from ``concurrency`` tasks on one uvloop loop, with a
@@ -8,6 +8,8 @@ ASGI app directly from ``concurrency`` tasks on one uvloop loop, with a
 CPU time per request (``time.process_time``: our ASGI app, the IPC hop and the
 loop — no HTTP parsing, no client socket), and with ``--profile`` the functions
 that cost most (cProfile: its overhead inflates Python code about threefold).
+``--access-log`` turns the access log on, its lines formatted and written to
+/dev/null (what a log line costs the front).
 Use it to compare front changes A/B: it moves far less than end-to-end figures,
 and what it measures is exactly what a2wsgi_mp adds to an ASGI server.
 """
@@ -17,6 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import logging
+import os
 import pstats
 import time
 from typing import Any
@@ -40,9 +44,11 @@ async def _send(message: dict[str, Any]) -> None:
     return None
 
 
-async def measure(requests: int, concurrency: int, profile: cProfile.Profile | None) -> tuple[float, float]:
+async def measure(requests: int, concurrency: int, profile: cProfile.Profile | None,
+                  access_log: bool = False) -> tuple[float, float]:
     """(CPU seconds, wall seconds) per request."""
-    app = WSGIPool("benchmarks.apps:app", workers=2, timeout=30)
+    options = {"access_log": True} if access_log else {}
+    app = WSGIPool("benchmarks.apps:app", workers=2, timeout=30, **options)
     await app.startup()
     try:
         async def client(n: int) -> None:
@@ -69,16 +75,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=40000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--access-log", action="store_true", help="log every request (to /dev/null)")
     args = parser.parse_args(argv)
+    if args.access_log:
+        log = logging.getLogger("a2wsgi_mp.access")
+        log.addHandler(logging.StreamHandler(open(os.devnull, "w")))
+        log.setLevel(logging.INFO)
+        log.propagate = False
     profile = cProfile.Profile() if args.profile else None
     try:
         import uvloop
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
-    cpu, wall = runner(measure(args.requests, args.concurrency, profile))
+    cpu, wall = runner(measure(args.requests, args.concurrency, profile, args.access_log))
     print(f"front CPU per request: {cpu * 1e6:.2f} us (wall {wall * 1e6:.2f} us, {args.requests} requests, "
-          f"concurrency {args.concurrency})")
+          f"concurrency {args.concurrency}{', access log on' if args.access_log else ''})")
     if profile is not None:
         pstats.Stats(profile).sort_stats("tottime").print_stats(25)
 

@@ -398,6 +398,44 @@ def test_abort_calls_worker_abort_and_exits_1(start) -> None:
     wait_for(g.ready, 30, "the replacement worker")
 
 
+def test_access_log_format_is_gunicorns(start) -> None:
+    """gunicorn's --access-logfile and --access-log-format, with our atoms too, refusals included."""
+    fmt = 'GLOG %(h)s "%(r)s" %(s)s %(b)s %({x-trace}i)s %(p)s w=%(w)s q=%(Q)s %(R)s'
+    g = start("-w", "1", "--threads", "1", "--access-logfile", "-", "--access-logformat", fmt)
+    pool = wait_for(lambda: g.pool_pids(g.one_worker()) or None, 20, "the pool process")
+    assert get(g.url + "/?traced", headers={"x-trace": "abc"}).status_code == 200
+    assert get(g.url + "/" + "a" * 5000).status_code == 414
+
+    def lines() -> list[str]:
+        return [line for line in g.log().splitlines() if line.startswith("GLOG ") and "/?traced" in line
+                or line.startswith("GLOG ") and " 414 " in line]
+
+    found = wait_for(lambda: lines() if len(lines()) == 2 else None, 10, "two access lines")
+    traced = next(line for line in found if "/?traced" in line).split()
+    front = g.one_worker().pid
+    assert traced[1:7] == ["127.0.0.1", '"GET', '/?traced', 'HTTP/1.1"', "200", traced[6]]
+    assert traced[7] == "abc" and traced[8] == f"<{front}>" and int(traced[9][2:]) in pool
+    assert traced[10].startswith("q=0.") and traced[11] == "-"
+    assert next(line for line in found if " 414 " in line).endswith("w=- q=0.000000 URI Too Long")
+
+
+def test_each_worker_has_an_admin_socket_and_status_sums_them(start, tmp_path: Path) -> None:
+    pattern = tmp_path / "admin-{pid}.sock"
+    g = start("-w", "2", "--threads", "1", "-e", f"A2WSGI_MP_ADMIN_SOCKET={pattern}")
+    fronts = wait_for(lambda: w if len(w := g.workers()) == 2 else None, 30, "two gunicorn workers")
+    sockets = {tmp_path / f"admin-{p.pid}.sock" for p in fronts}
+    wait_for(lambda: all(s.exists() for s in sockets), 30, "an admin socket per gunicorn worker")
+    for _ in range(6):
+        assert get(g.url + "/").status_code == 200
+    cmd = [sys.executable, "-m", "a2wsgi_mp", "status", "--json", "--admin-socket", str(tmp_path / "admin-*.sock")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    snap = json.loads(out.stdout)
+    assert sorted(snap["fronts"]) == sorted(p.pid for p in fronts)
+    assert len(snap["stats"]["workers"]) == 2 and sum(snap["requests"]["duration"]) >= 6
+
+
 def test_usr1_reopens_logs(start, tmp_path: Path) -> None:
     errlog = tmp_path / "error.log"
     g = start("--threads", "1", "-w", "1", "--error-logfile", str(errlog))
@@ -463,7 +501,8 @@ def test_settings_mapping(tmp_path: Path) -> None:
                     limit_request_field_size=100, limit_request_line=200)
     pool = w.pool_options(APP)
     assert pool == {"workers": 3, "threads": 1, "timeout": 40.0, "graceful_timeout": 7.0, "max_requests": 100,
-                    "max_requests_jitter": 10, "backlog": 64}
+                    "max_requests_jitter": 10, "backlog": 64, "access_log": False,
+                    "access_log_format": GunicornConfig().access_log_format}
     assert w.pool_options(lambda e, s: [])["start_method"] == "fork"
     uv = w.uvicorn_options()
     assert uv["timeout_keep_alive"] == 9 and uv["limit_concurrency"] == 55

@@ -31,7 +31,7 @@ _SECRET = {"ssl_keyfile_password"}
 
 
 def make_pool(settings: Settings) -> WSGIPool:
-    return WSGIPool(settings.app, **settings.target("pool"))
+    return WSGIPool(settings.app, **settings.pool_options())
 
 
 def _use_app_dir(app_dir: str) -> None:
@@ -61,6 +61,11 @@ def _log_start(settings: Settings, config: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["status"]:  # a2wsgi-mp status: read a running server's admin socket
+        from .status import main as status
+
+        sys.exit(status(args[1:]))
     import uvicorn
 
     settings = resolve(argv)
@@ -85,7 +90,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ[proctitle.PREFIX_ENV] = proctitle.PREFIX  # for the zygote and workers, whatever we inherited
     proctitle.set_role("front", settings.app)
     server_options = settings.target("uvicorn")
-    server_options["log_config"] = settings.log_config or cli_logging_config(settings.log_level, settings.access_log)
+    server_options["log_config"] = settings.log_config or cli_logging_config(settings.log_level, settings.access_log,
+                                                                             settings.log_format)
+    server_options["access_log"] = False  # ours (a2wsgi_mp.access), not uvicorn's
     graceful = pool.config.graceful_timeout
     if settings.fronts > 1:
         from .fronts import run_fronts

@@ -14,6 +14,11 @@ pool of ``workers // N`` worker processes.  What that manager does is what
   pool that re-imports the app) ready before the old one drains;
 * ``SIGTERM``/``SIGINT`` drain every front (each stops its pool gracefully).
 
+The admin listener (``--admin-socket``, ``--admin-bind``) is this parent's:
+each front serves its own figures on a private socket, and the parent answers
+``/metrics`` and ``/status`` with their sum (:func:`a2wsgi_mp.pool.metrics.merge`),
+so one scrape sees the whole server whichever front would have accepted it.
+
 The fronts are fresh interpreters (multiprocessing's spawn), so the app, the
 pool options and the request-head limits travel as an import string and JSON
 in an environment variable, read by :func:`front_app` and, for uvicorn's
@@ -22,10 +27,15 @@ in an environment variable, read by :func:`front_app` and, for uvicorn's
 
 from __future__ import annotations
 
+import asyncio
+import glob
 import inspect
 import json
 import logging
 import os
+import shutil
+import tempfile
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -47,7 +57,10 @@ def share(workers: int, fronts: int) -> int:
 def front_app() -> WSGIPool:
     """uvicorn app factory run in each front process."""
     spec = json.loads(os.environ[ENV])
-    pool = WSGIPool(spec["app"], **spec["options"])
+    options = spec["options"]
+    if spec.get("admin_dir"):  # this front's figures, for the parent's admin listener to sum
+        options["admin_socket"] = os.path.join(spec["admin_dir"], f"front-{os.getpid()}.sock")
+    pool = WSGIPool(spec["app"], **options)
     pool.fronts = (spec["fronts"], "--fronts")
     return pool
 
@@ -60,6 +73,68 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+class ParentAdmin:
+    """The admin listener of a ``--fronts N`` parent: a thread with its own loop
+    answering from the sum of the fronts' snapshots (each front on a private
+    socket in :attr:`directory`)."""
+
+    def __init__(self, unix_path: str | None, bind: str | None) -> None:
+        self.unix_path, self.bind = unix_path, bind
+        self.directory = tempfile.mkdtemp(prefix="a2wsgi-mp-fronts-") if unix_path or bind else None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        if self.directory is None:
+            return
+        started = threading.Event()
+        self._thread = threading.Thread(target=asyncio.run, args=(self._serve(started),), daemon=True,
+                                        name="a2wsgi-mp admin")
+        self._thread.start()
+        started.wait(10)
+        if self._error is not None:
+            raise self._error
+
+    async def _serve(self, started: threading.Event) -> None:
+        from ..admin import AdminServer
+
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        server = AdminServer(self.snapshot)
+        try:
+            await server.start(self.unix_path, self.bind)
+        except BaseException as exc:
+            self._error = exc
+            started.set()
+            return
+        started.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await server.close()
+
+    async def snapshot(self) -> dict[str, Any]:
+        from ..admin import fetch
+        from ..pool.metrics import merge
+
+        assert self.directory is not None
+        paths = sorted(glob.glob(os.path.join(self.directory, "front-*.sock")))
+        answers = await asyncio.gather(*(fetch(p, "/status", 5.0) for p in paths), return_exceptions=True)
+        snaps = [json.loads(body) for a in answers if isinstance(a, tuple) for status, body in [a] if status == 200]
+        if not snaps:
+            raise OSError("no front answered")
+        return merge(snaps)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(10)
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
 def run_fronts(settings: Any, **uvicorn_options: Any) -> bool:
     """Serve ``settings.app`` from ``settings.fronts`` front processes until told to stop;
     True if they started."""
@@ -70,7 +145,7 @@ def run_fronts(settings: Any, **uvicorn_options: Any) -> bool:
     from ..config import PoolConfig
 
     fronts = settings.fronts
-    options = settings.target("pool")
+    options = settings.pool_options()
     total = PoolConfig(**options)
     assert isinstance(total.workers, int)  # (PoolConfig resolves a (min, max) pair)
     options["workers"] = share(total.workers, fronts)
@@ -83,10 +158,13 @@ def run_fronts(settings: Any, **uvicorn_options: Any) -> bool:
             total.workers, fronts, options["workers"], options["workers"] * fronts)
     head = {name: getattr(settings, name) for name in HEAD_SETTINGS}
     http_protocol(SimpleNamespace(**head))  # a bad value fails here, once, not in every front
-    os.environ[ENV] = json.dumps({"app": settings.app, "options": options, "fronts": fronts, "head": head})
+    admin = ParentAdmin(options.pop("admin_socket", None), options.pop("admin_bind", None))
+    os.environ[ENV] = json.dumps({"app": settings.app, "options": options, "fronts": fronts, "head": head,
+                                  "admin_dir": admin.directory})
     uvicorn_options["http"] = f"{__name__}:front_protocol"
     config = uvicorn.Config("a2wsgi_mp.cli.fronts:front_app", factory=True, workers=fronts, **uvicorn_options)
     sock = config.bind_socket()
+    admin.start()
     try:
         if "target" in inspect.signature(Multiprocess.__init__).parameters:  # uvicorn < 0.50
             supervisor = Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock])  # type: ignore[call-arg]
@@ -95,4 +173,5 @@ def run_fronts(settings: Any, **uvicorn_options: Any) -> bool:
         supervisor.run()
     finally:
         sock.close()
+        admin.stop()
     return not any(getattr(p, "exitcode", None) == STARTUP_FAILURE for p in supervisor.processes)

@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .. import __version__
+from ..accesslog import DEFAULT_FORMAT
 from ..config import START_METHODS, PoolConfig
 from ..environ import HEADER_MAPS
 from ..headlimits import HTTP_CHOICES
+from ..logs import LOG_FORMATS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -159,7 +161,14 @@ OPTIONS: list[Option] = [
            choices=("critical", "error", "warning", "info", "debug", "trace")),
     Option("log_config", str, "logging configuration file (.json, .yaml, .ini) given to uvicorn; "
            "replaces a2wsgi-mp's own log format", group="logging"),
-    Option("access_log", boolean, "uvicorn's access log", True, group="logging", switch=True),
+    Option("access_log", boolean, "one line per request on stdout, refusals (408, 413, 414, 431, 503...) "
+           "included", True, to="cli", group="logging", switch=True),
+    Option("access_log_format", str, "the access log line: gunicorn's atoms (%%(h)s %%(r)s %%(s)s %%(b)s "
+           "%%(L)s %%({header}i)s...) and ours: %%(w)s worker pid, %%(Q)s seconds queued, %%(I)s body bytes "
+           "in, %%(R)s the front's reason (docs/cli.md)", DEFAULT_FORMAT, to="cli",
+           group="logging"),
+    Option("log_format", str, "text, or json: one JSON object per line for every record, access lines "
+           "included", "text", to="cli", group="logging", choices=LOG_FORMATS),
     # -- development ------------------------------------------------------------------------------
     Option("app_dir", str, "import the app from this directory (put first on the workers' path)", ".",
            to="cli", group="development"),
@@ -194,7 +203,11 @@ OPTIONS: list[Option] = [
     pool("response_buffer", size, "bytes of a response the front holds for a slow client so the worker is "
          "free at once (0 = the worker waits)"),
     pool("spool_dir", str, "directory for spooled request bodies (default: the system temp dir)"),
-    pool("metrics_path", str, "serve Prometheus metrics at this path (default: off)"),
+    pool("metrics_path", str, "serve Prometheus metrics at this path of the public listener (default: off; "
+         "prefer --admin-socket/--admin-bind)"),
+    pool("admin_socket", str, "serve /metrics and /status (a2wsgi-mp status) on this Unix socket"),
+    pool("admin_bind", str, "serve /metrics and /status on this HOST:PORT (not the public one; for a "
+         "Prometheus scrape)"),
     pool("reload_check", str, "a path (/healthz) every new worker of a reload must answer below 400 "
          "before it serves; the old workers keep serving unless it does"),
     pool("hooks", str, "a hooks module or .py file: post_fork, post_worker_init, worker_exit run in each "
@@ -236,7 +249,7 @@ def _shown(option: Option) -> str:
         return ""
     if option.switch:
         return f"default: {'on' if option.default else 'off'}; "
-    return f"default: {option.default}; "
+    return f"default: {str(option.default).replace('%', '%%')}; "
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,6 +337,11 @@ class Settings:
             return self.values[name]
         except KeyError:
             raise AttributeError(name) from None
+
+    def pool_options(self) -> dict[str, Any]:
+        """What a front's WSGIPool takes: the pool options and the access log's."""
+        return {**self.target("pool"), "access_log": self.access_log,
+                "access_log_format": self.access_log_format}
 
     def target(self, to: str) -> dict[str, Any]:
         """The values bound for uvicorn, the pool or the CLI.  Pool options left at

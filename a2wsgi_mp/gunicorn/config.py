@@ -8,6 +8,7 @@ function takes gunicorn's ``cfg`` and returns plain values.
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any
 
 from uvicorn.config import Config as UvicornConfig
@@ -49,6 +50,11 @@ def head_limits(cfg: Any, header_timeout: float = HEADER_TIMEOUT) -> HeadLimits:
     )
 
 
+#: The admin socket of each gunicorn worker (``-e A2WSGI_MP_ADMIN_SOCKET=/run/x/admin-{pid}.sock``):
+#: ``a2wsgi-mp status --admin-socket '/run/x/admin-*.sock'`` sums them.
+ADMIN_SOCKET_ENV = "A2WSGI_MP_ADMIN_SOCKET"
+
+
 def pool_options(cfg: Any, app_ref: Any, extra: dict[str, Any]) -> dict[str, Any]:
     """:class:`~a2wsgi_mp.pool.app.WSGIPool` options: ``--threads`` pool processes
     of one thread each, gunicorn's timeouts and ``max_requests``; ``extra``
@@ -61,7 +67,14 @@ def pool_options(cfg: Any, app_ref: Any, extra: dict[str, Any]) -> dict[str, Any
         "max_requests": max(0, int(cfg.max_requests or 0)),
         "max_requests_jitter": max(0, int(cfg.max_requests_jitter or 0)),
         "backlog": max(1, int(cfg.backlog or 2048)),
+        # gunicorn's access log, written by the front's record of each request
+        # (gunicorn's atoms and ours: a2wsgi_mp.accesslog) to gunicorn's access logger.
+        "access_log": bool(cfg.accesslog),
+        "access_log_format": cfg.access_log_format,
     }
+    admin = os.environ.get(ADMIN_SOCKET_ENV)
+    if admin:  # each gunicorn worker is a front with its own pool: one admin socket each
+        options["admin_socket"] = admin if "{pid}" in admin else admin + ".{pid}"
     header_map = getattr(cfg, "header_map", None)  # gunicorn >= 22; "drop" is the pool's default too
     if header_map in ("refuse", "dangerous"):
         options["header_map"] = header_map
@@ -86,7 +99,7 @@ def uvicorn_options(cfg: Any, extra: dict[str, Any], header_timeout: float = HEA
         "timeout_keep_alive": cfg.keepalive,
         "limit_concurrency": cfg.worker_connections or None,
         "backlog": cfg.backlog,
-        "access_log": bool(cfg.accesslog),
+        "access_log": False,  # the pool's access log (pool_options) replaces uvicorn's
         "timeout_graceful_shutdown": cfg.graceful_timeout,
     }
     options["h11_max_incomplete_event_size"] = head_bound(cfg)

@@ -141,7 +141,7 @@ class PoolWorker(Worker):
 
     def _setup_logging(self) -> None:
         for name, source in (("uvicorn.error", self.log.error_log), ("uvicorn.access", self.log.access_log),
-                             ("a2wsgi_mp", self.log.error_log)):
+                             ("a2wsgi_mp", self.log.error_log), ("a2wsgi_mp.access", self.log.access_log)):
             target = logging.getLogger(name)
             target.handlers = source.handlers
             target.setLevel(source.level)

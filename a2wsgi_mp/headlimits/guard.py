@@ -17,6 +17,7 @@ import termios
 import time
 from typing import Any
 
+from .. import record
 from ..replies import CLOSE, plain_reply
 from . import HeadLimits
 
@@ -165,8 +166,7 @@ class HeadGuard:
             return
         self._refused = True
         self._disarm_header_timer()
-        client = getattr(self, "client", None)
-        logger.debug("%s - refused: %d %s", "%s:%d" % tuple(client) if client else "-", status, text)
+        self._record_refusal(status, text)
         if self._response_out():
             # A request read before this head is still being answered: it gets
             # its response first, then the refusal (as gunicorn does).  Nothing
@@ -254,6 +254,17 @@ class HeadGuard:
             except (OSError, ValueError, AttributeError):
                 pass
         return pending
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a malformed request: recorded like our refusals."""
+        self._record_refusal(400, msg)
+        super().send_400_response(msg)  # type: ignore[misc]
+
+    def _record_refusal(self, status: int, text: str) -> None:
+        """The refusal's access-log line and metrics (see :mod:`a2wsgi_mp.record`)."""
+        since = self._head_since
+        record.refused(getattr(self, "client", None), status, text,
+                       self.loop.time() - since if since is not None else 0.0)
 
     def _disarm_all(self) -> None:
         self._disarm_send_timer()

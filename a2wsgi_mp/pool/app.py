@@ -13,9 +13,13 @@ import functools
 import logging
 import os
 import time
+from time import perf_counter
 from typing import Any, cast
 
 from .. import logs, topology
+from .. import record as records
+from ..accesslog import AccessLog
+from ..admin import AdminServer
 from ..config import PoolConfig
 from ..environ import head_size, request_head
 from ..errors import RemoteAppError
@@ -23,7 +27,8 @@ from ..hooks import ServerView, load_hooks
 from ..ipc import protocol
 from ..ipc.fds import FileHandoff
 from ..loader import AppRef, describe
-from ..replies import send_plain as _send_plain
+from ..record import Record
+from ..replies import send_plain
 from ..types import Message, Receive, Scope, Send
 from . import metrics
 from .body_timeout import BodyReads
@@ -69,6 +74,10 @@ class WSGIPool:
         self.hooks = self.dispatcher.supervisor.hooks = load_hooks(self.config.hooks, self.config.hook_names)
         self._queue_watch = QueueWatch(QUEUE_WATCH_AFTER)
         self._body_reads = BodyReads(self.config.body_timeout) if self.config.body_timeout else None
+        #: Every finished request's record feeds these (see :mod:`a2wsgi_mp.record`).
+        self.requests = metrics.RequestMetrics()
+        self.access_log: AccessLog | None = AccessLog(self.config.access_log_format) if self.config.access_log else None
+        self.admin: AdminServer | None = None
         self._start_lock: asyncio.Lock | None = None
         #: (number of fronts, how it is known), set by a launcher that knows
         #: (the CLI, the gunicorn worker); otherwise detected at start-up.
@@ -103,6 +112,11 @@ class WSGIPool:
                 return
             logs.ensure_visible()
             await self.dispatcher.start()
+            records.refusal_sink = self._finish  # the protocol's refusals (408, 414, 431) count here too
+            if self.config.admin_socket or self.config.admin_bind:
+                self.admin = AdminServer(self._snapshot)
+                unix = self.config.admin_socket
+                await self.admin.start(unix and unix.replace("{pid}", str(os.getpid())), self.config.admin_bind)
             fronts, how = self.fronts or topology.detect_fronts()
             workers = cast(int, self.config.workers)  # (a (min, max) pair is resolved by PoolConfig)
             logger.info("%s", topology.describe(fronts, how, workers, self.config.threads))
@@ -111,6 +125,11 @@ class WSGIPool:
     async def shutdown(self, graceful_timeout: float | None = None) -> None:
         """Drain: in-flight requests get ``graceful_timeout`` (default: the pool's setting)."""
         await self.dispatcher.stop(graceful_timeout)
+        if records.refusal_sink == self._finish:
+            records.refusal_sink = None
+        if self.admin is not None:
+            await self.admin.close()
+            self.admin = None
         self._queue_watch.close()
         if self._body_reads is not None:
             self._body_reads.close()
@@ -121,6 +140,20 @@ class WSGIPool:
 
     def stats(self) -> dict[str, Any]:
         return self.dispatcher.stats()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The pool's state and request figures (metrics, ``a2wsgi-mp status``), JSON-able."""
+        return metrics.snapshot(self.dispatcher, self.requests)
+
+    async def _snapshot(self) -> dict[str, Any]:
+        return self.snapshot()
+
+    def _finish(self, record: Record) -> None:
+        """A request is over: count it, and log it when the access log is on."""
+        record.duration = perf_counter() - record.start
+        self.requests.observe(record)
+        if self.access_log is not None:
+            self.access_log(record)
 
     async def _run_lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -146,24 +179,36 @@ class WSGIPool:
     # ------------------------------------------------------------ HTTP
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        record = Record(scope, perf_counter())
+        try:
+            await self._serve(scope, receive, send, record)
+        except BaseException:
+            if not record.status and not record.reason:
+                record.reason = "client gone"
+            raise
+        finally:
+            self._finish(record)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, record: Record) -> None:
         if not self.dispatcher.started:
             try:
                 await self.startup()
             except BootFailed as exc:
                 logger.error("%s", exc)
-                await _send_plain(send, 503, "Service Unavailable", [(b"retry-after", b"1")])
+                await _send_plain(send, 503, "Service Unavailable", [(b"retry-after", b"1")], record=record)
                 return
         cfg = self.config
         if cfg.metrics_path is not None and scope["path"] == cfg.metrics_path:
-            await _send_metrics(send, self.dispatcher.stats())
+            await self._send_metrics(scope, send, record)
             return
         if head_size(scope) > MAX_HEAD:  # no worker could decode it
-            await _send_plain(send, 431, "Request Header Fields Too Large", [(b"connection", b"close")])
+            await _send_plain(send, 431, "Request Header Fields Too Large", [(b"connection", b"close")],
+                              record=record)
             return
         if cfg.max_body_size is not None:
             declared = _content_length(scope)
             if declared is not None and declared > cfg.max_body_size:
-                await _send_plain(send, 413, "Request body too large", [(b"connection", b"close")])
+                await _send_plain(send, 413, "Request body too large", [(b"connection", b"close")], record=record)
                 return
         threshold = min(cfg.spool_threshold, MAX_INLINE)
         spool: Spool | None = None
@@ -194,13 +239,15 @@ class WSGIPool:
                 if reads is not None and task is not None:
                     read = functools.partial(reads.receive, receive, task, loop)
                 if not await _read_body(read, spool, message):
-                    return  # the client left before sending its whole body
+                    record.bytes_in = spool.size
+                    record.reason = "client left while sending the body"
+                    return
                 inline = await spool.finish()
                 size = spool.size
         except BodyTooLarge:
             if spool is not None:
                 spool.close()
-            await _send_plain(send, 413, "Request body too large", [(b"connection", b"close")])
+            await _send_plain(send, 413, "Request body too large", [(b"connection", b"close")], record=record)
             return
         except asyncio.CancelledError:
             if spool is not None:
@@ -211,12 +258,13 @@ class WSGIPool:
             if uncancel is not None:
                 uncancel()
             await _send_plain(send, 408, "Request Timeout: the request body stopped coming",
-                              [(b"connection", b"close")])
+                              [(b"connection", b"close")], record=record)
             return
         except BaseException:
             if spool is not None:
                 spool.close()
             raise
+        record.bytes_in = size
         head = request_head(scope)
         if cfg.header_map != "drop":
             head["header_map"] = cfg.header_map
@@ -225,24 +273,27 @@ class WSGIPool:
             # worker died with it unread) goes to another: the app never ran.
             for _attempt in range(DISPATCH_ATTEMPTS):
                 try:
-                    slot = self.dispatcher.take_idle() or await self._wait_for_slot(receive)
+                    slot = self.dispatcher.take_idle() or await self._wait_for_slot(receive, record)
                 except Unavailable as exc:
                     await _send_plain(send, 503, f"Service Unavailable: {exc}",
-                                      [(b"retry-after", str(exc.retry_after).encode())])
+                                      [(b"retry-after", str(exc.retry_after).encode())], record=record)
                     return
                 if slot is None:
-                    return  # the client left while the request was queued: no worker runs it
+                    record.reason = "client left while queued"
+                    return  # no worker runs it
                 exchange = self.dispatcher.begin(slot)
+                record.pid = slot.worker.pid
                 slot.request, slot.since = scope, time.monotonic()  # (for a death report)
                 sent = self._send_request(exchange, head, inline, size, spool)
                 if sent is None:
                     break  # could not be sent, for a reason other than a broken connection
-                if sent and await self._relay(exchange, receive, send, scope):
+                if sent and await self._relay(exchange, receive, send, scope, record):
                     return
                 logger.warning("worker %s never read the request (%s); dispatching it again", slot.worker.pid,
                                "its connection broke" if sent else "the send failed")
             self.dispatcher.counters["502"] += 1
-            await _send_plain(send, 502, "Bad Gateway: the request could not be delivered to a worker")
+            await _send_plain(send, 502, "Bad Gateway: the request could not be delivered to a worker",
+                              record=record)
         finally:
             if spool is not None:
                 spool.close()  # (kept open until here: a request sent again needs its body again)
@@ -270,12 +321,13 @@ class WSGIPool:
                 exchange.feed(Lost(f"the request could not be sent: {exc}", pipe))
             return False if broken else None
 
-    async def _wait_for_slot(self, receive: Receive) -> Slot | None:
+    async def _wait_for_slot(self, receive: Receive, record: Record) -> Slot | None:
         """Queue for a slot, watching the client once the wait gets long: None if it leaves."""
         loop = self.dispatcher.loop or asyncio.get_running_loop()  # (on 3.11 each lookup is a getpid() syscall)
         task = asyncio.current_task(loop)
         assert task is not None
         entry = self._queue_watch.add(task, receive, loop)
+        queued = perf_counter()
         try:
             return await self.dispatcher.acquire()
         except asyncio.CancelledError:
@@ -287,8 +339,9 @@ class WSGIPool:
             return None
         finally:
             self._queue_watch.remove(entry)
+            record.queued += perf_counter() - queued
 
-    async def _relay(self, exchange: Exchange, receive: Receive, send: Send, scope: Scope | None = None) -> bool:
+    async def _relay(self, exchange: Exchange, receive: Receive, send: Send, scope: Scope, record: Record) -> bool:
         """Forward the worker's response; a client that leaves cancels the request.
 
         False if the worker died without having read the request (see :class:`Lost`):
@@ -307,6 +360,8 @@ class WSGIPool:
                 event = await exchange.next()
                 if isinstance(event, protocol.Start):
                     started = True
+                    record.status, record.headers = event.status, event.headers
+                    record.bytes_out += len(event.body)
                     await send({"type": "http.response.start", "status": event.status, "headers": event.headers})
                     await send({"type": "http.response.body", "body": event.body, "more_body": not event.done})
                     if event.done:
@@ -315,6 +370,7 @@ class WSGIPool:
                     watcher = asyncio.ensure_future(receive())
                     watcher.add_done_callback(lambda w: _on_disconnect(w, exchange))
                 elif isinstance(event, protocol.Body):
+                    record.bytes_out += len(event.data)
                     await send({"type": "http.response.body", "body": event.data, "more_body": True})
                 elif isinstance(event, protocol.End):
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -325,21 +381,26 @@ class WSGIPool:
                 elif isinstance(event, protocol.Abort):
                     log = logger.debug if exchange.cancelled else logger.warning
                     log("response cut: %s", event.reason)
+                    record.reason = f"response cut: {event.reason}"
                     break
                 elif isinstance(event, Lost):
                     if event.unread and not heard:
                         return False
                     dispatcher.counters["502"] += 1
                     if not started:
-                        await _send_plain(send, 502, "Bad Gateway: the worker died")
+                        await _send_plain(send, 502, "Bad Gateway: the worker died", record=record)
                     else:
+                        record.reason = "worker died"
                         await cut_response(send)
                     return True
                 elif isinstance(event, TimedOut):  # (the dispatcher has the worker replaced)
                     dispatcher.counters["504"] += 1
+                    why = f"timeout ({self.config.timeout:g} s)"
                     if not started:
-                        await _send_plain(send, 504, "Gateway Timeout")
+                        await _send_plain(send, 504, "Gateway Timeout", record=record)
+                        record.reason = why
                     else:
+                        record.reason = why
                         await cut_response(send)
                     return True
                 elif isinstance(event, protocol.AppError):
@@ -363,10 +424,20 @@ class WSGIPool:
                 exchange.close()
                 exchange.stop_clock()
         if handoff is not None:
-            await send_file(handoff, scope or {}, receive, send)
+            record.status, record.headers = handoff.status, handoff.headers
+            record.bytes_out += handoff.length
+            await send_file(handoff, scope, receive, send)
         if app_error is not None and self.config.raise_app_errors:
             raise RemoteAppError(app_error.message, slot.worker.pid)
         return True
+
+    async def _send_metrics(self, scope: Scope, send: Send, record: Record) -> None:
+        accept = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"accept"), None)
+        body, content_type = metrics.render(self.snapshot(), accept)
+        headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+        record.status, record.bytes_out = 200, len(body)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def _drain(self, exchange: Exchange) -> None:
         """After a cancel: read the rest of the response until the worker is done with it."""
@@ -424,8 +495,7 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _send_metrics(send: Send, stats: dict[str, Any]) -> None:
-    body = metrics.render(stats)
-    headers = [(b"content-type", metrics.CONTENT_TYPE), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+async def _send_plain(send: Send, status: int, text: str, extra: Any = (), *, record: Record) -> None:
+    """A reply of the front's own, recorded (status, reason, body bytes) for the access log and the metrics."""
+    record.answered(status, text, len(text.encode()) + 1)
+    await send_plain(send, status, text, extra)

@@ -12,6 +12,7 @@ gives the slot back.  Keeping the processes alive is the
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from typing import Any
 
@@ -46,6 +47,8 @@ class Dispatcher:
         self._idle: deque[Slot] = deque()
         self._waiters: deque[asyncio.Future[Slot]] = deque()
         self._next_rid = 0
+        #: Seconds worker threads spent on requests, dead workers included (utilisation).
+        self.busy_seconds = 0.0
         #: An elastic pool reuses the most recently used idle slot (LIFO), so
         #: under a light load the other workers stay idle and can be retired.
         self._lifo = config.elastic
@@ -155,6 +158,9 @@ class Dispatcher:
         replaced; a lost worker's slot is gone already."""
         slot = exchange.slot
         slot.pipe.exchange = None
+        busy = time.monotonic() - slot.since  # (set when the request was sent: see WSGIPool._serve)
+        slot.worker.busy_time += busy
+        self.busy_seconds += busy
         if outcome.__class__ is Lost:
             return
         if outcome.__class__ is TimedOut:
@@ -214,6 +220,7 @@ class Dispatcher:
             "workers_max": self.config.workers_max,
             "idle_slots": len(self._idle),
             "queued": sum(1 for w in self._waiters if not w.done()),
+            "busy_seconds": round(self.busy_seconds, 6),
             **self.counters,
             "deaths": dict(self.supervisor.deaths),
         }

@@ -109,6 +109,8 @@ class Worker:
         self.idle_since = now
         #: Which zygote was asked to start it (Zygote.generation): the one that reports its exit.
         self.zygote = 0
+        #: Seconds its threads spent on requests (its utilisation is this over its age).
+        self.busy_time = 0.0
         #: Death reports (:mod:`.reports`): our descriptor of its report file (-1: none),
         #: how much of it was read, its memory cgroup's OOM counter, whether we
         #: signalled it to end, its exit status once known, and a report
@@ -155,6 +157,11 @@ class Worker:
             "busy": self.busy,
             "rss": self.rss,
             "age": round(now - self.started, 3),
+            "busy_time": round(self.busy_time, 6),
+            # What each busy slot is doing: its request's method, path and age.
+            "serving": [{"method": s.request.get("method", "-"), "path": s.request.get("path", "-"),
+                         "age": round(now - s.since, 3)}
+                        for s in self.slots if s.request is not None and s.exchange is not None],
         }
 
 
