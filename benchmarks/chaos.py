@@ -361,6 +361,7 @@ async def chaos(tree: Tree, server: str, stop: asyncio.Event, rng: random.Random
 
 
 SLACK = 0.05  # seconds around a request's lifetime for a kill to count (clock of one process: ours)
+HUP_WINDOW = 5.0  # a failure this long after a SIGHUP is labelled as near it (still unexpected)
 
 
 def classify(results: list[Result], kills: list[tuple[float, int, str]], hups: list[float]) -> None:
@@ -376,8 +377,9 @@ def classify(results: list[Result], kills: list[tuple[float, int, str]], hups: l
         if why:
             r.verdict = "expected: " + why[0]
         else:
-            near = [h for h in hups if r.start - 1.0 <= h <= r.end + SLACK]
-            r.verdict = "unexpected" + (" (during a SIGHUP)" if near else "")
+            # (a SIGHUP's effects can last seconds: uvicorn's manager restarts --fronts one by one)
+            near = [h for h in hups if r.start - HUP_WINDOW <= h <= r.end + SLACK]
+            r.verdict = "unexpected" + (f" (within {HUP_WINDOW:g} s of a SIGHUP)" if near else "")
 
 
 def report(args: argparse.Namespace, results: list[Result], kills: list[tuple[float, int, str]], hups: list[float],
