@@ -285,6 +285,20 @@ class Tree:
                 pass
 
 
+def tree_descendants(root: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(root).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _title(proc: psutil.Process) -> str:
+    try:
+        return " ".join(proc.cmdline())[:100]
+    except psutil.Error:
+        return "?"
+
+
 def role(proc: psutil.Process, root: int, server: str) -> str:
     try:
         title = " ".join(proc.cmdline())
@@ -361,6 +375,7 @@ async def chaos(tree: Tree, server: str, stop: asyncio.Event, rng: random.Random
 
 
 SLACK = 0.05  # seconds around a request's lifetime for a kill to count (clock of one process: ours)
+HUP_WINDOW = 5.0  # a failure this long after a SIGHUP is labelled as near it (still unexpected)
 
 
 def classify(results: list[Result], kills: list[tuple[float, int, str]], hups: list[float]) -> None:
@@ -376,12 +391,13 @@ def classify(results: list[Result], kills: list[tuple[float, int, str]], hups: l
         if why:
             r.verdict = "expected: " + why[0]
         else:
-            near = [h for h in hups if r.start - 1.0 <= h <= r.end + SLACK]
-            r.verdict = "unexpected" + (" (during a SIGHUP)" if near else "")
+            # (a SIGHUP's effects can last seconds: uvicorn's manager restarts --fronts one by one)
+            near = [h for h in hups if r.start - HUP_WINDOW <= h <= r.end + SLACK]
+            r.verdict = "unexpected" + (f" (within {HUP_WINDOW:g} s of a SIGHUP)" if near else "")
 
 
 def report(args: argparse.Namespace, results: list[Result], kills: list[tuple[float, int, str]], hups: list[float],
-           stats: collections.Counter, before: dict[str, int], after: dict[str, int], survivors: list[int],
+           stats: collections.Counter, before: dict[str, int], after: dict[str, int], survivors: list[str],
            shm_start: int, shm_end: int, duration: float) -> dict[str, Any]:
     by_kind: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for r in results:
@@ -418,6 +434,8 @@ def report(args: argparse.Namespace, results: list[Result], kills: list[tuple[fl
     for key, value in before.items():
         print(f"{key:<18}{value:>10}{after.get(key, 0):>10}")
     print(f"after TERM: {len(survivors)} process(es) of the tree left; /dev/shm entries {shm_start} -> {shm_end}")
+    for survivor in survivors:
+        print(f"  LEFT AFTER TERM: {survivor}")
     for r in unexpected[:10]:
         print(f"  UNEXPECTED {r.kind} {r.detail} pid={r.pid} t=[{r.start:.2f}, {r.end:.2f}] {r.verdict}")
     for r in wrong[:10]:
@@ -526,6 +544,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         data = asyncio.run(run_chaos(args, server, plan))
         data["log"] = server.log()
         members = data["tree"].members()
+        titles = {p.pid: _title(p) for p in [*members, *tree_descendants(server.pid)]}
     finally:
         left = server.stop()  # TERM, then whatever of the tree outlived it (killed, and reported here)
     outlived = psutil.wait_procs(members, 5.0)[1]
@@ -534,7 +553,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             p.kill()
         except psutil.Error:
             pass
-    survivors = sorted({p.pid for p in left} | {p.pid for p in outlived})
+    survivors = [f"{pid} {titles.get(pid, '?')}" for pid in sorted({p.pid for p in left} | {p.pid for p in outlived})]
     wait_for(lambda: _shm_entries() <= shm_start, 5.0)
     shm_end = _shm_entries()
     out = report(args, data["results"], data["kills"], data["hups"], data["stats"], data["before"], data["after"],

@@ -125,6 +125,7 @@ def test_oom_kill_is_named_as_such(server):
         pytest.skip("no writable memory cgroup here (needs cgroup v2 with the memory controller delegated, "
                     "or a writable v1 memory hierarchy): the OOM report cannot be provoked")
     cgroup, limit = found
+    srv: Server | None = None
     try:
         (cgroup / limit).write_text(str(300 * 1024 * 1024))
         if (cgroup / "memory.memsw.limit_in_bytes").exists():  # v1: no escape into swap
@@ -142,8 +143,9 @@ def test_oom_kill_is_named_as_such(server):
                          r'limit 300 MiB\), serving "GET /alloc\?2000 HTTP/1.1" for \d+\.\d s; last RSS sample \d+ MiB',
                          line), line
         assert deaths(srv.url, "oom") == 1 and deaths(srv.url, "crash") == 0
-        srv.stop()
     finally:
+        if srv is not None:
+            srv.stop()  # (first: a cgroup with processes in it cannot be removed)
         for _ in range(50):
             try:
                 cgroup.rmdir()

@@ -12,13 +12,14 @@ waiting (gunicorn tests its arbiter with a mocked ``waitpid``; trio has
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
 import os
 import signal
 import socket
-from typing import Any, Callable, Coroutine
+from typing import Any, Callable, Coroutine, Iterator
 
 import pytest
 
@@ -475,6 +476,59 @@ async def test_a_reload_during_back_off_starts_no_duplicate_worker(world: World)
     await world.ready(fresh)
     assert await until(lambda: survivor.state is not State.READY, 5)
     assert sorted(w.id for w in world.live()) == sorted(p.worker_id for p in fresh)
+
+
+@scenario(workers=2)
+async def test_a_reload_whose_new_workers_cannot_load_is_given_up_once(world: World) -> None:
+    """Without preload the new code is imported by the reload's workers: the first that fails
+    gives the reload up (one error), the other leaves, the old workers serve on; no retry."""
+    old = world.live()
+    await world.sup.reload()
+    fresh = (await world.spawns(4))[2:]
+    with _caught("a2wsgi_mp.pool") as records:
+        fresh[0].boot_error("SyntaxError: a bad deploy")
+        assert await until(lambda: all(world.sup.workers.get(p.worker_id) is None for p in fresh), 5)
+    errors = [r.getMessage() for r in records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith(f"reload failed: worker {fresh[0].pid} could not load")
+    assert "the old workers keep serving (2 ready)" in errors[0] and "SyntaxError: a bad deploy" in errors[0]
+    assert world.live(State.READY) == old and all(w.epoch == world.sup.epoch for w in old)
+    assert world.sup.boot_failures == 0 and not world.sup.hopeless
+    world.clock.advance(30)  # no back-off retry of the bad code
+    await asyncio.sleep(0.05)
+    assert len(world.spawned) == 4
+    await world.sup.reload()  # the next reload tries again
+    await world.ready((await world.spawns(6))[4:])
+    assert await until(lambda: all(w.state is not State.READY for w in old), 5)
+
+
+@scenario(workers=1)
+async def test_the_same_boot_error_again_is_one_short_line(world: World) -> None:
+    (worker,) = world.live()
+    world.proc(worker).exit(9)
+    with _caught("a2wsgi_mp.pool") as records:
+        (first,) = (await world.spawns(2))[1:]
+        first.boot_error("Traceback ...\nImportError: gone")
+        assert await until(lambda: world.sup.boot_failures == 1, 5)
+        world.clock.advance(policies.backoff(1))
+        (second,) = (await world.spawns(3))[2:]
+        second.boot_error("Traceback ...\nImportError: gone")
+        assert await until(lambda: world.sup.boot_failures == 2, 5)
+    errors = [r.getMessage() for r in records if r.levelno >= logging.ERROR]
+    assert len(errors) == 2 and "ImportError: gone" in errors[0]
+    assert "ImportError" not in errors[1] and "the same error again (attempt 2); backing off" in errors[1]
+
+
+@contextlib.contextmanager
+def _caught(name: str) -> Iterator[list[logging.LogRecord]]:
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
 
 
 @scenario(workers=1, preload=True)

@@ -208,8 +208,8 @@ OPTIONS: list[Option] = [
     pool("admin_socket", str, "serve /metrics and /status (a2wsgi-mp status) on this Unix socket"),
     pool("admin_bind", str, "serve /metrics and /status on this HOST:PORT (not the public one; for a "
          "Prometheus scrape)"),
-    pool("reload_check", str, "a path (/healthz) every new worker of a reload must answer below 400 "
-         "before it serves; the old workers keep serving unless it does"),
+    pool("reload_check", str, "a path (/healthz) every worker started after start-up (a reload's, a "
+         "replacement) must answer below 400 before it serves; in a reload the old workers serve on unless it does"),
     pool("hooks", str, "a hooks module or .py file: post_fork, post_worker_init, worker_exit run in each "
          "worker; child_exit, when_ready, on_reload in the front (gunicorn's names)"),
     pool("header_map", str, "header names with underscores: dropped, refused (400) or dangerous (kept, "

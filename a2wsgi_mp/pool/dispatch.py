@@ -23,6 +23,9 @@ from .exchange import Exchange, Lost, Outcome, TimedOut
 from .supervisor import BootFailed, Supervisor
 from .worker import Slot, State, Worker
 
+#: Looked up per queued request: a module global costs a third of an Enum member's class lookup.
+DEAD = State.DEAD
+
 __all__ = ["BootFailed", "Dispatcher", "Slot", "Unavailable", "Worker"]
 
 
@@ -136,7 +139,7 @@ class Dispatcher:
                     self.counters["503"] += 1
                     raise Unavailable("timed out waiting for a worker") from None
                 raise
-            if slot.worker.state is not State.DEAD:
+            if slot.worker.state is not DEAD:
                 return slot
             slot.reserved = False  # its worker died after handing it to us: queue again
 
