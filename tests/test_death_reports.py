@@ -23,19 +23,13 @@ APP = "tests.apps.sup_faults:app"
 
 
 @pytest.fixture
-def server():
-    started: list[Server] = []
-
+def server(start_server):
     def start(*options: str, argv_prefix: list[str] | None = None) -> Server:
         argv = [sys.executable, "-m", "a2wsgi_mp", APP, "--host", HOST, "--port", "{port}",
                 "--metrics-path", "/metrics", "--no-access-log", *options]
-        srv = Server(APP, (argv_prefix or []) + argv, env=subprocess_env(), probe="/", ok_only=False)
-        started.append(srv)
-        return srv.start().wait_ready()
+        return start_server(Server(APP, (argv_prefix or []) + argv, env=subprocess_env(), probe="/", ok_only=False))
 
-    yield start
-    for srv in started:
-        srv.stop()
+    return start
 
 
 def deaths(url: str, reason: str) -> float:
