@@ -241,11 +241,16 @@ def metrics(url: str) -> dict[str, float]:
     return values
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05, *,
+             what: str | None = None) -> Any:
+    """``predicate()``'s first true value within ``timeout`` s; its last (false) value after, or,
+    if ``what`` says what was awaited, an AssertionError that says it."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
         if result or time.monotonic() > deadline:
+            if not result and what is not None:
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
             return result
         time.sleep(interval)
 

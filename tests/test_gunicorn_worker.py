@@ -11,11 +11,9 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -30,7 +28,7 @@ from gunicorn.config import Config as GunicornConfig  # noqa: E402
 
 from a2wsgi_mp.gunicorn import worker as gw  # noqa: E402
 
-from .serverproc import until  # noqa: E402
+from .serverproc import free_port, until, wait_for  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = "a2wsgi_mp.gunicorn.PoolWorker"
@@ -42,23 +40,6 @@ pytestmark = pytest.mark.timeout(120)
 
 
 # ---------------------------------------------------------------- harness
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 class Gunicorn:
@@ -78,7 +59,7 @@ class Gunicorn:
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         self.seen: set[int] = {self.proc.pid}
         if wait:
-            wait_for(self.ready, 30, f"gunicorn to serve on {self.url}\n{self.log()}")
+            wait_for(self.ready, 30, what=f"gunicorn to serve on {self.url}\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -109,7 +90,7 @@ class Gunicorn:
         return found
 
     def one_worker(self) -> psutil.Process:
-        return wait_for(lambda: (self.workers() or [None])[0], 30, "a gunicorn worker")
+        return wait_for(lambda: (self.workers() or [None])[0], 30, what="a gunicorn worker")
 
     def pool_pids(self, worker: psutil.Process) -> set[int]:
         """The pool processes of one gunicorn worker: its zygote's children."""
@@ -174,7 +155,7 @@ def test_serves_through_pool_processes(start) -> None:
     g = start("--threads", "2", "-w", "1")
     worker = g.one_worker()
     pool = wait_for(lambda: g.pool_pids(worker) if len(g.pool_pids(worker)) == 2 else None, 20,
-                    "two pool processes (--threads 2)")
+                    what="two pool processes (--threads 2)")
     pids = set()
     for _ in range(10):
         r = get(g.url + "/")
@@ -198,7 +179,7 @@ def test_old_worker_class_path_still_serves(start) -> None:
     assert old.PoolWorker is gw.PoolWorker and old.PoolH11Worker is gw.PoolH11Worker
     g = start("--threads", "1", "-w", "1", worker=OLD_WORKER)
     worker = g.one_worker()
-    pool = wait_for(lambda: g.pool_pids(worker), 20, "a pool process")
+    pool = wait_for(lambda: g.pool_pids(worker), 20, what="a pool process")
     r = get(g.url + "/")
     assert r.status_code == 200 and int(r.headers["x-pid"]) in pool
     assert f"Using worker: {OLD_WORKER}" in g.log()
@@ -227,12 +208,12 @@ def test_hup_reload_drops_no_request(start) -> None:
     for t in threads:
         t.start()
     try:
-        wait_for(lambda: len(served_by) >= 20, 30, "requests before the reload")
+        wait_for(lambda: len(served_by) >= 20, 30, what="requests before the reload")
         os.kill(g.proc.pid, signal.SIGHUP)
         wait_for(lambda: not (old_workers & {p.pid for p in g.workers()}) and len(g.workers()) == 2, 60,
-                 f"the old workers to be replaced\n{g.log()}")
+                 what=f"the old workers to be replaced\n{g.log()}")
         mark = len(served_by)
-        wait_for(lambda: len(served_by) >= mark + 20, 30, "requests after the reload")
+        wait_for(lambda: len(served_by) >= mark + 20, 30, what="requests after the reload")
     finally:
         stop.set()
         for t in threads:
@@ -253,7 +234,7 @@ def test_term_lets_inflight_request_finish(start) -> None:
 
     t = threading.Thread(target=slow)
     t.start()
-    wait_for(lambda: g.marks("started-term"), 20, "the slow request to start")
+    wait_for(lambda: g.marks("started-term"), 20, what="the slow request to start")
     os.kill(g.proc.pid, signal.SIGTERM)
     t.join(60)
     assert "error" not in result, result.get("error")
@@ -265,7 +246,7 @@ def test_term_lets_inflight_request_finish(start) -> None:
 def test_sigkill_of_worker_leaves_no_orphans(start) -> None:
     g = start("--threads", "2", "-w", "1")
     worker = g.one_worker()
-    wait_for(lambda: len(g.pool_pids(worker)) == 2, 20, "the pool processes")
+    wait_for(lambda: len(g.pool_pids(worker)) == 2, 20, what="the pool processes")
     doomed = worker.children(recursive=True)
     assert len(doomed) >= 3  # the zygote and two pool processes
     worker.kill()
@@ -276,7 +257,7 @@ def test_sigkill_of_worker_leaves_no_orphans(start) -> None:
 def test_preload_app_pool_forks_from_the_loaded_app(start) -> None:
     g = start("--threads", "2", "-w", "1", "--preload")
     worker = g.one_worker()
-    wait_for(lambda: len(g.pool_pids(worker)) == 2, 20, "the pool processes")
+    wait_for(lambda: len(g.pool_pids(worker)) == 2, 20, what="the pool processes")
     r = get(g.url + "/")
     assert r.status_code == 200 and int(r.headers["x-pid"]) in g.pool_pids(worker)
     # preload_app: the pool's zygote (a fresh interpreter) preloads the app URI.
@@ -286,7 +267,7 @@ def test_preload_app_pool_forks_from_the_loaded_app(start) -> None:
     worker.kill()
     _, alive = psutil.wait_procs(doomed, timeout=15)
     assert not alive, f"orphaned pool processes: {alive}"
-    wait_for(g.ready, 30, "the replacement worker")
+    wait_for(g.ready, 30, what="the replacement worker")
 
 
 def test_boot_failure_halts_the_arbiter(start) -> None:
@@ -326,26 +307,26 @@ def test_request_timeout_is_a_real_per_request_timeout(start) -> None:
 def test_hooks_and_quick_exit(start) -> None:
     g = start("--threads", "1", "-w", "1", "-c", "python:tests.apps.gunicorn_hooks")
     worker = g.one_worker()
-    wait_for(lambda: g.marks("post_worker_init"), 10, "post_worker_init")
+    wait_for(lambda: g.marks("post_worker_init"), 10, what="post_worker_init")
     assert json.loads(g.marks("post_worker_init")[0].read_text()) == {"pool": "WSGIPool"}
     assert get(g.url + "/hooked?x=1").status_code == 200
     pre = [json.loads(p.read_text()) for p in g.marks("pre_request")]
     assert {"method": "GET", "path": "/hooked", "uri": "/hooked?x=1"} in pre
     # post_request runs once the response is out: wait for it
     post = wait_for(lambda: [r for r in (json.loads(p.read_text()) for p in g.marks("post_request"))
-                             if r["path"] == "/hooked"], 10, "post_request")
+                             if r["path"] == "/hooked"], 10, what="post_request")
     assert post[0]["code"] == 200 and post[0]["status"] == "200 OK"
     assert post[0]["PATH_INFO"] == "/hooked" and post[0]["sent"] > 0
     assert get(g.url + "/refused").status_code == 500
     # QUIT to the worker: quick exit through worker_int; worker_exit runs; the arbiter replaces it
     pool = g.pool_pids(worker)
     os.kill(worker.pid, signal.SIGQUIT)
-    wait_for(lambda: g.marks("worker_int"), 15, "worker_int")
-    wait_for(lambda: g.marks("worker_exit"), 15, "worker_exit")
+    wait_for(lambda: g.marks("worker_int"), 15, what="worker_int")
+    wait_for(lambda: g.marks("worker_exit"), 15, what="worker_exit")
     _, alive = psutil.wait_procs([worker], timeout=15)
     assert not alive
-    wait_for(lambda: not any(_running(p) for p in pool), 15, "the pool processes to go")
-    wait_for(g.ready, 30, "the replacement worker")
+    wait_for(lambda: not any(_running(p) for p in pool), 15, what="the pool processes to go")
+    wait_for(g.ready, 30, what="the replacement worker")
     # exit code 0: the arbiter logs only non-zero codes and deaths by signal
     assert f"Worker (pid:{worker.pid}) exited with code" not in g.log()
     assert f"Worker (pid:{worker.pid}) was sent" not in g.log()
@@ -357,21 +338,22 @@ def test_gunicorn_config_process_hooks_run_for_the_pool_processes(start) -> None
     prometheus_client's mark_process_dead then work under PoolWorker as under a sync worker."""
     g = start("--threads", "2", "-w", "1", "-c", "python:tests.apps.gunicorn_pool_hooks")
     worker = g.one_worker()
-    pool = wait_for(lambda: len(g.pool_pids(worker)) == 2 and g.pool_pids(worker), 30, "2 pool processes")
+    pool = wait_for(lambda: len(g.pool_pids(worker)) == 2 and g.pool_pids(worker), 30, what="2 pool processes")
 
     def marks(name: str) -> list[dict]:
         return [json.loads(p.read_text()) for p in g.marks(name)]
 
     # post_fork: by gunicorn in its worker, and by the pool in each pool process (about itself)
-    wait_for(lambda: {m["in"] for m in marks("post_fork")} >= pool | {worker.pid}, 15, "post_fork everywhere")
+    wait_for(lambda: {m["in"] for m in marks("post_fork")} >= pool | {worker.pid}, 15, what="post_fork everywhere")
     assert all(m["in"] == m["worker"] for m in marks("post_fork"))
     victim, survivor = sorted(pool)
     os.kill(victim, signal.SIGKILL)  # a crash: no worker_exit, but child_exit in the front
-    wait_for(lambda: any(m["worker"] == victim for m in marks("child_exit")), 15, "child_exit for the pool process")
+    wait_for(lambda: any(m["worker"] == victim for m in marks("child_exit")), 15,
+             what="child_exit for the pool process")
     assert [m["in"] for m in marks("child_exit") if m["worker"] == victim] == [worker.pid]
     assert not any(m["in"] == victim for m in marks("worker_exit"))
     os.kill(worker.pid, signal.SIGTERM)  # graceful: each pool process leaves of its own accord
-    wait_for(lambda: any(m["in"] == survivor for m in marks("worker_exit")), 15, "worker_exit in a pool process")
+    wait_for(lambda: any(m["in"] == survivor for m in marks("worker_exit")), 15, what="worker_exit in a pool process")
     assert [m["worker"] for m in marks("worker_exit") if m["in"] == survivor] == [survivor]
 
 
@@ -385,17 +367,17 @@ def _running(pid: int) -> bool:
 def test_abort_calls_worker_abort_and_exits_1(start) -> None:
     g = start("--threads", "2", "-w", "1", "-c", "python:tests.apps.gunicorn_hooks")
     worker = g.one_worker()
-    wait_for(lambda: len(g.pool_pids(worker)) == 2, 20, "the pool processes")
+    wait_for(lambda: len(g.pool_pids(worker)) == 2, 20, what="the pool processes")
     doomed = worker.children(recursive=True)
     os.kill(worker.pid, signal.SIGABRT)
-    wait_for(lambda: g.marks("worker_abort"), 15, "worker_abort")
+    wait_for(lambda: g.marks("worker_abort"), 15, what="worker_abort")
     gone, alive = psutil.wait_procs(doomed, timeout=15)
     assert not alive
     wait_for(lambda: f"Worker (pid:{worker.pid}) exited with code 1" in g.log(), 15,
-             f"the arbiter to report exit code 1\n{g.log()}")
+             what=f"the arbiter to report exit code 1\n{g.log()}")
     assert f"Worker (pid:{worker.pid}) was sent SIGABRT" not in g.log()
     assert not list(REPO.glob("core*"))
-    wait_for(g.ready, 30, "the replacement worker")
+    wait_for(g.ready, 30, what="the replacement worker")
 
 
 def test_access_log_format_is_gunicorns(start) -> None:
@@ -443,7 +425,7 @@ def test_usr1_reopens_logs(start, tmp_path: Path) -> None:
     moved = tmp_path / "error.log.1"
     errlog.rename(moved)
     os.kill(worker.pid, signal.SIGUSR1)
-    wait_for(errlog.exists, 10, "the error log to be reopened")
+    wait_for(errlog.exists, 10, what="the error log to be reopened")
     os.kill(worker.pid, signal.SIGWINCH)  # ignored
     assert get(g.url + "/").status_code == 200
     assert g.one_worker().pid == worker.pid
