@@ -384,7 +384,7 @@ def test_access_log_format_is_gunicorns(start) -> None:
     """gunicorn's --access-logfile and --access-log-format, with our atoms too, refusals included."""
     fmt = 'GLOG %(h)s "%(r)s" %(s)s %(b)s %({x-trace}i)s %(p)s w=%(w)s q=%(Q)s %(R)s'
     g = start("-w", "1", "--threads", "1", "--access-logfile", "-", "--access-logformat", fmt)
-    pool = wait_for(lambda: g.pool_pids(g.one_worker()) or None, 20, "the pool process")
+    pool = wait_for(lambda: g.pool_pids(g.one_worker()) or None, 20, what="the pool process")
     assert get(g.url + "/?traced", headers={"x-trace": "abc"}).status_code == 200
     assert get(g.url + "/" + "a" * 5000).status_code == 414
 
@@ -392,7 +392,7 @@ def test_access_log_format_is_gunicorns(start) -> None:
         return [line for line in g.log().splitlines() if line.startswith("GLOG ") and "/?traced" in line
                 or line.startswith("GLOG ") and " 414 " in line]
 
-    found = wait_for(lambda: lines() if len(lines()) == 2 else None, 10, "two access lines")
+    found = wait_for(lambda: lines() if len(lines()) == 2 else None, 10, what="two access lines")
     traced = next(line for line in found if "/?traced" in line).split()
     front = g.one_worker().pid
     assert traced[1:7] == ["127.0.0.1", '"GET', '/?traced', 'HTTP/1.1"', "200", traced[6]]
@@ -404,9 +404,9 @@ def test_access_log_format_is_gunicorns(start) -> None:
 def test_each_worker_has_an_admin_socket_and_status_sums_them(start, tmp_path: Path) -> None:
     pattern = tmp_path / "admin-{pid}.sock"
     g = start("-w", "2", "--threads", "1", "-e", f"A2WSGI_MP_ADMIN_SOCKET={pattern}")
-    fronts = wait_for(lambda: w if len(w := g.workers()) == 2 else None, 30, "two gunicorn workers")
+    fronts = wait_for(lambda: w if len(w := g.workers()) == 2 else None, 30, what="two gunicorn workers")
     sockets = {tmp_path / f"admin-{p.pid}.sock" for p in fronts}
-    wait_for(lambda: all(s.exists() for s in sockets), 30, "an admin socket per gunicorn worker")
+    wait_for(lambda: all(s.exists() for s in sockets), 30, what="an admin socket per gunicorn worker")
     for _ in range(6):
         assert get(g.url + "/").status_code == 200
     cmd = [sys.executable, "-m", "a2wsgi_mp", "status", "--json", "--admin-socket", str(tmp_path / "admin-*.sock")]
