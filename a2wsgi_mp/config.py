@@ -83,6 +83,9 @@ class PoolConfig:
     #: in gunicorn's ``access_log_format`` with our atoms (see :mod:`a2wsgi_mp.accesslog`).
     access_log: bool = False
     access_log_format: str = DEFAULT_FORMAT
+    #: Answer health checks at this path in the front (None = off): 200 while a
+    #: worker is ready and the pool is not draining, else 503; never a worker's request.
+    health_path: str | None = None
     #: How bodies move between front and workers: "pipe" (the socketpair) or "shm"
     #: (a shared-memory ring per slot; control frames stay on the socketpair).
     ipc: str = "pipe"

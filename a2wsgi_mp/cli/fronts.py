@@ -10,14 +10,20 @@ pool of ``workers // N`` worker processes.  What that manager does is what
 ``uvicorn --workers`` users know:
 
 * a front that dies (or stops answering its health check) is replaced;
-* ``SIGHUP`` replaces the fronts one at a time, each new one (with a fresh
-  pool that re-imports the app) ready before the old one drains;
 * ``SIGTERM``/``SIGINT`` drain every front (each stops its pool gracefully).
 
 The admin listener (``--admin-socket``, ``--admin-bind``) is this parent's:
 each front serves its own figures on a private socket, and the parent answers
 ``/metrics`` and ``/status`` with their sum (:func:`a2wsgi_mp.pool.metrics.merge`),
 so one scrape sees the whole server whichever front would have accepted it.
+
+One thing differs: ``SIGHUP``.  uvicorn's manager would replace every front,
+and a front that exits closes its idle keep-alive connections, so a client
+that sent its next request just then loses it ("server disconnected").  The
+app's code lives in the workers, not in the fronts, so the master here passes
+the ``SIGHUP`` on to each front that is serving, and each front reloads its
+own pool in place, exactly as a single front does: connections, listening
+socket and fronts stay, the workers are replaced one by one.
 
 The fronts are fresh interpreters (multiprocessing's spawn), so the app, the
 pool options and the request-head limits travel as an import string and JSON
@@ -36,11 +42,16 @@ import os
 import shutil
 import tempfile
 import threading
+import signal
+import socket
+import time
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
+from .. import proctitle
 from ..headlimits.options import http_protocol
 from ..pool.app import WSGIPool
+from .sdnotify import Notifier
 
 #: Environment variable carrying the app and pool options to the fronts.
 ENV = "A2WSGI_MP_FRONT"
@@ -54,15 +65,76 @@ def share(workers: int, fronts: int) -> int:
     return max(1, workers // fronts)
 
 
+logger = logging.getLogger("a2wsgi_mp")
+
+
 def front_app() -> WSGIPool:
-    """uvicorn app factory run in each front process."""
+    """uvicorn app factory run in each front process (on its running event loop, inside
+    uvicorn's ``Server.serve``, whose SIGTERM handler is in place already)."""
+    from .lifecycle import Lifecycle
+
     spec = json.loads(os.environ[ENV])
     options = spec["options"]
     if spec.get("admin_dir"):  # this front's figures, for the parent's admin listener to sum
         options["admin_socket"] = os.path.join(spec["admin_dir"], f"front-{os.getpid()}.sock")
     pool = WSGIPool(spec["app"], **options)
     pool.fronts = (spec["fronts"], "--fronts")
+    proctitle.set_role("front", spec["app"])
+    # uvicorn's server is the owner of the handler it installed: SIGTERM and SIGINT go through
+    # the same Lifecycle as with one front (drain on the signal, --shutdown-delay) ...
+    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    lifecycle = Lifecycle(server, pool, spec["shutdown_delay"])
+    if server is not None:
+        lifecycle.install_exit_handlers()
+    # ... and the master passes SIGHUP on (see the module's docstring): this front reloads its pool.
+    lifecycle.bind(asyncio.get_running_loop())
     return pool
+
+
+def _supervisor_class() -> Any:
+    """uvicorn's process manager, with SIGHUP passed on to the fronts instead of replacing them."""
+    from uvicorn.supervisors import Multiprocess
+
+    class Fronts(Multiprocess):  # type: ignore[misc, valid-type]
+        notifier: Notifier
+
+        def init_processes(self) -> None:
+            super().init_processes()
+            # READY=1 once every front serves (or one failed: uvicorn's loop then stops us).
+            while not self.should_exit.is_set():
+                if not all(p.process.is_alive() for p in self.processes):
+                    return
+                if all(_ready(p, 1) for p in self.processes):
+                    self.notifier.ready(f"serving with {len(self.processes)} fronts")
+                    return
+                time.sleep(0.1)
+
+        def handle_term(self) -> None:
+            self.notifier.stopping("SIGTERM: draining every front")
+            super().handle_term()
+
+        def handle_int(self) -> None:
+            self.notifier.stopping("SIGINT: draining every front")
+            super().handle_int()
+
+        def handle_hup(self) -> None:
+            logger.info("SIGHUP: each front reloads its pool in place")
+            self.notifier.reloading()
+            for process in self.processes:
+                if process.pid is not None and _ready(process, getattr(self.config, "timeout_worker_healthcheck", 5)):
+                    os.kill(process.pid, signal.SIGHUP)
+                else:  # its handler may not be in place yet; a starting front imports the new code anyway
+                    logger.warning("front %s is still starting: not reloaded", process.pid)
+            # (each front reloads on its own; systemd hears of the reload as passed on)
+            self.notifier.ready(f"serving with {len(self.processes)} fronts")
+
+    return Fronts
+
+
+def _ready(process: Any, timeout: float) -> bool:
+    """The front answers uvicorn's health check and has started (uvicorn < 0.50: answers)."""
+    ready = getattr(process, "is_ready", None) or process.ping
+    return bool(ready(timeout=timeout))
 
 
 def __getattr__(name: str) -> Any:
@@ -135,12 +207,13 @@ class ParentAdmin:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def run_fronts(settings: Any, **uvicorn_options: Any) -> bool:
+def run_fronts(settings: Any, notifier: Notifier, announce: Callable[[Any], None],
+               listen: Callable[[Any], socket.socket], where: Callable[[socket.socket], str],
+               **uvicorn_options: Any) -> int:
     """Serve ``settings.app`` from ``settings.fronts`` front processes until told to stop;
-    True if they started."""
+    the exit status (0, or 3 when a front could not load the app)."""
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
-    from uvicorn.supervisors import Multiprocess
 
     from ..config import PoolConfig
 
@@ -153,25 +226,32 @@ def run_fronts(settings: Any, **uvicorn_options: Any) -> bool:
         options["workers_min"] = share(total.workers_min, fronts)
         options["workers_max"] = share(total.workers_max, fronts)
     if options["workers"] * fronts != total.workers:
-        logging.getLogger("a2wsgi_mp").warning(
+        logger.warning(
             "%d workers do not split evenly over %d fronts: running %d per front (%d in all)",
             total.workers, fronts, options["workers"], options["workers"] * fronts)
     head = {name: getattr(settings, name) for name in HEAD_SETTINGS}
     http_protocol(SimpleNamespace(**head))  # a bad value fails here, once, not in every front
     admin = ParentAdmin(options.pop("admin_socket", None), options.pop("admin_bind", None))
     os.environ[ENV] = json.dumps({"app": settings.app, "options": options, "fronts": fronts, "head": head,
-                                  "admin_dir": admin.directory})
+                                  "admin_dir": admin.directory, "shutdown_delay": settings.shutdown_delay})
     uvicorn_options["http"] = f"{__name__}:front_protocol"
     config = uvicorn.Config("a2wsgi_mp.cli.fronts:front_app", factory=True, workers=fronts, **uvicorn_options)
-    sock = config.bind_socket()
+    if settings.log_config is None:
+        logger.setLevel(logging.getLogger("uvicorn.error").level)
+    announce(SimpleNamespace(http=http_protocol(SimpleNamespace(**head)), loop=config.loop))
+    sock = listen(config)
+    logger.info("listening on %s with %d fronts (press CTRL+C to quit)", where(sock), fronts)
     admin.start()
+    Fronts = _supervisor_class()
+    Fronts.notifier = notifier
     try:
-        if "target" in inspect.signature(Multiprocess.__init__).parameters:  # uvicorn < 0.50
-            supervisor = Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock])  # type: ignore[call-arg]
+        if "target" in inspect.signature(Fronts.__init__).parameters:  # uvicorn < 0.50
+            supervisor = Fronts(config, target=uvicorn.Server(config).run, sockets=[sock])  # type: ignore[call-arg]
         else:
-            supervisor = Multiprocess(config, sockets=[sock])
+            supervisor = Fronts(config, sockets=[sock])
         supervisor.run()
     finally:
         sock.close()
         admin.stop()
-    return not any(getattr(p, "exitcode", None) == STARTUP_FAILURE for p in supervisor.processes)
+    failed = any(getattr(p, "exitcode", None) == STARTUP_FAILURE for p in supervisor.processes)
+    return 3 if failed else 0

@@ -51,6 +51,19 @@ def size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
 
 
+def port(text: str) -> int:
+    """A TCP port: 0 (any free one) to 65535."""
+    number = int(text)
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{number} is not a TCP port (0-65535)")
+    return number
+
+
+def level(text: str) -> str:
+    """A log level name, in any case (``DEBUG`` as ``debug``)."""
+    return str(text).strip().lower()
+
+
 def boolean(text: str) -> bool:
     value = str(text).strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -72,6 +85,7 @@ class Option:
     switch: bool = False  # --name / --no-name
     many: bool = False  # repeatable; comma-separated in the environment
     cli_flag: str = ""  # when uvicorn's flag is not the name (--reload-dir for reload_dirs)
+    short: str = ""  # gunicorn's one-letter flag, where uvicorn has none that clashes (-w, -b)
 
     @property
     def flag(self) -> str:
@@ -116,9 +130,12 @@ OPTIONS: list[Option] = [
     Option("host", str, "bind address", "127.0.0.1"),
     Option("fronts", int, "front processes on the listening socket (uvicorn's --workers manager), each with "
            "its share of --workers", 1, to="cli"),
-    Option("port", int, "bind port", 8000),
+    Option("port", port, "bind port", 8000),
+    Option("bind", str, "gunicorn's -b: HOST:PORT, [IPV6]:PORT, HOST (port 8000) or unix:PATH; "
+           "sets --host/--port or --uds", to="cli", short="-b"),
     Option("uds", str, "bind to this Unix domain socket instead"),
-    Option("fd", int, "serve on this inherited socket descriptor (systemd socket activation: 3)"),
+    Option("fd", int, "serve on this inherited listening socket descriptor (default: systemd's socket "
+           "activation, LISTEN_FDS, when it passes one)"),
     Option("http", str, "HTTP parser (auto: httptools if installed, else h11)", "auto",
            choices=HTTP_CHOICES),
     Option("loop", str, "event loop (auto: uvloop if installed, else asyncio)", "auto",
@@ -157,7 +174,7 @@ OPTIONS: list[Option] = [
     Option("limit_connections", int, "close new connections at once while N are open; 0 = no cap "
            "(default: the open-files limit less a tenth)", to="cli", group="limits"),
     # -- logging ----------------------------------------------------------------------------------
-    Option("log_level", str, "log level", "info", group="logging",
+    Option("log_level", level, "log level (any case)", "info", group="logging",
            choices=("critical", "error", "warning", "info", "debug", "trace")),
     Option("log_config", str, "logging configuration file (.json, .yaml, .ini) given to uvicorn; "
            "replaces a2wsgi-mp's own log format", group="logging"),
@@ -170,6 +187,9 @@ OPTIONS: list[Option] = [
     Option("log_format", str, "text, or json: one JSON object per line for every record, access lines "
            "included", "text", to="cli", group="logging", choices=LOG_FORMATS),
     # -- development ------------------------------------------------------------------------------
+    Option("shutdown_delay", float, "on SIGTERM, answer health checks 503 and keep serving N seconds "
+           "before draining (a load balancer stops routing first); a second Ctrl-C ends it", 0.0,
+           to="cli", group="lifecycle"),
     Option("app_dir", str, "import the app from this directory (put first on the workers' path)", ".",
            to="cli", group="development"),
     Option("reload", boolean, "reload the pool's workers when a watched file changes (development)", False,
@@ -177,7 +197,8 @@ OPTIONS: list[Option] = [
     Option("reload_dirs", str, "a directory --reload watches (repeatable; default: --app-dir)", None,
            to="cli", group="development", many=True, cli_flag="--reload-dir"),
     # -- pool (PoolConfig) ------------------------------------------------------------------------
-    pool("workers", int, "worker processes (0: one per CPU)"),
+    pool("workers", int, "worker processes (0: one per CPU this process may use: affinity and "
+         "cgroup cpu.max)", short="-w"),
     pool("workers_min", int, "elastic pool: never fewer workers than this"),
     pool("workers_max", int, "elastic pool: start workers while requests queue, up to this many"),
     pool("worker_idle_timeout", float, "elastic pool: retire a worker above the minimum idle this long"),
@@ -212,6 +233,8 @@ OPTIONS: list[Option] = [
          "replacement) must answer below 400 before it serves; in a reload the old workers serve on unless it does"),
     pool("hooks", str, "a hooks module or .py file: post_fork, post_worker_init, worker_exit run in each "
          "worker; child_exit, when_ready, on_reload in the front (gunicorn's names)"),
+    pool("health_path", str, "answer health checks at this path: 200 while a worker is ready and the "
+         "server is not shutting down, 503 otherwise; never sent to a worker (default: off)"),
     pool("header_map", str, "header names with underscores: dropped, refused (400) or dangerous (kept, "
          "and X_Forwarded_For lands on HTTP_X_FORWARDED_FOR!)", choices=HEADER_MAPS),
     pool("ipc", str, "bodies via the socketpair (pipe) or a shared-memory ring per slot (shm)",
@@ -229,6 +252,7 @@ GROUPS = {
     "tls": "TLS",
     "limits": "request head limits (gunicorn's names and defaults)",
     "logging": "logging",
+    "lifecycle": "lifecycle (systemd, Kubernetes)",
     "development": "development",
     "pool": "worker pool",
 }
@@ -237,7 +261,10 @@ EPILOG = f"""\
 Every option can also be set in the environment ({ENV_PREFIX}WORKERS=4, {ENV_PREFIX}PROXY_HEADERS=false,
 {APP_ENV}=mysite.wsgi:application) or in a TOML file: [tool.a2wsgi_mp] in ./pyproject.toml, or the file
 given with --config / {CONFIG_ENV} (keys as in 'workers = 4', 'forwarded_allow_ips = "10.0.0.0/8"').
-Precedence: command line > environment > file > defaults.  SIGHUP reloads the workers; SIGTERM drains."""
+Precedence: command line > environment > file > defaults.  SIGHUP reloads the workers; SIGTERM drains.
+
+Exit status: 0 stopped cleanly; 1 crashed; 2 bad usage or configuration (options, config file, TLS files);
+3 the app could not be loaded; 4 could not listen (address in use, no permission, bad --fd)."""
 
 
 class SettingsError(Exception):
@@ -245,7 +272,7 @@ class SettingsError(Exception):
 
 
 def _shown(option: Option) -> str:
-    if option.default in (None, "") or (option.to == "pool" and option.default == 0):
+    if option.default in (None, ""):
         return ""
     if option.switch:
         return f"default: {'on' if option.default else 'off'}; "
@@ -261,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("app", nargs="?", default=argparse.SUPPRESS,
                    help=f"the WSGI app as 'package.module:app' (or 'module:factory()'); env {APP_ENV}")
-    p.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
+    p.add_argument("-c", "--config", default=argparse.SUPPRESS, metavar="FILE",
                    help=f"TOML config file ([tool.a2wsgi_mp] table or top-level keys; default: "
                         f"./pyproject.toml's [tool.a2wsgi_mp]); env {CONFIG_ENV}")
     p.add_argument("--version", action="version", version=f"a2wsgi-mp {__version__}")
@@ -272,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
             groups[o.group].add_argument(o.flag, dest=o.name, action=argparse.BooleanOptionalAction,
                                          default=argparse.SUPPRESS, help=text)
         else:
-            groups[o.group].add_argument(o.flag, dest=o.name, type=o.kind, choices=o.choices, metavar=o.metavar,
+            flags = (o.short, o.flag) if o.short else (o.flag,)
+            groups[o.group].add_argument(*flags, dest=o.name, type=o.kind, choices=o.choices, metavar=o.metavar,
                                          action="append" if o.many else "store",
                                          default=argparse.SUPPRESS, help=text)
     return p
@@ -323,6 +351,23 @@ def _from_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
     known = {o.env for o in OPTIONS} | {APP_ENV, CONFIG_ENV}
     unknown = sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known)
     return values, unknown
+
+
+def parse_bind(text: str) -> dict[str, Any]:
+    """gunicorn's ``-b``: ``HOST:PORT``, ``[IPV6]:PORT``, ``HOST`` or ``unix:PATH`` -> host/port or uds."""
+    text = text.strip()
+    if text.startswith("unix:"):
+        return {"uds": text[5:]}
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return {"host": host, "port": port(rest[1:]) if rest.startswith(":") else 8000}
+    host, sep, number = text.rpartition(":")
+    if not sep:
+        return {"host": text, "port": 8000}
+    try:
+        return {"host": host or "0.0.0.0", "port": port(number)}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not HOST:PORT, [IPV6]:PORT or unix:PATH: {text!r}") from None
 
 
 @dataclass
@@ -379,5 +424,12 @@ def resolve(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None
         sources.update(dict.fromkeys(layer, where))
     if "app" not in values:
         parser.error(f"the following arguments are required: app (or {APP_ENV}, or 'app' in the config file)")
+    if values.get("bind"):
+        try:
+            bound = parse_bind(values["bind"])
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"argument -b/--bind: {exc}")
+        values.update(bound)
+        sources.update(dict.fromkeys(bound, sources["bind"]))
     warnings = [f"ignoring unknown environment variable {name}" for name in unknown]
     return Settings(values, sources, warnings)

@@ -36,9 +36,9 @@ from .client import cut_response
 from .dispatch import BootFailed, Dispatcher, Unavailable
 from .exchange import Exchange, Lost, TimedOut
 from .filesend import send_file
+from .worker import Slot, State
 from .queue_watch import QueueWatch
 from .spool import BodyTooLarge, Spool
-from .worker import Slot
 
 logger = logging.getLogger("a2wsgi_mp")
 app_logger = logging.getLogger("a2wsgi_mp.wsgi")
@@ -79,6 +79,9 @@ class WSGIPool:
         self.access_log: AccessLog | None = AccessLog(self.config.access_log_format) if self.config.access_log else None
         self.admin: AdminServer | None = None
         self._start_lock: asyncio.Lock | None = None
+        #: Set on SIGTERM (before the drain, during a shutdown delay): health answers 503.
+        self.draining = False
+        self._stopping: asyncio.Task[None] | None = None
         #: (number of fronts, how it is known), set by a launcher that knows
         #: (the CLI, the gunicorn worker); otherwise detected at start-up.
         self.fronts: tuple[int | None, str] | None = None
@@ -123,7 +126,21 @@ class WSGIPool:
             self.hooks.call_logged("when_ready", ServerView(os.getpid()))
 
     async def shutdown(self, graceful_timeout: float | None = None) -> None:
-        """Drain: in-flight requests get ``graceful_timeout`` (default: the pool's setting)."""
+        """Drain: in-flight requests get ``graceful_timeout`` (default: the pool's setting).
+        After :meth:`begin_shutdown`, waits for the drain that one started."""
+        if self._stopping is not None:
+            await asyncio.shield(self._stopping)
+            return
+        await self._stop(graceful_timeout)
+
+    def begin_shutdown(self, graceful_timeout: float | None = None) -> None:
+        """Start draining now, on the server's signal, rather than at the lifespan shutdown
+        (which uvicorn sends only after its own wait for the requests in flight)."""
+        if self._stopping is None and self.dispatcher.started:
+            self._stopping = asyncio.get_running_loop().create_task(self._stop(graceful_timeout))
+
+    async def _stop(self, graceful_timeout: float | None) -> None:
+        self.draining = True
         await self.dispatcher.stop(graceful_timeout)
         if records.refusal_sink == self._finish:
             records.refusal_sink = None
@@ -198,6 +215,9 @@ class WSGIPool:
                 await _send_plain(send, 503, "Service Unavailable", [(b"retry-after", b"1")], record=record)
                 return
         cfg = self.config
+        if cfg.health_path is not None and scope["path"] == cfg.health_path:
+            await self._send_health(send, record)
+            return
         if cfg.metrics_path is not None and scope["path"] == cfg.metrics_path:
             await self._send_metrics(scope, send, record)
             return
@@ -321,6 +341,17 @@ class WSGIPool:
                 exchange.feed(Lost(f"the request could not be sent: {exc}", pipe))
             return False if broken else None
 
+    async def _send_health(self, send: Send, record: Record) -> None:
+        """200 while a worker is ready and the pool is not draining; 503 otherwise."""
+        ready = sum(w.state is State.READY for w in self.dispatcher.workers.values())
+        if self.draining or self.dispatcher.supervisor.stopping:
+            status, text = 503, "draining"
+        elif not self.dispatcher.started or not ready:
+            status, text = 503, "no worker ready"
+        else:
+            status, text = 200, f"ok: {ready} worker(s) ready"
+        await _send_plain(send, status, text, [(b"cache-control", b"no-store")], record=record)
+
     async def _wait_for_slot(self, receive: Receive, record: Record) -> Slot | None:
         """Queue for a slot, watching the client once the wait gets long: None if it leaves."""
         loop = self.dispatcher.loop or asyncio.get_running_loop()  # (on 3.11 each lookup is a getpid() syscall)
@@ -386,6 +417,17 @@ class WSGIPool:
                 elif isinstance(event, Lost):
                     if event.unread and not heard:
                         return False
+                    if dispatcher.supervisor.stopping:  # cut by the graceful timeout of a shutdown
+                        logger.warning("shutdown: %s %s cut after the graceful timeout (%s)",
+                                       (scope or {}).get("method"), (scope or {}).get("path"),
+                                       "response cut" if started else "503")
+                        if not started:
+                            await _send_plain(send, 503, "Service Unavailable: shutting down",
+                                              [(b"connection", b"close")], record=record)
+                        else:
+                            record.reason = "shutting down: graceful timeout"
+                            await cut_response(send)
+                        return True
                     dispatcher.counters["502"] += 1
                     if not started:
                         await _send_plain(send, 502, "Bad Gateway: the worker died", record=record)

@@ -188,8 +188,11 @@ class Supervisor:
         while any(w.busy for w in self.workers.values()):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                logger.warning("graceful timeout: killing %d busy workers",
-                               sum(1 for w in self.workers.values() if w.busy))
+                # Out of budget: end the requests still running now (each is answered and
+                # logged by its relay), not after the hang-up's grace below.
+                for worker in [w for w in self.workers.values() if w.busy]:
+                    self.counters["killed"] += 1
+                    self._signal(worker, signal.SIGKILL)
                 break
             await self.wait_change(remaining)
         for worker in list(self.workers.values()):
@@ -482,19 +485,21 @@ class Supervisor:
         off (see _on_dead); the same error again is one short line, not the
         traceback again."""
         worker.step(Step.BOOT_ERROR)
+        # Its number always; its pid only once SPAWNED or READY told it (a BOOT_ERROR can come first).
+        name = f"{worker.id} (pid {worker.pid})" if worker.pid else str(worker.id)
         serving = [w for w in self.workers.values() if w.state is State.READY and w.epoch != worker.epoch]
         if serving and not self.stopping:
             logger.error("reload failed: worker %s %s; the old workers keep serving (%d ready); fix the code and "
-                         "reload again%s", worker.pid, error, len(serving), f":\n{detail}" if detail else "")
+                         "reload again%s", name, error, len(serving), f":\n{detail}" if detail else "")
             self._abandon_reload()
             return
         repeated = detail == self._last_boot_error
         self._last_boot_error = detail
         if repeated:
-            logger.error("worker %s %s: the same error again (attempt %d); backing off", worker.pid, error,
+            logger.error("worker %s %s: the same error again (attempt %d); backing off", name, error,
                          self.boot_failures + 1)
         else:
-            logger.error("worker %s %s%s", worker.pid, error, f":\n{detail}" if detail else "")
+            logger.error("worker %s %s%s", name, error, f":\n{detail}" if detail else "")
 
     def _abandon_reload(self) -> None:
         """Give up the current reload: its workers leave, the older ones are current again."""

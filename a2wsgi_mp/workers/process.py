@@ -31,6 +31,7 @@ from ..proctitle import take_inherited
 from ..replies import CLOSE, plain_reply
 from ..response import SinkGone, StartResponse, run_wsgi
 from .filewrapper import FileWrapper, file_span
+from .inherited import close_inherited
 from .lifeline import watch_front
 
 EXIT_BOOT_FAILED = 3
@@ -419,6 +420,7 @@ def main(argv: list[str]) -> NoReturn:
     """Entry point of a spawned worker: ``APP PARENT_PID FRONT_PIDFD OPTIONS FD...``
     (FRONT_PIDFD -1: none; OPTIONS: JSON)."""
     app_ref, parent_pid, front_fd, options, *fds = argv
+    close_inherited({int(front_fd), *(int(fd) for fd in fds)})
     take_inherited()
     run_worker(app_ref, [socket.socket(fileno=int(fd)) for fd in fds], int(parent_pid), int(front_fd),
                json.loads(options))

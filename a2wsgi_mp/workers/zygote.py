@@ -36,6 +36,7 @@ from ..ipc import protocol
 from ..ipc.worker_pipe import WorkerPipe
 from ..loader import AppLoadError, AppRef, describe, load_app
 from ..proctitle import TITLE_ENV, set_role, set_title, title
+from .inherited import close_inherited
 from .process import EXIT_BOOT_FAILED, die_with_parent, reset_signals, run_worker
 
 
@@ -172,6 +173,7 @@ def main(argv: list[str]) -> NoReturn:
     """Entry point of a spawned zygote: ``APP START_METHOD PARENT_PID FD FRONT_PIDFD OPTIONS [preload]``
     (OPTIONS: the workers' settings, JSON)."""
     app_ref, start_method, parent_pid, fd, front_fd, options, *flags = argv
+    close_inherited({int(fd), int(front_fd)})
     run_zygote(socket.socket(fileno=int(fd)), app_ref, start_method, int(parent_pid), int(front_fd),
                "preload" in flags, json.loads(options))
 
