@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Union
 
 from .accesslog import DEFAULT_FORMAT
+from .cgroup import available_cpus
 from .environ import HEADER_MAPS
 from .ipc.fds import MAX_FDS
 
@@ -22,7 +23,7 @@ def default_start_method() -> str:
 @dataclass
 class PoolConfig:
     #: Worker processes; ``(min, max)`` makes the pool elastic (see workers_min/workers_max).
-    workers: Union[int, tuple[int, int]] = 0  # 0: one per CPU
+    workers: Union[int, tuple[int, int]] = 0  # 0: one per CPU this process may use (affinity, cgroup quota)
     #: Elastic pool: never fewer workers than this (0: ``workers``) ...
     workers_min: int = 0
     #: ... and never more (0: ``workers``); above the minimum, a worker idle for
@@ -116,8 +117,13 @@ class PoolConfig:
                 raise ValueError("workers must be a number or a (min, max) pair")
             self.workers_min, self.workers_max = (int(n) for n in self.workers)
             self.workers = self.workers_min
+        #: Why the pool has as many workers as it has, when it was not told (logged at start-up).
+        self.workers_source = ""
+        if not self.workers and not self.workers_min:
+            self.workers, why = available_cpus()
+            self.workers_source = f"one per CPU this process may use: {why}"
         if not self.workers:
-            self.workers = self.workers_min or os.cpu_count() or 1
+            self.workers = self.workers_min
         self.workers_min = self.workers_min or min(self.workers, self.workers_max or self.workers)
         self.workers_max = self.workers_max or max(self.workers, self.workers_min)
         if not self.workers_min <= self.workers_max:

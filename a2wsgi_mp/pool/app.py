@@ -16,7 +16,7 @@ import time
 from time import perf_counter
 from typing import Any, cast
 
-from .. import logs, topology
+from .. import cgroup, logs, topology
 from .. import record as records
 from ..accesslog import AccessLog
 from ..admin import AdminServer
@@ -123,7 +123,19 @@ class WSGIPool:
             fronts, how = self.fronts or topology.detect_fronts()
             workers = cast(int, self.config.workers)  # (a (min, max) pair is resolved by PoolConfig)
             logger.info("%s", topology.describe(fronts, how, workers, self.config.threads))
+            self._check_fit()
             self.hooks.call_logged("when_ready", ServerView(os.getpid()))
+
+    def _check_fit(self) -> None:
+        """Say where the worker count came from, and whether that many workers fit in the
+        cgroup's memory limit at the RSS a worker has now."""
+        if self.config.workers_source:
+            logger.info("%d workers: %s", self.config.workers, self.config.workers_source)
+        workers = self.dispatcher.stats()["workers"]
+        largest = max((w["rss"] for w in workers), default=0)
+        warning = cgroup.memory_warning(self.config.workers_max, largest, cgroup.memory_limit())
+        if warning:
+            logger.warning("%s", warning)
 
     async def shutdown(self, graceful_timeout: float | None = None) -> None:
         """Drain: in-flight requests get ``graceful_timeout`` (default: the pool's setting).
