@@ -9,6 +9,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -204,3 +205,45 @@ def test_health_shutdown_delay_and_sd_notify(tmp_path) -> None:  # type: ignore[
     assert code == 0, log
     assert delay <= elapsed <= delay + 1.5, (elapsed, log)  # nothing in flight: the drain is quick
     assert "Traceback" not in log, log
+
+
+def test_systemd_socket_activation_serves_on_the_passed_socket(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    listener = socket.socket()
+    listener.bind((HOST, 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    fd = listener.fileno()
+    # As systemd does: the socket on fd 3, LISTEN_PID the server's own pid (exec keeps it).
+    launcher = (f"import os, sys; os.dup2({fd}, 3); os.close({fd}); "
+                "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', LISTEN_FDNAMES='web'); "
+                "os.execvp(sys.argv[1], sys.argv[1:])")
+    argv = [sys.executable, "-c", launcher, *cli_command(), APP, "--workers", "1"]
+    log_path = tmp_path / "activated.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(argv, cwd=REPO, env=subprocess_env(), stdout=log_file, stderr=subprocess.STDOUT,
+                                pass_fds=(fd,), start_new_session=True)
+    listener.close()  # the server holds it now
+    try:
+        url = f"http://{HOST}:{port}"
+        assert wait_for(lambda: proc.poll() is not None or _answers(url), 30), log_path.read_text()
+        assert proc.poll() is None, log_path.read_text()
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True)]
+        for p in workers:  # the variables were for the server only
+            assert "LISTEN_FDS" not in p.environ(), p.cmdline()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = log_path.read_text()
+    assert "settings from systemd socket activation (LISTEN_FDS): fd=3" in log, log
+    assert f"listening on http://{HOST}:{port} (fd 3)" in log, log
+    assert "Traceback" not in log, log
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url + "/hello", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
