@@ -65,11 +65,11 @@ def cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgr
                     best = (cpus, f"{directory / 'cpu.max'} {text}")
     if "cpu" in own:  # cgroup v1
         for directory in _up(root / "cpu", own["cpu"]):
-            quota, period = _read(directory / "cpu.cfs_quota_us"), _read(directory / "cpu.cfs_period_us")
-            if quota and period and quota.lstrip("-").isdigit() and int(quota) > 0:
-                cpus = int(quota) / int(period)
+            v1_quota, v1_period = _read(directory / "cpu.cfs_quota_us"), _read(directory / "cpu.cfs_period_us")
+            if v1_quota and v1_period and v1_quota.lstrip("-").isdigit() and int(v1_quota) > 0:
+                cpus = int(v1_quota) / int(v1_period)
                 if best is None or cpus < best[0]:
-                    best = (cpus, f"{directory / 'cpu.cfs_quota_us'} {quota}/{period}")
+                    best = (cpus, f"{directory / 'cpu.cfs_quota_us'} {v1_quota}/{v1_period}")
     return best
 
 

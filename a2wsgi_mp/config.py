@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, fields
-from typing import Any, Union
+from typing import Any
 
 from .accesslog import DEFAULT_FORMAT
 from .cgroup import available_cpus
@@ -23,7 +23,7 @@ def default_start_method() -> str:
 @dataclass
 class PoolConfig:
     #: Worker processes; ``(min, max)`` makes the pool elastic (see workers_min/workers_max).
-    workers: Union[int, tuple[int, int]] = 0  # 0: one per CPU this process may use (affinity, cgroup quota)
+    workers: int | tuple[int, int] = 0  # 0: one per CPU this process may use (affinity, cgroup quota)
     #: Elastic pool: never fewer workers than this (0: ``workers``) ...
     workers_min: int = 0
     #: ... and never more (0: ``workers``); above the minimum, a worker idle for
@@ -163,7 +163,7 @@ class PoolConfig:
         return self.workers_min < self.workers_max
 
     @classmethod
-    def from_kwargs(cls, kwargs: dict[str, Any]) -> "PoolConfig":
+    def from_kwargs(cls, kwargs: dict[str, Any]) -> PoolConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(kwargs) - known)
         if unknown:

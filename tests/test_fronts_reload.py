@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 
 import httpx
 import psutil
@@ -110,10 +109,10 @@ def test_sighup_reloads_each_front_in_place_without_dropping_keep_alive_requests
                 before = _workers(server)
                 os.kill(server.pid, signal.SIGHUP)
                 # Reloaded: every worker of both fronts is a new one (and the old ones are gone).
-                assert wait_for(lambda: (w := _workers(server)) and len(w) == 2 and not w & before, 30), \
+                assert wait_for(lambda before=before: (w := _workers(server)) and len(w) == 2 and not w & before, 30), \
                     server.log()
                 served = counts["ok"]
-                assert wait_for(lambda: counts["ok"] > served + 20, 10)
+                assert wait_for(lambda served=served: counts["ok"] > served + 20, 10)
         finally:
             stop.set()
             for t in threads:

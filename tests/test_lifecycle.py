@@ -18,7 +18,17 @@ import httpx
 import psutil
 import pytest
 
-from .serverproc import HOST, REPO, Server, cli_command, free_port, metrics, subprocess_env, wait_for, wait_gone
+from .serverproc import (
+    HOST,
+    REPO,
+    Server,
+    cli_command,
+    free_port,
+    metrics,
+    subprocess_env,
+    wait_for,
+    wait_gone,
+)
 
 APP = "tests.apps.core_app:app"
 GRACEFUL = 2.0
@@ -72,7 +82,7 @@ def test_sigterm_exits_within_the_graceful_timeout_with_a_request_that_never_end
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*cli_command(), *args], cwd=REPO, env=subprocess_env(**(env or {})),
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_exit_status_tells_a_port_in_use_from_an_app_that_cannot_load() -> None:
@@ -141,7 +151,7 @@ class _NotifySocket:
         while not self._stop.is_set():
             try:
                 self.messages.append(self.sock.recv(4096).decode())
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 pass
 
     def read(self) -> list[str]:

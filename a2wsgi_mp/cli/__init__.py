@@ -15,7 +15,8 @@ import re
 import socket
 import ssl
 import sys
-from typing import Any, NoReturn, Sequence
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from .. import __version__, proctitle, topology
 from ..headlimits.options import http_protocol
@@ -168,7 +169,7 @@ def _listen(config: Any, settings: Settings) -> socket.socket:
 def _frontserver_class() -> Any:
     import uvicorn
 
-    class FrontServer(uvicorn.Server):  # type: ignore[misc]
+    class FrontServer(uvicorn.Server):
         """uvicorn's server, with signals and start-up told to a :class:`Lifecycle`."""
 
         lifecycle: Lifecycle

@@ -45,8 +45,9 @@ import threading
 import signal
 import socket
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 from .. import proctitle
 from ..headlimits.options import http_protocol
@@ -95,7 +96,7 @@ def _supervisor_class() -> Any:
     """uvicorn's process manager, with SIGHUP passed on to the fronts instead of replacing them."""
     from uvicorn.supervisors import Multiprocess
 
-    class Fronts(Multiprocess):  # type: ignore[misc, valid-type]
+    class Fronts(Multiprocess):
         notifier: Notifier
 
         def init_processes(self) -> None:

@@ -23,7 +23,7 @@ class Notifier:
     """Sends ``sd_notify`` messages to ``$NOTIFY_SOCKET`` (read once, then removed from the
     environment so that the pool's processes, which are not the unit's main process, never try)."""
 
-    def __init__(self, environ: "os._Environ[str] | dict[str, str] | None" = None) -> None:
+    def __init__(self, environ: os._Environ[str] | dict[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         address = env.pop("NOTIFY_SOCKET", "")
         self.address = "\0" + address[1:] if address.startswith("@") else address

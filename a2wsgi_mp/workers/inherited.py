@@ -13,7 +13,7 @@ above stdio except the ones it was given.
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def close_inherited(keep: Iterable[int]) -> None:
