@@ -63,7 +63,10 @@ def reset_signals(on_term: Any = signal.SIG_DFL) -> None:
     The pool has its own process group, so Ctrl-C in a terminal reaches only
     the front, which drains the pool in order; SIGINT is ignored anyway in case
     someone signals the group.  SIGTERM can still come from outside all at once
-    (systemd stops a whole cgroup): a worker then finishes its request first.
+    (systemd's default KillMode stops a whole cgroup): the zygote and the workers
+    ignore it, and the front, which got it too, drains them in order (a worker
+    that left on its own would be replaced, or missed during ``--shutdown-delay``).
+    The front ends a worker by hanging up, or by SIGKILL.
     """
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2):
@@ -91,34 +94,6 @@ class _Leaving:
 
 
 _leaving = _Leaving()
-
-
-class _Drain:
-    """SIGTERM means: finish the requests in flight, then exit (like gunicorn's
-    sync worker).  A worker stuck in a request is KILLed by the front later."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.inflight = 0
-        self.requested = False
-
-    def on_term(self, signum: int, frame: Any) -> None:
-        self.requested = True
-        if self.inflight == 0:
-            _leaving.exit(0)
-
-    def begin(self) -> None:
-        with self.lock:
-            self.inflight += 1
-
-    def end(self) -> None:
-        with self.lock:
-            self.inflight -= 1
-            if self.requested and self.inflight == 0:
-                _leaving.exit(0)
-
-
-_drain = _Drain()
 
 
 class _Rss:
@@ -283,7 +258,6 @@ def serve_slot(app: Callable[..., Any], pipe: WorkerPipe, multithread: bool) -> 
             pipe.forget(event.rid)
             continue
         sink = _Sink(pipe, event.rid)
-        _drain.begin()
         try:
             run_wsgi(app, environ, sink, sink.log_error)
             if not sink.finished:  # cancelled by the client: acknowledge
@@ -293,7 +267,6 @@ def serve_slot(app: Callable[..., Any], pipe: WorkerPipe, multithread: bool) -> 
         finally:
             body.close()
             pipe.forget(event.rid)
-            _drain.end()
 
 
 def _answer(pipe: WorkerPipe, rid: int, status: int, text: str) -> None:
@@ -372,7 +345,7 @@ def run_worker(app_ref: AppRef, socks: list[socket.socket], parent_pid: int, fro
     """
     options = options or {}
     tie_to_front(front_fd, parent_pid)
-    reset_signals(_drain.on_term)
+    reset_signals(signal.SIG_IGN)
     reportfile.install()
     pipes = [WorkerPipe(s, own_rss) for s in socks]
     pid = os.getpid()
