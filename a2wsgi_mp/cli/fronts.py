@@ -247,7 +247,7 @@ def run_fronts(settings: Any, notifier: Notifier, announce: Callable[[Any], None
     Fronts.notifier = notifier
     try:
         if "target" in inspect.signature(Fronts.__init__).parameters:  # uvicorn < 0.50
-            supervisor = Fronts(config, target=uvicorn.Server(config).run, sockets=[sock])  # type: ignore[call-arg]
+            supervisor = Fronts(config, target=uvicorn.Server(config).run, sockets=[sock])
         else:
             supervisor = Fronts(config, sockets=[sock])
         supervisor.run()
