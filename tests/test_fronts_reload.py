@@ -16,6 +16,7 @@ import httpx
 import psutil
 
 from .serverproc import HOST, Server, cli_command, subprocess_env, wait_for
+from .test_lifecycle import _NotifySocket
 
 APP = "tests.apps.core_app:app"
 HUPS = 3
@@ -66,7 +67,9 @@ def _inodes(pid: int) -> set[str]:
 def test_sighup_reloads_each_front_in_place_without_dropping_keep_alive_requests(tmp_path) -> None:  # type: ignore[no-untyped-def]
     argv = [*cli_command(), APP, "--host", HOST, "--port", "{port}", "--fronts", "2", "--workers", "3",
             "--log-level", "info"]
-    with Server("fronts-hup", argv, log_dir=tmp_path, env=subprocess_env()) as server:
+    notify = _NotifySocket(tmp_path / "notify")  # systemd hears of the fronts from the master
+    with Server("fronts-hup", argv, log_dir=tmp_path, env=subprocess_env(NOTIFY_SOCKET=notify.path)) as server:
+        assert wait_for(lambda: notify.saw("READY=1"), 30), notify.messages
         fronts = wait_for(lambda: len(f := _fronts(server)) == 2 and f, 30)
         assert fronts, server.log()
         # On par with one front: titles, banner, settings lines, and the uneven split said out loud.
@@ -107,7 +110,9 @@ def test_sighup_reloads_each_front_in_place_without_dropping_keep_alive_requests
         try:
             for _ in range(HUPS):
                 before = _workers(server)
+                mark = len(notify.read())
                 os.kill(server.pid, signal.SIGHUP)
+                assert wait_for(lambda mark=mark: notify.saw("RELOADING=1", mark), 10), notify.messages
                 # Reloaded: every worker of both fronts is a new one (and the old ones are gone).
                 assert wait_for(lambda before=before: (w := _workers(server)) and len(w) == 2 and not w & before, 30), \
                     server.log()
@@ -121,5 +126,7 @@ def test_sighup_reloads_each_front_in_place_without_dropping_keep_alive_requests
         assert counts["ok"] > 0
         assert _fronts(server) == fronts, "a SIGHUP replaced a front (and dropped its connections)"
         log = server.log()
+    assert wait_for(lambda: notify.saw("STOPPING=1"), 10), notify.messages
+    notify.close()
     assert log.count("reload complete") >= 2 * HUPS, log
     assert "Traceback" not in log, log
