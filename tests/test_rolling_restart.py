@@ -14,7 +14,6 @@ import contextlib
 import itertools
 import signal
 import threading
-import time
 
 import httpx
 
