@@ -40,10 +40,10 @@ import json
 import logging
 import os
 import shutil
-import tempfile
-import threading
 import signal
 import socket
+import tempfile
+import threading
 import time
 from collections.abc import Callable
 from types import SimpleNamespace

@@ -36,9 +36,9 @@ from .client import cut_response
 from .dispatch import BootFailed, Dispatcher, Unavailable
 from .exchange import Exchange, Lost, TimedOut
 from .filesend import send_file
-from .worker import Slot, State
 from .queue_watch import QueueWatch
 from .spool import BodyTooLarge, Spool
+from .worker import Slot, State
 
 logger = logging.getLogger("a2wsgi_mp")
 app_logger = logging.getLogger("a2wsgi_mp.wsgi")
