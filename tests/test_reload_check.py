@@ -78,7 +78,8 @@ def test_a_broken_view_is_caught_by_the_reload_check_and_the_old_workers_serve_o
         assert _served(srv) == [(200, "v1")] * 6  # not one 500
         assert _pids(srv) == old
         failed = [ln for ln in srv.log().splitlines() if "reload failed" in ln]
-        assert re.search(r'reload failed: worker \d+ (?:\(pid \d+\) )?failed the reload check: "GET /" answered 500 in \d+ ms; '
+        assert re.search(r"reload failed: worker \d+ (?:\(pid \d+\) )?"
+                         r'failed the reload check: "GET /" answered 500 in \d+ ms; '
                          r"the old workers keep serving \(2 ready\)", failed[0]), srv.log()
         assert "No module named 'a2wsgi_mp_no_such_module'" in srv.log()  # the view's error, logged
         # The fix: the next reload goes through.
@@ -105,5 +106,6 @@ def test_new_code_that_cannot_be_imported_fails_the_reload_once(tmp_path):
         log = srv.log()
         assert log.count("reload failed:") == 1, log  # (its other new worker: "retired (reload failed)")
         assert log.count("RuntimeError: a bad setting") == 1, log
-        assert re.search(r"reload failed: worker \d+ (?:\(pid \d+\) )?could not load warmsite.wsgi:application; the old workers "
+        assert re.search(r"reload failed: worker \d+ (?:\(pid \d+\) )?"
+                         r"could not load warmsite.wsgi:application; the old workers "
                          r"keep serving \(2 ready\); fix the code and reload again:\n", log), log
