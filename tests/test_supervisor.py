@@ -489,7 +489,8 @@ async def test_a_reload_whose_new_workers_cannot_load_is_given_up_once(world: Wo
         fresh[0].boot_error("SyntaxError: a bad deploy")
         assert await until(lambda: all(world.sup.workers.get(p.worker_id) is None for p in fresh), 5)
     errors = [r.getMessage() for r in records if r.levelno >= logging.ERROR]
-    assert len(errors) == 1 and errors[0].startswith(f"reload failed: worker {fresh[0].pid} could not load")
+    assert len(errors) == 1 and errors[0].startswith(
+        f"reload failed: worker {fresh[0].worker_id} (pid {fresh[0].pid}) could not load")
     assert "the old workers keep serving (2 ready)" in errors[0] and "SyntaxError: a bad deploy" in errors[0]
     assert world.live(State.READY) == old and all(w.epoch == world.sup.epoch for w in old)
     assert world.sup.boot_failures == 0 and not world.sup.hopeless
