@@ -1,0 +1,62 @@
+"""A complete response's head, framed as uvicorn's httptools protocol frames it (sans-IO).
+
+Used where a2wsgi_mp writes a whole response to the client itself instead of
+handing it to the ASGI server message by message (``pool/direct.py``): the
+front's own uvicorn protocol, plain HTTP/1.1.  The bytes are checked against
+the h11 and httptools parsers in ``tests/test_framing.py``; nothing here parses.
+"""
+
+from __future__ import annotations
+
+import http
+from collections.abc import Sequence
+
+#: Bodies larger than this go through the ASGI server's ``send()`` as before.
+MAX_BODY = 1024 * 1024
+
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        try:
+            phrase = http.HTTPStatus(status).phrase.encode()
+        except ValueError:
+            phrase = b""
+        line = _STATUS_LINES[status] = b"HTTP/1.1 %d %s\r\n" % (status, phrase)
+    return line
+
+
+def frame_head(status: int, headers: Sequence[tuple[bytes, bytes]], body_length: int, keep_alive: bool,
+               default_headers: Sequence[Sequence[bytes]]) -> tuple[bytes, bool] | None:
+    """The response head as uvicorn's httptools protocol writes it, and whether the
+    connection stays open; None if this response must go through the relay.
+
+    ``headers`` are the app's, already checked and lower-cased by
+    :mod:`a2wsgi_mp.response` (no Transfer-Encoding).  The body is complete and
+    ``body_length`` long, so a missing Content-Length is added (uvicorn would
+    chunk it: both are valid framing of a complete body).
+    """
+    if status < 200 or status in (204, 304) or body_length > MAX_BODY:
+        return None
+    parts = [status_line(status)]
+    for name, value in default_headers:
+        parts += (name, b": ", value, b"\r\n")
+    has_length = close = False
+    for name, value in headers:
+        if name == b"content-length":
+            if int(value) != body_length:
+                return None  # the relay's checks cut or refuse it
+            has_length = True
+        elif name == b"connection" and b"close" in [t.strip().lower() for t in value.split(b",")]:
+            close = True
+        parts += (name, b": ", value, b"\r\n")
+    if not has_length:
+        parts.append(b"content-length: %d\r\n" % body_length)
+    if not keep_alive and not close:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts), keep_alive and not close
+
+
