@@ -240,6 +240,8 @@ OPTIONS: list[Option] = [
          "and X_Forwarded_For lands on HTTP_X_FORWARDED_FOR!)", choices=HEADER_MAPS),
     pool("ipc", str, "bodies via the socketpair (pipe) or a shared-memory ring per slot (shm)",
          choices=("pipe", "shm")),
+    pool("fast_path", boolean, "requests without a body skip the ASGI layer in the front, complete "
+         "responses leave in one write (httptools only; about a quarter less front CPU per request)", switch=True),
 ]
 
 #: The app itself and the config file path also come from the environment.

@@ -14,6 +14,7 @@ it is complete (``on_header``), after concatenating its pieces itself.  So:
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -120,6 +121,46 @@ class LimitedHttpToolsProtocol(HeadGuard, HttpToolsProtocol):
         self._completed += 1
         super().on_message_complete()
 
+    # ------------------------------------------------------------ the fast path (pool/fastpath.py)
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        if app is self.app:
+            pool = _fast_pool(self.config, app)
+            if pool is not None:
+                fastpath = _FAST[0]
+                if fastpath.eligible(cycle.scope, pool):
+                    fastpath.FastRequest(pool, self, cycle).start()
+                    return
+        super()._start_asgi_task(cycle, app)
+
+    def _run_asgi_task(self, cycle: Any, app: Any) -> None:
+        """The usual task, for a request the fast path hands back."""
+        super()._start_asgi_task(cycle, app)
+
     def _stop(self, status: int, text: str) -> Refused:
         self._verdict = Refused(status, text)
         return self._verdict
+
+
+#: [the fastpath module], imported on first use (importing pool/ at the top would make
+#: an import cycle).
+_FAST: list[Any] = []
+
+
+def _fast_pool(config: Any, app: Any) -> Any:
+    """The WSGIPool behind ``app`` if its ``fast_path`` option is on (looked up once
+    per uvicorn config), or None."""
+    pool = getattr(config, "_a2wsgi_mp_fast_pool", False)
+    if pool is False:
+        if not _FAST:
+            from ..pool import fastpath
+
+            _FAST.append(fastpath)
+        pool = _FAST[0].find_pool(app)
+        if pool is not None and not pool.config.fast_path:
+            pool = None
+        try:
+            config._a2wsgi_mp_fast_pool = pool
+        except AttributeError:
+            pass
+    return pool

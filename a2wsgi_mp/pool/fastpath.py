@@ -1,0 +1,182 @@
+"""The front's fast path (``--fast-path``, issue 22): body-less requests without ASGI.
+
+Measured (docs/performance.md, "A front without ASGI"): most of the front's CPU
+per request is not HTTP nor the IPC but the ASGI machinery around each request —
+a task, coroutines awaiting coroutines, message dicts, the proxy-headers
+middleware, uvicorn's ``send()`` validating headers the worker already checked
+and writing head and body apart.  Here a2wsgi_mp's own uvicorn protocol
+(``headlimits``) hands a request that has no body straight to the pool's
+dispatcher by callbacks, and a worker's answer that is complete in its first
+frame goes out in one write (:mod:`a2wsgi_mp.framing`), the uvicorn cycle then
+completed as ``send()`` would (keep-alive, pipelining, access log).
+
+Everything else keeps the ASGI path, decided as late as possible and losing
+nothing: a request with a body, ``Expect``, forwarded headers, the metrics path,
+a pool that would refuse (503) — the usual task from the start; a response that
+streams, a file, HEAD, a 1xx/204/304, a dead worker (502), a timeout (504) —
+the usual relay picks up the same exchange where the callback stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..environ import head_size, request_head
+from ..framing import frame_head
+from ..ipc import protocol
+from .app import MAX_HEAD, WSGIPool
+
+
+def find_pool(app: Any) -> WSGIPool | None:
+    """The WSGIPool under uvicorn's wrappers, if the app is one."""
+    for _ in range(4):
+        if isinstance(app, WSGIPool):
+            return app
+        app = getattr(app, "app", None)
+    return None
+
+
+def eligible(scope: dict, pool: WSGIPool) -> bool:
+    """A request the fast path may take: no body, nothing a middleware would change."""
+    cfg = pool.config
+    if scope["method"] == "HEAD" or cfg.raise_app_errors or cfg.queue_timeout:
+        return False
+    if getattr(pool, "access_log", None) is not None:  # (a per-request feature of WSGIPool's own)
+        return False
+    for name, value in scope["headers"]:
+        if name in (b"content-length", b"transfer-encoding", b"expect") or name.startswith(b"x-forwarded-") \
+                or name == b"forwarded":
+            if name == b"content-length" and value.strip() == b"0":
+                continue
+            return False
+    if cfg.metrics_path is not None and scope["path"] == cfg.metrics_path:
+        return False
+    dispatcher = pool.pool
+    if not dispatcher.started or dispatcher.supervisor.stopping or dispatcher.supervisor.hopeless:
+        return False
+    if len(dispatcher._waiters) >= cfg.backlog:
+        return False
+    return head_size(scope) <= MAX_HEAD
+
+
+class _Callback:
+    """Stands for a future where the dispatcher and the exchange expect one."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, value: Any) -> None:
+        self.fn(value)
+
+    def cancel(self) -> None:
+        pass
+
+
+class FastRequest:
+    """One request on the fast path, from dispatch to the last byte (or to the relay)."""
+
+    __slots__ = ("cycle", "exchange", "pool", "protocol")
+
+    def __init__(self, pool: WSGIPool, protocol_: Any, cycle: Any) -> None:
+        self.pool = pool
+        self.protocol = protocol_
+        self.cycle = cycle
+        self.exchange: Any = None
+
+    def start(self) -> None:
+        dispatcher = self.pool.pool
+        slot = dispatcher.take_idle()
+        if slot is None:
+            dispatcher._waiters.append(_Callback(self._dispatch))
+            dispatcher.supervisor.queued(len(dispatcher._waiters))
+        else:
+            self._dispatch(slot)
+
+    def _dispatch(self, slot: Any) -> None:
+        dispatcher = self.pool.pool
+        cycle = self.cycle
+        if cycle.disconnected:  # the client left while queued: no worker runs it
+            slot.reserved = False
+            if dispatcher.supervisor.unused(slot):
+                dispatcher._offer(slot)
+            return
+        exchange = self.exchange = dispatcher.begin(slot)
+        slot.request, slot.since = cycle.scope, time.monotonic()  # (for a death report)
+        head = request_head(cycle.scope)
+        if self.pool.config.header_map != "drop":
+            head["header_map"] = self.pool.config.header_map
+        exchange._waiter = _Callback(self._answer)
+        if not self.pool._send_request(exchange, head, b"", 0, None):
+            # Not sent (its worker is being replaced): the ASGI path dispatches it again.
+            exchange._waiter = None
+            self._hand_back(None)
+
+    def _answer(self, _: Any) -> None:
+        exchange = self.exchange
+        exchange._waiter = None  # (whatever comes next is the relay's, if any)
+        events = exchange._events
+        event = events[0]
+        if isinstance(event, protocol.Start) and event.done and self._write_whole(event):
+            events.popleft()
+            exchange.close()
+            exchange.stop_clock()
+            return
+        self._hand_back(exchange)
+
+    def _hand_back(self, exchange: Any) -> None:
+        """The usual ASGI path from here: the relay from the exchange's next event on
+        (``exchange``), or a fresh dispatch (None), in a task of its own."""
+        pool = self.pool
+
+        async def rest(scope: Any, receive: Any, send: Any) -> None:
+            # The request's (empty) body message, which the ASGI path reads before
+            # dispatching: the relay's next receive() then waits for the client to leave.
+            first = await receive()
+            if exchange is not None and await pool._relay(exchange, receive, send, scope):
+                return
+            # It never reached a worker (or died unread there): dispatched again, as
+            # WSGIPool does, with the body message given back.
+            replay = [first]
+
+            async def again() -> Any:
+                return replay.pop() if replay else await receive()
+
+            await pool._http(scope, again, send)
+
+        self.protocol._run_asgi_task(self.cycle, rest)
+
+    def _write_whole(self, event: protocol.Start) -> bool:
+        cycle = self.cycle
+        transport = cycle.transport
+        if cycle.disconnected or transport.is_closing() or cycle.flow.write_paused:
+            return False
+        framed = frame_head(event.status, event.headers, len(event.body), cycle.keep_alive, cycle.default_headers)
+        if framed is None:
+            return False
+        head, keep_alive = framed
+        transport.write(head + event.body)
+        cycle.response_started = True
+        cycle.waiting_for_100_continue = False
+        cycle.keep_alive = keep_alive
+        cycle.response_complete = True
+        cycle.message_event.set()
+        if cycle.access_log:
+            from uvicorn.protocols.utils import (
+                get_client_addr,
+                get_path_with_query_string,
+            )
+
+            scope = cycle.scope
+            cycle.access_logger.info('%s - "%s %s HTTP/%s" %d', get_client_addr(scope), scope["method"],
+                                     get_path_with_query_string(scope), scope["http_version"], event.status)
+        if not keep_alive:
+            transport.close()
+        cycle.on_response()
+        cycle.on_response = lambda: None
+        return True
