@@ -23,6 +23,8 @@ MiB = 1024 * 1024
 MP_VARIANTS: list[tuple[str, list[str], dict[str, Any]]] = [
     ("a2wsgi_mp", [], {}),
     ("a2wsgi_mp-shm", ["--ipc", "shm"], {"ipc": "shm"}),
+    # Experimental (issue 22): body-less requests without ASGI (a2wsgi_mp/pool/fastpath.py).
+    ("a2wsgi_mp-fast", ["--fast-path"], {"fast_path": True}),
 ]
 MP_NAMES = [name for name, _, _ in MP_VARIANTS]
 PEERS = ["a2wsgi", "gunicorn-sync", "gunicorn-gthread", "granian"]
@@ -30,8 +32,9 @@ PEERS = ["a2wsgi", "gunicorn-sync", "gunicorn-gthread", "granian"]
 #: a2wsgi_mp-2f: ``--fronts 2`` (the workers split between the two fronts), P1 only.
 REFERENCES = ["uvicorn-raw", "a2wsgi-1p", "a2wsgi_mp-2f"]
 #: Experiments, run only when named: the pool behind a front without ASGI (benchmarks/lean_front.py).
-EXPERIMENTS = ["a2wsgi_mp-lean"]
-ALL_SERVERS = MP_NAMES + PEERS + REFERENCES + EXPERIMENTS
+EXPERIMENTS = ["a2wsgi_mp-lean", "a2wsgi_mp-fast"]
+VARIANT_ENV: dict[str, dict[str, str]] = {}
+ALL_SERVERS = MP_NAMES + PEERS + REFERENCES + [e for e in EXPERIMENTS if e not in MP_NAMES]
 
 SCENARIOS = ["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "R1", "R2", "R3"]
 #: Real pages (benchmarks/realpages.py): every server started at once, interleaved rounds.
@@ -83,7 +86,7 @@ def mp_command() -> list[str]:
 def server_command(cfg: Config, port: int) -> tuple[list[str], dict[str, str]]:
     """argv and extra environment for one configuration."""
     host, p = "127.0.0.1", str(port)
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(VARIANT_ENV.get(cfg.server, {}))
     target = WSGI_APPS.get(cfg.app, WSGI_APPS["wsgi"])
     uvicorn_fast = ["--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log"]
     if cfg.app == "router":

@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         SCENARIOS if mode_name == "full" else [s for s in SCENARIOS if s not in REAL_PAGES])
     # References (raw uvicorn) only in full mode unless asked for by name: quick must stay < 2 min.
     servers = [s.strip() for s in args.servers.split(",") if s.strip()] or (
-        [s for s in ALL_SERVERS if s not in EXPERIMENTS] if mode_name == "full" else MP_NAMES + PEERS)
+        [s for s in ALL_SERVERS if s not in EXPERIMENTS] if mode_name == "full"
+        else [s for s in MP_NAMES if s not in EXPERIMENTS] + PEERS)
     for s in scenarios:
         if s not in SCENARIOS:
             parser.error(f"unknown scenario {s!r}; known: {', '.join(SCENARIOS)}")
