@@ -124,7 +124,8 @@ class LimitedHttpToolsProtocol(HeadGuard, HttpToolsProtocol):
     # ------------------------------------------------------------ the fast path (pool/fastpath.py)
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
-        if app is self.app:
+        # (--limit-concurrency counts tasks: with it, every request keeps its task.)
+        if app is self.app and self.limit_concurrency is None:
             pool = _fast_pool(self.config, app)
             if pool is not None:
                 fastpath = _FAST[0]
