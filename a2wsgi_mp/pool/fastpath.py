@@ -20,7 +20,7 @@ the usual relay picks up the same exchange where the callback stopped.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 from ..environ import head_size, request_head
 from ..framing import frame_head
@@ -93,7 +93,7 @@ class FastRequest:
         dispatcher = self.pool.pool
         slot = dispatcher.take_idle()
         if slot is None:
-            dispatcher._waiters.append(_Callback(self._dispatch))
+            dispatcher._waiters.append(cast(Any, _Callback(self._dispatch)))  # (a future's stand-in)
             dispatcher.supervisor.queued(len(dispatcher._waiters))
         else:
             self._dispatch(slot)
@@ -111,7 +111,7 @@ class FastRequest:
         head = request_head(cycle.scope)
         if self.pool.config.header_map != "drop":
             head["header_map"] = self.pool.config.header_map
-        exchange._waiter = _Callback(self._answer)
+        exchange._waiter = cast(Any, _Callback(self._answer))
         if not self.pool._send_request(exchange, head, b"", 0, None):
             # Not sent (its worker is being replaced): the ASGI path dispatches it again.
             exchange._waiter = None
