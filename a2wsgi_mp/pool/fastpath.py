@@ -20,11 +20,13 @@ the usual relay picks up the same exchange where the callback stopped.
 from __future__ import annotations
 
 import time
+from time import perf_counter
 from typing import Any, cast
 
 from ..environ import head_size, request_head
 from ..framing import frame_head
 from ..ipc import protocol
+from ..record import Record
 from .app import MAX_HEAD, WSGIPool
 
 
@@ -81,18 +83,22 @@ class _Callback:
 class FastRequest:
     """One request on the fast path, from dispatch to the last byte (or to the relay)."""
 
-    __slots__ = ("cycle", "exchange", "pool", "protocol")
+    __slots__ = ("cycle", "exchange", "pool", "protocol", "queued_at", "record")
 
     def __init__(self, pool: WSGIPool, protocol_: Any, cycle: Any) -> None:
         self.pool = pool
         self.protocol = protocol_
         self.cycle = cycle
         self.exchange: Any = None
+        #: The request's record (metrics, access log), as WSGIPool._http keeps one.
+        self.record = Record(cycle.scope, perf_counter())
+        self.queued_at = 0.0
 
     def start(self) -> None:
         dispatcher = self.pool.pool
         slot = dispatcher.take_idle()
         if slot is None:
+            self.queued_at = perf_counter()
             dispatcher._waiters.append(cast(Any, _Callback(self._dispatch)))  # (a future's stand-in)
             dispatcher.supervisor.queued(len(dispatcher._waiters))
         else:
@@ -101,11 +107,17 @@ class FastRequest:
     def _dispatch(self, slot: Any) -> None:
         dispatcher = self.pool.pool
         cycle = self.cycle
+        record = self.record
+        if self.queued_at:
+            record.queued += perf_counter() - self.queued_at
         if cycle.disconnected:  # the client left while queued: no worker runs it
             slot.reserved = False
             if dispatcher.supervisor.unused(slot):
                 dispatcher._offer(slot)
+            record.reason = "client left while queued"
+            self.pool._finish(record)
             return
+        record.pid = slot.worker.pid
         exchange = self.exchange = dispatcher.begin(slot)
         slot.request, slot.since = cycle.scope, time.monotonic()  # (for a death report)
         head = request_head(cycle.scope)
@@ -126,6 +138,10 @@ class FastRequest:
             events.popleft()
             exchange.close()
             exchange.stop_clock()
+            record = self.record
+            record.status, record.headers = event.status, event.headers
+            record.bytes_out += len(event.body)
+            self.pool._finish(record)
             return
         self._hand_back(exchange)
 
@@ -133,21 +149,29 @@ class FastRequest:
         """The usual ASGI path from here: the relay from the exchange's next event on
         (``exchange``), or a fresh dispatch (None), in a task of its own."""
         pool = self.pool
+        record = self.record
 
         async def rest(scope: Any, receive: Any, send: Any) -> None:
-            # The request's (empty) body message, which the ASGI path reads before
-            # dispatching: the relay's next receive() then waits for the client to leave.
-            first = await receive()
-            if exchange is not None and await pool._relay(exchange, receive, send, scope):
-                return
-            # It never reached a worker (or died unread there): dispatched again, as
-            # WSGIPool does, with the body message given back.
-            replay = [first]
+            try:
+                # The request's (empty) body message, which the ASGI path reads before
+                # dispatching: the relay's next receive() then waits for the client to leave.
+                first = await receive()
+                if exchange is not None and await pool._relay(exchange, receive, send, scope, record):
+                    return
+                # It never reached a worker (or died unread there): dispatched again, as
+                # WSGIPool does, with the body message given back.
+                replay = [first]
 
-            async def again() -> Any:
-                return replay.pop() if replay else await receive()
+                async def again() -> Any:
+                    return replay.pop() if replay else await receive()
 
-            await pool._http(scope, again, send)
+                await pool._serve(scope, again, send, record)
+            except BaseException:
+                if not record.status and not record.reason:
+                    record.reason = "client gone"
+                raise
+            finally:
+                pool._finish(record)
 
         self.protocol._run_asgi_task(self.cycle, rest)
 
