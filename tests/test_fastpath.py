@@ -32,7 +32,8 @@ def records(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def fast(records: Path):
     server = Server.cli(APP, "--workers", "1", "--threads", "1", "--timeout", "2", "--fast-path",
-                        env={"FASTPATH_RECORD_DIR": str(records)}, ready_path="/hello").start()
+                        "--metrics-path", "/metrics", env={"FASTPATH_RECORD_DIR": str(records)},
+                        ready_path="/hello").start()
     try:
         yield server.wait_ready()
     finally:
@@ -203,3 +204,18 @@ def test_a_client_that_leaves_while_queued_costs_no_worker_run(fast: Server, rec
     after = uuid.uuid4().hex
     assert httpx.get(f"{fast.url}/record?token={after}", timeout=10).text == "recorded"
     assert (records / after).exists() and not (records / token).exists()
+
+
+def _responses_2xx(server: Server) -> float:
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    line = next(x for x in text.splitlines() if x.startswith('a2wsgi_mp_responses_total{status="2xx"}'))
+    return float(line.split()[-1])
+
+
+def test_fast_path_requests_feed_the_metrics(fast: Server) -> None:
+    before = _responses_2xx(fast)
+    with httpx.Client(base_url=fast.url, timeout=10) as c:
+        for _ in range(5):
+            r = c.get("/nolength")
+            assert r.headers["content-length"] == "15"  # (the fast path's framing)
+    assert _responses_2xx(fast) - before >= 5

@@ -44,8 +44,6 @@ def eligible(scope: dict, pool: WSGIPool) -> bool:
     cfg = pool.config
     if scope["method"] == "HEAD" or cfg.raise_app_errors or cfg.queue_timeout:
         return False
-    if getattr(pool, "access_log", None) is not None:  # (a per-request feature of WSGIPool's own)
-        return False
     for name, value in scope["headers"]:
         if name in (b"content-length", b"transfer-encoding", b"expect") or name.startswith(b"x-forwarded-") \
                 or name == b"forwarded":
