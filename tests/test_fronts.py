@@ -103,3 +103,28 @@ def test_two_fronts_serve_restart_reload_and_drain(tmp_path) -> None:  # type: i
     assert not survivors, [p.pid for p in survivors]
     assert server.proc is not None and server.proc.returncode == 0, (server.proc.returncode, log)
     assert "Traceback" not in log, log
+
+
+def test_fronts_drain_and_exit_when_the_master_is_killed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A SIGKILLed master leaves no orphaned front: each front sees its master's pidfd
+    turn readable, drains as on SIGTERM, and its pool goes with it."""
+    argv = [*cli_command(), APP, "--host", HOST, "--port", "{port}",
+            "--fronts", "2", "--workers", "2", "--graceful-timeout", "3", "--log-level", "warning"]
+    server = Server("fronts-orphans", argv, log_dir=tmp_path, env=subprocess_env())
+    with server:
+        fronts = _wait(lambda: (f := _fronts(server)) and len(f) == 2 and f, "two fronts")
+        assert httpx.get(server.url + "/hello", timeout=10).text == "Hello, world!"
+        # 2 fronts, 2 zygotes, 2 workers at least (a worker may still be booting: wait for it)
+        tree = _wait(lambda: (t := _tree(fronts)) and len(t) >= 6 and t, "two pools of one worker")
+        os.kill(server.pid, signal.SIGKILL)
+
+        def alive(p: psutil.Process) -> bool:
+            try:
+                return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return False
+
+        def all_gone() -> bool:
+            return not [p for p in tree if alive(p)]
+
+        _wait(all_gone, "every front, zygote and worker to exit after the master's SIGKILL")

@@ -52,6 +52,7 @@ from typing import Any
 from .. import proctitle
 from ..headlimits.options import http_protocol
 from ..pool.app import WSGIPool
+from ..pool.processes import open_pidfd
 from .sdnotify import Notifier
 
 #: Environment variable carrying the app and pool options to the fronts.
@@ -88,8 +89,43 @@ def front_app() -> WSGIPool:
     if server is not None:
         lifecycle.install_exit_handlers()
     # ... and the master passes SIGHUP on (see the module's docstring): this front reloads its pool.
-    lifecycle.bind(asyncio.get_running_loop())
+    loop = asyncio.get_running_loop()
+    lifecycle.bind(loop)
+    _follow_master(loop, spec["master"])
     return pool
+
+
+def _follow_master(loop: asyncio.AbstractEventLoop, master: int) -> None:
+    """Drain and exit, as on SIGTERM, when the master is gone (SIGKILLed, OOM-killed).
+
+    uvicorn's fronts are plain children: nothing else ends them when the master dies, and
+    an orphaned front would keep accepting on the shared socket with its pool for ever.
+    A pidfd of the master turns readable when it exits; where pidfds are missing, the
+    front is re-parented, which a once-a-second check of the parent pid sees.
+    """
+    def master_gone() -> None:
+        logger.warning("front %d: the master (pid %d) is gone: draining", os.getpid(), master)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        fd = open_pidfd(master)
+    except ProcessLookupError:
+        master_gone()
+        return
+    if fd >= 0:
+        def on_exit() -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+            master_gone()
+        loop.add_reader(fd, on_exit)
+        return
+
+    def check() -> None:
+        if os.getppid() != master:
+            master_gone()
+        else:
+            loop.call_later(1.0, check)
+    check()
 
 
 def _supervisor_class() -> Any:
@@ -234,7 +270,8 @@ def run_fronts(settings: Any, notifier: Notifier, announce: Callable[[Any], None
     http_protocol(SimpleNamespace(**head))  # a bad value fails here, once, not in every front
     admin = ParentAdmin(options.pop("admin_socket", None), options.pop("admin_bind", None))
     os.environ[ENV] = json.dumps({"app": settings.app, "options": options, "fronts": fronts, "head": head,
-                                  "admin_dir": admin.directory, "shutdown_delay": settings.shutdown_delay})
+                                  "admin_dir": admin.directory, "shutdown_delay": settings.shutdown_delay,
+                                  "master": os.getpid()})
     uvicorn_options["http"] = f"{__name__}:front_protocol"
     config = uvicorn.Config("a2wsgi_mp.cli.fronts:front_app", factory=True, workers=fronts, **uvicorn_options)
     if settings.log_config is None:

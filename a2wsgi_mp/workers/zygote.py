@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 
 from ..hooks import HookError, load_hooks
 from ..ipc import protocol
-from ..ipc.worker_pipe import WorkerPipe
+from ..ipc.worker_pipe import PeerGone, WorkerPipe
 from ..loader import AppLoadError, AppRef, describe, load_app
 from ..proctitle import TITLE_ENV, set_role, set_title, title
 from .inherited import close_inherited
@@ -164,6 +164,10 @@ def run_zygote(
         if preload:
             zygote.preload()
         zygote.run()
+    except PeerGone:
+        # The front hung up while we told it of a spawn or an exit: it has exited or is
+        # stopping, so there is nobody left to tell; the workers end on their own.
+        os._exit(0)
     except BaseException:
         traceback.print_exc()
     os._exit(1)
