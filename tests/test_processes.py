@@ -102,3 +102,23 @@ def test_a_worker_watching_the_front_dies_with_it() -> None:
             os.waitpid(child, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
+
+
+def test_a_worker_whose_front_hung_up_before_ready_exits_quietly() -> None:
+    """A booting worker the front no longer wants (retired during a reload storm, or the front
+    gone) finds its connection closed when it says READY: it leaves as on any hang-up, exit 0
+    and no traceback on the shared stderr."""
+    import socket
+
+    from .serverproc import REPO, subprocess_env
+
+    worker_end, front_end = socket.socketpair()
+    front_end.close()  # the front hung up while the worker booted
+    code = ("import socket, sys; from a2wsgi_mp.workers.process import run_worker; "
+            "run_worker('tests.apps.core_app:app', [socket.socket(fileno=int(sys.argv[1]))], int(sys.argv[2]))")
+    proc = subprocess.run([sys.executable, "-c", code, str(worker_end.fileno()), str(os.getpid())],
+                          pass_fds=[worker_end.fileno()], capture_output=True, timeout=60, cwd=REPO,
+                          env=subprocess_env())
+    worker_end.close()
+    assert b"Traceback" not in proc.stderr, proc.stderr.decode()
+    assert proc.returncode == 0, (proc.returncode, proc.stderr.decode())

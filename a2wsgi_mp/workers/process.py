@@ -367,8 +367,11 @@ def run_worker(app_ref: AppRef, socks: list[socket.socket], parent_pid: int, fro
         os._exit(EXIT_BOOT_FAILED)
     if options.get("max_rss_hard"):
         watch_rss(int(options["max_rss_hard"]))
-    for pipe in pipes:
-        pipe.send(protocol.encode_ready(pid))
+    try:
+        for pipe in pipes:
+            pipe.send(protocol.encode_ready(pid))
+    except PeerGone:  # the front hung up while we booted (retired in a reload, or gone)
+        _leaving.exit(0)
     try:
         multithread = len(pipes) > 1
         if not multithread:
