@@ -110,10 +110,11 @@ class PoolConfig:
     #: same environ key as the dashed name: "drop" (gunicorn's and nginx's default),
     #: "refuse" (400) or "dangerous" (kept).  Applied in the worker's environ.
     header_map: str = "drop"
-    #: Under the CLI (a2wsgi_mp's own uvicorn protocol, httptools): a request without a
-    #: body skips the ASGI machinery and a complete response leaves in one write
-    #: (``pool/fastpath.py``); everything else takes the ASGI path.  No effect elsewhere.
-    fast_path: bool = False
+    #: Under the CLI and the gunicorn worker (a2wsgi_mp's own uvicorn protocol,
+    #: httptools): a request without a body skips the ASGI machinery and a complete
+    #: response leaves in one write (``pool/fastpath.py``); everything else takes the
+    #: ASGI path.  No effect under other servers.  False keeps every request on ASGI.
+    fast_path: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.workers, (tuple, list)):

@@ -42,7 +42,7 @@ def fast(records: Path):
 
 @pytest.fixture(scope="module")
 def plain():
-    server = Server.cli(APP, "--workers", "1", "--threads", "1", ready_path="/hello").start()
+    server = Server.cli(APP, "--workers", "1", "--threads", "1", "--no-fast-path", ready_path="/hello").start()
     try:
         yield server.wait_ready()
     finally:

@@ -241,7 +241,8 @@ OPTIONS: list[Option] = [
     pool("ipc", str, "bodies via the socketpair (pipe) or a shared-memory ring per slot (shm)",
          choices=("pipe", "shm")),
     pool("fast_path", boolean, "requests without a body skip the ASGI layer in the front, complete "
-         "responses leave in one write (httptools only; about a quarter less front CPU per request)", switch=True),
+         "responses leave in one write (httptools only; about a third less front CPU per request; "
+         "--no-fast-path keeps every request on ASGI)", switch=True),
 ]
 
 #: The app itself and the config file path also come from the environment.

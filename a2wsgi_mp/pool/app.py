@@ -209,16 +209,12 @@ class WSGIPool:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         record = Record(scope, perf_counter())
-        try:
+        with Recording(self, record):
             await self._serve(scope, receive, send, record)
-        except BaseException:
-            if not record.status and not record.reason:
-                record.reason = "client gone"
-            raise
-        finally:
-            self._finish(record)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, record: Record) -> None:
+        # (A request the front answers itself, or refuses before any worker, must also
+        # be kept off the fast path: pool/fastpath.py's ``eligible``.)
         if not self.dispatcher.started:
             try:
                 await self.startup()
@@ -537,6 +533,27 @@ async def _read_body(receive: Receive, spool: Spool, message: Message | None = N
         if not message.get("more_body", False):
             return True
         message = None
+
+
+class Recording:
+    """Ends a request's record exactly once, however the request ends (the ASGI path
+    and the fast path's hand-back share it): one that ends by an exception before any
+    answer or reason is the client gone."""
+
+    __slots__ = ("pool", "record")
+
+    def __init__(self, pool: WSGIPool, record: Record) -> None:
+        self.pool = pool
+        self.record = record
+
+    def __enter__(self) -> Record:
+        return self.record
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        record = self.record
+        if kind is not None and not record.status and not record.reason:
+            record.reason = "client gone"
+        self.pool._finish(record)
 
 
 def _content_length(scope: Scope) -> int | None:

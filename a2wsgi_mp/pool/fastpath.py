@@ -27,7 +27,7 @@ from ..environ import head_size, request_head
 from ..framing import frame_head
 from ..ipc import protocol
 from ..record import Record
-from .app import MAX_HEAD, WSGIPool
+from .app import MAX_HEAD, Recording, WSGIPool
 
 
 def find_pool(app: Any) -> WSGIPool | None:
@@ -50,7 +50,7 @@ def eligible(scope: dict, pool: WSGIPool) -> bool:
             if name == b"content-length" and value.strip() == b"0":
                 continue
             return False
-    if cfg.metrics_path is not None and scope["path"] == cfg.metrics_path:
+    if scope["path"] in (cfg.metrics_path, cfg.health_path):  # (the front answers those itself)
         return False
     dispatcher = pool.pool
     if not dispatcher.started or dispatcher.supervisor.stopping or dispatcher.supervisor.hopeless:
@@ -150,7 +150,7 @@ class FastRequest:
         record = self.record
 
         async def rest(scope: Any, receive: Any, send: Any) -> None:
-            try:
+            with Recording(pool, record):
                 # The request's (empty) body message, which the ASGI path reads before
                 # dispatching: the relay's next receive() then waits for the client to leave.
                 first = await receive()
@@ -164,12 +164,6 @@ class FastRequest:
                     return replay.pop() if replay else await receive()
 
                 await pool._serve(scope, again, send, record)
-            except BaseException:
-                if not record.status and not record.reason:
-                    record.reason = "client gone"
-                raise
-            finally:
-                pool._finish(record)
 
         self.protocol._run_asgi_task(self.cycle, rest)
 
