@@ -115,6 +115,11 @@ class PoolConfig:
     #: response leaves in one write (``pool/fastpath.py``); everything else takes the
     #: ASGI path.  No effect under other servers.  False keeps every request on ASGI.
     fast_path: bool = True
+    #: Under uvicorn's httptools protocol on plain TCP or a Unix socket (the CLI,
+    #: the gunicorn worker): a worker whose response streams writes the body to
+    #: the client itself, handing the rest back to the front when the client stops
+    #: reading (``pool/direct.py``, ``workers/direct.py``).  False: the front relays.
+    direct_stream: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.workers, (tuple, list)):

@@ -265,6 +265,99 @@ def test_file_handshake() -> None:
     assert front.receive_data(p.encode_app_error(1, "close failed")) == [p.AppError(1, "close failed")]
 
 
+def _offered(front: FrontConnection, worker: WorkerConnection) -> None:
+    front.send_request(1, HEAD, b"", 0)
+    start = worker.start(1, 200, [], b"first", False)
+    assert start is not None
+    assert front.receive_data(start + worker.offer(1)) == [p.Start(1, 200, [], b"first", False), p.Offer(1)]
+    assert front.offered == 1 and worker.offer_answer(1) is None
+
+
+def test_direct_stream_take_then_the_worker_writes_and_reports() -> None:
+    front = _front()
+    worker = WorkerConnection()
+    _offered(front, worker)
+    take = front.send_take(1, True)
+    assert front.offered is None and front.direct == 1
+    r, w = os.pipe()
+    worker.receive_data(take, [r])  # (the client socket rides along)
+    assert worker.offer_answer(1) == (r, True)
+    assert worker.next_event() is None  # a control frame: applied, not queued
+    # After a TAKE nothing but DIRECT (or ABORT, APP_ERROR) may come: no BODY.
+    handed = worker.direct(1, 300, b"tail", False)
+    assert front.receive_data(handed) == [p.Direct(1, 300, b"tail", False)]
+    assert front.direct is None and front.in_flight == 1  # the rest comes by the pipe
+    assert front.receive_data(p.encode_body(1, b"more") + worker.end(1)) == [p.Body(1, b"more"), p.End(1)]
+    assert front.in_flight is None and front.error is None
+    os.close(r)
+    os.close(w)
+
+
+def test_direct_stream_done_ends_the_request_and_keep_relays() -> None:
+    front = _front()
+    worker = WorkerConnection()
+    _offered(front, worker)
+    worker.receive_data(front.send_keep(1))
+    assert worker.offer_answer(1) == ()
+    assert front.receive_data(p.encode_body(1, b"b") + p.encode_end(1)) == [p.Body(1, b"b"), p.End(1)]
+    front.send_request(2, HEAD, b"", 0)
+    start = worker.start(2, 200, [], b"x", False)
+    assert start is not None
+    front.receive_data(start + worker.offer(2))
+    worker.receive_data(front.send_take(2, False), [os.dup(0)])
+    fd, chunked = worker.offer_answer(2)  # type: ignore[misc]
+    os.close(fd)
+    assert front.receive_data(worker.direct(2, 10, b"", True)) == [p.Direct(2, 10, b"", True)]
+    assert front.in_flight is None and front.error is None
+
+
+@pytest.mark.parametrize("after_take, frame", [
+    (False, p.encode_body(1, b"b")),  # a BODY while the OFFER awaits its answer
+    (False, p.encode_end(1)),
+    (False, p.encode_offer(1)),  # a second OFFER
+    (False, p.encode_direct(1, 1, b"", True)),  # DIRECT without a TAKE
+    (True, p.encode_body(1, b"b")),  # a BODY after the TAKE, before DIRECT
+    (True, p.encode_end(1)),
+    (True, p.encode_direct(2, 1, b"", True)),  # another request's
+])
+def test_direct_stream_frames_out_of_turn(after_take: bool, frame: bytes) -> None:
+    front = _front()
+    _offered(front, WorkerConnection())
+    if after_take:
+        front.send_take(1, False)
+    assert front.receive_data(frame) == []
+    assert isinstance(front.error, p.ProtocolError) and "out of turn" in str(front.error)
+
+
+def test_an_offer_before_start_and_answers_nobody_asked_for() -> None:
+    front = _front()
+    front.send_request(1, HEAD, b"", 0)
+    assert front.receive_data(p.encode_offer(1)) == []
+    assert "out of turn" in str(front.error)
+    with pytest.raises(RuntimeError):
+        _front().send_take(1, True)  # no OFFER awaits an answer
+    worker = WorkerConnection()
+    with pytest.raises(p.ProtocolError, match="awaits none"):
+        worker.receive_data(p.encode_keep(1))
+    worker = WorkerConnection()
+    worker.offer(1)
+    with pytest.raises(p.ProtocolError, match="without the client's socket"):
+        worker.receive_data(p.encode_take(1, False))
+
+
+def test_an_abort_after_take_ends_the_request_and_close_drops_an_unused_socket() -> None:
+    front = _front()
+    worker = WorkerConnection()
+    _offered(front, worker)
+    fd = os.dup(0)
+    worker.receive_data(front.send_take(1, True), [fd])
+    assert front.receive_data(worker.abort(1, "client disconnected")) == [p.Abort(1, "client disconnected")]
+    assert front.in_flight is None and front.direct is None
+    worker.close()  # the TAKE's descriptor was never taken: closed here
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
 def test_data_after_a_file_frame_is_a_protocol_error() -> None:
     front = _front()
     front.send_request(1, HEAD, b"", 0)
@@ -544,11 +637,13 @@ _TO_FRONT = [
     p.encode_end(1), p.encode_abort(1, "r"), p.encode_app_error(1, "e"), p.encode_file(1, 200, [], 0, 1),
     p.encode_shm_body(1, 0, 8), p.encode_shm_body(1, RING - 4, 8), p.encode_usage(1), p.encode_log(10, "l"),
     p.encode_ready(3), p.encode_start(2, 200, [], b"", False), p.encode_cancel(1), p.encode_exited(2, 0),
+    p.encode_offer(1), p.encode_direct(1, 5, b"", False), p.encode_direct(1, 5, b"t", True),
 ]
 _TO_WORKER = [
     p.encode_request(1, HEAD, b"", 0), p.encode_request_shm(1, HEAD, 4), p.encode_request(1, HEAD, None, 9),
     p.encode_cancel(1), p.encode_file_ack(1), p.encode_report(True), p.encode_shm_credit(4),
     p.encode_shm_setup(4096), p.encode_spawn(1, 1), p.encode_end(1), _frame(p.Kind.REQUEST, [2, "bad", None, 0]),
+    p.encode_take(1, True), p.encode_keep(1),
 ]
 _MANY = settings(_SETTINGS, max_examples=500)
 

@@ -27,7 +27,7 @@ FORBIDDEN = ("a2wsgi_mp.pool", "a2wsgi_mp.gunicorn", "a2wsgi_mp.cli")
 
 
 def test_the_child_modules_are_the_ones_expected() -> None:
-    assert CHILD_MODULES == ["filewrapper", "inherited", "lifeline", "process", "zygote"]
+    assert CHILD_MODULES == ["direct", "filewrapper", "inherited", "lifeline", "process", "zygote"]
 
 
 def test_importing_the_child_processes_loads_no_front_module() -> None:

@@ -51,6 +51,10 @@ if hasattr(p, "encode_request_shm"):  # a request body in the slot's ring (--ipc
 if hasattr(p, "encode_usage"):  # RSS reports for max_rss (version 2)
     SAMPLES += [(p.encode_report(True), p.Report(True)), (p.encode_report(False), p.Report(False)),
                 (p.encode_usage(215 << 20), p.Usage(215 << 20))]
+if hasattr(p, "encode_offer"):  # the direct stream (a worker writes a streamed body to the client)
+    SAMPLES += [(p.encode_offer(19), p.Offer(19)), (p.encode_take(19, True), p.Take(19, True)),
+                (p.encode_keep(20), p.Keep(20)), (p.encode_direct(19, 1 << 33, b"5\r\nab", False),
+                                                 p.Direct(19, 1 << 33, b"5\r\nab", False))]
 STREAM = b"".join(frame for frame, _ in SAMPLES)
 EXPECTED = [event for _, event in SAMPLES]
 

@@ -243,6 +243,9 @@ OPTIONS: list[Option] = [
     pool("fast_path", boolean, "requests without a body skip the ASGI layer in the front, complete "
          "responses leave in one write (httptools only; about a third less front CPU per request; "
          "--no-fast-path keeps every request on ASGI)", switch=True),
+    pool("direct_stream", boolean, "a worker writes a streamed response's body to the client itself, handing "
+         "the rest back to the front when the client stops reading (httptools, plain TCP or Unix socket; "
+         "--no-direct-stream: the front relays every byte)", switch=True),
 ]
 
 #: The app itself and the config file path also come from the environment.

@@ -20,7 +20,7 @@ from .frames import VERSION
 __all__ = [
     "Kind", "FRAMES", "Request", "Cancel", "Ready", "BootError", "Start", "File", "FileAck", "ShmSetup",
     "RequestShm", "ShmCredit", "ShmBody", "Body", "End", "Abort", "Log", "Spawn", "Spawned", "Exited", "Report",
-    "Usage", "AppError", "Rejected", "Event",
+    "Usage", "AppError", "Offer", "Take", "Keep", "Direct", "Rejected", "Event",
 ]
 
 
@@ -39,6 +39,8 @@ class Kind(IntEnum):
     SHM_CREDIT = 6
     REQUEST_SHM = 7
     REPORT = 8
+    TAKE = 9
+    KEEP = 10
     READY = 16
     BOOT_ERROR = 17
     START = 18
@@ -52,6 +54,8 @@ class Kind(IntEnum):
     SHM_BODY = 26
     USAGE = 27
     APP_ERROR = 28
+    OFFER = 29
+    DIRECT = 30
 
 
 #: The first kind a worker (or the zygote) sends to the front.
@@ -325,6 +329,62 @@ class AppError(NamedTuple):
     message: str
 
 
+# ---------------------------------------------------------------- direct stream
+#
+# A streamed response's body may go from the worker straight to the client's
+# socket (``docs/protocol.md``, "Direct stream"): the worker OFFERs after its
+# START and waits; the front answers TAKE (with the client socket's descriptor)
+# or KEEP (relay as usual); after a TAKE the worker writes the body itself and
+# says what it wrote with DIRECT, handing the rest back when the client stops
+# reading.
+
+
+@frame(Kind.OFFER, _rid_only)
+class Offer(NamedTuple):
+    """Worker -> front, right after a START that is not ``done``: "I can write this
+    body to the client myself".  The worker sends nothing more until TAKE or KEEP."""
+
+    rid: int
+
+
+@frame(Kind.TAKE, lambda rid, chunked: isinstance(rid, int) and isinstance(chunked, bool))
+class Take(NamedTuple):
+    """Front -> worker: write the rest of the body to the client socket that came
+    with this frame (SCM_RIGHTS), as HTTP/1.1 chunks when ``chunked``.  Everything
+    the front had of this response is written already (its buffer is empty)."""
+
+    rid: int
+    chunked: bool
+
+
+@frame(Kind.KEEP, _rid_only)
+class Keep(NamedTuple):
+    """Front -> worker: no; send the body as BODY frames."""
+
+    rid: int
+
+
+def _direct(fields: tuple) -> "Direct | None":
+    rid, written, tail, done = fields
+    if type(rid) is int and type(written) is int and written >= 0 and type(tail) is bytes and type(done) is bool:
+        return new_event(Direct, fields)
+    return None
+
+
+@frame(Kind.DIRECT, build=_direct)
+class Direct(NamedTuple):
+    """Worker -> front, after a TAKE: ``written`` bytes of body went to the client
+    (counted whole, though ``tail`` of their framed bytes did not: the front writes
+    ``tail`` first, as it is).  ``done``: the response is complete (its last frame;
+    the front writes a chunked body's last chunk); otherwise the rest comes as
+    BODY frames — the client stopped reading and the worker may not wait for it."""
+
+    rid: int
+    written: int
+    tail: bytes
+    done: bool
+
+
 # ---------------------------------------------------------------- zygote -> front
 
 
@@ -358,7 +418,7 @@ class Rejected(NamedTuple):
 
 Event = Union[
     Request, Cancel, Ready, BootError, Start, Body, End, Abort, Log, Spawn, Spawned, Exited, File, FileAck,
-    ShmSetup, ShmCredit, ShmBody, RequestShm, Report, Usage, AppError, Rejected,
+    ShmSetup, ShmCredit, ShmBody, RequestShm, Report, Usage, AppError, Offer, Take, Keep, Direct, Rejected,
 ]
 
 _missing = set(Kind) - set(FRAMES)

@@ -19,7 +19,12 @@ bytes and descriptors:
 * the FILE handshake: a FILE frame stops the stream (:attr:`awaiting_fd`), a
   FILE_ACK goes back, and :meth:`~FrontConnection.receive_fd` turns the
   descriptor that follows into a :class:`~a2wsgi_mp.ipc.fds.FileHandoff`;
-* CANCEL at most once per request, and only while it is in flight.
+* CANCEL at most once per request, and only while it is in flight;
+* the direct stream: an OFFER after a START that is not ``done`` gets exactly one
+  answer (:meth:`~FrontConnection.send_take`, with the client socket, or
+  :meth:`~FrontConnection.send_keep`) and nothing but CANCEL is sent meanwhile;
+  after a TAKE only DIRECT, APP_ERROR or ABORT may come, and a DIRECT that is
+  ``done`` ends the request.
 
 A peer that breaks a rule gets a :class:`~a2wsgi_mp.ipc.frames.ProtocolError`
 (:attr:`FrontConnection.error`), after the events that came before the fault.
@@ -44,11 +49,13 @@ from .events import (
     AppError,
     Body,
     BootError,
+    Direct,
     End,
     Event,
     Exited,
     File,
     Log,
+    Offer,
     Ready,
     ShmBody,
     Spawned,
@@ -73,7 +80,8 @@ class FrontConnection:
     """The front's end of one connection to a worker slot (or to the zygote)."""
 
     __slots__ = ("_decoder", "_shm_size", "_report_rss", "_new_region", "region", "ready", "in_flight", "started",
-                 "_cancelled", "_last", "_file", "awaiting_fd", "_stopped", "outbox", "error", "closed")
+                 "_cancelled", "_last", "_file", "awaiting_fd", "_stopped", "outbox", "error", "closed", "offered",
+                 "direct")
 
     def __init__(self, shm_size: int = 0, report_rss: bool = False,
                  new_region: Callable[[int], Region] = Region.create) -> None:
@@ -104,6 +112,10 @@ class FrontConnection:
         #: Set once the worker broke the protocol; the connection must be dropped.
         self.error: ProtocolError | None = None
         self.closed = False
+        #: The request whose OFFER awaits our TAKE or KEEP.
+        self.offered: int | None = None
+        #: The request whose body the worker writes to the client itself (after our TAKE, until its DIRECT).
+        self.direct: int | None = None
 
     # ------------------------------------------------------------ receiving
 
@@ -139,7 +151,8 @@ class FrontConnection:
                     else:
                         self.started = True
                 elif cls is Body:
-                    if event.rid != self.in_flight or not self.started:
+                    if event.rid != self.in_flight or not self.started or self.offered is not None \
+                            or self.direct is not None:
                         raise self._out_of_turn(event)
                 elif cls is ShmBody:
                     if event.rid != self.in_flight or not self.started:
@@ -148,9 +161,21 @@ class FrontConnection:
                     events[_index(events, event)] = Body(event.rid, data)
                     credit += len(data)
                 elif cls is End or cls is Abort:  # (an ABORT may come before any START: a cancel)
-                    if event.rid != self.in_flight or (cls is End and not self.started):
+                    if event.rid != self.in_flight or self.offered is not None or (
+                            cls is End and (not self.started or self.direct is not None)):
                         raise self._out_of_turn(event)
                     self._finish()
+                elif cls is Offer:
+                    if event.rid != self.in_flight or not self.started or self.offered is not None \
+                            or self.direct is not None:
+                        raise self._out_of_turn(event)
+                    self.offered = event.rid
+                elif cls is Direct:
+                    if event.rid != self.in_flight or self.direct != event.rid:
+                        raise self._out_of_turn(event)
+                    self.direct = None
+                    if event.done:
+                        self._finish()
                 elif cls in _UNSCOPED:
                     pass
                 elif cls is File:
@@ -247,6 +272,23 @@ class FrontConnection:
         self._cancelled = rid
         return protocol.encode_cancel(rid)
 
+    def send_take(self, rid: int, chunked: bool) -> bytes:
+        """The TAKE answering request ``rid``'s OFFER; the client socket's descriptor
+        must go in the same ``sendmsg``.  The worker writes the body from now on."""
+        self._answer(rid)
+        self.direct = rid
+        return protocol.encode_take(rid, chunked)
+
+    def send_keep(self, rid: int) -> bytes:
+        """The KEEP answering request ``rid``'s OFFER: the body comes as BODY frames."""
+        self._answer(rid)
+        return protocol.encode_keep(rid)
+
+    def _answer(self, rid: int) -> None:
+        if self.offered != rid or rid != self.in_flight:
+            raise RuntimeError(f"no OFFER of request {rid} awaits an answer")
+        self.offered = None
+
     # ------------------------------------------------------------ end
 
     def close(self) -> None:
@@ -263,6 +305,7 @@ class FrontConnection:
         self._last = self.in_flight
         self.in_flight = None
         self.started = False
+        self.offered = self.direct = None
 
     def _after_ready(self) -> None:
         """Set the slot up before any request: its ring (memfd by SCM_RIGHTS), then REPORT."""

@@ -22,7 +22,7 @@ __all__ = ["FileHandoff", "FrontPipe", "REQUEST_EVENTS", "RequestSink", "pair"]
 
 #: The events that belong to the request in flight: they go straight to its sink.
 REQUEST_EVENTS = frozenset((protocol.Start, protocol.Body, protocol.End, protocol.Abort, protocol.AppError,
-                            FileHandoff))
+                            protocol.Offer, protocol.Direct, FileHandoff))
 
 
 class RequestSink(Protocol):
@@ -203,6 +203,25 @@ class FrontPipe(asyncio.Protocol):
             data = self.conn.send_cancel(rid)
             if data:
                 self.send(data)
+
+    def answer_offer(self, rid: int, client_fd: int | None, chunked: bool = False) -> bool:
+        """Answer request ``rid``'s OFFER: TAKE with ``client_fd`` (the worker writes
+        the body to it from now on), or KEEP when it is None.  False if it had to be
+        KEEP (our own send buffer to the worker is not empty: the frame and its
+        descriptor could not leave in one ``sendmsg``)."""
+        if self._closed or self.transport is None:
+            return False
+        conn = self.conn
+        if client_fd is not None and self.transport.get_write_buffer_size() == 0:
+            data = conn.send_take(rid, chunked)
+            try:
+                self.send_with_fds(data, [client_fd])
+            except OSError as exc:
+                self._lose(exc)
+                return False
+            return True
+        self.send(conn.send_keep(rid))
+        return False
 
     def send_with_fds(self, data: bytes, fds: list[int]) -> None:
         """Send a (small) frame together with file descriptors.

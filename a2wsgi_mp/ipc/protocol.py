@@ -31,13 +31,16 @@ from .events import (
     Body,
     BootError,
     Cancel,
+    Direct,
     End,
     Event,
     Exited,
     File,
     FileAck,
+    Keep,
     Kind,
     Log,
+    Offer,
     Ready,
     Rejected,
     Report,
@@ -49,6 +52,7 @@ from .events import (
     Spawn,
     Spawned,
     Start,
+    Take,
     Usage,
 )
 from .frames import HEADER, HEADER_SIZE, MAX_PAYLOAD, RID, VERSION, ProtocolError
@@ -57,6 +61,7 @@ __all__ = [
     "HEADER", "HEADER_SIZE", "MAX_PAYLOAD", "RID", "VERSION", "ProtocolError", "Kind", "FRAMES", "Event", "Request",
     "Cancel", "Ready", "BootError", "Start", "File", "FileAck", "ShmSetup", "RequestShm", "ShmCredit", "ShmBody",
     "Body", "End", "Abort", "Log", "AppError", "Spawn", "Spawned", "Exited", "Report", "Usage", "Rejected",
+    "Offer", "Take", "Keep", "Direct", "encode_offer", "encode_take", "encode_keep", "encode_direct",
     "Decoder", "encode", "encode_request", "encode_cancel", "encode_ready", "encode_boot_error", "encode_start",
     "encode_file", "encode_file_ack", "encode_shm_setup", "encode_request_shm", "encode_shm_credit",
     "encode_shm_body", "encode_report", "encode_usage", "encode_body_header", "encode_body", "encode_end",
@@ -211,3 +216,27 @@ def encode_spawned(worker_id: int, pid: int) -> bytes:
 
 def encode_exited(pid: int, status: int) -> bytes:
     return _frame(_EXITED, _packb((pid, status)))
+
+
+#: The ABORT reason of a response whose client left (a CANCEL acknowledged, or a
+#: client gone under a worker writing to it directly): not an error.
+CLIENT_LEFT = "client disconnected"
+
+
+# Direct stream (not the hot path of small responses: once per streamed response).
+
+
+def encode_offer(rid: int) -> bytes:
+    return encode(Offer(rid))
+
+
+def encode_take(rid: int, chunked: bool) -> bytes:
+    return encode(Take(rid, chunked))
+
+
+def encode_keep(rid: int) -> bytes:
+    return encode(Keep(rid))
+
+
+def encode_direct(rid: int, written: int, tail: bytes, done: bool) -> bytes:
+    return encode(Direct(rid, written, tail, done))

@@ -17,7 +17,9 @@ only moves bytes and descriptors and waits where a rule says to:
   (:meth:`~WorkerConnection.shm_piece`; the transport waits for credit when it
   is full), and USAGE in front of a response's last frame when REPORT asked;
 * the FILE handshake: the descriptor goes only after the front's FILE_ACK
-  (:meth:`~WorkerConnection.file_acked`).
+  (:meth:`~WorkerConnection.file_acked`);
+* the direct stream: after our OFFER, the front's TAKE (with the client socket's
+  descriptor) or KEEP is the :meth:`~WorkerConnection.offer_answer`.
 
 The decoder is lenient: a frame it cannot use is a :class:`Rejected` event,
 so a bad request fails alone; only a broken rule or a wrong version is a
@@ -36,11 +38,13 @@ from .events import (
     Cancel,
     Event,
     FileAck,
+    Keep,
     Report,
     Request,
     RequestShm,
     ShmCredit,
     ShmSetup,
+    Take,
 )
 from .frames import ProtocolError
 from .shm import MIN_CHUNK, Region, RingWriter
@@ -55,13 +59,14 @@ PIECE = 256 * 1024
 USAGE_EVERY = 1.0
 _next_usage = 0.0
 
-_HANDLED = frozenset((Cancel, ShmCredit, RequestShm, Report, ShmSetup, FileAck))
+_HANDLED = frozenset((Cancel, ShmCredit, RequestShm, Report, ShmSetup, FileAck, Take, Keep))
 
 
 class WorkerConnection:
     """The worker's end of one connection (a slot), or the zygote's control connection."""
 
-    __slots__ = ("_decoder", "events", "_fds", "_cancelled", "eof", "ring", "report_rss", "_rss", "_clock", "_file")
+    __slots__ = ("_decoder", "events", "_fds", "_cancelled", "eof", "ring", "report_rss", "_rss", "_clock", "_file",
+                 "_offer")
 
     def __init__(self, rss: Callable[[], int] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self._decoder = protocol.Decoder(lenient=True)  # a bad frame fails one request, not the worker
@@ -81,6 +86,9 @@ class WorkerConnection:
         self._clock = clock
         #: The request whose FILE frame we sent: None, or [rid, acked].
         self._file: list | None = None
+        #: The request whose OFFER we sent: None, or [rid, answer] (answer: None
+        #: until it comes, then (fd, chunked) for a TAKE or () for a KEEP).
+        self._offer: list | None = None
 
     # ------------------------------------------------------------ receiving
 
@@ -202,6 +210,29 @@ class WorkerConnection:
             return True
         return False
 
+    def offer(self, rid: int) -> bytes:
+        """An OFFER to write request ``rid``'s body to the client ourselves; wait
+        for :meth:`offer_answer` before sending anything more of it."""
+        self._offer = [rid, None]
+        return protocol.encode_offer(rid)
+
+    def offer_answer(self, rid: int) -> tuple[int, bool] | tuple[()] | None:
+        """The front's answer to our OFFER: ``(fd, chunked)`` for a TAKE (the fd is
+        ours to close), ``()`` for a KEEP, None while it has not come."""
+        offer = self._offer
+        if offer is None or offer[0] != rid:
+            raise RuntimeError(f"no OFFER of request {rid} awaits an answer")
+        if offer[1] is None:
+            return None
+        self._offer = None
+        answer: tuple[int, bool] | tuple[()] = offer[1]
+        return answer
+
+    def direct(self, rid: int, written: int, tail: bytes, done: bool) -> bytes:
+        """What we wrote to the client after a TAKE (``done``: the whole body; a last frame)."""
+        frame = protocol.encode_direct(rid, written, tail, done)
+        return self._last(frame) if done else frame
+
     def _last(self, frame: bytes) -> bytes:
         """A response's last frame, preceded (same write) by our RSS: every time if
         the front asked (REPORT: ``max_rss``), else at most every :data:`USAGE_EVERY`
@@ -239,6 +270,16 @@ class WorkerConnection:
             self.report_rss = event.rss
         elif isinstance(event, ShmSetup):
             self._map_ring(event.size)
+        elif isinstance(event, (Take, Keep)):
+            offer = self._offer
+            if offer is None or offer[0] != event.rid or offer[1] is not None:
+                raise ProtocolError(f"{type(event).__name__} for request {event.rid}, whose OFFER awaits none")
+            if isinstance(event, Take):
+                if not self._fds:
+                    raise ProtocolError("TAKE arrived without the client's socket")
+                offer[1] = (self._fds.pop(), event.chunked)  # (the newest: it came with this frame)
+            else:
+                offer[1] = ()
         elif isinstance(event, FileAck):
             file = self._file
             if file is None or file[0] != event.rid or file[1]:
@@ -263,6 +304,10 @@ class WorkerConnection:
 
     def close(self) -> None:
         """Close the descriptors not taken and unmap the ring."""
+        offer = self._offer
+        if offer is not None and offer[1]:
+            os.close(offer[1][0])
+        self._offer = None
         self.drop_fds()
         if self.ring is not None:
             self.ring.region.close()

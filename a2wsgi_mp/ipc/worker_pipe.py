@@ -130,6 +130,25 @@ class WorkerPipe:
         if done:
             self.send(conn.end(rid))
 
+    def send_start_offer(self, rid: int, status: int, headers: list, body: bytes) -> tuple[int, bool] | tuple[()]:
+        """A streamed response's START, then an OFFER to write its body to the client
+        ourselves; the front's answer: ``(client fd, chunked)`` for a TAKE, ``()``
+        for a KEEP.  Waits for it (the front answers at once)."""
+        conn = self.conn
+        frame = conn.start(rid, status, headers, body, False)
+        if frame is not None:
+            self.send(frame + conn.offer(rid))  # (one write)
+        else:
+            self.send_start(rid, status, headers, body, False)
+            self.send(conn.offer(rid))
+        while True:
+            answer = conn.offer_answer(rid)
+            if answer is not None:
+                return answer
+            if conn.eof:
+                raise PeerGone("the front hung up before answering an OFFER")
+            self.fill()
+
     def send_body(self, rid: int, chunk: bytes) -> None:
         if self.conn.uses_shm(len(chunk)):
             self._send_shm(rid, chunk)

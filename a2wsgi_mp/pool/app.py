@@ -30,7 +30,7 @@ from ..loader import AppRef, describe
 from ..record import Record
 from ..replies import send_plain
 from ..types import Message, Receive, Scope, Send
-from . import metrics
+from . import direct, metrics
 from .body_timeout import BodyReads
 from .client import cut_response
 from .dispatch import BootFailed, Dispatcher, Unavailable
@@ -296,6 +296,8 @@ class WSGIPool:
         head = request_head(scope)
         if cfg.header_map != "drop":
             head["header_map"] = cfg.header_map
+        if cfg.direct_stream and direct.may_offer(send):
+            head["direct"] = True
         try:
             # A request that provably never reached its worker (the send failed, or the
             # worker died with it unread) goes to another: the app never ran.
@@ -414,11 +416,18 @@ class WSGIPool:
                 elif isinstance(event, protocol.End):
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                     break
+                elif isinstance(event, protocol.Offer):  # (pool/direct.py: the worker may write the body)
+                    if direct.answer(exchange, send):
+                        dispatcher.counters["direct"] += 1
+                elif isinstance(event, protocol.Direct):
+                    record.bytes_out += event.written
+                    if await direct.resume(send, event):
+                        break
                 elif isinstance(event, FileHandoff):
                     handoff = event  # the worker is free: send the file after releasing it
                     break
                 elif isinstance(event, protocol.Abort):
-                    log = logger.debug if exchange.cancelled else logger.warning
+                    log = logger.debug if exchange.cancelled or event.reason == protocol.CLIENT_LEFT else logger.warning
                     log("response cut: %s", event.reason)
                     record.reason = f"response cut: {event.reason}"
                     break

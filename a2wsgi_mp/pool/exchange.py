@@ -145,7 +145,7 @@ class Exchange:
                 event = protocol.End(event.rid)
             self._end(event)
         elif isinstance(event, (protocol.End, protocol.Abort, Lost, TimedOut)) or (
-            isinstance(event, protocol.Start) and event.done
+            isinstance(event, (protocol.Start, protocol.Direct)) and event.done
         ):
             self._end(event)
         self._events.append(event)

@@ -27,6 +27,7 @@ from ..environ import head_size, request_head
 from ..framing import frame_head
 from ..ipc import protocol
 from ..record import Record
+from . import direct
 from .app import MAX_HEAD, Recording, WSGIPool
 
 
@@ -119,8 +120,11 @@ class FastRequest:
         exchange = self.exchange = dispatcher.begin(slot)
         slot.request, slot.since = cycle.scope, time.monotonic()  # (for a death report)
         head = request_head(cycle.scope)
-        if self.pool.config.header_map != "drop":
-            head["header_map"] = self.pool.config.header_map
+        cfg = self.pool.config
+        if cfg.header_map != "drop":
+            head["header_map"] = cfg.header_map
+        if cfg.direct_stream and direct.plain(cycle.transport):
+            head["direct"] = True
         exchange._waiter = cast(Any, _Callback(self._answer))
         if not self.pool._send_request(exchange, head, b"", 0, None):
             # Not sent (its worker is being replaced): the ASGI path dispatches it again.

@@ -42,6 +42,7 @@ _COUNTERS = {
     "killed": ("a2wsgi_mp_kills", "Workers killed by the supervisor (timeouts)."),
     "scaled_up": ("a2wsgi_mp_scale_ups", "Workers started by the elastic pool because requests queued."),
     "scaled_down": ("a2wsgi_mp_scale_downs", "Workers retired by the elastic pool after idling."),
+    "direct": ("a2wsgi_mp_direct_streams", "Streamed responses whose body a worker wrote to the client itself."),
 }
 
 
@@ -176,7 +177,7 @@ def families(snap: dict[str, Any]) -> Iterator[Metric]:
     yield rss
     yield served
     for key, (name, doc) in _COUNTERS.items():
-        yield CounterMetricFamily(name, doc, stats[key])
+        yield CounterMetricFamily(name, doc, stats.get(key, 0))
 
 
 class _Snapshot(Collector):

@@ -30,6 +30,7 @@ from ..loader import AppLoadError, AppRef, load_app
 from ..proctitle import take_inherited
 from ..replies import CLOSE, plain_reply
 from ..response import SinkGone, StartResponse, run_wsgi
+from .direct import ClientWriter
 from .filewrapper import FileWrapper, file_span
 from .inherited import close_inherited
 from .lifeline import watch_front
@@ -125,29 +126,62 @@ own_rss = _Rss()
 
 class _Sink:
     """A :class:`~a2wsgi_mp.response.ResponseSink` writing frames to the front
-    (how they are framed is the pipe's connection's business)."""
+    (how they are framed is the pipe's connection's business), or, after the
+    front's TAKE, a streamed body straight to the client (:mod:`.direct`)."""
 
-    __slots__ = ("pipe", "rid", "finished")
+    __slots__ = ("pipe", "rid", "finished", "may_offer", "client")
 
-    def __init__(self, pipe: WorkerPipe, rid: int) -> None:
+    def __init__(self, pipe: WorkerPipe, rid: int, may_offer: bool = False) -> None:
         self.pipe = pipe
         self.rid = rid
         self.finished = False
+        #: The front can take a streamed body's OFFER (its head said so; never for HEAD).
+        self.may_offer = may_offer
+        #: Set while we write the body to the client ourselves.
+        self.client: ClientWriter | None = None
 
     def start(self, status: int, headers: list, body: bytes, done: bool) -> None:
         self.finished = done
         try:
-            self.pipe.send_start(self.rid, status, headers, body, done)
+            if done or not self.may_offer or status in (204, 304):
+                self.pipe.send_start(self.rid, status, headers, body, done)
+                return
+            answer = self.pipe.send_start_offer(self.rid, status, headers, body)
         except PeerGone as exc:
             raise SinkGone(str(exc)) from exc
+        if answer:
+            self.client = ClientWriter(*answer)
 
     def body(self, chunk: bytes) -> None:
+        client = self.client
+        if client is not None:
+            if client.gone:
+                return  # (the app's loop sees cancelled() next)
+            rest = client.write(chunk)
+            if client.sock is not None or client.gone:
+                return
+            # The client stalled: what it did not take goes back to the front, then the rest by the pipe.
+            self.client = None
+            self._send(self.pipe.conn.direct(self.rid, client.written, client.tail, False))
+            if not rest:
+                return
+            chunk = bytes(rest)
         try:
             self.pipe.send_body(self.rid, chunk)
         except PeerGone as exc:
             raise SinkGone(str(exc)) from exc
 
     def end(self) -> None:
+        client = self.client
+        if client is not None:
+            if client.gone:
+                self.abort(protocol.CLIENT_LEFT)
+                return
+            self.finished = True
+            self.client = None
+            client.close()
+            self._send(self.pipe.conn.direct(self.rid, client.written, b"", True))
+            return
         self.finished = True
         self._send(self.pipe.conn.end(self.rid))
 
@@ -173,9 +207,15 @@ class _Sink:
 
     def abort(self, reason: str) -> None:
         self.finished = True
+        if self.client is not None:
+            self.client.close()
+            self.client = None
         self._send(self.pipe.conn.abort(self.rid, reason))
 
     def cancelled(self) -> bool:
+        client = self.client
+        if client is not None:  # (its writes see the client leave: no look at the pipe per chunk)
+            return client.gone
         return self.pipe.cancelled(self.rid)
 
     def _send(self, data: bytes) -> None:
@@ -257,11 +297,11 @@ def serve_slot(app: Callable[..., Any], pipe: WorkerPipe, multithread: bool) -> 
             _answer(pipe, event.rid, status, str(exc) if status == 400 else "Internal Server Error")
             pipe.forget(event.rid)
             continue
-        sink = _Sink(pipe, event.rid)
+        sink = _Sink(pipe, event.rid, "direct" in event.head and event.head.get("method") != "HEAD")
         try:
             run_wsgi(app, environ, sink, sink.log_error)
             if not sink.finished:  # cancelled by the client: acknowledge
-                sink.abort("client disconnected")
+                sink.abort(protocol.CLIENT_LEFT)
         except SinkGone:
             return
         finally:
