@@ -23,8 +23,9 @@ MiB = 1024 * 1024
 MP_VARIANTS: list[tuple[str, list[str], dict[str, Any]]] = [
     ("a2wsgi_mp", [], {}),
     ("a2wsgi_mp-shm", ["--ipc", "shm"], {"ipc": "shm"}),
-    # Experimental (issue 22): body-less requests without ASGI (a2wsgi_mp/pool/fastpath.py).
-    ("a2wsgi_mp-fast", ["--fast-path"], {"fast_path": True}),
+    # The 0.2 path (issue 22's "before", in the same run): every request through ASGI
+    # (no fast path), every response byte relayed by the front (no direct stream).
+    ("a2wsgi_mp-relay", ["--no-fast-path", "--no-direct-stream"], {"fast_path": False, "direct_stream": False}),
 ]
 MP_NAMES = [name for name, _, _ in MP_VARIANTS]
 PEERS = ["a2wsgi", "gunicorn-sync", "gunicorn-gthread", "granian"]
@@ -32,7 +33,7 @@ PEERS = ["a2wsgi", "gunicorn-sync", "gunicorn-gthread", "granian"]
 #: a2wsgi_mp-2f: ``--fronts 2`` (the workers split between the two fronts), P1 only.
 REFERENCES = ["uvicorn-raw", "a2wsgi-1p", "a2wsgi_mp-2f"]
 #: Experiments, run only when named: the pool behind a front without ASGI (benchmarks/lean_front.py).
-EXPERIMENTS = ["a2wsgi_mp-lean", "a2wsgi_mp-fast"]
+EXPERIMENTS = ["a2wsgi_mp-lean"]
 VARIANT_ENV: dict[str, dict[str, str]] = {}
 ALL_SERVERS = MP_NAMES + PEERS + REFERENCES + [e for e in EXPERIMENTS if e not in MP_NAMES]
 

@@ -139,6 +139,12 @@ def _goals_for(mp: str, get: Callable[[str, str], Any], goal: Callable[..., None
             ratio = r6["seconds"] / a6["seconds"] if r6["ok"] else float("inf")
             goal(mp, "P6 download time <= 1.1x a2wsgi", bool(r6["ok"]) and ratio <= 1.1,
                  f"{fmt(r6['seconds'], 2)} s vs {a6['seconds']:.2f} s ({ratio:.2f}x)")
+        g6 = get("P6", "gunicorn-sync")
+        if r6 and g6 and g6.get("ok"):
+            ratio = r6["seconds"] / g6["seconds"] if r6["ok"] else float("inf")
+            goal(mp, "P6 download time <= 1.2x gunicorn sync", bool(r6["ok"]) and ratio <= 1.2,
+                 f"{fmt(r6['seconds'], 2)} s vs {g6['seconds']:.2f} s ({ratio:.2f}x), max RSS "
+                 f"{fmt(r6.get('max_rss_mib'), 1)} MiB")
         _real_page_goals(mp, get, goal)
         r7, g7 = get("P7", mp), get("P7", "gunicorn-gthread")
         if r7 and g7 and g7.get("good_rps"):
@@ -177,6 +183,8 @@ def _real_page_goals(mp: str, get: Callable[[str, str], Any], goal: Callable[...
 #: ASGI hello on the same uvicorn, and the worker's own share within this many µs.
 FRONT_CPU_FACTOR = 2.0
 WORKER_CPU_US = 25.0
+#: ... and the whole request's (issue 22).
+TOTAL_CPU_US = 50.0
 
 
 def _cpu_goals(mp: str, r1: dict[str, Any] | None, raw: dict[str, Any] | None, goal: Callable[..., None]) -> None:
@@ -193,6 +201,8 @@ def _cpu_goals(mp: str, r1: dict[str, Any] | None, raw: dict[str, Any] | None, g
              f"{mine['front_us']} us; uvicorn-raw not measured")
     goal(mp, f"P1 worker CPU/request <= {WORKER_CPU_US:g} us", mine["workers_us"] <= WORKER_CPU_US,
          f"{mine['workers_us']} us")
+    total = mine["front_us"] + mine["workers_us"]
+    goal(mp, f"P1 total CPU/request <= {TOTAL_CPU_US:g} us", total <= TOTAL_CPU_US, f"{total:.1f} us")
 
 
 def cpu_lines(results: dict[str, dict[str, Any]], servers: list[str]) -> list[str]:
