@@ -107,6 +107,17 @@ def test_a_streamed_body_is_written_by_the_worker_whole_and_in_order(server: Ser
     assert _directs(server) == before + 1
 
 
+def test_a_large_body_in_one_piece_is_offered_a_small_one_is_not(server: Server) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        before = _directs(server)
+        small = client.get("/whole", params={"n": 200_000})
+        assert small.content == pattern(200_000) and _directs(server) == before
+        big = client.get("/whole", params={"n": 6 * MB})
+        assert big.headers["content-length"] == str(6 * MB) and big.content == pattern(6 * MB)
+        assert _directs(server) == before + 1
+        assert client.get("/hello").text == "Hello, world!"
+
+
 def test_curl_downloads_a_large_body(server: Server, tmp_path: Path) -> None:
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")

@@ -31,6 +31,8 @@ MIN_RATE = 16 * 1024 * 1024
 RATE_AFTER = 0.05
 #: Bytes per write (and per chunk, when chunked): what the front gets back at most when handed the rest.
 PIECE = 256 * 1024
+#: A response complete at its first chunk is offered too when that chunk is this large.
+OFFER_WHOLE = 1024 * 1024
 
 
 class ClientWriter:

@@ -30,7 +30,7 @@ from ..loader import AppLoadError, AppRef, load_app
 from ..proctitle import take_inherited
 from ..replies import CLOSE, plain_reply
 from ..response import SinkGone, StartResponse, run_wsgi
-from .direct import ClientWriter
+from .direct import OFFER_WHOLE, ClientWriter
 from .filewrapper import FileWrapper, file_span
 from .inherited import close_inherited
 from .lifeline import watch_front
@@ -142,15 +142,23 @@ class _Sink:
 
     def start(self, status: int, headers: list, body: bytes, done: bool) -> None:
         self.finished = done
+        # A streamed body, or a large one in hand (a file read into memory, a big JSON),
+        # may go to the client from here (pool/direct.py); a small complete one never
+        # needs the round trip.
+        whole = done and len(body) >= OFFER_WHOLE
         try:
-            if done or not self.may_offer or status in (204, 304):
+            if (done and not whole) or not self.may_offer or status in (204, 304):
                 self.pipe.send_start(self.rid, status, headers, body, done)
                 return
-            answer = self.pipe.send_start_offer(self.rid, status, headers, body)
+            answer = self.pipe.send_start_offer(self.rid, status, headers, b"" if whole else body)
         except PeerGone as exc:
             raise SinkGone(str(exc)) from exc
         if answer:
             self.client = ClientWriter(*answer)
+        if whole:
+            self.finished = False
+            self.body(body)
+            self.end()
 
     def body(self, chunk: bytes) -> None:
         client = self.client

@@ -54,6 +54,10 @@ def app(environ, start_response):
             headers.append(("Content-Length", str(n)))
         start_response("200 OK", headers)
         return _Closing((body[i:i + chunk] for i in range(0, n, chunk)), q.get("token"))
+    if path == "/whole":  # complete at its first chunk (one list item): offered only when large
+        n = int(q.get("n", "1000000"))
+        start_response("200 OK", [("Content-Length", str(n)), pid])
+        return [pattern(n)]
     if path == "/slow":  # a chunk every `every` seconds, for ever (or `count` of them)
         every, count = float(q.get("every", "0.02")), int(q.get("count", "1000000"))
         start_response("200 OK", [("Content-Type", "application/octet-stream"), pid])
