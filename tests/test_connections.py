@@ -345,6 +345,26 @@ def test_an_offer_before_start_and_answers_nobody_asked_for() -> None:
         worker.receive_data(p.encode_take(1, False))
 
 
+def test_a_cancel_while_an_offer_awaits_its_answer() -> None:
+    front = _front()
+    worker = WorkerConnection()
+    _offered(front, worker)
+    worker.receive_data(front.send_cancel(1))
+    assert worker.cancelled(1)
+    worker.abandon_offer(1)  # the worker stops waiting and acknowledges the cancel
+    assert front.receive_data(worker.abort(1, p.CLIENT_LEFT)) == [p.Abort(1, p.CLIENT_LEFT)]
+    assert front.in_flight is None and front.offered is None and front.error is None
+    # An answer already on its way is dropped by the worker (a TAKE's socket closed).
+    late = os.dup(0)
+    worker.receive_data(p.encode_take(1, True), [late])
+    with pytest.raises(OSError):
+        os.fstat(late)
+    assert worker.next_event() is None
+    front.send_request(2, HEAD, b"", 0)
+    worker.receive_data(p.encode_request(2, HEAD, b"", 0))
+    assert worker.next_event() == p.Request(2, HEAD, b"", 0)
+
+
 def test_an_abort_after_take_ends_the_request_and_close_drops_an_unused_socket() -> None:
     front = _front()
     worker = WorkerConnection()

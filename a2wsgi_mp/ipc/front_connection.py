@@ -161,8 +161,9 @@ class FrontConnection:
                     events[_index(events, event)] = Body(event.rid, data)
                     credit += len(data)
                 elif cls is End or cls is Abort:  # (an ABORT may come before any START: a cancel)
-                    if event.rid != self.in_flight or self.offered is not None or (
-                            cls is End and (not self.started or self.direct is not None)):
+                    # (An ABORT may also answer our CANCEL while its OFFER awaits us.)
+                    if event.rid != self.in_flight or (
+                            cls is End and (not self.started or self.direct is not None or self.offered is not None)):
                         raise self._out_of_turn(event)
                     self._finish()
                 elif cls is Offer:

@@ -209,9 +209,9 @@ class FrontPipe(asyncio.Protocol):
         the body to it from now on), or KEEP when it is None.  False if it had to be
         KEEP (our own send buffer to the worker is not empty: the frame and its
         descriptor could not leave in one ``sendmsg``)."""
-        if self._closed or self.transport is None:
-            return False
         conn = self.conn
+        if self._closed or self.transport is None or conn.offered != rid:
+            return False  # (the request ended meanwhile: an ABORT after our CANCEL)
         if client_fd is not None and self.transport.get_write_buffer_size() == 0:
             data = conn.send_take(rid, chunked)
             try:

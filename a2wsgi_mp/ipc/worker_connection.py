@@ -213,14 +213,21 @@ class WorkerConnection:
     def offer(self, rid: int) -> bytes:
         """An OFFER to write request ``rid``'s body to the client ourselves; wait
         for :meth:`offer_answer` before sending anything more of it."""
-        self._offer = [rid, None]
+        self._offer = [rid, None, False]
         return protocol.encode_offer(rid)
+
+    def abandon_offer(self, rid: int) -> None:
+        """Stop waiting for the answer (the front cancelled the request): it is
+        dropped when it comes (a TAKE's descriptor closed)."""
+        offer = self._offer
+        if offer is not None and offer[0] == rid:
+            offer[2] = True
 
     def offer_answer(self, rid: int) -> tuple[int, bool] | tuple[()] | None:
         """The front's answer to our OFFER: ``(fd, chunked)`` for a TAKE (the fd is
         ours to close), ``()`` for a KEEP, None while it has not come."""
         offer = self._offer
-        if offer is None or offer[0] != rid:
+        if offer is None or offer[0] != rid or offer[2]:
             raise RuntimeError(f"no OFFER of request {rid} awaits an answer")
         if offer[1] is None:
             return None
@@ -280,6 +287,10 @@ class WorkerConnection:
                 offer[1] = (self._fds.pop(), event.chunked)  # (the newest: it came with this frame)
             else:
                 offer[1] = ()
+            if offer[2]:  # abandoned: nobody takes it
+                if offer[1]:
+                    os.close(offer[1][0])
+                self._offer = None
         elif isinstance(event, FileAck):
             file = self._file
             if file is None or file[0] != event.rid or file[1]:

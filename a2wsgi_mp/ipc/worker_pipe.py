@@ -147,6 +147,9 @@ class WorkerPipe:
                 return answer
             if conn.eof:
                 raise PeerGone("the front hung up before answering an OFFER")
+            if conn.cancelled(rid):  # the client left: no answer needed (a late one is dropped)
+                conn.abandon_offer(rid)
+                return ()
             self.fill()
 
     def send_body(self, rid: int, chunk: bytes) -> None:

@@ -505,7 +505,9 @@ class WSGIPool:
             # free the slot or replace a stuck worker; here only what waits is read.)
             while not exchange.finished or exchange.pending:
                 event = await exchange.next()
-                if isinstance(event, protocol.AppError):
+                if isinstance(event, protocol.Offer):  # nobody relays it now: the worker must not wait
+                    exchange.slot.pipe.answer_offer(event.rid, None)
+                elif isinstance(event, protocol.AppError):
                     app_logger.error("[worker %s] %s", exchange.slot.worker.pid, event.message)
         finally:
             exchange.close()
