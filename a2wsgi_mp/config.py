@@ -14,6 +14,8 @@ from .ipc.fds import MAX_FDS
 
 #: How the zygote starts a worker (see :mod:`a2wsgi_mp.pool.zygote`).
 START_METHODS = ("fork", "spawn")
+#: The Linux CPU scheduling policy of the workers (see ``PoolConfig.worker_sched``).
+WORKER_SCHEDS = ("normal", "batch", "idle")
 
 
 def default_start_method() -> str:
@@ -120,6 +122,13 @@ class PoolConfig:
     #: the client itself, handing the rest back to the front when the client stops
     #: reading (``pool/direct.py``, ``workers/direct.py``).  False: the front relays.
     direct_stream: bool = True
+    #: The workers' CPU scheduling policy (Linux): "normal" (SCHED_OTHER, the default),
+    #: "batch" (SCHED_BATCH) or "idle" (SCHED_IDLE: the workers only get CPU time no
+    #: normal task wants, so the front — and anything else on the machine — wins every
+    #: wake-up: an async route served by the front keeps its latency beside CPU-bound
+    #: workers, at a cost in throughput when the front is busy; see docs/performance.md).
+    #: Set in each worker as it starts; where refused, the worker logs it and serves as normal.
+    worker_sched: str = "normal"
 
     def __post_init__(self) -> None:
         if isinstance(self.workers, (tuple, list)):
@@ -165,6 +174,8 @@ class PoolConfig:
         if self.hooks is not None and not isinstance(self.hooks, str):
             raise ValueError("hooks must name a module ('myproject.pool_hooks') or a .py file: every worker "
                              "process imports it")
+        if self.worker_sched not in WORKER_SCHEDS:
+            raise ValueError(f"worker_sched must be 'normal', 'batch' or 'idle', not {self.worker_sched!r}")
         if self.header_map not in HEADER_MAPS:
             raise ValueError(f"header_map must be 'drop', 'refuse' or 'dangerous', not {self.header_map!r}")
 

@@ -173,3 +173,17 @@ def test_layout_line_multiplies() -> None:
     assert describe(2, "uvicorn --workers", 2, 1).endswith("2 fronts (uvicorn --workers) x 2 workers x 1 thread = "
                                                              "4 app processes, 4 requests at once")
     assert "? fronts" in describe(None, "unknown", 2, 1)
+
+
+def test_worker_sched_from_every_layer(tmp_path: Path, capsys) -> None:
+    cwd = _pyproject(tmp_path, "worker_sched = 'batch'")
+    assert resolve([APP], environ={}, cwd=cwd).target("pool") == {"worker_sched": "batch"}
+    s = resolve([APP], environ={"A2WSGI_MP_WORKER_SCHED": "idle"}, cwd=cwd)
+    assert s.target("pool") == {"worker_sched": "idle"} and s.sources["worker_sched"] == "environment"
+    assert resolve([APP, "--worker-sched", "normal"], environ={}, cwd=cwd).worker_sched == "normal"
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    assert resolve([APP], environ={}, cwd=bare).target("pool") == {}  # default: PoolConfig's "normal"
+    with pytest.raises(SystemExit):
+        resolve([APP, "--worker-sched", "fifo"], environ={}, cwd=bare)
+    assert "--worker-sched" in capsys.readouterr().err

@@ -24,7 +24,7 @@ from typing import Any
 
 from .. import __version__
 from ..accesslog import DEFAULT_FORMAT
-from ..config import START_METHODS, PoolConfig
+from ..config import START_METHODS, WORKER_SCHEDS, PoolConfig
 from ..environ import HEADER_MAPS
 from ..headlimits import HTTP_CHOICES
 from ..logs import LOG_FORMATS
@@ -238,6 +238,9 @@ OPTIONS: list[Option] = [
          "server is not shutting down, 503 otherwise; never sent to a worker (default: off)"),
     pool("header_map", str, "header names with underscores: dropped, refused (400) or dangerous (kept, "
          "and X_Forwarded_For lands on HTTP_X_FORWARDED_FOR!)", choices=HEADER_MAPS),
+    pool("worker_sched", str, "the workers' CPU scheduling policy (Linux): normal, batch, or idle (the "
+         "front wins every wake-up: an async route in the front keeps its latency beside CPU-bound workers; "
+         "workers get only spare CPU)", choices=WORKER_SCHEDS),
     pool("ipc", str, "bodies via the socketpair (pipe) or a shared-memory ring per slot (shm)",
          choices=("pipe", "shm")),
     pool("fast_path", boolean, "requests without a body skip the ASGI layer in the front, complete "

@@ -676,7 +676,8 @@ class Supervisor:
         zygote = self._new_zygote_handle(self.app_ref, cfg.start_method, self._on_exited, lambda: None,
                                          cfg.preload, cfg.boot_timeout,
                                          {"max_rss_hard": cfg.max_rss_hard * 1024 * 1024, "hooks": cfg.hooks,
-                                          "hook_names": list(cfg.hook_names) if cfg.hook_names is not None else None})
+                                          "hook_names": list(cfg.hook_names) if cfg.hook_names is not None else None,
+                                          "worker_sched": cfg.worker_sched})
         zygote.on_lost = lambda: self._on_zygote_lost(zygote)
         return zygote
 

@@ -384,18 +384,48 @@ def watch_rss(limit: int) -> None:
     threading.Thread(target=watch, name="a2wsgi-mp-rss-watch", daemon=True).start()
 
 
+#: ``worker_sched`` -> the policy's name in :mod:`os` (looked up when used: not every platform has them).
+_SCHED_POLICIES = {"batch": "SCHED_BATCH", "idle": "SCHED_IDLE"}
+
+
+def set_worker_sched(name: str | None) -> str | None:
+    """Put this process under the CPU scheduling policy ``name`` (``PoolConfig.worker_sched``).
+
+    Called first thing in a worker, so the threads it starts later inherit it.  Never fails the
+    boot: a refused call (a seccomp profile, no such policy on this platform) is returned as a
+    message for the front's log, and the worker serves under the policy it has.
+    """
+    if not name or name == "normal":
+        return None
+    policy = getattr(os, _SCHED_POLICIES.get(name, ""), None)
+    try:
+        if policy is None or not hasattr(os, "sched_setscheduler"):
+            raise OSError(f"no {_SCHED_POLICIES.get(name, name)} on this platform")
+        os.sched_setscheduler(0, policy, os.sched_param(0))
+    except OSError as exc:
+        return f"worker_sched={name!r} refused ({exc}): this worker keeps its scheduling policy"
+    return None
+
+
 def run_worker(app_ref: AppRef, socks: list[socket.socket], parent_pid: int, front_fd: int = -1,
                options: dict[str, Any] | None = None) -> NoReturn:
     """Body of a worker process; never returns.  ``front_fd``: a pidfd of the front, or -1.
 
     ``options`` (from the front, through the zygote): ``max_rss_hard`` (bytes, 0: off),
-    ``hooks`` (the hooks module, see :mod:`a2wsgi_mp.hooks`), ``worker_id``, ``front_pid``.
+    ``hooks`` (the hooks module, see :mod:`a2wsgi_mp.hooks`), ``worker_id``, ``front_pid``,
+    ``worker_sched`` (see :func:`set_worker_sched`).
     """
     options = options or {}
+    refused = set_worker_sched(options.get("worker_sched"))
     tie_to_front(front_fd, parent_pid)
     reset_signals(signal.SIG_IGN)
     reportfile.install()
     pipes = [WorkerPipe(s, own_rss) for s in socks]
+    if refused:
+        try:
+            pipes[0].send(protocol.encode_log(logging.WARNING, refused))
+        except PeerGone:
+            pass
     pid = os.getpid()
     try:
         # post_fork, the app, post_worker_init: a hook that raises fails the boot as the app would.
