@@ -37,9 +37,10 @@ class BodyReads:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
 
-    def begin(self, task: "asyncio.Task[Any]", loop: asyncio.AbstractEventLoop) -> None:
-        """``task`` waits for a piece of its body: cancelled (see :meth:`timed_out`) past ``timeout`` s."""
-        self._reading[task] = loop.time() + self.timeout
+    def begin(self, task: "asyncio.Task[Any]", loop: asyncio.AbstractEventLoop, since: float | None = None) -> None:
+        """``task`` waits for a piece of its body: cancelled (see :meth:`timed_out`) past ``timeout`` s
+        after ``since`` (the loop's time of its previous piece; default: now)."""
+        self._reading[task] = (loop.time() if since is None else since) + self.timeout
         if self._handle is None:
             self._loop = loop
             self._handle = loop.call_later(self.tick, self._sweep)
@@ -48,9 +49,9 @@ class BodyReads:
         self._reading.pop(task, None)
 
     async def receive(self, receive: Callable[[], Awaitable[Message]], task: "asyncio.Task[Any]",
-                      loop: asyncio.AbstractEventLoop) -> Message:
+                      loop: asyncio.AbstractEventLoop, since: float | None = None) -> Message:
         """``await receive()`` between :meth:`begin` and :meth:`end`."""
-        self.begin(task, loop)
+        self.begin(task, loop, since)
         try:
             return await receive()
         finally:
