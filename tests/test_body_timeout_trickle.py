@@ -79,6 +79,26 @@ def test_pieces_that_come_at_pace_are_never_held(monkeypatch: pytest.MonkeyPatch
     assert asyncio.run(main())
 
 
+def test_a_few_small_pieces_over_a_slow_link_are_not_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A short chunked body whose pieces come an RTT apart (Nagle) is no trickle: never batched."""
+    monkeypatch.setattr(pool_app, "TRICKLE_GAP", 0.005)
+    monkeypatch.setattr(pool_app, "TRICKLE_WAIT", 30.0)  # a hold would show as a timeout
+    client = Client()
+
+    async def main() -> bool:
+        async def pieces() -> None:
+            for i in range(pool_app.TRICKLE_STREAK):
+                await asyncio.sleep(0.02)
+                client.feed(b"{}" if i < pool_app.TRICKLE_STREAK - 1 else b"", last=i == pool_app.TRICKLE_STREAK - 1)
+
+        feeder = asyncio.ensure_future(pieces())
+        ok = await asyncio.wait_for(pool_app._read_body(client.receive, Spool(1 << 20), None), 5)
+        await feeder
+        return ok
+
+    assert asyncio.run(main())
+
+
 def test_the_body_timeout_counts_from_the_last_piece(monkeypatch: pytest.MonkeyPatch) -> None:
     """A client that trickled then stopped is cancelled about ``timeout`` after its last piece (the
     batching wait, at most a quarter of the timeout, is not a read and does not restart it)."""
@@ -92,8 +112,8 @@ def test_the_body_timeout_counts_from_the_last_piece(monkeypatch: pytest.MonkeyP
         task = asyncio.current_task()
         assert task is not None
 
-        async def trickle() -> None:
-            for _ in range(3):
+        async def trickle() -> None:  # enough pieces for the batching to begin
+            for _ in range(pool_app.TRICKLE_STREAK + 2):
                 await asyncio.sleep(0.02)
                 client.feed(b"x")
             result["last_piece"] = loop.time()

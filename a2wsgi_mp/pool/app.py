@@ -527,15 +527,17 @@ def _cancel(exchange: Exchange) -> None:
         exchange.cancel()
 
 
-#: A body trickled in tiny pieces is read in batches: after a piece of at most TRICKLE_PIECE bytes
-#: that the client took more than TRICKLE_GAP seconds to send, the next read waits TRICKLE_WAIT
-#: seconds (at most a quarter of ``body_timeout``), and the pieces that come meanwhile pile up in the
-#: ASGI server's buffer: one wake-up of the request for all of them instead of one each.  A body sent
-#: at any real pace (pieces the size of a TCP segment, or pieces that follow each other closely) is
-#: never held; a trickled one waits at most TRICKLE_WAIT more.  (P4: 2,000 clients sending a byte
-#: every 0.1 s woke the front 20,000 times a second.)
+#: A body trickled in tiny pieces is read in batches: once TRICKLE_STREAK pieces in a row were each
+#: of at most TRICKLE_PIECE bytes and took the client more than TRICKLE_GAP seconds to send, every
+#: next read waits TRICKLE_WAIT seconds first (at most a quarter of ``body_timeout``), and the pieces
+#: that come meanwhile pile up in the ASGI server's buffer: one wake-up of the request for all of
+#: them instead of one each.  A body sent at any real pace (pieces the size of a TCP segment, or
+#: following each other closely), or in a few small pieces over a slow link, is never held; a
+#: trickled one waits at most TRICKLE_WAIT more.  (P4: 2,000 clients sending a byte every 0.1 s
+#: woke the front 20,000 times a second.)
 TRICKLE_PIECE = 512
 TRICKLE_GAP = 0.02
+TRICKLE_STREAK = 4
 TRICKLE_WAIT = 0.5
 
 
@@ -546,23 +548,26 @@ async def _read_body(receive: Receive, spool: Spool, message: Message | None = N
     loop = asyncio.get_running_loop()
     wait = TRICKLE_WAIT if reads is None else min(TRICKLE_WAIT, reads.timeout / 4)
     last = loop.time()  # when the previous piece came
-    gap = 0.0  # how long the client took to send it
-    body = b""
+    streak = 0  # tiny pieces in a row, each slow to come
     while True:
         if message is None:
-            if gap > TRICKLE_GAP and len(body) <= TRICKLE_PIECE:
+            if streak >= TRICKLE_STREAK:
                 await asyncio.sleep(wait)  # (not a read: the body timeout counts from ``last``)
             if reads is not None and task is not None:
                 message = await reads.receive(receive, task, loop, last)
             else:
                 message = await receive()
             now = loop.time()
-            gap, last = now - last, now
+            slow = now - last > TRICKLE_GAP
+            last = now
+        else:
+            slow = False
         kind = message["type"]
         if kind == "http.disconnect":
             spool.close()
             return False
         body = message.get("body", b"")
+        streak = streak + 1 if slow and len(body) <= TRICKLE_PIECE else 0
         await spool.write(body)
         if not message.get("more_body", False):
             return True
