@@ -70,7 +70,8 @@ def head_size(scope: Mapping[str, Any]) -> int:
 
 def _latin1_path(path: str) -> str:
     # PEP 3333: native strings hold bytes; the path's UTF-8 bytes, as latin-1.
-    return path.encode("utf-8").decode("latin-1")
+    # (An ASCII path, nearly every one, is its own answer: ``isascii`` is O(1).)
+    return path if path.isascii() else path.encode("utf-8").decode("latin-1")
 
 
 def build_environ(
@@ -134,6 +135,22 @@ def build_environ(
     return environ
 
 
+#: Header name (as it came) -> its environ key, for names without "_" (whose
+#: key does not depend on ``header_map``).  Clients send a few dozen names, so
+#: a header costs one dict lookup instead of a decode, an upper() and a replace().
+#: Bounded: past :data:`_KEYS_MAX` names, new ones are mapped each time.
+_KEYS: dict[bytes, str] = {}
+_KEYS_MAX = 1024
+
+
+def _header_key(raw_name: bytes) -> str:
+    name = raw_name.decode("latin-1").upper().replace("-", "_")
+    key = name if name == "CONTENT_TYPE" or name == "CONTENT_LENGTH" else "HTTP_" + name
+    if len(_KEYS) < _KEYS_MAX and b"_" not in raw_name:
+        _KEYS[raw_name] = key
+    return key
+
+
 def add_headers(environ: Environ, headers: Iterable[tuple[bytes, bytes]], header_map: str = "drop") -> None:
     """Add CONTENT_TYPE, CONTENT_LENGTH and HTTP_* keys; repeats join with ','.
 
@@ -141,18 +158,17 @@ def add_headers(environ: Environ, headers: Iterable[tuple[bytes, bytes]], header
     rather than in the front: it costs one ``in`` per header, off the event
     loop, and it holds whatever ASGI server sits in front of the pool.
     """
+    keys = _KEYS
     for raw_name, raw_value in headers:
-        if b"_" in raw_name and header_map != "dangerous":
-            if header_map == "refuse":
-                raise UnderscoreHeader(f"header name with an underscore: {raw_name.decode('latin-1')!r}")
-            _log_dropped(raw_name)
-            continue
-        name = raw_name.decode("latin-1").upper().replace("-", "_")
+        key = keys.get(raw_name)
+        if key is None:
+            if b"_" in raw_name and header_map != "dangerous":
+                if header_map == "refuse":
+                    raise UnderscoreHeader(f"header name with an underscore: {raw_name.decode('latin-1')!r}")
+                _log_dropped(raw_name)
+                continue
+            key = _header_key(raw_name)
         value = raw_value.decode("latin-1")
-        if name == "CONTENT_TYPE" or name == "CONTENT_LENGTH":
-            key = name
-        else:
-            key = "HTTP_" + name
         if key in environ:
             # RFC 9110 §5.3: repeated fields are a comma-separated list.
             # (Cookie uses "; " per RFC 6265, which every WSGI framework parses.)

@@ -203,3 +203,37 @@ def test_errors_default_to_stderr_and_file_wrapper_is_passed() -> None:
     assert env["wsgi.errors"] is sys.stderr
     assert env["wsgi.file_wrapper"] is Wrapper
     assert "wsgi.file_wrapper" not in build_environ(request_head(scope()), io.BytesIO())
+
+
+def test_header_keys_cached_by_name_whatever_the_header_map() -> None:
+    """The name -> key cache (a lookup per header) keeps every rule of the slow path:
+    a name with "_" is never cached, so each request's ``header_map`` decides it."""
+    from a2wsgi_mp import environ as environ_module
+    from a2wsgi_mp.environ import UnderscoreHeader
+
+    headers = [(b"x_under", b"1"), (b"X-Mixed-Case", b"2"), (b"content-type", b"text/plain")]
+    for _ in range(2):  # the second time from the cache
+        kept = build_environ(scope(headers=headers), io.BytesIO(), header_map="dangerous")
+        assert kept["HTTP_X_UNDER"] == "1" and kept["HTTP_X_MIXED_CASE"] == "2"
+        assert kept["CONTENT_TYPE"] == "text/plain" and "HTTP_CONTENT_TYPE" not in kept
+        dropped = build_environ(scope(headers=headers), io.BytesIO())
+        assert "HTTP_X_UNDER" not in dropped and dropped["HTTP_X_MIXED_CASE"] == "2"
+        try:
+            build_environ(scope(headers=headers), io.BytesIO(), header_map="refuse")
+        except UnderscoreHeader:
+            pass
+        else:
+            raise AssertionError("refuse let an underscore through")
+    assert b"x_under" not in environ_module._KEYS
+    assert environ_module._KEYS[b"X-Mixed-Case"] == "HTTP_X_MIXED_CASE"
+
+
+def test_header_key_cache_is_bounded(monkeypatch) -> None:
+    from a2wsgi_mp import environ as environ_module
+
+    monkeypatch.setattr(environ_module, "_KEYS", {})
+    monkeypatch.setattr(environ_module, "_KEYS_MAX", 3)
+    headers = [(b"x-n%d" % i, b"v") for i in range(10)]
+    env = build_environ(scope(headers=headers), io.BytesIO())
+    assert all(env["HTTP_X_N%d" % i] == "v" for i in range(10))
+    assert len(environ_module._KEYS) == 3
