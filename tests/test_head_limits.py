@@ -246,6 +246,17 @@ def test_header_names_with_underscores_are_dropped(server: Server) -> None:
     assert "6.6.6.6" not in json.dumps(environ)
 
 
+def test_header_values_lose_their_trailing_whitespace(server: Server) -> None:
+    """RFC 9110 §5.5: OWS around a value is not part of it.  llhttp keeps the trailing
+    OWS; uvicorn (>= 0.55) strips it, h11 too, and so must our inlined ``on_header``."""
+    reply = exchange(server, b"GET /environ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                             b"X-Padded:  v  w \t \r\nX-Blank: \t\r\n\r\n")
+    assert status(reply) == 200
+    environ = json.loads(reply.split(b"\r\n\r\n", 1)[1])
+    assert environ["HTTP_X_PADDED"] == "v  w"
+    assert environ["HTTP_X_BLANK"] == ""
+
+
 def test_connection_cap_closes_new_connections_at_once(tmp_path: Path) -> None:
     with _cli("capped", "httptools", "--limit-connections", "4") as capped:
         held = [connect(capped) for _ in range(4)]

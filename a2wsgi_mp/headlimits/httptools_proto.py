@@ -104,8 +104,10 @@ class LimitedHttpToolsProtocol(HeadGuard, HttpToolsProtocol):
             if size > self._max_field:
                 raise self._stop(431, "Request Header Fields Too Large: a header field is too long")
             raise self._stop(431, "Request Header Fields Too Large")
-        # uvicorn 0.54's on_header, inlined: this runs for every header of every request.
+        # uvicorn 0.55's on_header, inlined: this runs for every header of every request.
         name = name.lower()
+        # llhttp keeps a value's trailing OWS, which RFC 9110 §5.5 excludes from it (and h11 strips).
+        value = value.rstrip(b" \t")
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
         self.headers.append((name, value))
