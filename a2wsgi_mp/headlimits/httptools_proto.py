@@ -24,7 +24,57 @@ from .guard import HeadGuard, Refused
 __all__ = ["LimitedHttpToolsProtocol"]
 
 
-class LimitedHttpToolsProtocol(HeadGuard, HttpToolsProtocol):
+class _LazyKeepAlive(HttpToolsProtocol):
+    """uvicorn's keep-alive timeout, with one timer per connection re-armed only
+    when it fires (as the header clock, :class:`~.guard.HeadGuard`).
+
+    uvicorn arms a timer when a response completes and cancels it when the next
+    bytes arrive: a ``call_later`` and a ``cancel`` per request on a keep-alive
+    connection (~0.8 us, measured).  Here a response's end costs a ``loop.time()``
+    and the next bytes an attribute write; when the timer fires it closes the
+    connection only if it has been idle for ``timeout_keep_alive`` seconds, and
+    otherwise looks again when that time is up.  The connection closes when
+    uvicorn's would (within a millisecond); nothing else changes.
+    """
+
+    #: Loop time the connection became idle (its last response out, nothing pipelined); None: busy.
+    _idle_since: float | None = None
+
+    def _unset_keepalive_if_required(self) -> None:
+        self._idle_since = None  # (the timer, if armed, finds the connection busy and lets it be)
+
+    def on_response_complete(self) -> None:
+        if self.pipeline or self.transport.is_closing():
+            super().on_response_complete()  # uvicorn's: it starts the next pipelined request (arming nothing)
+            return
+        # uvicorn's (0.30 to 0.55) when nothing is pipelined, the timer aside.
+        self.server_state.total_requests += 1
+        self.flow.resume_reading()
+        loop = self.loop
+        self._idle_since = loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = loop.call_later(self.timeout_keep_alive, self._keep_alive_expired)
+
+    def _keep_alive_expired(self) -> None:
+        self.timeout_keep_alive_task = None
+        since = self._idle_since
+        if since is None:
+            return  # busy: armed again when its response is out
+        left = since + self.timeout_keep_alive - self.loop.time()
+        if left > 0.001:
+            self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_expired)
+            return
+        self.timeout_keep_alive_handler()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        task = self.timeout_keep_alive_task
+        if task is not None:
+            task.cancel()
+            self.timeout_keep_alive_task = None
+        super().connection_lost(exc)
+
+
+class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
     _in_head = False
     _completed = 0  # messages completed on this connection
     _fields = 0
