@@ -89,10 +89,14 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
     def data_received(self, data: bytes) -> None:
         if self._refused or self.parser is None:
             return  # draining a refused connection
-        self._unset_keepalive_if_required()
-        if self._head_since is None and not self._in_body():
-            self._head_started()  # a head starts (bare CRLFs too)
-        tail = self._measure(data)
+        self._idle_since = None  # (_unset_keepalive_if_required(), inline: once per read)
+        if self._head_since is None:
+            cycle = self.cycle
+            if cycle is None or not cycle.more_body or cycle.response_complete:  # (not in a body)
+                self._head_since = self.loop.time()  # a head starts (bare CRLFs too): _head_started()
+                self._heard = True
+        i = data.rfind(b"\n")  # (the line meter, HeadGuard._measure, inline)
+        tail = self._tail + len(data) if i < 0 else len(data) - i - 1
         completed = self._completed
         try:
             self.parser.feed_data(data)
@@ -126,10 +130,6 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
         else:
             self._tail = 0  # no head under way: the next one starts afresh (a body's bytes are no line)
 
-    def _in_body(self) -> bool:
-        cycle = self.cycle
-        return cycle is not None and cycle.more_body and not cycle.response_complete
-
     # ------------------------------------------------------------ parser callbacks
 
     def on_message_begin(self) -> None:
@@ -140,16 +140,17 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
 
     def on_url(self, url: bytes) -> None:
         self._url_parts.append(url)
-        self._url_len += len(url)
-        if self._url_len + 10 + len(self.parser.get_method() or b"") > self._max_line:
+        url_len = self._url_len = self._url_len + len(url)
+        # (llhttp's methods are at most 32 bytes: below that, the method need not be asked for.)
+        if url_len + 42 > self._max_line and url_len + 10 + len(self.parser.get_method() or b"") > self._max_line:
             raise self._stop(414, "URI Too Long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._fields += 1
+        fields = self._fields = self._fields + 1
         size = len(name) + len(value) + 4  # "Name: value\r\n", gunicorn's measure
-        self._head_bytes += size
-        if size > self._max_field or self._fields > self._max_fields or self._head_bytes > self._max_head:
-            if self._fields > self._max_fields:
+        head_bytes = self._head_bytes = self._head_bytes + size
+        if size > self._max_field or fields > self._max_fields or head_bytes > self._max_head:
+            if fields > self._max_fields:
                 raise self._stop(431, "Request Header Fields Too Large: too many header fields")
             if size > self._max_field:
                 raise self._stop(431, "Request Header Fields Too Large: a header field is too long")
@@ -164,7 +165,9 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._head_done()
+        self._head_since = None  # (HeadGuard._head_done(), inline: the head's clock stops)
+        self._heard = False
+        self._tail = 0
         self.url = b"".join(self._url_parts)
         self._url_parts = []
         super().on_headers_complete()
