@@ -130,10 +130,12 @@ class Decoder:
             raise
         finally:
             if offset:
-                if buf.__class__ is bytes:
-                    self._buf = bytearray(memoryview(buf)[offset:])
-                else:
+                if buf.__class__ is not bytes:
                     del buf[:offset]  # type: ignore[union-attr]  # (a bytearray here)
+                elif offset == size:
+                    self._buf = b""  # all of it decoded (the usual read): nothing to copy or allocate
+                else:
+                    self._buf = bytearray(memoryview(buf)[offset:])
 
 
 #: Payload bytes enough to read a request id (array header + uint32).
