@@ -219,3 +219,37 @@ def test_fast_path_requests_feed_the_metrics(fast: Server) -> None:
             r = c.get("/nolength")
             assert r.headers["content-length"] == "15"  # (the fast path's framing)
     assert _responses_2xx(fast) - before >= 5
+
+
+def test_a_request_queued_on_the_fast_path_at_shutdown_gets_503(records: Path) -> None:
+    """The pool gives up on its queue when it stops: a fast-path request waiting there is
+    answered 503 (the ASGI path's answer) and the shutdown goes on (it raised AttributeError)."""
+    srv = Server.cli(APP, "--workers", "1", "--threads", "1", "--graceful-timeout", "20",
+                     env={"FASTPATH_RECORD_DIR": str(records)}, ready_path="/hello").start()
+    try:
+        srv.wait_ready()
+        sleeping = uuid.uuid4().hex
+        with socket.create_connection((HOST, srv.port), timeout=30) as busy, \
+                socket.create_connection((HOST, srv.port), timeout=30) as queued:
+            busy.sendall(f"GET /sleep?s=2&token={sleeping} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            deadline = time.monotonic() + 10
+            while not (records / sleeping).exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert (records / sleeping).exists()
+            queued.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")  # behind the only worker
+            time.sleep(0.2)  # (only to let it reach the queue; a 200 instead fails the test, not a hang)
+            srv.signal(15)
+            answer = queued.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 503"), answer
+            assert b"retry-after" in answer.lower()
+            done = b""
+            while b"slept" not in done:
+                chunk = busy.recv(65536)
+                if not chunk:
+                    break
+                done += chunk
+            assert done.startswith(b"HTTP/1.1 200") and done.endswith(b"slept")  # in flight: drained
+        assert srv.wait(30) == 0
+        assert "AttributeError" not in srv.log() and "Traceback" not in srv.log(), srv.log()
+    finally:
+        assert srv.stop() == []

@@ -28,7 +28,7 @@ from ..framing import frame_head
 from ..ipc import protocol
 from ..record import Record
 from . import direct
-from .app import MAX_HEAD, Recording, WSGIPool
+from .app import MAX_HEAD, Recording, WSGIPool, _send_plain
 
 
 def find_pool(app: Any) -> WSGIPool | None:
@@ -64,16 +64,23 @@ def eligible(scope: dict, pool: WSGIPool) -> bool:
 class _Callback:
     """Stands for a future where the dispatcher and the exchange expect one."""
 
-    __slots__ = ("fn",)
+    __slots__ = ("fn", "on_error")
 
-    def __init__(self, fn: Any) -> None:
+    def __init__(self, fn: Any, on_error: Any = None) -> None:
         self.fn = fn
+        self.on_error = on_error
 
     def done(self) -> bool:
         return False
 
     def set_result(self, value: Any) -> None:
         self.fn(value)
+
+    def set_exception(self, exc: BaseException) -> None:
+        """The dispatcher gives up on its waiters (shutting down, or no worker can load the app)."""
+        if self.on_error is None:
+            raise exc
+        self.on_error(exc)
 
     def cancel(self) -> None:
         pass
@@ -98,7 +105,7 @@ class FastRequest:
         slot = dispatcher.take_idle()
         if slot is None:
             self.queued_at = perf_counter()
-            dispatcher._waiters.append(cast(Any, _Callback(self._dispatch)))  # (a future's stand-in)
+            dispatcher._waiters.append(cast(Any, _Callback(self._dispatch, self._refused)))  # (a future's stand-in)
             dispatcher.supervisor.queued(len(dispatcher._waiters))
         else:
             self._dispatch(slot)
@@ -131,6 +138,12 @@ class FastRequest:
             exchange._waiter = None
             self._hand_back(None)
 
+    def _refused(self, exc: BaseException) -> None:
+        """Queued when the pool gave up on its waiters: the 503 they all get, by the ASGI path."""
+        if self.queued_at:
+            self.record.queued += perf_counter() - self.queued_at
+        self._hand_back(None, refused=exc)
+
     def _answer(self, _: Any) -> None:
         exchange = self.exchange
         exchange._waiter = None  # (whatever comes next is the relay's, if any)
@@ -147,14 +160,20 @@ class FastRequest:
             return
         self._hand_back(exchange)
 
-    def _hand_back(self, exchange: Any) -> None:
+    def _hand_back(self, exchange: Any, refused: BaseException | None = None) -> None:
         """The usual ASGI path from here: the relay from the exchange's next event on
-        (``exchange``), or a fresh dispatch (None), in a task of its own."""
+        (``exchange``), or a fresh dispatch (None), or the 503 of a pool that gave up on
+        its queue (``refused``), in a task of its own."""
         pool = self.pool
         record = self.record
 
         async def rest(scope: Any, receive: Any, send: Any) -> None:
             with Recording(pool, record):
+                if refused is not None:
+                    retry = getattr(refused, "retry_after", 1)
+                    await _send_plain(send, 503, f"Service Unavailable: {refused}",
+                                      [(b"retry-after", str(retry).encode())], record=record)
+                    return
                 # The request's (empty) body message, which the ASGI path reads before
                 # dispatching: the relay's next receive() then waits for the client to leave.
                 first = await receive()
