@@ -20,12 +20,12 @@ import subprocess
 import uuid
 from pathlib import Path
 
-import h11
 import httpx
 import pytest
 
 from .apps.direct_app import pattern
 from .serverproc import HOST, Server, metrics, wait_for
+from .wire import h11_responses
 
 APP = "tests.apps.direct_app:app"
 MB = 1024 * 1024
@@ -52,33 +52,6 @@ def _directs(server: Server) -> float:
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _h11_responses(raw: bytes, methods: list[str]) -> list[tuple[h11.Response, bytes]]:
-    """``raw`` parsed as the responses to requests of ``methods`` (h11 checks the framing)."""
-    conn = h11.Connection(h11.CLIENT)
-    conn.receive_data(raw)
-    out = []
-    for method in methods:
-        conn.send(h11.Request(method=method, target="/", headers=[("Host", "x")]))
-        conn.send(h11.EndOfMessage())
-        response, body = None, bytearray()
-        while True:
-            event = conn.next_event()
-            if isinstance(event, h11.Response):
-                response = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            else:
-                raise AssertionError(f"unexpected {event!r} (the framing is broken)")
-        assert response is not None
-        out.append((response, bytes(body)))
-        if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-            break
-        conn.start_next_cycle()
-    return out
 
 
 def _read_all(sock: socket.socket) -> bytes:
@@ -137,10 +110,10 @@ def test_keep_alive_and_pipelining_after_a_direct_body(server: Server) -> None:
     with socket.create_connection((HOST, server.port), timeout=30) as s:
         s.sendall(b"".join(requests))  # all at once: pipelined behind the direct bodies
         raw = _read_all(s)
-    responses = _h11_responses(raw, ["GET"] * 4)
-    assert [r.status_code for r, _ in responses] == [200] * 4
-    assert responses[0][1] == pattern(3000000) and responses[2][1] == pattern(2500000)
-    assert responses[1][1] == responses[3][1] == b"Hello, world!"
+    responses = h11_responses(raw, ["GET"] * 4)
+    assert [a.response.status_code for a in responses] == [200] * 4
+    assert responses[0].body == pattern(3000000) and responses[2].body == pattern(2500000)
+    assert responses[1].body == responses[3].body == b"Hello, world!"
 
 
 def test_http_1_0_gets_the_body_and_the_connection_closed(server: Server) -> None:

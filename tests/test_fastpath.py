@@ -15,11 +15,11 @@ import time
 import uuid
 from pathlib import Path
 
-import h11
 import httpx
 import pytest
 
 from .serverproc import HOST, Server
+from .wire import h11_responses
 
 APP = "tests.apps.fastpath_app:app"
 
@@ -47,33 +47,6 @@ def plain():
         yield server.wait_ready()
     finally:
         assert server.stop() == []
-
-
-def _responses(raw: bytes, methods: list[str]) -> list[tuple[h11.Response, bytes]]:
-    """Parse ``raw`` as the responses to requests of ``methods``, with h11 (it checks the framing)."""
-    out = []
-    conn = h11.Connection(h11.CLIENT)
-    conn.receive_data(raw)
-    for method in methods:
-        conn.send(h11.Request(method=method, target="/", headers=[("Host", "x")]))
-        conn.send(h11.EndOfMessage())
-        response, body = None, b""
-        while True:
-            event = conn.next_event()
-            if isinstance(event, h11.Response):
-                response = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            else:
-                raise TypeError(f"unexpected {event!r}")
-        assert response is not None
-        out.append((response, body))
-        if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-            break
-        conn.start_next_cycle()
-    return out
 
 
 def _exchange(server: Server, data: bytes, timeout: float = 10.0) -> bytes:
@@ -112,9 +85,9 @@ def test_pipelined_requests_are_answered_in_order_across_both_paths(fast: Server
         data += f"{method} {path} HTTP/1.1\r\nHost: x\r\n".encode() + extra + last + b"\r\n"
         if method == "POST":
             data += b"ping"
-    answers = _responses(_exchange(fast, data), [m for m, _ in requests])
-    assert [r.status_code for r, _ in answers] == [200] * len(requests)
-    assert [body for _, body in answers] == [b"Hello, world!", b"part 0;part 1;part 2;", b"no length given",
+    answers = h11_responses(_exchange(fast, data), [m for m, _ in requests])
+    assert [a.response.status_code for a in answers] == [200] * len(requests)
+    assert [a.body for a in answers] == [b"Hello, world!", b"part 0;part 1;part 2;", b"no length given",
                                             b"ping", b"", b"Hello, world!"]
 
 
@@ -127,8 +100,8 @@ def test_http_1_0_gets_connection_close(fast: Server) -> None:
 
 def test_connection_close_from_the_app_closes_after_the_response(fast: Server) -> None:
     raw = _exchange(fast, b"GET /close HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
-    answers = _responses(raw, ["GET", "GET"])
-    assert len(answers) == 1 and answers[0][1] == b"ok"
+    answers = h11_responses(raw, ["GET", "GET"])
+    assert len(answers) == 1 and answers[0].body == b"ok"
 
 
 @pytest.mark.parametrize("code", [204, 304])
@@ -168,8 +141,8 @@ def test_a_client_that_does_not_read_holds_no_worker(fast: Server) -> None:
             if not chunk:
                 break
             chunks.append(chunk)
-    answers = _responses(b"".join(chunks), ["GET", "GET"])
-    assert [len(body) for _, body in answers] == [size, 13]
+    answers = h11_responses(b"".join(chunks), ["GET", "GET"])
+    assert [len(a.body) for a in answers] == [size, 13]
 
 
 def test_forwarded_headers_still_go_through_the_proxy_middleware(fast: Server) -> None:

@@ -8,27 +8,14 @@ import pytest
 
 from a2wsgi_mp.framing import MAX_BODY, frame_head, status_line
 
+from .wire import h11_responses
+
 DEFAULTS = [(b"date", b"Mon, 07 Dec 2026 10:00:00 GMT"), (b"server", b"uvicorn")]
 
 
-def _h11(raw: bytes, method: bytes = b"GET") -> tuple[h11.Response, bytes, bool]:
-    conn = h11.Connection(h11.CLIENT)
-    conn.send(h11.Request(method=method, target="/", headers=[("Host", "x")]))
-    conn.send(h11.EndOfMessage())
-    conn.receive_data(raw)
-    response, body = None, b""
-    while True:
-        event = conn.next_event()
-        if isinstance(event, h11.Response):
-            response = event
-        elif isinstance(event, h11.Data):
-            body += event.data
-        elif isinstance(event, h11.EndOfMessage):
-            break
-        else:
-            raise TypeError(f"unexpected {event!r}")
-    assert response is not None
-    return response, body, conn.their_state is h11.MUST_CLOSE or conn.our_state is h11.MUST_CLOSE
+def _h11(raw: bytes, method: str = "GET") -> tuple[h11.Response, bytes, bool]:
+    (answer,) = h11_responses(raw, [method])
+    return answer.response, answer.body, answer.closes
 
 
 class _Collect:
