@@ -16,6 +16,7 @@ With several fronts the front figure is their sum per request.
 
 from __future__ import annotations
 
+import cProfile
 import re
 from typing import Any, Callable
 
@@ -74,3 +75,14 @@ def measured(server: Server, run: Callable[[], dict[str, Any]]) -> dict[str, Any
     after = snapshot(server)
     good = max(r.get("requests", 0) - r.get("non2xx", 0), 0)
     return dict(r, cpu_per_request=per_request(before, after, good))
+
+
+def print_profile(profile: "cProfile.Profile", requests: int, rows: int = 25) -> None:
+    """The functions that cost most per request (self time), from a micro-benchmark's cProfile."""
+    import pstats
+
+    stats = pstats.Stats(profile)
+    top = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:rows]  # type: ignore[attr-defined]
+    for (path, line, name), (_, calls, self_time, _, _) in top:
+        print(f"{calls / requests:6.2f}/request  self {self_time / requests * 1e6:6.2f} us  "
+              f"{path.rsplit('/', 2)[-1]}:{line} {name}")

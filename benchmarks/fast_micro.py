@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import pstats
 import resource
 import time
 from typing import Any
@@ -131,11 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"front CPU per request: {cpu * 1e6:.2f} us ({user * 1e6:.2f} us user; wall {wall * 1e6:.2f} us, "
           f"{args.requests} requests)")
     if profile is not None:
-        stats = pstats.Stats(profile)
-        rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:30]  # type: ignore[attr-defined]
-        for (path, line, name), (_, calls, self_time, _, _) in rows:
-            print(f"{calls / args.requests:6.2f}/request  self {self_time / args.requests * 1e6:6.2f} us  "
-                  f"{path.rsplit('/', 2)[-1]}:{line} {name}")
+        cpu.print_profile(profile, args.requests, 30)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import os
-import pstats
 import socket
 import time
 
@@ -27,6 +26,7 @@ from a2wsgi_mp.ipc import protocol
 from a2wsgi_mp.ipc.worker_pipe import WorkerPipe
 from a2wsgi_mp.workers.process import serve_slot
 
+from . import cpu
 from .apps import app
 
 SCOPE = {
@@ -87,11 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     per = measure(args.requests, profile)
     print(f"worker CPU per request: {per * 1e6:.2f} us ({args.requests} requests)")
     if profile is not None:
-        stats = pstats.Stats(profile)
-        rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:25]  # type: ignore[attr-defined]
-        for (path, line, name), (_, calls, self_time, _, _) in rows:
-            print(f"{calls / args.requests:6.2f}/request  self {self_time / args.requests * 1e6:6.2f} us  "
-                  f"{path.rsplit('/', 2)[-1]}:{line} {name}")
+        cpu.print_profile(profile, args.requests, 25)
 
 
 if __name__ == "__main__":
