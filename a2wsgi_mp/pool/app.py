@@ -289,11 +289,7 @@ class WSGIPool:
                 spool.close()
             raise
         record.bytes_in = size
-        head = request_head(scope)
-        if cfg.header_map != "drop":
-            head["header_map"] = cfg.header_map
-        if cfg.direct_stream and direct.may_offer(send):
-            head["direct"] = True
+        head = self._worker_head(scope, send)
         try:
             # A request that provably never reached its worker (the send failed, or the
             # worker died with it unread) goes to another: the app never ran.
@@ -301,8 +297,7 @@ class WSGIPool:
                 try:
                     slot = self.dispatcher.take_idle() or await self._wait_for_slot(receive, record)
                 except Unavailable as exc:
-                    await _send_plain(send, 503, f"Service Unavailable: {exc}",
-                                      [(b"retry-after", str(exc.retry_after).encode())], record=record)
+                    await _send_unavailable(send, exc, record)
                     return
                 if slot is None:
                     record.reason = "client left while queued"
@@ -323,6 +318,18 @@ class WSGIPool:
         finally:
             if spool is not None:
                 spool.close()  # (kept open until here: a request sent again needs its body again)
+
+    def _worker_head(self, scope: Scope, send: Send) -> dict[str, Any]:
+        """What a worker gets of the request (the fast path's too): the scope's
+        msgpack-clean part, the header map when not the default, and whether the
+        front can take an OFFER of the body (``pool/direct.py``)."""
+        head = request_head(scope)
+        cfg = self.config
+        if cfg.header_map != "drop":
+            head["header_map"] = cfg.header_map
+        if cfg.direct_stream and direct.may_offer(send):
+            head["direct"] = True
+        return head
 
     def _send_request(self, exchange: Exchange, head: dict[str, Any], inline: bytes | None, size: int,
                       spool: Spool | None) -> bool | None:
@@ -603,6 +610,12 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+async def _send_unavailable(send: Send, exc: Unavailable, record: Record) -> None:
+    """The 503 of a pool that cannot take the request, with its Retry-After."""
+    await _send_plain(send, 503, f"Service Unavailable: {exc}", [(b"retry-after", str(exc.retry_after).encode())],
+                      record=record)
 
 
 async def _send_plain(send: Send, status: int, text: str, extra: Any = (), *, record: Record) -> None:

@@ -38,7 +38,7 @@ def _cycle(send: Callable[..., Any]) -> Any:
     return cycle if _Cycle is not None and type(cycle) is _Cycle else None
 
 
-def plain(transport: Any) -> bool:
+def _plain(transport: Any) -> bool:
     """A connection a worker may write to: not TLS (the bytes would need the front's session)."""
     return transport.get_extra_info("sslcontext") is None
 
@@ -46,7 +46,7 @@ def plain(transport: Any) -> bool:
 def may_offer(send: Callable[..., Any]) -> bool:
     """Could the response going to ``send`` take a worker's OFFER (said in the request's head)?"""
     cycle = _cycle(send)
-    return cycle is not None and plain(cycle.transport)
+    return cycle is not None and _plain(cycle.transport)
 
 
 def answer(exchange: Exchange, send: Callable[..., Any]) -> bool:
@@ -67,7 +67,7 @@ def _quiet(cycle: Any) -> bool:
     return (cycle.response_started and not cycle.response_complete and not cycle.disconnected
             and cycle.chunked_encoding is not None and cycle.scope["method"] != "HEAD"
             and not cycle.flow.write_paused and not transport.is_closing()
-            and transport.get_write_buffer_size() == 0 and plain(transport))
+            and transport.get_write_buffer_size() == 0 and _plain(transport))
 
 
 async def resume(send: Callable[..., Any], event: protocol.Direct) -> bool:

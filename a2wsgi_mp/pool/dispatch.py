@@ -201,7 +201,7 @@ class Dispatcher:
         except ValueError:
             pass
 
-    def _fail_waiters(self, exc: Exception | None = None) -> None:
+    def _fail_waiters(self, exc: Unavailable | None = None) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():

@@ -23,12 +23,12 @@ import time
 from time import perf_counter
 from typing import Any, cast
 
-from ..environ import head_size, request_head
+from ..environ import head_size
 from ..framing import frame_head
 from ..ipc import protocol
 from ..record import Record
-from . import direct
-from .app import MAX_HEAD, Recording, WSGIPool, _send_plain
+from .app import MAX_HEAD, Recording, WSGIPool, _send_unavailable
+from .dispatch import Unavailable
 
 
 def find_pool(app: Any) -> WSGIPool | None:
@@ -126,19 +126,14 @@ class FastRequest:
         record.pid = slot.worker.pid
         exchange = self.exchange = dispatcher.begin(slot)
         slot.request, slot.since = cycle.scope, time.monotonic()  # (for a death report)
-        head = request_head(cycle.scope)
-        cfg = self.pool.config
-        if cfg.header_map != "drop":
-            head["header_map"] = cfg.header_map
-        if cfg.direct_stream and direct.plain(cycle.transport):
-            head["direct"] = True
+        head = self.pool._worker_head(cycle.scope, cycle.send)
         exchange._waiter = cast(Any, _Callback(self._answer))
         if not self.pool._send_request(exchange, head, b"", 0, None):
             # Not sent (its worker is being replaced): the ASGI path dispatches it again.
             exchange._waiter = None
             self._hand_back(None)
 
-    def _refused(self, exc: BaseException) -> None:
+    def _refused(self, exc: Unavailable) -> None:
         """Queued when the pool gave up on its waiters: the 503 they all get, by the ASGI path."""
         if self.queued_at:
             self.record.queued += perf_counter() - self.queued_at
@@ -160,7 +155,7 @@ class FastRequest:
             return
         self._hand_back(exchange)
 
-    def _hand_back(self, exchange: Any, refused: BaseException | None = None) -> None:
+    def _hand_back(self, exchange: Any, refused: Unavailable | None = None) -> None:
         """The usual ASGI path from here: the relay from the exchange's next event on
         (``exchange``), or a fresh dispatch (None), or the 503 of a pool that gave up on
         its queue (``refused``), in a task of its own."""
@@ -170,9 +165,7 @@ class FastRequest:
         async def rest(scope: Any, receive: Any, send: Any) -> None:
             with Recording(pool, record):
                 if refused is not None:
-                    retry = getattr(refused, "retry_after", 1)
-                    await _send_plain(send, 503, f"Service Unavailable: {refused}",
-                                      [(b"retry-after", str(retry).encode())], record=record)
+                    await _send_unavailable(send, refused, record)
                     return
                 # The request's (empty) body message, which the ASGI path reads before
                 # dispatching: the relay's next receive() then waits for the client to leave.
