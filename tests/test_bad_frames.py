@@ -22,6 +22,8 @@ from a2wsgi_mp.pool import app as front
 from a2wsgi_mp.pool.app import WSGIPool
 from a2wsgi_mp.workers.process import serve_slot
 
+from . import inprocess
+
 HEAD = {"method": "GET", "scheme": "http", "path": "/hello", "query_string": b"", "root_path": "",
         "headers": [(b"host", b"x")], "client": ["127.0.0.1", 5], "server": ["127.0.0.1", 80], "http_version": "1.1"}
 
@@ -127,36 +129,16 @@ def test_worker_answers_a_bad_frame_and_serves_the_next_request() -> None:
 # ---------------------------------------------------------------- the front
 
 
-async def call(pool: WSGIPool, headers: list[tuple[bytes, bytes]], path: str = "/pid") -> list[dict]:
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
-    sent: list[dict] = []
-    messages = [{"type": "http.request", "body": b"", "more_body": False}]
-
-    async def receive() -> dict:
-        if messages:
-            return messages.pop()
-        await asyncio.Event().wait()
-        return {}
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    await asyncio.wait_for(pool(scope, receive, send), 60)
-    return sent
-
-
 def test_front_refuses_a_head_past_the_ipc_limit_and_keeps_its_worker() -> None:
     async def main() -> tuple[Any, ...]:
         pool = WSGIPool("tests.apps.core_app:app", workers=1, threads=1, timeout=30)
         await pool.startup()
         try:
-            first = await call(pool, [(b"host", b"x")])
+            first = await inprocess.call(pool, headers=[(b"host", b"x")])
             # 70 MB of headers: more than one IPC frame may carry.
             huge = [(b"x-h%d" % i, b"v" * 7000) for i in range(10_000)]
-            refused = await call(pool, huge)
-            second = await call(pool, [(b"host", b"x")])
+            refused = await inprocess.call(pool, headers=huge)
+            second = await inprocess.call(pool, headers=[(b"host", b"x")])
             return first, refused, second
         finally:
             await pool.shutdown()
@@ -176,7 +158,7 @@ def test_pool_header_map_reaches_the_worker() -> None:
             pool = WSGIPool("tests.apps.core_app:app", workers=1, threads=1, timeout=30, header_map=header_map)
             await pool.startup()
             try:
-                sent = await call(pool, [(b"host", b"x"), (b"x_forwarded_for", b"6.6.6.6")], "/environ")
+                sent = await inprocess.call(pool, "/environ", [(b"host", b"x"), (b"x_forwarded_for", b"6.6.6.6")])
             finally:
                 await pool.shutdown()
             seen.append(json.loads(b"".join(m.get("body", b"") for m in sent[1:])))

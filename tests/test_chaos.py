@@ -22,6 +22,7 @@ import pytest
 
 from benchmarks.chaos_app import payload_digest
 
+from . import inprocess
 from .serverproc import HOST, Server, wait_for
 
 APP = "benchmarks.chaos_app:app"
@@ -287,24 +288,8 @@ def test_a_send_to_a_worker_that_just_died_goes_to_another_worker(monkeypatch: p
     monkeypatch.setattr(FrontPipe, "send_with_fds", die_first)
 
     async def upload() -> list[dict]:
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-                 "scheme": "http", "path": "/upload", "raw_path": b"/upload", "query_string": b"",
-                 "root_path": "", "headers": [(b"content-length", b"%d" % len(payload))],
-                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
-        messages = [{"type": "http.request", "body": payload, "more_body": False}]
-        sent: list[dict] = []
-
-        async def receive() -> dict:
-            if messages:
-                return messages.pop()
-            await asyncio.Event().wait()
-            return {}
-
-        async def send(message: dict) -> None:
-            sent.append(message)
-
-        await asyncio.wait_for(pool(scope, receive, send), SLACK)
-        return sent
+        headers = [(b"content-length", b"%d" % len(payload))]
+        return await inprocess.call(pool, "/upload", headers, "POST", payload, SLACK)
 
     pool = WSGIPool(APP, workers=1, threads=1, timeout=30)
 
