@@ -62,7 +62,7 @@ class ClientWriter:
         view = memoryview(data)
         for start in range(0, len(view), PIECE):
             piece = view[start:start + PIECE]
-            parts = [b"%x\r\n" % len(piece), piece, b"\r\n"] if self.chunked else [piece]
+            parts: list[bytes | memoryview] = [b"%x\r\n" % len(piece), piece, b"\r\n"] if self.chunked else [piece]
             try:
                 sent = _send_all(sock, parts)
             except OSError:  # EPIPE, ECONNRESET: the client left
@@ -71,7 +71,7 @@ class ClientWriter:
                 return None
             self.written += len(piece)
             if sent is not None:  # the client stalled inside this piece
-                self.tail = b"".join(bytes(p) for p in parts)[sent:]
+                self.tail = b"".join(parts)[sent:]
                 self.close()
                 return view[start + PIECE:]
             elapsed = monotonic() - self.since
@@ -87,7 +87,7 @@ class ClientWriter:
             self.sock = None
 
 
-def _send_all(sock: socket.socket, parts: list) -> int | None:
+def _send_all(sock: socket.socket, parts: list[bytes | memoryview]) -> int | None:
     """Send ``parts`` in order; None once all went, or how many bytes went
     before the socket stayed full for :data:`PATIENCE`."""
     views = [memoryview(p) for p in parts]

@@ -141,13 +141,13 @@ class _Sink:
         self.client: ClientWriter | None = None
 
     def start(self, status: int, headers: list, body: bytes, done: bool) -> None:
-        self.finished = done
         # A streamed body, or a large one in hand (a file read into memory, a big JSON),
         # may go to the client from here (pool/direct.py); a small complete one never
         # needs the round trip.
         whole = done and len(body) >= OFFER_WHOLE
         try:
             if (done and not whole) or not self.may_offer or status in (204, 304):
+                self.finished = done
                 self.pipe.send_start(self.rid, status, headers, body, done)
                 return
             answer = self.pipe.send_start_offer(self.rid, status, headers, b"" if whole else body)
@@ -156,7 +156,6 @@ class _Sink:
         if answer:
             self.client = ClientWriter(*answer)
         if whole:
-            self.finished = False
             self.body(body)
             self.end()
 
@@ -166,7 +165,7 @@ class _Sink:
             if client.gone:
                 return  # (the app's loop sees cancelled() next)
             rest = client.write(chunk)
-            if client.sock is not None or client.gone:
+            if rest is None:  # all written (or the client left: gone)
                 return
             # The client stalled: what it did not take goes back to the front, then the rest by the pipe.
             self.client = None
