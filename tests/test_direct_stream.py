@@ -180,8 +180,10 @@ def test_an_app_short_of_its_content_length_is_cut(server: Server) -> None:
         assert client.get("/hello").text == "Hello, world!"
 
 
-def test_without_direct_stream_the_front_relays(records: Path) -> None:
-    with Server.cli(APP, "--workers", "1", "--no-direct-stream", "--metrics-path", "/metrics",
+@pytest.mark.parametrize("options", [["--no-direct-stream"], ["--http", "h11"]], ids=["turned-off", "h11"])
+def test_without_direct_stream_the_front_relays(records: Path, options: list[str]) -> None:
+    """Turned off, or under h11 (whose cycle the front does not drive): the relay, as before."""
+    with Server.cli(APP, "--workers", "1", *options, "--metrics-path", "/metrics",
                     env={"DIRECT_RECORD_DIR": str(records)}, ready_path="/hello") as srv:
         srv.wait_ready()
         n = 3 * MB
