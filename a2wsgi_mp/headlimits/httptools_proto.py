@@ -89,14 +89,10 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
     def data_received(self, data: bytes) -> None:
         if self._refused or self.parser is None:
             return  # draining a refused connection
-        self._idle_since = None  # (_unset_keepalive_if_required(), inline: once per read)
-        if self._head_since is None:
-            cycle = self.cycle
-            if cycle is None or not cycle.more_body or cycle.response_complete:  # (not in a body)
-                self._head_since = self.loop.time()  # a head starts (bare CRLFs too): _head_started()
-                self._heard = True
-        i = data.rfind(b"\n")  # (the line meter, HeadGuard._measure, inline)
-        tail = self._tail + len(data) if i < 0 else len(data) - i - 1
+        self._unset_keepalive_if_required()
+        if self._head_since is None and not self._in_body():
+            self._head_started()  # a head starts (bare CRLFs too)
+        tail = self._measure(data)
         completed = self._completed
         try:
             self.parser.feed_data(data)
@@ -129,6 +125,10 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
                 self._refuse(431, "Request Header Fields Too Large: a header field is too long")
         else:
             self._tail = 0  # no head under way: the next one starts afresh (a body's bytes are no line)
+
+    def _in_body(self) -> bool:
+        cycle = self.cycle
+        return cycle is not None and cycle.more_body and not cycle.response_complete
 
     # ------------------------------------------------------------ parser callbacks
 
@@ -165,9 +165,7 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._head_since = None  # (HeadGuard._head_done(), inline: the head's clock stops)
-        self._heard = False
-        self._tail = 0
+        self._head_done()
         self.url = b"".join(self._url_parts)
         self._url_parts = []
         super().on_headers_complete()
