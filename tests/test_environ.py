@@ -9,7 +9,7 @@ from wsgiref import validate
 
 import msgpack
 
-from a2wsgi_mp.environ import build_environ, request_head
+from a2wsgi_mp.environ import HEAD_KEYS, build_environ, request_head
 
 
 def scope(**overrides):
@@ -54,6 +54,16 @@ def test_request_head_is_msgpack_clean_and_minimal() -> None:
     assert "state" not in head and "extensions" not in head and "type" not in head
     assert head["headers"] == [(b"a", b"1")]
     msgpack.packb(head, use_bin_type=True)
+
+
+def test_request_head_keys_are_head_keys_on_both_of_its_paths() -> None:
+    """request_head spells the keys out (one dict display) when the scope has them all, and
+    falls back to HEAD_KEYS otherwise: both must ship the same keys."""
+    full = request_head(scope())
+    assert list(full) == list(HEAD_KEYS)
+    partial = scope()
+    del partial["root_path"]
+    assert list(request_head(partial)) == [k for k in HEAD_KEYS if k != "root_path"]
 
 
 def test_basic_keys() -> None:
