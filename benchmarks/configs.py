@@ -67,6 +67,9 @@ class Config:
         return f"{self.server} w={self.workers} t={self.threads} {self.app}"
 
 
+#: The real pages' results key of the app measured alone (benchmarks/appcost.py), beside the servers'.
+APP_ALONE = "app alone"
+
 #: The WSGI app each Config.app names (a module:attribute every server can load).
 WSGI_APPS = {
     "wsgi": "benchmarks.apps:app",

@@ -25,10 +25,13 @@ from typing import Any
 
 import psutil
 
-from . import cpu
-from .configs import MP_NAMES, Config
+from . import appcost, cpu
+from .configs import APP_ALONE, MP_NAMES, WSGI_APPS, Config
 from .loadgen import run_wrk
 from .servers import Server, ServerError
+
+#: Requests per app-alone measurement (~1-3 s a page).
+APP_ALONE_REQUESTS = 1500
 
 #: scenario -> (the app, the path wrk requests).
 PAGES: dict[str, tuple[str, str]] = {
@@ -88,6 +91,7 @@ def run(scenarios: list[str], servers: list[str], mode: dict[str, Any], tmpdir: 
                 for server in live.values():
                     run_wrk(server.url + PAGES[sc][1], mode["conns"], 1)
             runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+            alone_runs: dict[str, list[float]] = {}
             for rnd in range(rounds):
                 order = list(live.items()) if rnd % 2 == 0 else list(reversed(live.items()))
                 for sc in pages:
@@ -98,6 +102,9 @@ def run(scenarios: list[str], servers: list[str], mode: dict[str, Any], tmpdir: 
                         print(f"  {sc} round {rnd + 1} {name}: {r['good_rps']:,.0f} rps, front {c['front_us']} us, "
                               f"workers {c['workers_us']} us; other processes used {r['others_cores']} of "
                               f"{psutil.cpu_count()} cores", flush=True)
+                    alone = appcost.run(WSGI_APPS[app], PAGES[sc][1], APP_ALONE_REQUESTS, tmpdir)
+                    alone_runs.setdefault(sc, []).append(alone["us"])
+                    print(f"  {sc} round {rnd + 1} the app alone (in-process loop): {alone['us']} us", flush=True)
             for (sc, name), rs in runs.items():
                 best = max(rs, key=lambda r: r["good_rps"])
                 results.setdefault(sc, {})[name] = dict(
@@ -106,6 +113,8 @@ def run(scenarios: list[str], servers: list[str], mode: dict[str, Any], tmpdir: 
                     others_cores_all=[r["others_cores"] for r in rs],
                     cpu_min={k: min(r["cpu_per_request"][k] for r in rs)
                              for k in ("front_us", "front_sys_us", "workers_us", "total_us")})
+            for sc, us in alone_runs.items():
+                results.setdefault(sc, {})[APP_ALONE] = {"page": PAGES[sc][1], "app_us": min(us), "app_us_all": us}
         finally:
             for server in live.values():
                 server.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from .configs import MP_NAMES, SCENARIOS
+from .configs import APP_ALONE, MP_NAMES, SCENARIOS
 from .scenarios import TITLES
 
 
@@ -226,22 +226,29 @@ def cpu_lines(results: dict[str, dict[str, Any]], servers: list[str]) -> list[st
 
 
 def real_cpu_lines(results: dict[str, dict[str, Any]], servers: list[str]) -> list[str]:
-    """Per-role CPU per request on the real pages (µs; the best round's and the lowest of the rounds)."""
+    """Per-role CPU per request on the real pages (µs; the best round's and the lowest of the rounds),
+    and what each server adds to the app measured alone (its lowest total minus the app's lowest)."""
     lines: list[str] = []
     for sc in ("R1", "R2", "R3"):
         rows = [(s, results[sc][s]) for s in servers if s in results.get(sc, {})
                 and (results[sc][s] or {}).get("cpu_per_request")]
         if not rows:
             continue
+        alone = (results[sc].get(APP_ALONE) or {}).get("app_us")
         if not lines:
             lines.append("\nCPU per request by process role on real pages (us; best round, lowest over rounds in "
-                         "brackets; front = the first process, workers = its descendants):")
+                         "brackets; front = the first process, workers = its descendants; added = lowest total "
+                         "minus the app alone, a plain in-process loop of the same page):")
             lines.append(f"  {'':<3} {'server':<18} {'rps':>8} {'front':>15} {'(kernel)':>8} {'workers':>15} "
-                         f"{'total':>8}")
+                         f"{'total':>8} {'added':>8}")
         for s, r in rows:
             c, lo = r["cpu_per_request"], r.get("cpu_min") or r["cpu_per_request"]
+            added = f"{lo['total_us'] - alone:.0f}" if alone else "-"
             lines.append(f"  {sc:<3} {s:<18} {r['good_rps']:>8,.0f} {c['front_us']:>7} ({lo['front_us']:>5}) "
-                         f"{c['front_sys_us']:>8} {c['workers_us']:>7} ({lo['workers_us']:>5}) {c['total_us']:>8}")
+                         f"{c['front_sys_us']:>8} {c['workers_us']:>7} ({lo['workers_us']:>5}) {c['total_us']:>8} "
+                         f"{added:>8}")
+        if alone:
+            lines.append(f"  {sc:<3} {'(the app alone)':<18} {'':>8} {'':>15} {'':>8} {'':>15} {alone:>8}")
     return lines
 
 
