@@ -32,8 +32,9 @@ PEERS = ["a2wsgi", "gunicorn-sync", "gunicorn-gthread", "granian"]
 #: Full mode only (unless named): bare uvicorn, and a2wsgi in ONE uvicorn process (the brief's peer figures).
 #: a2wsgi_mp-2f: ``--fronts 2`` (the workers split between the two fronts), P1 only.
 REFERENCES = ["uvicorn-raw", "a2wsgi-1p", "a2wsgi_mp-2f"]
-#: Experiments, run only when named: the pool behind a front without ASGI (benchmarks/lean_front.py).
-EXPERIMENTS = ["a2wsgi_mp-lean"]
+#: Experiments, run only when named: the pool behind a front without ASGI (benchmarks/lean_front.py);
+#: workers doing their own HTTP in Python with no front, a floor and not a server (benchmarks/worker_http.py).
+EXPERIMENTS = ["a2wsgi_mp-lean", "py-worker-http"]
 VARIANT_ENV: dict[str, dict[str, str]] = {}
 ALL_SERVERS = MP_NAMES + PEERS + REFERENCES + [e for e in EXPERIMENTS if e not in MP_NAMES]
 
@@ -107,6 +108,9 @@ def server_command(cfg: Config, port: int) -> tuple[list[str], dict[str, str]]:
             return ([*mp_command(), target, "--host", host, "--port", p,
                      "--workers", str(cfg.workers), "--threads", str(cfg.threads),
                      "--log-level", "warning", "--no-access-log", *extra], env)
+    if cfg.server == "py-worker-http":
+        return ([PY, "-m", "benchmarks.worker_http", target, "--host", host, "--port", p,
+                 "--workers", str(cfg.workers)], env)
     if cfg.server == "a2wsgi_mp-lean":
         return ([PY, "-m", "benchmarks.lean_front", target, "--host", host, "--port", p,
                  "--workers", str(cfg.workers)], env)
