@@ -4,7 +4,7 @@
 
 What is the least a design can cost per request on a real page when the HTTP is
 done in Python?  Here there is no front at all: the app is loaded once, its heap
-frozen, and N forked workers share the listening socket; each runs one
+frozen, and N forked workers listen on the port (SO_REUSEPORT); each runs one
 ``selectors`` loop over its own keep-alive connections, parses with httptools,
 calls the app *in the loop* and writes the whole response with one ``sendall``.
 It is gunicorn's sync worker with httptools and keep-alive, or a2wsgi_mp with
@@ -183,8 +183,6 @@ def main() -> None:
     args = parser.parse_args()
     module, attr = args.app.split(":")
     app = getattr(importlib.import_module(module), attr)
-    listener = socket.create_server((args.host, args.port), backlog=2048)
-    listener.setblocking(False)
     gc.freeze()  # as a2wsgi_mp's zygote does before it forks workers
     libc = ctypes.CDLL(None, use_errno=True)
     children = []
@@ -193,6 +191,10 @@ def main() -> None:
         if pid == 0:
             libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: never outlive the parent
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            # A listening socket per worker (SO_REUSEPORT): the kernel spreads connections by
+            # their addresses; one shared socket let the first worker to wake take most of wrk's.
+            listener = socket.create_server((args.host, args.port), backlog=2048, reuse_port=True)
+            listener.setblocking(False)
             serve(listener, app, args.port)
             os._exit(0)
         children.append(pid)
