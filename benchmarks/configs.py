@@ -140,7 +140,7 @@ def server_command(cfg: Config, port: int) -> tuple[list[str], dict[str, str]]:
 
 def base_config(server: str, workers: int, threads: int) -> Config:
     """The configuration a server runs P1/P2/P4/P5/P6 in."""
-    if server in MP_NAMES or server in ("gunicorn-sync", "a2wsgi_mp-2f"):
+    if server in MP_NAMES or server in ("gunicorn-sync", "a2wsgi_mp-2f", "py-worker-http"):
         return Config(server, workers, 1)  # one thread per process, like gunicorn sync
     if server == "uvicorn-raw":
         return Config(server, 1, 1, "raw")  # the brief's reference: one uvicorn process
@@ -163,7 +163,7 @@ def plan(scenarios: list[str], servers: list[str], workers: int, threads: int,
 
     for s in servers:
         base = base_config(s, workers, threads)
-        if s in REFERENCES:
+        if s in REFERENCES or s == "py-worker-http":  # (the floor: hello and the real pages only)
             add(base, "P1")
             if s == "a2wsgi-1p":
                 add(base, "P2")
