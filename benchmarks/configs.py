@@ -33,8 +33,11 @@ PEERS = ["a2wsgi", "gunicorn-sync", "gunicorn-gthread", "granian"]
 #: a2wsgi_mp-2f: ``--fronts 2`` (the workers split between the two fronts), P1 only.
 REFERENCES = ["uvicorn-raw", "a2wsgi-1p", "a2wsgi_mp-2f"]
 #: Experiments, run only when named: the pool behind a front without ASGI (benchmarks/lean_front.py);
-#: workers doing their own HTTP in Python with no front, a floor and not a server (benchmarks/worker_http.py).
-EXPERIMENTS = ["a2wsgi_mp-lean", "py-worker-http"]
+#: workers doing their own HTTP in Python with no front, a floor and not a server (benchmarks/worker_http.py);
+#: a separate front at its floor, 1 or 2 requests in flight per worker (benchmarks/split_front.py).
+EXPERIMENTS = ["a2wsgi_mp-lean", "py-worker-http", "py-split-front", "py-split-front-d1"]
+#: The floors: run on P1 and the real pages only (bodies in memory, a slow client holds a process).
+FLOORS = ("py-worker-http", "py-split-front", "py-split-front-d1")
 VARIANT_ENV: dict[str, dict[str, str]] = {}
 ALL_SERVERS = MP_NAMES + PEERS + REFERENCES + [e for e in EXPERIMENTS if e not in MP_NAMES]
 
@@ -111,6 +114,9 @@ def server_command(cfg: Config, port: int) -> tuple[list[str], dict[str, str]]:
     if cfg.server == "py-worker-http":
         return ([PY, "-m", "benchmarks.worker_http", target, "--host", host, "--port", p,
                  "--workers", str(cfg.workers)], env)
+    if cfg.server in ("py-split-front", "py-split-front-d1"):
+        return ([PY, "-m", "benchmarks.split_front", target, "--host", host, "--port", p,
+                 "--workers", str(cfg.workers), "--depth", "1" if cfg.server.endswith("-d1") else "2"], env)
     if cfg.server == "a2wsgi_mp-lean":
         return ([PY, "-m", "benchmarks.lean_front", target, "--host", host, "--port", p,
                  "--workers", str(cfg.workers)], env)
@@ -140,7 +146,7 @@ def server_command(cfg: Config, port: int) -> tuple[list[str], dict[str, str]]:
 
 def base_config(server: str, workers: int, threads: int) -> Config:
     """The configuration a server runs P1/P2/P4/P5/P6 in."""
-    if server in MP_NAMES or server in ("gunicorn-sync", "a2wsgi_mp-2f", "py-worker-http"):
+    if server in MP_NAMES or server in ("gunicorn-sync", "a2wsgi_mp-2f") or server in FLOORS:
         return Config(server, workers, 1)  # one thread per process, like gunicorn sync
     if server == "uvicorn-raw":
         return Config(server, 1, 1, "raw")  # the brief's reference: one uvicorn process
@@ -163,7 +169,7 @@ def plan(scenarios: list[str], servers: list[str], workers: int, threads: int,
 
     for s in servers:
         base = base_config(s, workers, threads)
-        if s in REFERENCES or s == "py-worker-http":  # (the floor: hello and the real pages only)
+        if s in REFERENCES or s in FLOORS:
             add(base, "P1")
             if s == "a2wsgi-1p":
                 add(base, "P2")
