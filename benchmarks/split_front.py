@@ -20,21 +20,16 @@ the socket), supervision, access log or client-gone handling.
 
 from __future__ import annotations
 
-import argparse
 import collections
-import ctypes
-import gc
-import importlib
 import os
 import selectors
 import signal
 import socket
 from typing import Any, Callable
 
-import httptools
 import msgpack
 
-from .worker_http import _Conn, _environ, _respond
+from .worker_http import _Conn, _environ, _respond, start
 
 #: The peer the workers' environ names (the front does not forward it: not what is measured).
 _PEER = ("127.0.0.1", 40000)
@@ -63,22 +58,12 @@ def _worker(sock: socket.socket, app: Callable[..., Any], port: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("app")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--depth", type=int, default=2, help="requests in flight per worker")
-    args = parser.parse_args()
-    module, attr = args.app.split(":")
-    app = getattr(importlib.import_module(module), attr)
-    gc.freeze()
-    libc = ctypes.CDLL(None, use_errno=True)
+    args, app, tie_to_parent = start(__doc__, depth=True)
     pipes: list[socket.socket] = []
     for _ in range(args.workers):
         front_end, worker_end = socket.socketpair()
         if os.fork() == 0:
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: never outlive the front
+            tie_to_parent()
             front_end.close()
             for p in pipes:
                 p.close()
@@ -144,16 +129,7 @@ def main() -> None:
                 dispatch()
             else:
                 conn = data_
-                try:
-                    chunk = conn.sock.recv(65536)
-                except (ConnectionError, BlockingIOError):
-                    chunk = b""
-                if chunk:
-                    try:
-                        conn.parser.feed_data(chunk)
-                    except httptools.HttpParserError:
-                        chunk = b""
-                if not chunk:
+                if not conn.read():
                     close(conn)
                     continue
                 while conn.ready:

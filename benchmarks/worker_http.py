@@ -76,6 +76,20 @@ class _Conn:
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
 
+    def read(self) -> bool:
+        """Read what the socket has and parse it; False: the client is gone (or sent garbage)."""
+        try:
+            data = self.sock.recv(65536)
+        except (ConnectionError, BlockingIOError):
+            return False
+        if not data:
+            return False
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            return False
+        return True
+
     def on_message_begin(self) -> None:
         self.url, self.headers, self.body = b"", [], []
 
@@ -153,16 +167,7 @@ def serve(listener: socket.socket, app: Callable[..., Any], port: int) -> None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 sel.register(sock, selectors.EVENT_READ, _Conn(sock, peer))
                 continue
-            try:
-                data = conn.sock.recv(65536)
-            except ConnectionError:
-                data = b""
-            if data:
-                try:
-                    conn.parser.feed_data(data)
-                except httptools.HttpParserError:
-                    data = b""
-            keep = bool(data)
+            keep = conn.read()
             while keep and conn.ready:
                 method, url, headers, body, keep = conn.ready.pop(0)
                 try:
@@ -174,22 +179,31 @@ def serve(listener: socket.socket, app: Callable[..., Any], port: int) -> None:
                 conn.sock.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def start(doc: str, depth: bool = False) -> tuple[argparse.Namespace, Callable[..., Any], Callable[[], None]]:
+    """The experiments' command line and set-up: (arguments, the app loaded and its heap frozen,
+    what a forked child calls first so that it never outlives its parent)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("app")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=2)
+    if depth:
+        parser.add_argument("--depth", type=int, default=2, help="requests in flight per worker")
     args = parser.parse_args()
     module, attr = args.app.split(":")
     app = getattr(importlib.import_module(module), attr)
     gc.freeze()  # as a2wsgi_mp's zygote does before it forks workers
     libc = ctypes.CDLL(None, use_errno=True)
+    return args, app, lambda: libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def main() -> None:
+    args, app, tie_to_parent = start(__doc__)
     children = []
     for _ in range(args.workers):
         pid = os.fork()
         if pid == 0:
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: never outlive the parent
+            tie_to_parent()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             # A listening socket per worker (SO_REUSEPORT): the kernel spreads connections by
             # their addresses; one shared socket let the first worker to wake take most of wrk's.
