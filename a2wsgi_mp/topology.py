@@ -74,6 +74,18 @@ def server_stack(config: Any) -> str:
     return f"HTTP parser {http}, event loop {loop}"
 
 
+def fast_path_unhooked(config: Any, fast_path: bool) -> str | None:
+    """What to warn of when ``fast_path`` is on but the protocol of ``config`` (a2wsgi_mp's
+    httptools one) finds no uvicorn hook to take requests by (uvicorn < 0.45, or a future
+    uvicorn that renamed it): every request would quietly take the ASGI path. Else None."""
+    if not fast_path or getattr(getattr(config, "http", None), "fast_path_hook", True) is not False:
+        return None
+    import uvicorn
+
+    return (f"the fast path is off: uvicorn {uvicorn.__version__} has no HttpToolsProtocol._start_asgi_task "
+            f"to hook (a2wsgi-mp needs uvicorn >= 0.53); every request takes the ASGI path")
+
+
 def _n(count: int, word: str, plural: str = "") -> str:
     return f"{count} {word if count == 1 else plural or word + 's'}"
 

@@ -76,6 +76,9 @@ def _log_start(settings: Settings, config: object) -> None:
         logger.info("settings from %s: %s", source, ", ".join(items))
     if "h11" in stack or "asyncio" in stack:
         logger.info("the fast path is httptools + uvloop (the default install on CPython/Linux)")
+    unhooked = topology.fast_path_unhooked(config, settings.fast_path)
+    if unhooked:
+        logger.warning(unhooked)
 
 
 def _fail(code: int, message: str) -> NoReturn:
@@ -274,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _run(config: Any, main: Any) -> None:
-    loop_factory = config.get_loop_factory() if hasattr(config, "get_loop_factory") else None
+    loop_factory = config.get_loop_factory()  # (None: loop="none", asyncio.run as uvicorn does)
     if loop_factory is None:
         asyncio.run(main)
     elif sys.version_info >= (3, 11):

@@ -289,6 +289,19 @@ def _shown(option: Option) -> str:
     return f"default: {str(option.default).replace('%', '%%')}; "
 
 
+class _Version(argparse.Action):
+    """``--version``: ours, and the uvicorn and Python it runs on (uvicorn imported only here)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
+        import platform
+
+        import uvicorn
+
+        print(f"a2wsgi-mp {__version__} with uvicorn {uvicorn.__version__} on "
+              f"{platform.python_implementation()} {platform.python_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="a2wsgi-mp",
@@ -301,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", default=argparse.SUPPRESS, metavar="FILE",
                    help=f"TOML config file ([tool.a2wsgi_mp] table or top-level keys; default: "
                         f"./pyproject.toml's [tool.a2wsgi_mp]); env {CONFIG_ENV}")
-    p.add_argument("--version", action="version", version=f"a2wsgi-mp {__version__}")
+    p.add_argument("--version", action=_Version, nargs=0, default=argparse.SUPPRESS,
+                   help="show a2wsgi-mp's version, uvicorn's and Python's, and exit")
     groups = {key: p.add_argument_group(title) for key, title in GROUPS.items()}
     for o in OPTIONS:
         text = f"{o.help} ({_shown(o)}env {o.env})"

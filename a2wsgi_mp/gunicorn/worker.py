@@ -169,6 +169,9 @@ class PoolWorker(Worker):
         if self.age <= 1:
             self.log.info("PoolWorker: %s; %s", topology.server_stack(self.config),
                           gunicorn_config.layout_note(self.cfg))
+            unhooked = topology.fast_path_unhooked(self.config, self.pool.config.fast_path)
+            if unhooked:
+                self.log.warning(unhooked)
 
     def _asgi_app(self, pool: WSGIPool) -> ASGIApp:
         cfg = self.cfg
@@ -287,7 +290,7 @@ class PoolWorker(Worker):
             await asyncio.sleep(interval)
 
     def run(self) -> None:
-        loop_factory = self.config.get_loop_factory() if hasattr(self.config, "get_loop_factory") else None
+        loop_factory = self.config.get_loop_factory()
         try:
             if sys.version_info >= (3, 11):
                 with asyncio.Runner(loop_factory=loop_factory) as runner:

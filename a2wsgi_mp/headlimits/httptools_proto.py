@@ -75,6 +75,9 @@ class _LazyKeepAlive(HttpToolsProtocol):
 
 
 class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
+    #: uvicorn's hook the fast path overrides (``_start_asgi_task``, uvicorn >= 0.45). Without it
+    #: every request would quietly take the ASGI path: the CLI warns at start-up (cli._log_start).
+    fast_path_hook = hasattr(HttpToolsProtocol, "_start_asgi_task")
     _in_head = False
     _completed = 0  # messages completed on this connection
     _fields = 0
