@@ -98,6 +98,17 @@ def test_http_1_0_gets_connection_close(fast: Server) -> None:
     assert body == b"no length given"
 
 
+def test_connection_close_from_the_client_closes_after_the_response(fast: Server) -> None:
+    """RFC 9112 §9.6: the server closes after answering a request's ``Connection: close``
+    (uvicorn < 0.53 decided that in ``send()``, which the fast path does not call)."""
+    t0 = time.monotonic()
+    raw = _exchange(fast, b"GET /nolength HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"\r\ncontent-length: 15" in head.lower()  # (the fast path answered)
+    assert b"\r\nconnection: close" in head.lower() and body == b"no length given"
+    assert time.monotonic() - t0 < 2  # closed by the server at once, not by its keep-alive timeout
+
+
 def test_connection_close_from_the_app_closes_after_the_response(fast: Server) -> None:
     raw = _exchange(fast, b"GET /close HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
     answers = h11_responses(raw, ["GET", "GET"])

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import glob
-import inspect
 import json
 import logging
 import os
@@ -169,9 +168,8 @@ def _supervisor_class() -> Any:
 
 
 def _ready(process: Any, timeout: float) -> bool:
-    """The front answers uvicorn's health check and has started (uvicorn < 0.50: answers)."""
-    ready = getattr(process, "is_ready", None) or process.ping
-    return bool(ready(timeout=timeout))
+    """The front answers uvicorn's health check and has started."""
+    return bool(process.is_ready(timeout=timeout))
 
 
 def __getattr__(name: str) -> Any:
@@ -283,10 +281,7 @@ def run_fronts(settings: Any, notifier: Notifier, announce: Callable[[Any], None
     Fronts = _supervisor_class()
     Fronts.notifier = notifier
     try:
-        if "target" in inspect.signature(Fronts.__init__).parameters:  # uvicorn < 0.50
-            supervisor = Fronts(config, target=uvicorn.Server(config).run, sockets=[sock])
-        else:
-            supervisor = Fronts(config, sockets=[sock])
+        supervisor = Fronts(config, sockets=[sock])
         supervisor.run()
     finally:
         sock.close()
