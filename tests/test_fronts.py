@@ -83,7 +83,9 @@ def test_two_fronts_serve_restart_reload_and_drain(tmp_path) -> None:  # type: i
         victim.kill()
         _wait(lambda: len(f := _fronts(server)) == 2 and victim.pid not in {p.pid for p in f}, "a new front")
         assert not wait_gone(victim_tree, 15), "the dead front's workers outlived it"
-        assert httpx.get(server.url + "/hello", timeout=10).text == "Hello, world!"
+        # Both serve again: the new front has started, so the SIGHUP below reloads it too (one
+        # still starting is left alone, its workers with it: seen on a loaded machine).
+        assert len(_worker_pids_seen(server.url, 2)) == 2, server.log()
 
         # SIGHUP: each front reloads its pool in place (tests/test_fronts_reload.py); the old
         # workers leave nothing behind.
