@@ -7,6 +7,12 @@ Each client connects to 127.0.0.1:PORT, sends the request head of a chunked
 reset reconnects until the deadline.  Everything is bounded in time; a JSON
 summary goes to stdout.
 
+With ``--toggle`` the clients connect and send their heads, then trickle only
+while switched on: SIGUSR1 switches the trickle on, SIGUSR2 off (the connections
+stay open and silent), SIGTERM ends the run now (last chunks, drain, summary).
+``benchmarks.p4_paired`` uses it to measure idle and loaded hello rps
+alternately, a few seconds apart, on servers that run side by side.
+
     python -m benchmarks.slowclients --port 8000 --clients 2000 --duration 6
 
 The generator must cost far less than what it measures: 2,000 clients make
@@ -109,6 +115,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                              "bad_count": 0, "no_answer": 0, "errors": {}}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + args.duration
+    active = [not args.toggle]
+    if args.toggle:
+        import signal
+
+        ended: list[bool] = []
+        loop.add_signal_handler(signal.SIGUSR1, active.__setitem__, 0, True)
+        loop.add_signal_handler(signal.SIGUSR2, active.__setitem__, 0, False)
+        loop.add_signal_handler(signal.SIGTERM, ended.append, True)
     slots: list[Uploader | None] = [None] * args.clients
     done: list[Uploader] = []  # clients whose connection dropped: counted as they are
     connecting: set[int] = set()
@@ -130,7 +144,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
     step = args.interval / GROUPS
     tick = 0
-    while loop.time() < deadline:
+    while loop.time() < deadline and not (args.toggle and ended):
+        if not active[0]:
+            await asyncio.sleep(step)
+            continue
         group = tick % GROUPS
         for i in range(group, args.clients, GROUPS):
             client = slots[i]
@@ -169,6 +186,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=6.0)
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--drain", type=float, default=3.0)
+    parser.add_argument("--toggle", action="store_true", help="trickle only between SIGUSR1 and SIGUSR2 (see above)")
     args = parser.parse_args()
     try:
         import uvloop
