@@ -42,34 +42,10 @@ import psutil
 
 from .configs import PY, REPO
 from .loadgen import parse_wrk, wrk_args
-from .servers import free_port, http_status
+from .servers import free_port
+from .slow_ab import _start, _stop
 
 ROLES = ("generator", "wrk", "front", "workers", "softirq", "others", "busy")
-
-
-def _start(tree: str, port: int, extra: list[str]) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONPATH=tree)
-    proc = subprocess.Popen([PY, "-m", "a2wsgi_mp", "benchmarks.apps:app", "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", "2", "--threads", "1", "--log-level", "warning", "--no-access-log", *extra],
-                            cwd=tree, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 30
-    ok = 0
-    while time.monotonic() < deadline and ok < 5:
-        ok = ok + 1 if http_status(port, "/hello") == 200 else 0
-        time.sleep(0.05)
-    if ok < 5:
-        raise RuntimeError(f"server from {tree} did not start")
-    return proc
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def _cpu(p: psutil.Process) -> float:

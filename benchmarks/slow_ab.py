@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import psutil
@@ -30,10 +31,11 @@ from .loadgen import run_wrk
 from .servers import free_port, http_status
 
 
-def _start(tree: str, port: int) -> subprocess.Popen[bytes]:
+def _start(tree: str, port: int, extra: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """a2wsgi_mp from the source ``tree`` on ``port`` (2 workers × 1 thread), once it answers /hello."""
     env = dict(os.environ, PYTHONPATH=tree)
     proc = subprocess.Popen([PY, "-m", "a2wsgi_mp", "benchmarks.apps:app", "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", "2", "--threads", "1", "--log-level", "warning", "--no-access-log"],
+                             "--workers", "2", "--threads", "1", "--log-level", "warning", "--no-access-log", *extra],
                             cwd=tree, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 30
