@@ -26,9 +26,6 @@ from typing import Any, Callable
 
 import msgpack
 
-from a2wsgi_mp.environ import request_head
-from a2wsgi_mp.ipc import protocol
-from a2wsgi_mp.ipc.events import End, Start
 from a2wsgi_mp.ipc.worker_pipe import WorkerPipe
 from a2wsgi_mp.workers.process import serve_slot
 
@@ -36,6 +33,7 @@ from .appcost import _call
 from .configs import WSGI_APPS
 from .realpages import PAGES
 from .worker_http import _environ, _respond
+from .worker_micro import SCOPE, _drive
 
 HEADERS = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"), (b"accept", b"*/*")]
 
@@ -45,19 +43,7 @@ class _Peer:
 
 
 def _drive_ours(sock: socket.socket, path: str, requests: int) -> None:
-    scope = {"type": "http", "method": "GET", "scheme": "http", "path": path, "query_string": b"",
-             "root_path": "", "headers": HEADERS, "client": _Peer.peer, "server": ("127.0.0.1", 8000),
-             "http_version": "1.1"}
-    head, decoder = request_head(scope), protocol.Decoder()
-    for rid in range(1, requests + 1):
-        sock.sendall(protocol.encode_request(rid, head, b"", 0))
-        done = False
-        while not done:
-            data = sock.recv(262144)
-            if not data:
-                raise RuntimeError("the worker hung up")
-            decoder.feed(data)
-            done = any(isinstance(e, End) or (isinstance(e, Start) and e.done) for e in decoder.events())
+    _drive(sock, requests, {**SCOPE, "path": path, "headers": HEADERS})
 
 
 def _drive_floor(sock: socket.socket, path: str, requests: int) -> None:

@@ -20,9 +20,11 @@ import cProfile
 import os
 import socket
 import time
+from typing import Any
 
 from a2wsgi_mp.environ import request_head
 from a2wsgi_mp.ipc import protocol
+from a2wsgi_mp.ipc.events import End, Start
 from a2wsgi_mp.ipc.worker_pipe import WorkerPipe
 from a2wsgi_mp.workers.process import serve_slot
 
@@ -62,19 +64,19 @@ def measure(requests: int, profile: cProfile.Profile | None = None) -> float:
     return cpu / requests
 
 
-def _drive(front: socket.socket, requests: int) -> None:
+def _drive(front: socket.socket, requests: int, scope: dict[str, Any] = SCOPE) -> None:
+    """Send ``requests`` REQUEST frames for ``scope``, each once the last response ended."""
     decoder = protocol.Decoder()
-    frame_head = request_head(SCOPE)
+    frame_head = request_head(scope)
     for rid in range(1, requests + 1):
         front.sendall(protocol.encode_request(rid, frame_head, b"", 0))
         answered = False
         while not answered:
-            data = front.recv(65536)
+            data = front.recv(262144)
             if not data:
                 raise RuntimeError("the worker hung up")
             decoder.feed(data)
-            for _ in decoder.events():
-                answered = True
+            answered = any(isinstance(e, End) or (isinstance(e, Start) and e.done) for e in decoder.events())
     front.close()
 
 
