@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -40,10 +39,10 @@ from typing import Any
 
 import psutil
 
-from .configs import PY, REPO
 from .loadgen import parse_wrk, wrk_args
 from .servers import free_port
 from .slow_ab import _start, _stop
+from .slowclients import Uploaders
 
 ROLES = ("generator", "wrk", "front", "workers", "softirq", "others", "busy")
 
@@ -109,27 +108,15 @@ def one(tree: str, clients: int, duration: float, window: float, edge: float, ex
         url = f"http://127.0.0.1:{port}/hello"
         idle, idle_cores = _wrk(url, duration, edge, server, None)
         ramp = 2.0
-        slow = subprocess.Popen([PY, "-m", "benchmarks.slowclients", "--port", str(target), "--clients", str(clients),
-                                 "--duration", f"{ramp + window + duration + 0.5:g}", "--drain", "3"],
-                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
-        gen = psutil.Process(slow.pid)
-        try:
+        with Uploaders(target, clients, ramp + window + duration + 0.5, 3) as slow:
+            gen = psutil.Process(slow.pid)
             time.sleep(ramp)
             a, t0 = _sample(server, None, gen), time.monotonic()
             time.sleep(window)
             b, t1 = _sample(server, None, gen), time.monotonic()
             upload_cores = _cores(a, b, t1 - t0)
             loaded, loaded_cores = _wrk(url, duration, edge, server, gen)
-            out, _ = slow.communicate(timeout=duration + window + 30)
-        finally:
-            if slow.poll() is None:
-                os.killpg(slow.pid, signal.SIGKILL)
-                slow.wait()
-        try:
-            stats = json.loads(out.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            stats = {}
+            stats = slow.result(timeout=duration + window + 30)
     finally:
         _stop(proc)
         if sink_sock is not None:

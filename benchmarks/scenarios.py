@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ import psutil
 from .configs import PY, REPO, MiB
 from .loadgen import RssSampler, curl, parse_wrk, run_wrk, run_wrk_best, wrk_args
 from .servers import Server
+from .slowclients import Uploaders
 
 
 @dataclass
@@ -106,22 +106,10 @@ def sc_p4(server: Server, ctx: Context) -> dict[str, Any]:
     d, n = ctx.mode["duration"], ctx.mode["slow_clients"]
     idle = ctx.session.get("P1") or run_wrk(server.url + "/hello", ctx.mode["conns"], d)
     ramp = ctx.mode["ramp"]
-    slow = subprocess.Popen([PY, "-m", "benchmarks.slowclients", "--port", str(server.port), "--clients", str(n),
-                             "--duration", f"{ramp + d + 0.2:g}", "--drain", f"{ctx.mode['drain']:g}"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
+    with Uploaders(server.port, n, ramp + d + 0.2, ctx.mode["drain"]) as slow:
         time.sleep(ramp)
         loaded = run_wrk(server.url + "/hello", ctx.mode["conns"], d)
-        out, err = slow.communicate(timeout=ramp + d + ctx.mode["drain"] + 15)
-    finally:
-        if slow.poll() is None:
-            os.killpg(slow.pid, signal.SIGKILL)
-            slow.wait()
-    try:
-        slow_stats = json.loads(out.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        slow_stats = {"error": (err or out)[-300:]}
+        slow_stats = slow.result(timeout=ramp + d + ctx.mode["drain"] + 15)
     idle_rps = idle["good_rps"]
     return {"idle_rps": idle_rps, "loaded_rps": loaded["good_rps"],
             "ratio": loaded["good_rps"] / idle_rps if idle_rps else None,

@@ -26,9 +26,10 @@ from typing import Any
 
 import psutil
 
-from .configs import PY, REPO
+from .configs import PY
 from .loadgen import run_wrk
 from .servers import free_port, http_status
+from .slowclients import Uploaders
 
 
 def _start(tree: str, port: int, extra: Sequence[str] = ()) -> subprocess.Popen[bytes]:
@@ -69,25 +70,13 @@ def one(tree: str, clients: int, duration: float, window: float) -> dict[str, An
         url = f"http://127.0.0.1:{port}/hello"
         idle = run_wrk(url, 32, duration)
         ramp = 2.0
-        slow = subprocess.Popen([PY, "-m", "benchmarks.slowclients", "--port", str(port), "--clients", str(clients),
-                                 "--duration", f"{ramp + window + duration + 0.5:g}", "--drain", "2"],
-                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
-        try:
+        with Uploaders(port, clients, ramp + window + duration + 0.5, 2) as slow:
             time.sleep(ramp)
             c0, t0 = _cpu(proc.pid), time.monotonic()
             time.sleep(window)
             per_byte = (_cpu(proc.pid) - c0) / ((time.monotonic() - t0) * clients * 10) * 1e6
             loaded = run_wrk(url, 32, duration)
-            out, _ = slow.communicate(timeout=duration + window + 30)
-        finally:
-            if slow.poll() is None:
-                os.killpg(slow.pid, signal.SIGKILL)
-                slow.wait()
-        try:
-            stats = json.loads(out.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            stats = {}
+            stats = slow.result(timeout=duration + window + 30)
     finally:
         _stop(proc)
     return {"idle_rps": idle["good_rps"], "loaded_rps": loaded["good_rps"],

@@ -27,6 +27,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 from typing import Any
 
 HEAD = (
@@ -177,6 +181,39 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         client.settle()
     stats["dropped_connections"] = len(done)
     return stats
+
+
+class Uploaders:
+    """This module run as a child process (a session of its own) for a ``with`` block: started on
+    entry, killed on exit if still running; :meth:`result` waits for its JSON summary."""
+
+    def __init__(self, port: int, clients: int, duration: float, drain: float) -> None:
+        from .configs import REPO  # (the module runs as a script too: imported only by its callers)
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.slowclients", "--port", str(port), "--clients", str(clients),
+             "--duration", f"{duration:g}", "--drain", f"{drain:g}"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def result(self, timeout: float) -> dict[str, Any]:
+        """The summary the clients print when done, or ``{"error": ...}`` with their last output."""
+        out, err = self.proc.communicate(timeout=timeout)
+        try:
+            return dict(json.loads(out.strip().splitlines()[-1]))
+        except (ValueError, IndexError):
+            return {"error": (err or out)[-300:]}
+
+    def __enter__(self) -> "Uploaders":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
 
 
 def main() -> None:
