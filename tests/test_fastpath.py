@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .serverproc import HOST, Server
+from .serverproc import HOST, Server, metrics, wait_for
 from .wire import h11_responses
 
 APP = "tests.apps.fastpath_app:app"
@@ -208,7 +208,7 @@ def test_fast_path_requests_feed_the_metrics(fast: Server) -> None:
 def test_a_request_queued_on_the_fast_path_at_shutdown_gets_503(records: Path) -> None:
     """The pool gives up on its queue when it stops: a fast-path request waiting there is
     answered 503 (the ASGI path's answer) and the shutdown goes on (it raised AttributeError)."""
-    srv = Server.cli(APP, "--workers", "1", "--threads", "1", "--graceful-timeout", "20",
+    srv = Server.cli(APP, "--workers", "1", "--threads", "1", "--graceful-timeout", "20", "--metrics-path", "/metrics",
                      env={"FASTPATH_RECORD_DIR": str(records)}, ready_path="/hello").start()
     try:
         srv.wait_ready()
@@ -221,7 +221,8 @@ def test_a_request_queued_on_the_fast_path_at_shutdown_gets_503(records: Path) -
                 time.sleep(0.01)
             assert (records / sleeping).exists()
             queued.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")  # behind the only worker
-            time.sleep(0.2)  # (only to let it reach the queue; a 200 instead fails the test, not a hang)
+            wait_for(lambda: metrics(srv.url).get("a2wsgi_mp_queue_depth", 0) >= 1, 10,
+                     what="the request in the pool's queue")  # (the front answers /metrics itself)
             srv.signal(15)
             answer = queued.recv(65536)
             assert answer.startswith(b"HTTP/1.1 503"), answer
