@@ -124,12 +124,8 @@ def test_bodiless_statuses_take_the_asgi_path(fast: Server, code: int) -> None:
 def test_a_crash_is_a_502_then_the_pool_serves_again(fast: Server) -> None:
     r = httpx.get(f"{fast.url}/crash", timeout=20)
     assert r.status_code == 502
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if httpx.get(f"{fast.url}/hello", timeout=20).status_code == 200:
-            break
-    else:
-        raise AssertionError("the pool did not recover")
+    wait_for(lambda: httpx.get(f"{fast.url}/hello", timeout=20).status_code == 200, 20,
+             what="the pool to serve again")
 
 
 def test_a_timeout_is_a_504(fast: Server) -> None:
@@ -175,14 +171,12 @@ def test_a_client_that_leaves_while_queued_costs_no_worker_run(fast: Server, rec
         t = threading.Thread(target=occupy)
         t.start()
         started.wait(5)
-        deadline = time.monotonic() + 10
-        while not (records / sleeping).exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert (records / sleeping).exists()
+        wait_for((records / sleeping).exists, 10, 0.01, what="the only worker to be asleep")
         # The only worker sleeps; this request queues behind it, then its client leaves.
         with socket.create_connection((HOST, fast.port), timeout=10) as gone:
             gone.sendall(f"GET /record?token={token} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            time.sleep(0.2)  # (only to let it reach the queue; the outcome does not depend on it)
+            wait_for(lambda: metrics(fast.url).get("a2wsgi_mp_queue_depth", 0) >= 1, 10,
+                     what="the request in the pool's queue")
         t.join(20)
     # FIFO: had the queued request run, it would have run before this one.
     after = uuid.uuid4().hex
@@ -216,10 +210,7 @@ def test_a_request_queued_on_the_fast_path_at_shutdown_gets_503(records: Path) -
         with socket.create_connection((HOST, srv.port), timeout=30) as busy, \
                 socket.create_connection((HOST, srv.port), timeout=30) as queued:
             busy.sendall(f"GET /sleep?s=2&token={sleeping} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            deadline = time.monotonic() + 10
-            while not (records / sleeping).exists() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert (records / sleeping).exists()
+            wait_for((records / sleeping).exists, 10, 0.01, what="the only worker to be asleep")
             queued.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")  # behind the only worker
             wait_for(lambda: metrics(srv.url).get("a2wsgi_mp_queue_depth", 0) >= 1, 10,
                      what="the request in the pool's queue")  # (the front answers /metrics itself)

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 import sys
-import time
 from typing import Any
 
 import httpx
@@ -16,6 +15,8 @@ import pytest
 from a2wsgi_mp import WSGIPool
 from a2wsgi_mp.config import PoolConfig
 from a2wsgi_mp.workers import process
+
+from .serverproc import wait_for
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "sched_getscheduler") or sys.platform != "linux",
                                 reason="Linux scheduling policies")
@@ -114,12 +115,12 @@ def test_cli_option_reaches_the_workers(cli_server: Any) -> None:
     server = cli_server("tests.apps.core_app:app", "--workers", "2", "--no-access-log", "--worker-sched", "idle",
                         ready_path="/hello")
     # Wait (bounded) for both workers to exist and to have set their policy, first thing after the fork.
-    deadline = time.monotonic() + 10
-    while True:
-        pids = server.worker_pids()
-        policies = {pid: _policies(pid) for pid in pids}
-        if (len(pids) == 2 and all(p == {os.SCHED_IDLE} for p in policies.values())) or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
-    assert len(pids) == 2 and all(p == {os.SCHED_IDLE} for p in policies.values()), policies
+    def policies() -> dict[int, set[int]]:
+        return {pid: _policies(pid) for pid in server.worker_pids()}
+
+    def both_idle() -> bool:
+        seen = policies()
+        return len(seen) == 2 and all(p == {os.SCHED_IDLE} for p in seen.values())
+
+    assert wait_for(both_idle, 10, 0.02), policies()
     assert os.sched_getscheduler(server.pid) == os.SCHED_OTHER  # the front
