@@ -28,10 +28,8 @@ from .worker_http import _environ
 WARMUP = 300
 
 
-class _Wrk:
-    peer = ("127.0.0.1", 40000)
-
-
+#: wrk's address, as the app sees it.
+_PEER = ("127.0.0.1", 40000)
 #: What wrk sends: the Host header (and nothing else a page looks at).
 _HEADERS = [(b"host", b"127.0.0.1:8000")]
 
@@ -42,7 +40,7 @@ def _call(app: Any, path: str) -> tuple[str, int]:
     def start_response(s: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         status.append(s)
 
-    body = app(_environ(_Wrk(), b"GET", path.encode(), _HEADERS, b"", 8000), start_response)  # type: ignore[arg-type]
+    body = app(_environ(_PEER, b"GET", path.encode(), _HEADERS, b"", 8000), start_response)
     try:
         size = sum(len(chunk) for chunk in body)
     finally:

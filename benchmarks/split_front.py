@@ -35,12 +35,9 @@ from .worker_http import _Conn, _environ, _respond, start
 _PEER = ("127.0.0.1", 40000)
 
 
-class _Anon:
-    peer = _PEER
-
-
-def _worker(sock: socket.socket, app: Callable[..., Any], port: int) -> None:
-    """Answer every request frame that arrives, in order; all answers of one read in one write."""
+def serve(sock: socket.socket, app: Callable[..., Any], port: int) -> None:
+    """A worker: answer every request frame that arrives, in order, all answers of one read in one
+    write, until the front hangs up."""
     unpacker = msgpack.Unpacker(raw=False)
     while True:
         try:
@@ -48,12 +45,11 @@ def _worker(sock: socket.socket, app: Callable[..., Any], port: int) -> None:
         except ConnectionError:
             data = b""
         if not data:
-            os._exit(0)  # the front is gone
+            return
         unpacker.feed(data)
-        out = []
-        for rid, method, url, headers, body, keep in unpacker:
-            env = _environ(_Anon(), method, url, [(n, v) for n, v in headers], body, port)  # type: ignore[arg-type]
-            out.append(msgpack.packb([rid, _respond(app, env, keep), keep]))
+        out = [msgpack.packb([rid, _respond(app, _environ(_PEER, method, url, [(n, v) for n, v in headers], body,
+                                                          port), keep), keep])
+               for rid, method, url, headers, body, keep in unpacker]
         sock.sendall(b"".join(out))
 
 
@@ -67,7 +63,8 @@ def main() -> None:
             front_end.close()
             for p in pipes:
                 p.close()
-            _worker(worker_end, app, args.port)
+            serve(worker_end, app, args.port)
+            os._exit(0)  # the front is gone
         worker_end.close()
         pipes.append(front_end)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # (the workers follow: PDEATHSIG)

@@ -7,8 +7,7 @@ In the real-page runs our workers cost more per request than the workers of the
 both serve the same page, one request at a time, driven from a forked process
 over a socketpair (as a front drives them): our
 :func:`~a2wsgi_mp.workers.process.serve_slot` with REQUEST frames, and the
-floor's loop (:mod:`benchmarks.split_front`'s environ and response, msgpack
-frames).  Each figure is the serving thread's ``thread_time`` per request;
+floor's loop (:func:`benchmarks.split_front.serve`, msgpack frames).  Each figure is the serving thread's ``thread_time`` per request;
 rounds interleaved.  Equal figures mean the difference seen in a server comes
 from the run around the worker (its sleeps, wake-ups, preemptions), not its code.
 """
@@ -29,17 +28,13 @@ import msgpack
 from a2wsgi_mp.ipc.worker_pipe import WorkerPipe
 from a2wsgi_mp.workers.process import serve_slot
 
+from . import split_front
 from .appcost import _call
 from .configs import WSGI_APPS
 from .realpages import PAGES
-from .worker_http import _environ, _respond
 from .worker_micro import SCOPE, _drive
 
 HEADERS = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"), (b"accept", b"*/*")]
-
-
-class _Peer:
-    peer = ("127.0.0.1", 50000)
 
 
 def _drive_ours(sock: socket.socket, path: str, requests: int) -> None:
@@ -54,18 +49,6 @@ def _drive_floor(sock: socket.socket, path: str, requests: int) -> None:
         while not answered:
             unpacker.feed(sock.recv(262144))
             answered = any(True for _ in unpacker)
-
-
-def _serve_floor(app: Callable[..., Any], sock: socket.socket) -> None:
-    """benchmarks.split_front's worker loop, returning at EOF instead of exiting."""
-    unpacker = msgpack.Unpacker(raw=False)
-    while data := sock.recv(262144):
-        unpacker.feed(data)
-        out = [msgpack.packb([rid, _respond(app, _environ(_Peer(), method, url,  # type: ignore[arg-type]
-                                                                  [(n, v) for n, v in headers], body, 8000), keep),
-                              keep])
-               for rid, method, url, headers, body, keep in unpacker]
-        sock.sendall(b"".join(out))
 
 
 def run(kind: str, app: Callable[..., Any], path: str, requests: int) -> float:
@@ -85,7 +68,7 @@ def run(kind: str, app: Callable[..., Any], path: str, requests: int) -> float:
         serve_slot(app, pipe, False)  # until the driver hangs up
         pipe.close()
     else:
-        _serve_floor(app, ours)
+        split_front.serve(ours, app, 8000)
         ours.close()
     cpu = time.thread_time() - t0
     os.waitpid(pid, 0)

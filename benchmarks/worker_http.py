@@ -107,14 +107,14 @@ class _Conn:
                            self.parser.should_keep_alive()))
 
 
-def _environ(conn: _Conn, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]], body: bytes,
+def _environ(peer: tuple[str, int], method: bytes, url: bytes, headers: list[tuple[bytes, bytes]], body: bytes,
              port: int) -> dict[str, Any]:
     path, _, query = url.partition(b"?")
     env: dict[str, Any] = {
         "REQUEST_METHOD": method.decode("latin-1"), "SCRIPT_NAME": "",
         "PATH_INFO": path.decode("latin-1"), "QUERY_STRING": query.decode("latin-1"),
         "SERVER_NAME": "127.0.0.1", "SERVER_PORT": str(port), "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": conn.peer[0], "REMOTE_PORT": str(conn.peer[1]),
+        "REMOTE_ADDR": peer[0], "REMOTE_PORT": str(peer[1]),
         "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
         "wsgi.errors": sys.stderr, "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False,
     }
@@ -171,7 +171,7 @@ def serve(listener: socket.socket, app: Callable[..., Any], port: int) -> None:
             while keep and conn.ready:
                 method, url, headers, body, keep = conn.ready.pop(0)
                 try:
-                    conn.sock.sendall(_respond(app, _environ(conn, method, url, headers, body, port), keep))
+                    conn.sock.sendall(_respond(app, _environ(conn.peer, method, url, headers, body, port), keep))
                 except ConnectionError:
                     keep = False
             if not keep:
