@@ -8,8 +8,9 @@ both serve the same page, one request at a time, driven from a forked process
 over a socketpair (as a front drives them): our
 :func:`~a2wsgi_mp.workers.process.serve_slot` with REQUEST frames, and the
 floor's loop (:func:`benchmarks.split_front.serve`, msgpack frames).  Each
-figure is the serving thread's ``thread_time`` per request; rounds interleaved.  Equal figures mean the difference seen in a server comes
-from the run around the worker (its sleeps, wake-ups, preemptions), not its code.
+figure is the serving thread's ``thread_time`` per request; rounds interleaved.
+Equal figures mean the difference seen in a server comes from the run around the
+worker (its sleeps, wake-ups, preemptions), not its code.
 """
 
 from __future__ import annotations
