@@ -218,6 +218,15 @@ def _alive(p: psutil.Process) -> bool:
         return False
 
 
+def pid_gone(pid: int) -> bool:
+    """The process has exited (reaped, or a zombie).  Race-free: it may vanish between any two
+    psutil calls, which must read as gone, not raise."""
+    try:
+        return not _alive(psutil.Process(pid))
+    except psutil.Error:
+        return True
+
+
 def wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
     """The processes still alive (and not zombies) after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

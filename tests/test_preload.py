@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from .serverproc import Server, metrics, wait_for
+from .serverproc import Server, metrics, pid_gone, wait_for
 
 APP = "tests.apps.preload_app"
 
@@ -131,7 +131,7 @@ def test_reload_preloads_new_code_and_drops_nothing(preloaded: tuple[Server, Dep
     assert load.versions["v1"] == mark  # once v2 answered steadily, v1 no longer did
     new_zygote = deploy.importers()[-1]
     assert len(deploy.importers()) == 2 and new_zygote != old_zygote
-    assert wait_for(lambda: not psutil.pid_exists(old_zygote) or psutil.Process(old_zygote).status() == "zombie", 10)
+    assert wait_for(lambda: pid_gone(old_zygote), 10)
     workers = server.worker_pids()
     assert len(workers) == 2 and not workers & old_workers
     assert all(psutil.Process(pid).ppid() == new_zygote for pid in workers)

@@ -18,7 +18,7 @@ import httpx
 import psutil
 import pytest
 
-from .serverproc import ServerProcess, metrics, until, wait_for, wait_gone
+from .serverproc import ServerProcess, metrics, pid_gone, until, wait_for, wait_gone
 
 APP = "tests.apps.sup_faults:app"
 
@@ -140,7 +140,7 @@ def test_max_rss_recycles_between_requests(server):
     assert httpx.get(srv.url + "/grow?200", timeout=10).status_code == 200
     # The worker reports its RSS with the response: the next request meets a new worker.
     assert int(httpx.get(srv.url + "/", timeout=10).text) != pid
-    assert wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 10)
+    assert wait_for(lambda: pid_gone(pid), 10)
     assert "RSS" in srv.log()
 
 
