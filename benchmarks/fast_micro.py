@@ -126,11 +126,13 @@ def main(argv: list[str] | None = None) -> None:
     import uvloop
 
     profile = cProfile.Profile() if args.profile else None
-    cpu, user, wall = uvloop.run(measure(args.requests, args.concurrency, profile))
-    print(f"front CPU per request: {cpu * 1e6:.2f} us ({user * 1e6:.2f} us user; wall {wall * 1e6:.2f} us, "
+    front_cpu, user, wall = uvloop.run(measure(args.requests, args.concurrency, profile))
+    print(f"front CPU per request: {front_cpu * 1e6:.2f} us ({user * 1e6:.2f} us user; wall {wall * 1e6:.2f} us, "
           f"{args.requests} requests)")
     if profile is not None:
-        cpu.print_profile(profile, args.requests, 30)
+        from .cpu import print_profile
+
+        print_profile(profile, args.requests, 30)
 
 
 if __name__ == "__main__":
