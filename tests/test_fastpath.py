@@ -91,6 +91,22 @@ def test_pipelined_requests_are_answered_in_order_across_both_paths(fast: Server
                                             b"ping", b"", b"Hello, world!"]
 
 
+def test_a_pipelined_request_is_judged_by_its_own_headers(fast: Server) -> None:
+    """The protocol notes while parsing whether a head may take the fast path; a pipelined
+    request starts after later heads were parsed, so it must be judged by its own headers:
+    the forwarded one still goes through the proxy middleware, the plain ones take the fast path
+    (its framing: Content-Length where the ASGI path would chunk)."""
+    forwarded = b"X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n"
+    data = (b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /client HTTP/1.1\r\nHost: x\r\n" + forwarded + b"\r\n"
+            b"GET /nolength HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /client HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answers = h11_responses(_exchange(fast, data), ["GET"] * 4)
+    assert [a.body for a in answers] == [b"Hello, world!", b"203.0.113.7 https", b"no length given",
+                                        b"127.0.0.1 http"]
+    assert dict(answers[2].response.headers).get(b"content-length") == b"15"
+
+
 def test_http_1_0_gets_connection_close(fast: Server) -> None:
     raw = _exchange(fast, b"GET /nolength HTTP/1.0\r\nHost: x\r\n\r\n")
     head, _, body = raw.partition(b"\r\n\r\n")

@@ -19,6 +19,7 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from ..environ import head_size
 from .guard import HeadGuard, Refused
 
 __all__ = ["LimitedHttpToolsProtocol"]
@@ -84,6 +85,7 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
     _head_bytes = 0
     _url_len = 0
     _verdict: Refused | None = None
+    _plain = True  # no header seen that rules the fast path out (see on_header)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._url_parts: list[bytes] = []
@@ -140,6 +142,7 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
         self._in_head = self._heard = True
         self._fields = self._head_bytes = self._url_len = 0
         self._url_parts = []
+        self._plain = True
 
     def on_url(self, url: bytes) -> None:
         self._url_parts.append(url)
@@ -162,8 +165,11 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
         name = name.lower()
         # llhttp keeps a value's trailing OWS, which RFC 9110 §5.5 excludes from it (and h11 strips).
         value = value.rstrip(b" \t")
-        if name == b"expect" and value.lower() == b"100-continue":
-            self.expect_100_continue = True
+        if name in _NOT_PLAIN or name.startswith(b"x-forwarded-"):
+            if name == b"expect" and value.lower() == b"100-continue":
+                self.expect_100_continue = True
+            if name != b"content-length" or value.strip() != b"0":
+                self._plain = False  # (a body, Expect or forwarded headers: not for the fast path)
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -185,7 +191,11 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
             pool = _fast_pool(self.config, app)
             if pool is not None:
                 fastpath = _FAST[0]
-                if fastpath.eligible(cycle.scope, pool):
+                if cycle.scope is self.scope:  # (the head just parsed: the notes taken on the way are its)
+                    plain, head_bytes = self._plain, self._head_bytes + self._url_len
+                else:  # a pipelined request, started after another head was parsed
+                    plain, head_bytes = _notes(cycle.scope)
+                if fastpath.eligible(cycle.scope, pool, plain, head_bytes):
                     fastpath.FastRequest(pool, self, cycle).start()
                     return
         super()._start_asgi_task(cycle, app)
@@ -197,6 +207,16 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
     def _stop(self, status: int, text: str) -> Refused:
         self._verdict = Refused(status, text)
         return self._verdict
+
+
+#: Headers that keep a request off the fast path (``content-length: 0`` aside), with ``x-forwarded-*``.
+_NOT_PLAIN = frozenset((b"content-length", b"transfer-encoding", b"expect", b"forwarded"))
+
+def _notes(scope: Any) -> tuple[bool, int]:
+    """The notes ``on_header`` takes for the fast path, taken again from a request's scope."""
+    plain = all(name not in _NOT_PLAIN and not name.startswith(b"x-forwarded-")
+                or name == b"content-length" and value.strip() == b"0" for name, value in scope["headers"])
+    return plain, head_size(scope)
 
 
 #: [the fastpath module], imported on first use (importing pool/ at the top would make

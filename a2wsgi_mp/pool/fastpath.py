@@ -23,7 +23,6 @@ import time
 from time import perf_counter
 from typing import Any, cast
 
-from ..environ import head_size
 from ..framing import frame_head
 from ..ipc import protocol
 from ..record import Record
@@ -40,25 +39,24 @@ def find_pool(app: Any) -> WSGIPool | None:
     return None
 
 
-def eligible(scope: dict, pool: WSGIPool) -> bool:
-    """A request the fast path may take: no body, nothing a middleware would change."""
+def eligible(scope: dict, pool: WSGIPool, plain: bool, head_bytes: int) -> bool:
+    """A request the fast path may take: no body, nothing a middleware would change.
+
+    The protocol noted while parsing whether any header rules it out (``plain``:
+    no body framing, ``Expect`` or forwarded headers) and the bytes of its URL and
+    fields (``head_bytes``, at least :func:`~a2wsgi_mp.environ.head_size`'s count):
+    no second pass over the headers here."""
     cfg = pool.config
-    if scope["method"] == "HEAD" or cfg.raise_app_errors or cfg.queue_timeout:
+    if not plain or scope["method"] == "HEAD" or cfg.raise_app_errors or cfg.queue_timeout:
         return False
-    for name, value in scope["headers"]:
-        if name in (b"content-length", b"transfer-encoding", b"expect") or name.startswith(b"x-forwarded-") \
-                or name == b"forwarded":
-            if name == b"content-length" and value.strip() == b"0":
-                continue
-            return False
+    if head_bytes + len(scope["root_path"]) > MAX_HEAD:  # (the ASGI path answers it)
+        return False
     if scope["path"] in (cfg.metrics_path, cfg.health_path):  # (the front answers those itself)
         return False
     dispatcher = pool.pool
     if not dispatcher.started or dispatcher.supervisor.stopping or dispatcher.supervisor.hopeless:
         return False
-    if len(dispatcher._waiters) >= cfg.backlog:
-        return False
-    return head_size(scope) <= MAX_HEAD
+    return len(dispatcher._waiters) < cfg.backlog
 
 
 class _Callback:
