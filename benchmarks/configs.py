@@ -26,6 +26,8 @@ MP_VARIANTS: list[tuple[str, list[str], dict[str, Any]]] = [
     # The 0.2 path (issue 22's "before", in the same run): every request through ASGI
     # (no fast path), every response byte relayed by the front (no direct stream).
     ("a2wsgi_mp-relay", ["--no-fast-path", "--no-direct-stream"], {"fast_path": False, "direct_stream": False}),
+    # a2wsgi_mp as another source tree has it (``--baseline TREE``): a change's before and after in one run.
+    ("a2wsgi_mp-baseline", [], {}),
 ]
 MP_NAMES = [name for name, _, _ in MP_VARIANTS]
 PEERS = ["a2wsgi", "gunicorn-sync", "gunicorn-gthread", "granian"]
@@ -35,10 +37,12 @@ REFERENCES = ["uvicorn-raw", "a2wsgi-1p", "a2wsgi_mp-2f"]
 #: Experiments, run only when named: the pool behind a front without ASGI (benchmarks/lean_front.py);
 #: workers doing their own HTTP in Python with no front, a floor and not a server (benchmarks/worker_http.py);
 #: a separate front at its floor, 1 or 2 requests in flight per worker (benchmarks/split_front.py).
-EXPERIMENTS = ["a2wsgi_mp-lean", "py-worker-http", "py-split-front", "py-split-front-d1"]
+EXPERIMENTS = ["a2wsgi_mp-baseline", "a2wsgi_mp-lean", "py-worker-http", "py-split-front", "py-split-front-d1"]
 #: The floors: run on P1 and the real pages only (bodies in memory, a slow client holds a process).
 FLOORS = ("py-worker-http", "py-split-front", "py-split-front-d1")
 VARIANT_ENV: dict[str, dict[str, str]] = {}
+#: The source tree a server runs from when not this one (``--baseline TREE`` sets a2wsgi_mp-baseline's).
+TREES: dict[str, str] = {}
 ALL_SERVERS = MP_NAMES + PEERS + REFERENCES + [e for e in EXPERIMENTS if e not in MP_NAMES]
 
 SCENARIOS = ["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "R1", "R2", "R3"]

@@ -57,6 +57,7 @@ from benchmarks.configs import (  # noqa: E402
     REPO,
     RESULTS,
     SCENARIOS,
+    TREES,
     MiB,
     granian_available,
     plan,
@@ -117,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pin", action="store_true",
                         help="P3: the server's first process (the event loop) alone on CPU 0; its other "
                              "processes and the load generators on the other CPUs (taskset)")
+    parser.add_argument("--baseline", metavar="TREE",
+                        help="also run a2wsgi_mp-baseline: the CLI from another checkout (a git worktree of the "
+                             "commit before a change), for its before and after in one run")
     default_output = os.path.join(RESULTS, "latest.json")
     parser.add_argument("--output", default=default_output, help="where the JSON goes")
     parser.add_argument("--chart", default=os.path.join(RESULTS, "chart.png"), help="where the PNG goes")
@@ -134,6 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     servers = [s.strip() for s in args.servers.split(",") if s.strip()] or (
         [s for s in ALL_SERVERS if s not in EXPERIMENTS] if mode_name == "full"
         else [s for s in MP_NAMES if s not in EXPERIMENTS] + PEERS)
+    if args.baseline:
+        if not os.path.isfile(os.path.join(args.baseline, "a2wsgi_mp", "__init__.py")):
+            parser.error(f"--baseline {args.baseline!r}: not a source tree of a2wsgi_mp")
+        TREES["a2wsgi_mp-baseline"] = os.path.abspath(args.baseline)
+        if "a2wsgi_mp-baseline" not in servers:
+            servers.append("a2wsgi_mp-baseline")
+    elif "a2wsgi_mp-baseline" in servers:
+        parser.error("a2wsgi_mp-baseline needs --baseline TREE")
     for s in scenarios:
         if s not in SCENARIOS:
             parser.error(f"unknown scenario {s!r}; known: {', '.join(SCENARIOS)}")

@@ -14,7 +14,7 @@ from typing import Any
 
 import psutil
 
-from .configs import REPO, Config, server_command
+from .configs import REPO, TREES, Config, server_command
 
 _LIVE: dict[int, "Server"] = {}
 
@@ -28,7 +28,8 @@ class Server:
         self.cfg = cfg
         self.port = free_port()
         self.argv, extra_env = server_command(cfg, self.port)
-        self.env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        self.repo = TREES.get(cfg.server, REPO)  # (``-m`` imports from the working directory first)
+        self.env = dict(os.environ, PYTHONPATH=self.repo + os.pathsep + os.environ.get("PYTHONPATH", ""),
                         BENCH_TMPDIR=logdir, **extra_env)  # BENCH_TMPDIR: where the Django site's DB goes
         self.logpath = os.path.join(logdir, re.sub(r"[^\w.-]+", "_", cfg.key) + ".log")
         self.proc: subprocess.Popen | None = None
@@ -43,7 +44,7 @@ class Server:
     def start(self, timeout: float = 60.0) -> float:
         t0 = time.monotonic()
         self.log = open(self.logpath, "ab")
-        self.proc = subprocess.Popen(self.argv, cwd=REPO, env=self.env, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.argv, cwd=self.repo, env=self.env, stdin=subprocess.DEVNULL,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         _LIVE[self.proc.pid] = self
         deadline = t0 + timeout
