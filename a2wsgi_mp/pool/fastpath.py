@@ -53,44 +53,24 @@ def eligible(scope: dict, pool: WSGIPool, plain: bool, head_bytes: int) -> bool:
         return False
     if scope["path"] in (cfg.metrics_path, cfg.health_path):  # (the front answers those itself)
         return False
-    dispatcher = pool.pool
+    dispatcher = pool.dispatcher
     if not dispatcher.started or dispatcher.supervisor.stopping or dispatcher.supervisor.hopeless:
         return False
     return len(dispatcher._waiters) < cfg.backlog
 
 
-class _Callback:
-    """Stands for a future where the dispatcher and the exchange expect one."""
-
-    __slots__ = ("fn", "on_error")
-
-    def __init__(self, fn: Any, on_error: Any = None) -> None:
-        self.fn = fn
-        self.on_error = on_error
-
-    def done(self) -> bool:
-        return False
-
-    def set_result(self, value: Any) -> None:
-        self.fn(value)
-
-    def set_exception(self, exc: BaseException) -> None:
-        """The dispatcher gives up on its waiters (shutting down, or no worker can load the app)."""
-        if self.on_error is None:
-            raise exc
-        self.on_error(exc)
-
-    def cancel(self) -> None:
-        pass
-
-
 class FastRequest:
-    """One request on the fast path, from dispatch to the last byte (or to the relay)."""
+    """One request on the fast path, from dispatch to the last byte (or to the relay).
 
-    __slots__ = ("cycle", "exchange", "pool", "protocol", "queued_at", "record")
+    It stands for the two futures the ASGI path would await — the dispatcher's
+    (a slot, when the request queues) and then the exchange's (the worker's first
+    frame) — as callbacks: no task, no future per request."""
+
+    __slots__ = ("cycle", "dispatcher", "exchange", "pool", "protocol", "queued_at", "record")
 
     def __init__(self, pool: WSGIPool, protocol_: Any, cycle: Any) -> None:
         self.pool = pool
+        self.dispatcher = pool.dispatcher
         self.protocol = protocol_
         self.cycle = cycle
         self.exchange: Any = None
@@ -99,17 +79,39 @@ class FastRequest:
         self.queued_at = 0.0
 
     def start(self) -> None:
-        dispatcher = self.pool.pool
+        dispatcher = self.dispatcher
         slot = dispatcher.take_idle()
         if slot is None:
             self.queued_at = perf_counter()
-            dispatcher._waiters.append(cast(Any, _Callback(self._dispatch, self._refused)))  # (a future's stand-in)
+            dispatcher._waiters.append(self)  # type: ignore[arg-type]  # (a future's stand-in)
             dispatcher.supervisor.queued(len(dispatcher._waiters))
         else:
             self._dispatch(slot)
 
+    # ------------------------------------------------------------ the futures' stand-in
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, value: Any) -> None:
+        """A slot for the queued request (from the dispatcher), or its worker's first frame (from
+        the exchange)."""
+        if self.exchange is None:
+            self._dispatch(value)
+        else:
+            self._answer()
+
+    def set_exception(self, exc: BaseException) -> None:
+        """The dispatcher gives up on its waiters (shutting down, or no worker can load the app)."""
+        self._refused(cast(Unavailable, exc))
+
+    def cancel(self) -> None:
+        pass
+
+    # ------------------------------------------------------------ the request
+
     def _dispatch(self, slot: Any) -> None:
-        dispatcher = self.pool.pool
+        dispatcher = self.dispatcher
         cycle = self.cycle
         record = self.record
         if self.queued_at:
@@ -125,7 +127,7 @@ class FastRequest:
         exchange = self.exchange = dispatcher.begin(slot)
         slot.request, slot.since = cycle.scope, time.monotonic()  # (for a death report)
         head = self.pool._worker_head(cycle.scope, cycle.send)
-        exchange._waiter = cast(Any, _Callback(self._answer))
+        exchange._waiter = self  # type: ignore[assignment]  # (a future's stand-in)
         if not self.pool._send_request(exchange, head, b"", 0, None):
             # Not sent (its worker is being replaced): the ASGI path dispatches it again.
             exchange._waiter = None
@@ -137,7 +139,7 @@ class FastRequest:
             self.record.queued += perf_counter() - self.queued_at
         self._hand_back(None, refused=exc)
 
-    def _answer(self, _: Any) -> None:
+    def _answer(self) -> None:
         exchange = self.exchange
         exchange._waiter = None  # (whatever comes next is the relay's, if any)
         events = exchange._events
