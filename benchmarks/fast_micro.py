@@ -75,8 +75,10 @@ class _Transport(asyncio.Transport):
         return False
 
 
-async def measure(requests: int, concurrency: int, profile: cProfile.Profile | None) -> tuple[float, float, float]:
-    """(CPU seconds, of which user, wall seconds) per request."""
+async def measure(requests: int, concurrency: int, profile: cProfile.Profile | None,
+                  front: str = "ours") -> tuple[float, float, float]:
+    """(CPU seconds, of which user, wall seconds) per request; ``front``: our uvicorn protocol
+    ("ours") or the lean-front experiment's protocol ("lean", :mod:`benchmarks.lean_front`)."""
     pool = WSGIPool("benchmarks.apps:app", workers=2, timeout=30)
     await pool.startup()
     loop = asyncio.get_running_loop()
@@ -86,6 +88,11 @@ async def measure(requests: int, concurrency: int, profile: cProfile.Profile | N
         config.load()
         state = ServerState()
         cls = config.http_protocol_class
+        if front == "lean":
+            from .lean_front import LeanHTTP
+
+            def cls(**_: Any) -> Any:
+                return LeanHTTP(pool.dispatcher, ("127.0.0.1", 8000))
 
         async def run(n: int) -> None:
             left = [n * concurrency, concurrency]  # requests to send, connections busy
@@ -122,11 +129,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=40000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--front", choices=("ours", "lean"), default="ours",
+                        help="our uvicorn protocol, or the lean-front experiment's (no uvicorn, no ASGI)")
     args = parser.parse_args(argv)
     import uvloop
 
     profile = cProfile.Profile() if args.profile else None
-    front_cpu, user, wall = uvloop.run(measure(args.requests, args.concurrency, profile))
+    front_cpu, user, wall = uvloop.run(measure(args.requests, args.concurrency, profile, args.front))
     print(f"front CPU per request: {front_cpu * 1e6:.2f} us ({user * 1e6:.2f} us user; wall {wall * 1e6:.2f} us, "
           f"{args.requests} requests)")
     if profile is not None:
