@@ -1,6 +1,6 @@
 """Our worker against the floor's, driven alike: is a worker's extra CPU on a real page its code?
 
-    python -m benchmarks.worker_floor [--page R3] [--requests 2000] [--rounds 4]
+    python -m benchmarks.worker_floor [--page R3|R2|R1|P1] [--requests 2000] [--rounds 4]
 
 In the real-page runs our workers cost more per request than the workers of the
 ``py-split-front`` experiment (docs/performance.md, "The floor, measured").  Here
@@ -52,6 +52,10 @@ def _drive_floor(sock: socket.socket, path: str, requests: int) -> None:
             answered = any(True for _ in unpacker)
 
 
+#: The real pages, and P1's hello.
+_PAGES = {**PAGES, "P1": ("wsgi", "/hello")}
+
+
 def run(kind: str, app: Callable[..., Any], path: str, requests: int) -> float:
     """CPU µs per request of the serving thread (``kind``: "ours" or "floor")."""
     ours, driver = socket.socketpair()
@@ -78,11 +82,11 @@ def run(kind: str, app: Callable[..., Any], path: str, requests: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--page", default="R3", choices=sorted(PAGES))
+    parser.add_argument("--page", default="R3", choices=sorted(_PAGES))
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
-    app_key, path = PAGES[args.page]
+    app_key, path = _PAGES[args.page]
     module, attr = WSGI_APPS[app_key].split(":")
     app = getattr(importlib.import_module(module), attr)
     for _ in range(300):  # as a worker after its warm-up: templates compiled, heap frozen
