@@ -273,7 +273,7 @@ class Tree:
                     continue
             except psutil.Error:
                 pass
-            del self.seen[pid]
+            self.seen.pop(pid, None)  # (not del: follow() looks from a thread while chaos() looks too)
         return alive
 
     async def follow(self, stop: asyncio.Event) -> None:
@@ -358,8 +358,12 @@ async def chaos(tree: Tree, server: str, stop: asyncio.Event, rng: random.Random
                 victim = rng.choice(candidates)
                 what = role(victim, root, server)
                 if victim.is_running():  # still the process we saw (pid and start time): by pid, now
-                    os.kill(victim.pid, signal.SIGKILL)
-                    kills.append((time.monotonic(), victim.pid, what))
+                    try:
+                        os.kill(victim.pid, signal.SIGKILL)
+                    except ProcessLookupError:  # it exited (and was reaped) since is_running(): no kill
+                        pass
+                    else:
+                        kills.append((time.monotonic(), victim.pid, what))
             next_kill = now + rng.uniform(*kill_every)
         if now >= next_hup:
             os.kill(root, signal.SIGHUP)
