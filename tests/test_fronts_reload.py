@@ -15,7 +15,7 @@ import threading
 import httpx
 import psutil
 
-from .serverproc import HOST, Server, cli_command, subprocess_env, wait_for
+from .serverproc import HOST, Server, cli_command, pid_gone, subprocess_env, wait_for
 from .test_lifecycle import _NotifySocket
 
 APP = "tests.apps.core_app:app"
@@ -41,14 +41,19 @@ def _pool_processes(server: Server) -> list[psutil.Process]:
 
 
 def _workers(server: Server) -> set[int]:
-    """The zygotes' children."""
+    """The zygotes' children (a worker that leaves meanwhile is left out, not its whole front)."""
     out = set()
     for front in psutil.Process(server.pid).children():
         try:
-            for zygote in front.children():
-                out |= {w.pid for w in zygote.children() if w.status() != psutil.STATUS_ZOMBIE}
+            zygotes = front.children()
         except psutil.Error:
-            pass
+            continue
+        for zygote in zygotes:
+            try:
+                workers = zygote.children()
+            except psutil.Error:
+                continue
+            out |= {w.pid for w in workers if not pid_gone(w.pid)}
     return out
 
 
