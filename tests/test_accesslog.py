@@ -164,8 +164,9 @@ def _every_kind_of_request(server: Server) -> dict[str, int]:
     got["431"] = httpx.get(url + "/big-header", headers={"x-big": "h" * 9000}, timeout=10).status_code
     got["400"] = int(_raw(server, b"BLAH\x01 / HTTP/1.1\r\n\r\n").split(b" ")[1])
     got["408"] = int(_raw(server, b"GET /slow-head HTTP/1.1\r\nHost: x\r\n").split(b" ")[1])
-    # The only worker busy for 1 s: a request queued behind it gives up after 0.3 s (503).
-    slow = threading.Thread(target=lambda: got.__setitem__("slow", httpx.get(url + "/sleep?t=1", timeout=10)
+    # The only worker busy for 2 s: a request queued behind it gives up after 0.3 s (503) — long
+    # before the worker is free, however slowly a busy machine gets the test to send it.
+    slow = threading.Thread(target=lambda: got.__setitem__("slow", httpx.get(url + "/sleep?t=2", timeout=10)
                                                           .status_code))
     slow.start()
     assert wait_for(lambda: _serving(server) == ["/sleep"], 10), "the sleeper never reached the worker"

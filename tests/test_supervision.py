@@ -182,7 +182,9 @@ def test_queue_timeout_answers_503(server):
 
     async def scenario() -> list[int]:
         async with httpx.AsyncClient() as client:
-            first = asyncio.ensure_future(client.get(srv.url + "/sleep?1", timeout=10))
+            # Busy for 2 s: the second request's 0.3 s in the queue end well before the worker is
+            # free, however late a busy machine gets it sent.
+            first = asyncio.ensure_future(client.get(srv.url + "/sleep?2", timeout=10))
             await busy(srv.url)
             second = await client.get(srv.url + "/", timeout=10)
             return [(await first).status_code, second.status_code]
