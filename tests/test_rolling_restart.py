@@ -20,8 +20,9 @@ import httpx
 from .serverproc import HOST, Server, cli_command, free_port, subprocess_env, wait_for
 
 APP = "tests.apps.core_app:app"
-DELAY = 1.5
+DELAY = 2.5  # > CHECK_EVERY + CHECK_TIMEOUT with a second to spare: the balancer has seen the 503 by then
 CHECK_EVERY = 0.5  # (HAProxy checks every 2 s by default)
+CHECK_TIMEOUT = 1.0  # (a check slower than this marks a backend down: not the only live one on a busy machine)
 
 
 class Balancer:
@@ -62,7 +63,7 @@ class Balancer:
         await server.wait_closed()
 
     async def _check(self, port: int) -> None:
-        async with httpx.AsyncClient(timeout=0.5) as client:
+        async with httpx.AsyncClient(timeout=CHECK_TIMEOUT) as client:
             while True:
                 try:
                     ok = (await client.get(f"http://{HOST}:{port}/healthz")).status_code == 200
