@@ -19,6 +19,7 @@ ECONNRESET) reads as a cancel.
 
 from __future__ import annotations
 
+import select
 import socket
 from time import monotonic
 
@@ -42,7 +43,10 @@ class ClientWriter:
 
     def __init__(self, fd: int, chunked: bool) -> None:
         sock = socket.socket(fileno=fd)
-        sock.settimeout(PATIENCE)  # (stays O_NONBLOCK: a timeout is poll() + a non-blocking send)
+        # Non-blocking, no timeout: a socket with a timeout poll()s before every send, a
+        # syscall per piece that finds room at once (nearly all of them); we poll only when
+        # it is full (_send_all).  (It stays O_NONBLOCK, as it must: the flag is shared.)
+        sock.setblocking(False)
         self.sock: socket.socket | None = sock
         self.chunked = chunked
         #: Body bytes written (or, for the piece in hand when the client stalled, given back as :attr:`tail`).
@@ -95,8 +99,10 @@ def _send_all(sock: socket.socket, parts: list[bytes | memoryview]) -> int | Non
     while views:
         try:
             sent = sock.sendmsg(views)
-        except TimeoutError:
-            return total
+        except BlockingIOError:
+            if not _writable(sock, PATIENCE):
+                return total
+            continue
         total += sent
         while views and sent >= len(views[0]):
             sent -= len(views[0])
@@ -104,3 +110,11 @@ def _send_all(sock: socket.socket, parts: list[bytes | memoryview]) -> int | Non
         if sent:
             views[0] = views[0][sent:]
     return None
+
+
+def _writable(sock: socket.socket, timeout: float) -> bool:
+    """The socket has room again within ``timeout`` seconds (an error or hang-up counts: the
+    next send reports it)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    return bool(poller.poll(timeout * 1000))
