@@ -71,3 +71,40 @@ def test_the_client_socket_stays_non_blocking() -> None:
         writer.close()
     finally:
         theirs.close()
+
+
+def test_a_piece_the_reader_stops_inside_leaves_its_rest_for_the_front() -> None:
+    """One piece (what a download's chunk is) that fills the socket: what did not go is the
+    writer's ``tail``, for the front to send; nothing is lost or sent twice."""
+    ours, theirs = _pair()
+    piece = bytes(range(256)) * 1024  # 256 KiB, one PIECE: more than the socket pair buffers
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        writer = direct.ClientWriter(ours.detach(), chunked=False)
+        rest = writer.write(piece)
+        assert rest is not None and len(rest) == 0 and writer.sock is None and not writer.gone
+        assert 0 < len(writer.tail) < len(piece)
+        theirs.setblocking(False)
+        got = bytearray()
+        while True:
+            try:
+                chunk = theirs.recv(1 << 20)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            got.extend(chunk)
+        assert bytes(got) + writer.tail == piece
+    finally:
+        theirs.close()
+
+
+def test_a_piece_that_goes_whole_leaves_nothing() -> None:
+    ours, theirs = _pair()
+    try:
+        writer = direct.ClientWriter(ours.detach(), chunked=False)
+        assert writer.write(b"x" * 1000) is None and writer.written == 1000 and writer.tail == b""
+        assert theirs.recv(2000) == b"x" * 1000
+        writer.close()
+    finally:
+        theirs.close()

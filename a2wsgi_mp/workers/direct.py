@@ -63,6 +63,8 @@ class ClientWriter:
         the front: the caller ends direct mode and sends that part through the pipe."""
         sock = self.sock
         assert sock is not None
+        if not self.chunked and len(data) <= PIECE:  # (nearly every piece of a download: one send)
+            return self._write_one(sock, data)
         view = memoryview(data)
         for start in range(0, len(view), PIECE):
             piece = view[start:start + PIECE]
@@ -82,6 +84,29 @@ class ClientWriter:
             if elapsed > RATE_AFTER and self.written < MIN_RATE * elapsed:  # a slow reader
                 self.close()
                 return view[start + PIECE:]
+        return None
+
+    def _write_one(self, sock: socket.socket, data: bytes | memoryview) -> memoryview | None:
+        """:meth:`write` of one unframed piece, which usually leaves in one ``send``."""
+        try:
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            stalled = None if sent == len(data) else _send_all(sock, [memoryview(data)[sent:]])
+        except OSError:  # EPIPE, ECONNRESET: the client left
+            self.gone = True
+            self.close()
+            return None
+        self.written += len(data)
+        if stalled is not None:  # the client stalled inside this piece
+            self.tail = bytes(memoryview(data)[sent + stalled:])
+            self.close()
+            return memoryview(b"")
+        elapsed = monotonic() - self.since
+        if elapsed > RATE_AFTER and self.written < MIN_RATE * elapsed:  # a slow reader
+            self.close()
+            return memoryview(b"")
         return None
 
     def close(self) -> None:
