@@ -212,6 +212,7 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
 #: Headers that keep a request off the fast path (``content-length: 0`` aside), with ``x-forwarded-*``.
 _NOT_PLAIN = frozenset((b"content-length", b"transfer-encoding", b"expect", b"forwarded"))
 
+
 def _notes(scope: Any) -> tuple[bool, int]:
     """The notes ``on_header`` takes for the fast path, taken again from a request's scope."""
     plain = all(name not in _NOT_PLAIN and not name.startswith(b"x-forwarded-")
