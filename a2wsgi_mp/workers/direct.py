@@ -34,6 +34,8 @@ RATE_AFTER = 0.05
 PIECE = 256 * 1024
 #: A response complete at its first chunk is offered too when that chunk is this large.
 OFFER_WHOLE = 1024 * 1024
+#: What :meth:`ClientWriter.write` returns of one piece when it stops there: nothing left unstarted.
+_NOTHING = memoryview(b"")
 
 
 class ClientWriter:
@@ -75,15 +77,10 @@ class ClientWriter:
                 self.gone = True
                 self.close()
                 return None
-            self.written += len(piece)
-            if sent is not None:  # the client stalled inside this piece
-                self.tail = b"".join(parts)[sent:]
-                self.close()
-                return view[start + PIECE:]
-            elapsed = monotonic() - self.since
-            if elapsed > RATE_AFTER and self.written < MIN_RATE * elapsed:  # a slow reader
-                self.close()
-                return view[start + PIECE:]
+            unsent = None if sent is None else b"".join(parts)[sent:]
+            rest = self._settle(len(piece), unsent, view[start + PIECE:])
+            if rest is not None:
+                return rest
         return None
 
     def _write_one(self, sock: socket.socket, data: bytes | memoryview) -> memoryview | None:
@@ -98,15 +95,22 @@ class ClientWriter:
             self.gone = True
             self.close()
             return None
-        self.written += len(data)
-        if stalled is not None:  # the client stalled inside this piece
-            self.tail = bytes(memoryview(data)[sent + stalled:])
+        return self._settle(len(data), None if stalled is None else bytes(memoryview(data)[sent + stalled:]), _NOTHING)
+
+    def _settle(self, size: int, unsent: bytes | None, rest: memoryview) -> memoryview | None:
+        """A piece of ``size`` body bytes was written: None to go on, or ``rest`` (the part of
+        the data not started) when the direct stream ends here — the client stalled inside the
+        piece (``unsent``: its framed bytes that did not go, the front's to send) or reads too
+        slowly."""
+        self.written += size
+        if unsent is not None:
+            self.tail = unsent
             self.close()
-            return memoryview(b"")
+            return rest
         elapsed = monotonic() - self.since
         if elapsed > RATE_AFTER and self.written < MIN_RATE * elapsed:  # a slow reader
             self.close()
-            return memoryview(b"")
+            return rest
         return None
 
     def close(self) -> None:
