@@ -484,16 +484,20 @@ async def run_chaos(args: argparse.Namespace, server: Server, plan: Plan) -> dic
     await asyncio.sleep(args.duration)
     stop.set()
     try:
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 180)
+        ended = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 180)
     except asyncio.TimeoutError:
         for task in tasks:
             task.cancel()
         stats["clients still running after 180 s"] += 1
+        ended = []
+    # A task that died early (the killer, the follower, a client) leaves only odd counts: say why.
+    errors = [f"{type(e).__name__}: {e}" for e in ended
+              if isinstance(e, BaseException) and not isinstance(e, asyncio.CancelledError)]
     duration = time.monotonic() - t0
     after = await asyncio.to_thread(_settled_snapshot, tree, args.settle)
     classify(results, kills, hups)
-    return {"results": results, "kills": kills, "hups": hups, "stats": stats, "before": before, "after": after,
-            "tree": tree, "duration": duration}
+    return {"results": results, "kills": kills, "hups": hups, "stats": stats, "errors": errors, "before": before,
+            "after": after, "tree": tree, "duration": duration}
 
 
 def _settled_snapshot(tree: Tree, settle: float) -> dict[str, int]:
@@ -564,6 +568,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                  survivors, shm_start, shm_end, data["duration"])
     leaks = {k for k in ("memfds", "unlinked files") if data["after"][k] > data["before"][k]}
     out["leaks"] = sorted(leaks)
+    out["task errors"] = data["errors"]
+    if data["errors"]:
+        print(f"tasks that died of an error: {data['errors']}")
     out["ok"] = not out["unexpected"] and not out["wrong"] and not survivors and not leaks and shm_end <= shm_start
     if args.log:
         with open(args.log, "w") as f:
