@@ -165,11 +165,11 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
         name = name.lower()
         # llhttp keeps a value's trailing OWS, which RFC 9110 §5.5 excludes from it (and h11 strips).
         value = value.rstrip(b" \t")
-        if name in _NOT_PLAIN or name.startswith(b"x-forwarded-"):
+        if name in _NOT_PLAIN or name.startswith(b"x-forwarded-"):  # (the rare headers: one set lookup for the rest)
             if name == b"expect" and value.lower() == b"100-continue":
                 self.expect_100_continue = True
-            if name != b"content-length" or value.strip() != b"0":
-                self._plain = False  # (a body, Expect or forwarded headers: not for the fast path)
+            if _rules_out(name, value):
+                self._plain = False
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -213,11 +213,16 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
 _NOT_PLAIN = frozenset((b"content-length", b"transfer-encoding", b"expect", b"forwarded"))
 
 
+def _rules_out(name: bytes, value: bytes) -> bool:
+    """The header keeps its request off the fast path: a body's framing (``content-length: 0``
+    aside), ``Expect``, or a forwarded header (the proxy middleware must see it)."""
+    return (name in _NOT_PLAIN or name.startswith(b"x-forwarded-")) and (
+        name != b"content-length" or value.strip() != b"0")
+
+
 def _notes(scope: Any) -> tuple[bool, int]:
     """The notes ``on_header`` takes for the fast path, taken again from a request's scope."""
-    plain = all(name not in _NOT_PLAIN and not name.startswith(b"x-forwarded-")
-                or name == b"content-length" and value.strip() == b"0" for name, value in scope["headers"])
-    return plain, head_size(scope)
+    return not any(_rules_out(name, value) for name, value in scope["headers"]), head_size(scope)
 
 
 #: [the fastpath module], imported on first use (importing pool/ at the top would make
