@@ -98,8 +98,9 @@ def auto_connection_limit() -> int:
     return max(64, soft - max(256, soft // 10))
 
 
-def protocol_class(http: str, limits: HeadLimits) -> type:
-    """uvicorn's protocol class for ``http`` ("auto", "httptools", "h11"), bounded by ``limits``."""
+def protocol_class(http: str, limits: HeadLimits, lean: bool = True) -> type:
+    """uvicorn's protocol class for ``http`` ("auto", "httptools", "h11"), bounded by ``limits``;
+    with httptools and ``lean``, a2wsgi_mp's own protocol in front of it (:mod:`.lean`)."""
     if http == "auto":
         try:
             import httptools  # noqa: F401
@@ -115,4 +116,11 @@ def protocol_class(http: str, limits: HeadLimits) -> type:
         raise ValueError(f"http must be one of {HTTP_CHOICES}, not {http!r}")
     attrs = {"limits": limits, "parser": http, "__module__": base.__module__, "_max_line": limits.max_line,
              "_max_field": limits.max_field, "_max_fields": limits.max_fields, "_max_head": limits.max_head}
-    return type(base.__name__, (base,), attrs)
+    bounded = type(base.__name__, (base,), attrs)
+    if http == "httptools" and lean and bounded.fast_path_hook:  # type: ignore[attr-defined]
+        # The common request served by a2wsgi_mp's own protocol, the rest handed over (headlimits.lean).
+        from .lean import LeanProtocol
+
+        attrs.update(handover_class=bounded, fast_path_hook=True, __module__=LeanProtocol.__module__)
+        return type(LeanProtocol.__name__, (LeanProtocol,), attrs)
+    return bounded

@@ -86,6 +86,8 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
     _url_len = 0
     _verdict: Refused | None = None
     _plain = True  # no header seen that rules the fast path out (see on_header)
+    #: Set by the lean protocol that handed this connection over: takes up its first request.
+    _adopt: Any = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._url_parts: list[bytes] = []
@@ -186,6 +188,11 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
     # ------------------------------------------------------------ the fast path (pool/fastpath.py)
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        adopt = self._adopt
+        if adopt is not None:  # the first request, already at a worker by the lean protocol (headlimits.lean)
+            self._adopt = None
+            adopt(self, cycle)
+            return
         # (--limit-concurrency counts tasks: with it, every request keeps its task.)
         if app is self.app and self.limit_concurrency is None:
             pool = _fast_pool(self.config, app)

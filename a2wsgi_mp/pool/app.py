@@ -319,15 +319,16 @@ class WSGIPool:
             if spool is not None:
                 spool.close()  # (kept open until here: a request sent again needs its body again)
 
-    def _worker_head(self, scope: Scope, send: Send) -> dict[str, Any]:
+    def _worker_head(self, scope: Scope, send: Send | None, direct_ok: bool = False) -> dict[str, Any]:
         """What a worker gets of the request (the fast path's too): the scope's
         msgpack-clean part, the header map when not the default, and whether the
-        front can take an OFFER of the body (``pool/direct.py``)."""
+        front can take an OFFER of the body (``pool/direct.py``; ``direct_ok``: the
+        lean protocol's plain connection, whose relay, if any, will be uvicorn's)."""
         head = request_head(scope)
         cfg = self.config
         if cfg.header_map != "drop":
             head["header_map"] = cfg.header_map
-        if cfg.direct_stream and direct.may_offer(send):
+        if cfg.direct_stream and (direct_ok or (send is not None and direct.may_offer(send))):
             head["direct"] = True
         return head
 

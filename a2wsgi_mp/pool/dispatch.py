@@ -46,7 +46,7 @@ class Dispatcher:
         self.app_ref = app_ref
         self.config = config
         self.counters = {"served": 0, "502": 0, "503": 0, "504": 0, "recycled": 0, "respawned": 0, "killed": 0,
-                         "scaled_up": 0, "scaled_down": 0, "direct": 0}
+                         "scaled_up": 0, "scaled_down": 0, "direct": 0, "handed_over": 0}
         self._idle: deque[Slot] = deque()
         self._waiters: deque[asyncio.Future[Slot]] = deque()
         self._next_rid = 0

@@ -43,6 +43,8 @@ _COUNTERS = {
     "scaled_up": ("a2wsgi_mp_scale_ups", "Workers started by the elastic pool because requests queued."),
     "scaled_down": ("a2wsgi_mp_scale_downs", "Workers retired by the elastic pool after idling."),
     "direct": ("a2wsgi_mp_direct_streams", "Streamed responses whose body a worker wrote to the client itself."),
+    "handed_over": ("a2wsgi_mp_handovers", "Connections the CLI's own protocol handed to uvicorn's (a body, HEAD, "
+                    "a streamed answer, a pipelined mix...)."),
 }
 
 

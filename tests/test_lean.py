@@ -1,0 +1,186 @@
+"""The CLI's own protocol (a2wsgi_mp.headlimits.lean) and its hand-over to uvicorn's.
+
+End to end, on a real server with raw sockets and httpx: what the lean protocol serves
+itself (counted by ``a2wsgi_mp_handovers_total`` not moving), and that every hand-over
+(a body, a streamed answer it adopts, a pipelined request, a client that leaves) loses
+nothing and keeps the connection's order.  The fast path's other cases (timeouts,
+crashes, non-reading clients, metrics, shutdown) are in tests/test_fastpath.py, which
+runs on the same protocol.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .serverproc import HOST, Server, metrics, wait_for
+from .wire import h11_responses
+
+APP = "tests.apps.fastpath_app:app"
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("lean-records")
+
+
+@pytest.fixture(scope="module")
+def lean(records: Path):
+    server = Server.cli(APP, "--workers", "1", "--threads", "1", "--timeout", "5", "--metrics-path", "/metrics",
+                        env={"FASTPATH_RECORD_DIR": str(records)}, ready_path="/hello").start()
+    try:
+        yield server.wait_ready()
+    finally:
+        assert server.stop() == []
+
+
+def _handovers(server: Server) -> float:
+    """The counter, read on a connection of its own: each read is itself a hand-over (/metrics is
+    uvicorn's protocol's), counted before it is rendered, so a read's own is taken off here and
+    the read before is one of what a later read counts."""
+    return metrics(server.url)["a2wsgi_mp_handovers_total"] - 1
+
+
+def _recv_until(sock: socket.socket, count: int, methods: list[str]) -> list:
+    """Read from ``sock`` until ``count`` whole responses are in."""
+    data = b""
+    while True:
+        try:
+            answers = h11_responses(data, methods[:count])
+            if len(answers) == count:
+                return answers
+        except Exception:
+            pass
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {data!r}"
+        data += chunk
+
+
+def test_plain_requests_are_served_without_a_hand_over(lean: Server) -> None:
+    before = _handovers(lean)
+    with httpx.Client(base_url=lean.url, timeout=10) as c:
+        for i in range(30):
+            r = c.get(f"/hello?i={i}", headers={"Content-Length": "0", "Accept": "*/*"})
+            assert r.status_code == 200 and r.content == b"Hello, world!"
+            assert r.headers["content-length"] == "13" and r.headers["server"] == "uvicorn" and "date" in r.headers
+        assert c.get("/nolength").headers["content-length"] == "15"
+        assert c.delete("/hello").status_code == 200  # (any body-less method)
+    assert _handovers(lean) == before + 1  # (the read of `before`)
+
+
+def test_a_body_hands_the_connection_over_and_it_keeps_serving(lean: Server) -> None:
+    before = _handovers(lean)
+    with httpx.Client(base_url=lean.url, timeout=10) as c:
+        assert c.get("/hello").status_code == 200
+        assert c.post("/echo", content=b"ping" * 1000).content == b"ping" * 1000
+        for _ in range(5):
+            assert c.get("/hello").content == b"Hello, world!"
+            assert c.post("/echo", content=b"x").content == b"x"
+    assert _handovers(lean) == before + 1 + 1  # (once: the connection is uvicorn's protocol's from then on)
+
+
+@pytest.mark.parametrize("first", [b"HEAD /hello", b"OPTIONS *", b"GET /client"])
+def test_what_the_lean_protocol_leaves_alone_is_answered_as_before(lean: Server, first: bytes) -> None:
+    """HEAD; a request target uvicorn decides on; a forwarded header (the proxy middleware)."""
+    extra = b"X-Forwarded-For: 203.0.113.9\r\n" if first.endswith(b"client") else b""
+    with socket.create_connection((HOST, lean.port), timeout=10) as s:
+        s.sendall(first + b" HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
+        method = first.split()[0].decode()
+        answer = _recv_until(s, 1, [method])[0]
+        assert answer.response.status_code in (200, 404)
+        if extra:
+            assert answer.body.startswith(b"203.0.113.9")
+        s.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _recv_until(s, 1, ["GET"])[0].body == b"Hello, world!"
+
+
+def test_a_streamed_answer_is_adopted_not_sent_again(lean: Server, records: Path) -> None:
+    """The request was at a worker when its answer turned out to stream: the relay of the
+    protocol it is handed to picks up that exchange (the app runs once)."""
+    before_served = metrics(lean.url)["a2wsgi_mp_requests_total"]
+    before = _handovers(lean)
+    with socket.create_connection((HOST, lean.port), timeout=10) as s:
+        s.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _recv_until(s, 1, ["GET"])[0].body == b"part 0;part 1;part 2;"
+        s.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _recv_until(s, 1, ["GET"])[0].body == b"Hello, world!"
+    assert _handovers(lean) == before + 1 + 1
+    # Two requests to the worker, not three (the stream sent again by the new protocol).
+    assert metrics(lean.url)["a2wsgi_mp_requests_total"] - before_served == 2
+
+
+def test_a_request_sent_while_one_is_at_a_worker_waits_its_turn(lean: Server, records: Path) -> None:
+    """Pipelining across reads: the second request arrives while the first sleeps at the only worker."""
+    token = uuid.uuid4().hex
+    with socket.create_connection((HOST, lean.port), timeout=20) as s:
+        s.sendall(f"GET /sleep?s=0.5&token={token} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        wait_for((records / token).exists, 10, 0.01, what="the first request at the worker")
+        s.sendall(b"GET /nolength HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers = _recv_until(s, 2, ["GET", "GET"])
+        assert [a.body for a in answers] == [b"slept", b"no length given"]
+        s.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _recv_until(s, 1, ["GET"])[0].body == b"Hello, world!"
+
+
+def test_pipelined_in_one_read_is_handed_over_and_answered_in_order(lean: Server) -> None:
+    before = _handovers(lean)
+    with socket.create_connection((HOST, lean.port), timeout=20) as s:
+        s.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /stream HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /nolength HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers = _recv_until(s, 3, ["GET"] * 3)
+        assert [a.body for a in answers] == [b"Hello, world!", b"part 0;part 1;part 2;", b"no length given"]
+    assert _handovers(lean) == before + 1 + 1
+
+
+def test_a_client_that_leaves_while_its_request_is_at_a_worker_frees_it(lean: Server, records: Path) -> None:
+    token = uuid.uuid4().hex
+    with socket.create_connection((HOST, lean.port), timeout=10) as s:
+        s.sendall(f"GET /sleep?s=0.3&token={token} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        wait_for((records / token).exists, 10, 0.01, what="the request at the worker")
+    # The only worker finishes that request for nobody, then serves this one.
+    t0 = time.monotonic()
+    assert httpx.get(f"{lean.url}/hello", timeout=10).content == b"Hello, world!"
+    assert time.monotonic() - t0 < 8
+    with socket.create_connection((HOST, lean.port), timeout=10) as s:  # a stream, left at once
+        s.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    for _ in range(3):
+        assert httpx.get(f"{lean.url}/hello", timeout=10).content == b"Hello, world!"
+
+
+def test_a_head_that_grows_past_the_limits_in_pieces_is_refused(lean: Server) -> None:
+    """A field that never ends: the lean protocol hands it over before it holds more than the
+    limits allow, and uvicorn's bounded protocol refuses it (431)."""
+    with socket.create_connection((HOST, lean.port), timeout=10) as s:
+        s.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Long: ")
+        answer = b""
+        try:
+            for _ in range(200):
+                s.sendall(b"a" * 4096)
+        except OSError:
+            pass  # (refused, then closed while we were still sending)
+        s.settimeout(10)
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431 ")
+
+
+def test_without_the_fast_path_uvicorn_serves_every_connection(records: Path) -> None:
+    with Server.cli(APP, "--workers", "1", "--no-fast-path", "--metrics-path", "/metrics",
+                    env={"FASTPATH_RECORD_DIR": str(records)}, ready_path="/hello") as plain:
+        with httpx.Client(base_url=plain.url, timeout=10) as c:
+            r = c.get("/nolength")
+            assert r.content == b"no length given" and r.headers.get("transfer-encoding") == "chunked"
+        assert metrics(plain.url)["a2wsgi_mp_handovers_total"] == 0
