@@ -4,7 +4,7 @@ uvicorn protocol fed requests in-process.
     python -m benchmarks.fast_micro [--requests 40000] [--concurrency 32] [--profile]
 
 Starts a real pool (two worker processes serving the hello app) and ``concurrency``
-connections of a2wsgi_mp's httptools protocol (``headlimits``), each on a stand-in
+connections of a2wsgi_mp's protocol (``headlimits``: the CLI's, or ``--front``), each on a stand-in
 transport: a connection's next request is fed (by ``call_soon``) as soon as its
 response is written.  So this process does what the front does for a keep-alive
 client — parse, dispatch, the IPC hop, frame and write the response — except the
@@ -77,13 +77,15 @@ class _Transport(asyncio.Transport):
 
 async def measure(requests: int, concurrency: int, profile: cProfile.Profile | None,
                   front: str = "ours") -> tuple[float, float, float]:
-    """(CPU seconds, of which user, wall seconds) per request; ``front``: our uvicorn protocol
-    ("ours") or the lean-front experiment's protocol ("lean", :mod:`benchmarks.lean_front`)."""
+    """(CPU seconds, of which user, wall seconds) per request; ``front``: the CLI's protocol
+    ("ours", :mod:`a2wsgi_mp.headlimits.lean`), the uvicorn protocol it hands connections over to
+    ("uvicorn", with the fast path), or the lean-front experiment's ("lean", :mod:`benchmarks.lean_front`)."""
     pool = WSGIPool("benchmarks.apps:app", workers=2, timeout=30)
     await pool.startup()
     loop = asyncio.get_running_loop()
     try:
-        config = Config(app=pool, http=protocol_class("httptools", HeadLimits()), lifespan="off",
+        http = protocol_class("httptools", HeadLimits(), lean=front != "uvicorn")
+        config = Config(app=pool, http=http, lifespan="off",
                         log_level="warning", access_log=False, proxy_headers=False)
         config.load()
         state = ServerState()
@@ -129,8 +131,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=40000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--front", choices=("ours", "lean"), default="ours",
-                        help="our uvicorn protocol, or the lean-front experiment's (no uvicorn, no ASGI)")
+    parser.add_argument("--front", choices=("ours", "uvicorn", "lean"), default="ours",
+                        help="the CLI's protocol; our uvicorn protocol (with the fast path), which it hands "
+                             "connections over to; or the lean-front experiment's (no uvicorn, no ASGI)")
     args = parser.parse_args(argv)
     import uvloop
 

@@ -184,3 +184,26 @@ def test_without_the_fast_path_uvicorn_serves_every_connection(records: Path) ->
             r = c.get("/nolength")
             assert r.content == b"no length given" and r.headers.get("transfer-encoding") == "chunked"
         assert metrics(plain.url)["a2wsgi_mp_handovers_total"] == 0
+
+
+def test_complete_answers_to_a_client_that_reads_nothing_meet_the_send_timeout(records: Path) -> None:
+    """Complete answers (under 1 MiB: one write each) to a client that asks again and again and
+    reads nothing: once the socket's buffers are full the transport stops taking writes, the
+    lean protocol hands the connection to uvicorn's, and its send timeout drops the client
+    (nginx's send_timeout); the only worker was free all along."""
+    size, count = 1_000_000, 16  # (16 MB: more than loopback's send and receive buffers take)
+    with Server.cli(APP, "--workers", "1", "--send-timeout", "1", "--timeout", "0", "--metrics-path", "/metrics",
+                    env={"FASTPATH_RECORD_DIR": str(records)}, ready_path="/hello") as server:
+        with socket.create_connection((HOST, server.port), timeout=10) as slow:
+            slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            served = metrics(server.url)["a2wsgi_mp_requests_total"]
+            for i in range(count):  # one at a time: each answered (written) before the next is sent
+                slow.sendall(f"GET /big?n={size}&i={i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                assert wait_for(lambda n=served: metrics(server.url)["a2wsgi_mp_requests_total"] > n
+                                or "send timeout" in server.log(), 20), f"request {i} never answered"
+                served += 1
+                if "send timeout" in server.log():
+                    break
+            assert wait_for(lambda: "send timeout" in server.log(), 20), "the non-reader was never dropped"
+        # (What the kernel had queued still trickles to a client that reads: nginx's default too.)
+        assert httpx.get(f"{server.url}/hello", timeout=10).content == b"Hello, world!"
