@@ -247,12 +247,9 @@ class LeanProtocol(asyncio.Protocol):
             return
         self.record = Record(scope, perf_counter())
         self._busy = True
-        dispatcher = pool.dispatcher
-        slot = dispatcher.take_idle()
+        slot = pool.dispatcher.take_or_wait(self)
         if slot is None:
-            self._queued_at = perf_counter()
-            dispatcher._waiters.append(self)  # (a future's stand-in)
-            dispatcher.supervisor.queued(len(dispatcher._waiters))
+            self._queued_at = perf_counter()  # (queued: set_result comes later, never from in there)
         else:
             self._dispatch(slot)
 
@@ -291,10 +288,7 @@ class LeanProtocol(asyncio.Protocol):
         self._add_queued()
         if self._lost:  # the client left while queued: no worker runs it
             self._busy = False
-            slot.reserved = False
-            dispatcher = pool.dispatcher
-            if dispatcher.supervisor.unused(slot):
-                dispatcher._offer(slot)
+            pool.dispatcher.give_back(slot)
             record.reason = "client left while queued"
             pool._finish(record)
             return

@@ -99,6 +99,22 @@ class Dispatcher:
             return self._idle.pop() if self._lifo else self._idle.popleft()
         return None
 
+    def take_or_wait(self, waiter: Any) -> Slot | None:
+        """An idle slot now, or None and ``waiter`` queued FIFO: the fast paths' stand-in for
+        :meth:`acquire`'s future (``set_result(slot)``, ``set_exception(Unavailable)``), no
+        task.  Its caller checked the admission :meth:`acquire` checks (``fastpath.eligible``)."""
+        slot = self.take_idle()
+        if slot is None:
+            self._waiters.append(waiter)
+            self.supervisor.queued(len(self._waiters))
+        return slot
+
+    def give_back(self, slot: Slot) -> None:
+        """A slot handed to a queued request that no longer wants it (its client left, it gave up)."""
+        slot.reserved = False
+        if self.supervisor.unused(slot):
+            self._offer(slot)
+
     async def acquire(self) -> Slot:
         """An idle slot, FIFO among waiters; Unavailable (503) when there is none to wait for.
 
@@ -129,10 +145,7 @@ class Dispatcher:
                     self._waiters.remove(future)
                 if future.done() and not future.cancelled() and future.exception() is None:
                     # Handed a slot just as we gave up (timeout, client gone): pass it on.
-                    slot = future.result()
-                    slot.reserved = False
-                    if self.supervisor.unused(slot):
-                        self._offer(slot)
+                    self.give_back(future.result())
                 else:
                     future.cancel()
                 if isinstance(exc, asyncio.TimeoutError):

@@ -79,12 +79,9 @@ class FastRequest:
         self.queued_at = 0.0
 
     def start(self) -> None:
-        dispatcher = self.dispatcher
-        slot = dispatcher.take_idle()
+        slot = self.dispatcher.take_or_wait(self)
         if slot is None:
-            self.queued_at = perf_counter()
-            dispatcher._waiters.append(self)  # type: ignore[arg-type]  # (a future's stand-in)
-            dispatcher.supervisor.queued(len(dispatcher._waiters))
+            self.queued_at = perf_counter()  # (queued: set_result comes later, never from in there)
         else:
             self._dispatch(slot)
 
@@ -117,9 +114,7 @@ class FastRequest:
         if self.queued_at:
             record.queued += perf_counter() - self.queued_at
         if cycle.disconnected:  # the client left while queued: no worker runs it
-            slot.reserved = False
-            if dispatcher.supervisor.unused(slot):
-                dispatcher._offer(slot)
+            dispatcher.give_back(slot)
             record.reason = "client left while queued"
             self.pool._finish(record)
             return
