@@ -102,27 +102,31 @@ def build_environ(
     Django and many older apps read exactly ``CONTENT_LENGTH`` bytes and would
     otherwise see an empty body.
     """
-    root_path: str = scope.get("root_path", "") or ""
-    path: str = scope.get("path", "") or ""
+    get = scope.get
+    root_path: str = get("root_path", "") or ""
+    path: str = get("path", "") or ""
     # The ASGI spec says ``path`` includes ``root_path``; older routers strip it.
     # Only a whole-segment prefix counts: "/appendix" is not under "/app".
-    if root_path and path.startswith(root_path):
-        rest = path[len(root_path) :]
-        if not rest or rest[0] == "/" or root_path.endswith("/"):
-            path = rest
-    query = scope.get("query_string", b"") or b""
-    server = scope.get("server") or ("localhost", 80)
-    client = scope.get("client")
+    if root_path:
+        if path.startswith(root_path):
+            rest = path[len(root_path) :]
+            if not rest or rest[0] == "/" or root_path.endswith("/"):
+                path = rest
+        if not root_path.isascii():
+            root_path = _latin1_path(root_path)
+    query = get("query_string", b"") or b""
+    server = get("server") or ("localhost", 80)
+    client = get("client")
     environ: dict[str, Any] = {
-        "REQUEST_METHOD": scope.get("method", "GET"),
-        "SCRIPT_NAME": _latin1_path(root_path),
-        "PATH_INFO": _latin1_path(path),
+        "REQUEST_METHOD": get("method", "GET"),
+        "SCRIPT_NAME": root_path,
+        "PATH_INFO": path if path.isascii() else _latin1_path(path),  # (_latin1_path inline: nearly every path)
         "QUERY_STRING": query.decode("latin-1") if isinstance(query, bytes) else query,
         "SERVER_NAME": str(server[0]),
         "SERVER_PORT": str(server[1]) if server[1] is not None else "80",
-        "SERVER_PROTOCOL": "HTTP/" + scope.get("http_version", "1.1"),
+        "SERVER_PROTOCOL": "HTTP/" + get("http_version", "1.1"),
         "wsgi.version": (1, 0),
-        "wsgi.url_scheme": scope.get("scheme", "http"),
+        "wsgi.url_scheme": get("scheme", "http"),
         "wsgi.input": body,
         "wsgi.errors": errors if errors is not None else sys.stderr,
         "wsgi.multithread": multithread,
@@ -135,7 +139,7 @@ def build_environ(
         environ["REMOTE_PORT"] = str(client[1])
     if file_wrapper is not None:
         environ["wsgi.file_wrapper"] = file_wrapper
-    add_headers(environ, scope.get("headers") or (), header_map or scope.get("header_map") or "drop")
+    add_headers(environ, get("headers") or (), header_map or get("header_map") or "drop")
     if body_length and "CONTENT_LENGTH" not in environ:
         environ["CONTENT_LENGTH"] = str(body_length)
     return environ

@@ -50,16 +50,28 @@ class InvalidHeader(ValueError):
     """A status or header the app gave ``start_response`` that HTTP cannot carry."""
 
 
+#: Status lines already checked -> their code.  Apps use a handful, so checking one is
+#: mostly one dict lookup instead of a regular expression.
+_STATUSES: dict[str, int] = {}
+_STATUSES_MAX = 256
+
+
 def parse_status(status: Any) -> int:
     """The code of a PEP 3333 status line ``"NNN reason"``.
 
     A final status only (200-599): RFC 9110 §15 makes 1xx interim responses,
     which a WSGI app cannot send, and h11 refuses them as a final response.
     """
+    if type(status) is str:
+        code = _STATUSES.get(status)
+        if code is not None:
+            return code
     match = _STATUS(status) if isinstance(status, str) else None
     code = int(match.group(1)) if match else 0
     if not 200 <= code <= 599:
         raise InvalidHeader(f"invalid WSGI status line {status!r}: it must be 'NNN reason' with 200 <= NNN <= 599")
+    if type(status) is str and len(_STATUSES) < _STATUSES_MAX:
+        _STATUSES[status] = code
     return code
 
 
@@ -100,12 +112,18 @@ def encode_headers(headers: Any) -> tuple[Headers, int | None]:
             name, value = str(name), str(value)
         lname = _NAMES.get(name) or _check_name(name)
         value = value.strip(_OWS)
-        if _BAD_VALUE(value):
-            raise InvalidHeader(f"header {name.strip(_OWS)!r}: its value holds a control character")
-        try:
-            bvalue = value.encode("latin-1")
-        except UnicodeEncodeError:
-            raise InvalidHeader(f"header {name.strip(_OWS)!r}: its value is not latin-1 (UnicodeEncodeError)") from None
+        # Printable ASCII (SP to "~": nearly every value) is valid and encodes as it is,
+        # without the regular expression; anything else is checked in full.
+        if value.isascii() and value.isprintable():
+            bvalue = value.encode("ascii")
+        else:
+            if _BAD_VALUE(value):
+                raise InvalidHeader(f"header {name.strip(_OWS)!r}: its value holds a control character")
+            try:
+                bvalue = value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise InvalidHeader(
+                    f"header {name.strip(_OWS)!r}: its value is not latin-1 (UnicodeEncodeError)") from None
         if lname == _CONTENT_LENGTH:
             if not (value.isascii() and value.isdigit()):
                 raise InvalidHeader(f"header {name.strip(_OWS)!r}: invalid Content-Length {value!r}")
@@ -256,13 +274,13 @@ def run_wsgi(
     error: BaseException | None = None
     try:
         iterable = app(environ, response)
-        send_file = getattr(sink, "send_file", None)
-        if send_file is not None and send_file(response, iterable):
-            pass  # the sink took the whole response (a file handed over by descriptor)
         # A one-element list or tuple (most frameworks' plain responses) is known
         # to be complete at its first chunk: status, headers and body travel together.
-        elif isinstance(iterable, (list, tuple)) and len(iterable) == 1:
+        # (A list is no file wrapper: no look at the sink's send_file for it.)
+        if isinstance(iterable, (list, tuple)) and len(iterable) == 1:
             response.send(iterable[0], last=True)
+        elif (send_file := getattr(sink, "send_file", None)) is not None and send_file(response, iterable):
+            pass  # the sink took the whole response (a file handed over by descriptor)
         else:
             for chunk in iterable:
                 if chunk:

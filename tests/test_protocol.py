@@ -116,6 +116,53 @@ def test_fed_one_byte_at_a_time() -> None:
     assert decoder.pending == 0
 
 
+def _receive_from_one_buffer(*pieces: bytes, lenient: bool = False) -> list[p.Event]:
+    """Each piece as the worker's transport passes it: a view of one receive buffer,
+    overwritten (with garbage past the piece) before the next read."""
+    decoder = p.Decoder(lenient=lenient)
+    events: list[p.Event] = []
+    buf = bytearray(len(STREAM) + 64)
+    view = memoryview(buf)
+    for piece in pieces:
+        buf[:] = b"\xee" * len(buf)
+        buf[: len(piece)] = piece
+        decoder.receive(view[: len(piece)], events)
+    buf[:] = b"\xee" * len(buf)  # (nothing decoded later may come from the old bytes)
+    decoder.receive(b"", events)
+    assert decoder.pending == 0
+    return events
+
+
+def test_memoryviews_of_a_reused_buffer_decode_at_every_split() -> None:
+    # The worker decodes straight out of its receive buffer: a partial frame must be
+    # copied before the buffer is reused, and nothing decoded may point into it.
+    for cut in range(len(STREAM) + 1):
+        assert _receive_from_one_buffer(STREAM[:cut], STREAM[cut:]) == EXPECTED, cut
+
+
+@given(st.lists(st.integers(0, len(STREAM)), max_size=12))
+@settings(max_examples=200, deadline=None, database=None)
+def test_memoryviews_of_a_reused_buffer_decode_at_random_splits(cuts: list[int]) -> None:
+    bounds = sorted(set([0, *cuts, len(STREAM)]))
+    pieces = [STREAM[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    assert _receive_from_one_buffer(*pieces) == EXPECTED
+
+
+def test_an_oversized_frame_streams_past_as_memoryviews() -> None:
+    # The lenient decoder skips a frame over the limit as it arrives; the frame after it
+    # decodes even when it shares a read (a view) with the skipped frame's tail.
+    huge = p.HEADER.pack(p.VERSION, p.REQUEST, p.MAX_PAYLOAD + 1) + msgpack.packb([7]) + b"\0" * 40
+    after = p.encode_end(8)
+    decoder = p.Decoder(lenient=True)
+    events: list[p.Event] = []
+    decoder.receive(memoryview(bytearray(huge)), events)
+    assert [type(e) for e in events] == [p.Rejected] and events[0].rid == 7
+    rest = p.MAX_PAYLOAD + 1 - (len(huge) - p.HEADER_SIZE)
+    decoder._skip = rest  # (as if the frame's middle had streamed past)
+    decoder.receive(memoryview(bytearray(b"\0" * rest + after)), events)
+    assert events[1:] == [p.End(8)] and decoder.pending == 0
+
+
 def test_partial_frame_is_pending_not_an_event() -> None:
     frame = p.encode_end(1)
     decoder = p.Decoder()

@@ -713,3 +713,22 @@ def test_header_name_cache_keeps_invalid_names_out_and_maps_spellings() -> None:
         sink, _ = _start([("Bad Name", "v")])
         assert sink.status == 500
     assert "Bad Name" not in response._NAMES
+
+
+def test_a_refused_status_stays_refused_and_a_valid_one_keeps_its_code() -> None:
+    # Status lines are remembered once checked: only valid ones, each with its own code.
+    for _ in range(2):
+        assert _start([], status="200 OK\r\nX-Injected: 1")[0].status == 500
+        assert _start([], status="404 Not Found")[0].status == 404
+        assert _start([], status="404 Not Foundx")[0].status == 404
+        assert _start([], status="100 Continue")[0].status == 500
+
+
+@pytest.mark.parametrize("value, wire", [("a\tb", b"a\tb"), ("caf\xe9", b"caf\xe9"), ("~ !", b"~ !"),
+                                         ("", b"")])
+def test_values_beyond_printable_ascii_are_checked_in_full(value, wire) -> None:
+    # Printable ASCII takes a shortcut past the control-character check; HTAB and latin-1
+    # are valid yet not in it, and must still pass, byte for byte.
+    sink, errors = _start([("X-A", value)])
+    assert sink.status == 200 and not errors
+    assert sink.headers[b"x-a"] == wire

@@ -37,8 +37,9 @@ class Decoder:
 
     def __init__(self, lenient: bool = False) -> None:
         #: Received bytes not decoded yet: a bytearray, or the bytes object of
-        #: the last read while nothing else is pending.
-        self._buf: bytes | bytearray = bytearray()
+        #: the last read while nothing else is pending (or, inside :meth:`receive`
+        #: only, the caller's memoryview).
+        self._buf: bytes | bytearray | memoryview = bytearray()
         self._broken = False
         self._lenient = lenient
         self._skip = 0
@@ -63,7 +64,7 @@ class Decoder:
         elif buf.__class__ is bytes:
             self._buf = bytearray(buf) + data
         else:
-            buf += data
+            buf += data  # type: ignore[operator]  # (a bytearray: a view never outlives receive())
 
     def events(self) -> Generator[Event, None, None]:
         """Every complete event (a ProtocolError after the good ones before it)."""
@@ -81,15 +82,21 @@ class Decoder:
         this once per read.)"""
         self.receive(b"", out)
 
-    def receive(self, data: bytes, out: list[Event]) -> None:
-        """:meth:`feed` then :meth:`decode_into`, in one call: a read's whole cost."""
-        if data:
-            if not self._buf and data.__class__ is bytes and not self._skip:
-                self._buf = data  # (feed()'s common case, inline)
-            else:
-                self.feed(data)
+    def receive(self, data: bytes | memoryview, out: list[Event]) -> None:
+        """:meth:`feed` then :meth:`decode_into`, in one call: a read's whole cost.
+
+        ``data`` may be a memoryview of the caller's receive buffer (the worker's
+        transport): with nothing pending, the frames are decoded straight out of
+        it and only a trailing partial frame is copied, so the caller may reuse
+        its buffer as soon as this returns."""
         if self._broken:
             raise ProtocolError("stream already failed")
+        if data:
+            cls = data.__class__
+            if not self._buf and (cls is bytes or cls is memoryview) and not self._skip:
+                self._buf = data  # (feed()'s common case, inline)
+            else:
+                self.feed(data)  # type: ignore[arg-type]
         buf = self._buf
         offset = 0
         size = len(buf)
@@ -129,7 +136,9 @@ class Decoder:
             self._broken = True
             raise
         finally:
-            if offset:
+            if buf.__class__ is memoryview:  # the caller's buffer: keep nothing of it but a copy of the rest
+                self._buf = b"" if offset >= size else bytearray(buf[offset:])
+            elif offset:
                 if buf.__class__ is not bytes:
                     del buf[:offset]  # type: ignore[union-attr]  # (a bytearray here)
                 elif offset == size:
@@ -142,7 +151,7 @@ class Decoder:
 _PEEK = 16
 
 
-def _peek_rid(kind: int, buf: bytes | bytearray, start: int, end: int) -> int | None:
+def _peek_rid(kind: int, buf: bytes | bytearray | memoryview, start: int, end: int) -> int | None:
     """The request id at the start of a REQUEST-like payload, if it reads as one."""
     if kind not in _REQUEST_LIKE:
         return None
@@ -163,7 +172,7 @@ def _name(kind: int) -> str:
         return f"kind {kind}"
 
 
-def _decode(kind: int, buf: bytes | bytearray, start: int, end: int) -> Event:
+def _decode(kind: int, buf: bytes | bytearray | memoryview, start: int, end: int) -> Event:
     if kind == _BODY:
         if end - start < RID.size:
             raise ProtocolError("BODY frame shorter than its request id")

@@ -93,17 +93,18 @@ class WorkerConnection:
     # ------------------------------------------------------------ receiving
 
     def receive_data(self, data: bytes | memoryview, fds: Iterable[int] = ()) -> None:
-        """Bytes read from the front (empty: EOF) and the descriptors that came with them."""
+        """Bytes read from the front (empty: EOF) and the descriptors that came with them.
+
+        ``data`` may be a view of the transport's receive buffer: nothing of it is
+        kept (the decoder copies what it cannot decode yet)."""
         if fds:
             self._fds.extend(fds)
         if not data:
             self.eof = True
             return
-        decoder = self._decoder
-        decoder.feed(data)  # type: ignore[arg-type]
         queue = self.events
         if not queue:  # (the usual case: decode straight into the queue)
-            decoder.decode_into(queue)  # type: ignore[arg-type]
+            self._decoder.receive(data, queue)  # type: ignore[arg-type]
             for event in queue:
                 if event.__class__ in _HANDLED:
                     break
@@ -113,7 +114,7 @@ class WorkerConnection:
             queue.clear()
         else:
             events = []
-            decoder.decode_into(events)
+            self._decoder.receive(data, events)
         append = queue.append
         for event in events:
             if event.__class__ in _HANDLED:

@@ -37,13 +37,14 @@ class WorkerPipe:
         # allocated (mmap), shrank (mremap) and freed (munmap) 256 KiB on every
         # read: three syscalls and page faults a request.
         self._rbuf = memoryview(bytearray(_RECV_SIZE))
+        self._rbufs = [self._rbuf]  # (recvmsg_into's list of buffers, made once)
 
     # ------------------------------------------------------------ receiving
 
     def fill(self, flags: int = 0) -> bool:
         """Read once into the connection; False if nothing could be read without blocking."""
         try:
-            nbytes, ancdata, msg_flags, _addr = self.sock.recvmsg_into([self._rbuf], ANCILLARY, flags)
+            nbytes, ancdata, msg_flags, _addr = self.sock.recvmsg_into(self._rbufs, ANCILLARY, flags)
         except BlockingIOError:
             return False
         except (ConnectionResetError, BrokenPipeError):
@@ -53,7 +54,7 @@ class WorkerPipe:
             for fd in fds:
                 os.close(fd)
             raise protocol.ProtocolError("file descriptors were truncated in transit (more than SCM_MAX_FD)")
-        self.conn.receive_data(self._rbuf[:nbytes], fds)  # (copied into the decoder's buffer)
+        self.conn.receive_data(self._rbuf[:nbytes], fds)  # (decoded from it; only a partial frame is copied)
         return True
 
     def next_event(self) -> protocol.Event | None:
