@@ -218,7 +218,8 @@ class StartResponse:
             elif last and not self._bodiless:
                 last = False  # short of its Content-Length: finish() cuts it
             self.remaining -= len(chunk)
-        chunk = bytes(chunk)
+        if chunk.__class__ is not bytes:
+            chunk = bytes(chunk)
         if not self.started:
             self.started = True
             self.done = last

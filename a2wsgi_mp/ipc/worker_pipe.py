@@ -122,8 +122,11 @@ class WorkerPipe:
     def send_start(self, rid: int, status: int, headers: list, body: bytes, done: bool) -> None:
         conn = self.conn
         frame = conn.start(rid, status, headers, body, done)
-        if frame is not None:
-            self.send(frame)
+        if frame is not None:  # (nearly every response: send() inline)
+            try:
+                self.sock.sendall(frame)
+            except OSError as exc:
+                raise PeerGone(str(exc)) from exc
             return
         # A big first chunk: as body frames.
         self.send(conn.start(rid, status, headers, b"", False))  # type: ignore[arg-type]

@@ -276,6 +276,7 @@ def serve_slot(app: Callable[..., Any], pipe: WorkerPipe, multithread: bool) -> 
     def log_error(message: str) -> None:  # (an app's own errors go as APP_ERROR, by its sink)
         errors.write(message if message.endswith("\n") else message + "\n")
 
+    forget = pipe.conn.forget  # (pipe.forget, one call less a request)
     while True:
         event = pipe.next_event()
         if event is None:
@@ -285,7 +286,7 @@ def serve_slot(app: Callable[..., Any], pipe: WorkerPipe, multithread: bool) -> 
             continue
         if not isinstance(event, protocol.Request):
             raise protocol.ProtocolError(f"worker received unexpected {type(event).__name__}")
-        body = _body_stream(pipe, event)
+        body = io.BytesIO(event.body) if event.body is not None else _body_stream(pipe, event)
         try:
             environ = build_environ(
                 event.head,
@@ -313,7 +314,7 @@ def serve_slot(app: Callable[..., Any], pipe: WorkerPipe, multithread: bool) -> 
             return
         finally:
             body.close()
-            pipe.forget(event.rid)
+            forget(event.rid)
 
 
 def _answer(pipe: WorkerPipe, rid: int, status: int, text: str) -> None:
