@@ -126,6 +126,37 @@ def test_worker_answers_a_bad_frame_and_serves_the_next_request() -> None:
     assert not worker.is_alive(), "the slot ends at EOF, not on a bad frame"
 
 
+def test_worker_answers_frames_that_come_one_read_each() -> None:
+    # A read that is exactly one REQUEST frame skips the decoder (WorkerPipe._read); a bad
+    # one alone in its read must still be answered as one in a stream is.
+    front_end, worker_end = socket.socketpair()
+    pipe = WorkerPipe(worker_end)
+    worker = threading.Thread(target=serve_slot, args=(_hello, pipe, False), daemon=True)
+    worker.start()
+    frames = [
+        (1, protocol.encode_request(1, dict(HEAD, headers=[(b"x-ok", b"1")]), b"", 0)),
+        (2, protocol._frame(protocol.REQUEST, msgpack.packb([2, {"headers": 5}, None, 0]))),
+        (3, protocol._frame(protocol.REQUEST, msgpack.packb([3, HEAD, 7, 0]))),  # (a body that is no bytes)
+        (4, protocol._frame(protocol.REQUEST, msgpack.packb([4, HEAD, b""]))),  # (a field short)
+        (5, protocol._frame(protocol.REQUEST, b"\xc1")),  # (no msgpack at all: no request id either)
+        (6, protocol.encode_request(6, dict(HEAD, headers=[(b"x_a", b"1")], header_map="refuse"), b"", 0)),
+        (7, protocol.encode_request(7, dict(HEAD, headers=[(b"x-ok", b"1")]), b"", 0)),
+    ]
+    answers = {}
+    try:
+        for rid, frame in frames:
+            front_end.sendall(frame)
+            if rid != 5:
+                answers.update(_responses(front_end, 1))
+    finally:
+        front_end.close()
+        worker.join(30)
+    assert answers[1] == (200, b"keys HTTP_X_OK") and answers[7] == (200, b"keys HTTP_X_OK")
+    assert answers[2][0] == 500 and answers[3][0] == 500 and answers[4][0] == 500
+    assert answers[6][0] == 400
+    assert not worker.is_alive(), "the slot ends at EOF, not on a bad frame"
+
+
 # ---------------------------------------------------------------- the front
 
 

@@ -433,6 +433,38 @@ def test_worker_control_frames_are_applied_not_queued() -> None:
     assert _decode(worker.start(1, 200, [], b"", False)) == [p.Start(1, 200, [], b"", False)]
 
 
+def test_a_read_that_is_one_request_frame_is_the_request() -> None:
+    frame = p.encode_request(1, HEAD, b"", 0)
+    assert WorkerConnection().whole_request(memoryview(bytearray(frame))) == p.Request(1, HEAD, b"", 0)
+    assert WorkerConnection().whole_request(frame) == p.Request(1, HEAD, b"", 0)
+
+
+@pytest.mark.parametrize("data", [
+    p.encode_request(1, HEAD, b"", 0)[:-1],  # a part
+    p.encode_request(1, HEAD, b"", 0) + p.encode_cancel(1),  # more than one frame
+    p.encode_cancel(1),  # another kind
+    _frame(p.REQUEST, [1, "no head", None, 0]),  # malformed: the decoder's to reject
+    _frame(p.REQUEST, [1, HEAD, None]),
+    p.HEADER.pack(p.VERSION, p.REQUEST, 1) + b"\xc1",
+    p.HEADER.pack(p.VERSION + 1, p.REQUEST, 1) + b"\x01",
+    b"",
+])
+def test_anything_else_goes_the_general_way(data: bytes) -> None:
+    assert WorkerConnection().whole_request(data) is None
+
+
+def test_no_shortcut_while_something_is_pending_or_queued() -> None:
+    frame = p.encode_request(2, HEAD, b"", 0)
+    worker = WorkerConnection()
+    worker.receive_data(frame[:3])  # a partial frame pending
+    assert worker.whole_request(frame) is None
+    worker = WorkerConnection()
+    worker.receive_data(p.encode_request(1, HEAD, b"", 0))  # a request queued
+    assert worker.whole_request(frame) is None
+    assert worker.next_event() == p.Request(1, HEAD, b"", 0)
+    assert worker.whole_request(frame) == p.Request(2, HEAD, b"", 0)
+
+
 def test_worker_eof_cancels_everything() -> None:
     worker = WorkerConnection()
     worker.receive_data(b"")

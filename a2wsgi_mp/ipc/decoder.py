@@ -49,6 +49,12 @@ class Decoder:
         """Bytes received but not yet part of a complete frame."""
         return len(self._buf)
 
+    @property
+    def idle(self) -> bool:
+        """At a frame boundary with nothing pending (nor an oversized frame streaming
+        past, nor a failed stream): the next bytes start a frame."""
+        return not self._buf and not self._skip and not self._broken
+
     def feed(self, data: bytes) -> None:
         if self._skip:  # the rest of an oversized frame, streaming past
             dropped = min(self._skip, len(data))

@@ -33,6 +33,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
+import msgpack
+
 from . import protocol
 from .events import (
     Cancel,
@@ -46,7 +48,7 @@ from .events import (
     ShmSetup,
     Take,
 )
-from .frames import ProtocolError
+from .frames import HEADER, HEADER_SIZE, VERSION, ProtocolError
 from .shm import MIN_CHUNK, Region, RingWriter
 
 __all__ = ["PIECE", "WorkerConnection"]
@@ -60,6 +62,9 @@ USAGE_EVERY = 1.0
 _next_usage = 0.0
 
 _HANDLED = frozenset((Cancel, ShmCredit, RequestShm, Report, ShmSetup, FileAck, Take, Keep))
+_REQUEST = int(protocol.Kind.REQUEST)
+_build_request = protocol.FRAMES[_REQUEST][1]
+_unpackb = msgpack.unpackb
 
 
 class WorkerConnection:
@@ -123,6 +128,26 @@ class WorkerConnection:
                     append(request)
                 continue
             append(event)
+
+    def whole_request(self, data: bytes | memoryview) -> Request | None:
+        """``data`` as a :class:`Request` when it is exactly one well-formed REQUEST frame
+        and nothing else is queued or pending: a worker's usual read, decoded without
+        the decoder and the queue.  None otherwise (nothing consumed): then
+        :meth:`receive_data` it, which also turns a malformed frame into its
+        :class:`Rejected`.  The descriptors of a read belong to the general way."""
+        if self.events or not self._decoder.idle or len(data) <= HEADER_SIZE:
+            return None
+        version, kind, length = HEADER.unpack_from(data)
+        if kind != _REQUEST or version != VERSION or HEADER_SIZE + length != len(data):
+            return None
+        try:
+            fields = _unpackb(data[HEADER_SIZE:], raw=False, use_list=False)
+        except Exception:
+            return None
+        if type(fields) is not tuple or len(fields) != 4:
+            return None
+        request: Request | None = _build_request(fields)  # type: ignore[misc]
+        return request
 
     def next_event(self) -> Event | None:
         """The next queued event, or None if none is queued (then read more, unless :attr:`eof`)."""

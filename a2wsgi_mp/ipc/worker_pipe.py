@@ -49,13 +49,17 @@ class WorkerPipe:
             return False
         except (ConnectionResetError, BrokenPipeError):
             nbytes, ancdata, msg_flags = 0, [], 0
+        self._received(nbytes, ancdata, msg_flags)
+        return True
+
+    def _received(self, nbytes: int, ancdata: list, msg_flags: int) -> None:
+        """What one ``recvmsg_into`` brought: into the connection."""
         fds = unpack_fds(ancdata) if ancdata else ()
         if msg_flags & _MSG_CTRUNC:
             for fd in fds:
                 os.close(fd)
             raise protocol.ProtocolError("file descriptors were truncated in transit (more than SCM_MAX_FD)")
         self.conn.receive_data(self._rbuf[:nbytes], fds)  # (decoded from it; only a partial frame is copied)
-        return True
 
     def next_event(self) -> protocol.Event | None:
         """The next event for this worker, or None at EOF."""
@@ -64,8 +68,25 @@ class WorkerPipe:
         while not events:
             if conn.eof:
                 return None
-            self.fill()
+            request = self._read()
+            if request is not None:
+                return request
         return events.popleft()
+
+    def _read(self) -> protocol.Request | None:
+        """:meth:`fill` (blocking), but a read that is exactly one REQUEST frame without
+        descriptors (nearly every one) comes back as the request, past the decoder
+        and the event queue (:meth:`WorkerConnection.whole_request`)."""
+        try:
+            nbytes, ancdata, msg_flags, _addr = self.sock.recvmsg_into(self._rbufs, ANCILLARY)
+        except (ConnectionResetError, BrokenPipeError):
+            nbytes, ancdata, msg_flags = 0, [], 0
+        if nbytes and not ancdata and not msg_flags & _MSG_CTRUNC:
+            request = self.conn.whole_request(self._rbuf[:nbytes])
+            if request is not None:
+                return request
+        self._received(nbytes, ancdata, msg_flags)
+        return None
 
     def take_fd(self) -> int:
         """The descriptor that came with the last REQUEST that announced one."""
