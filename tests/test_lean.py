@@ -10,6 +10,8 @@ runs on the same protocol.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import time
 import uuid
@@ -207,3 +209,146 @@ def test_complete_answers_to_a_client_that_reads_nothing_meet_the_send_timeout(r
             assert wait_for(lambda: "send timeout" in server.log(), 20), "the non-reader was never dropped"
         # (What the kernel had queued still trickles to a client that reads: nginx's default too.)
         assert httpx.get(f"{server.url}/hello", timeout=10).content == b"Hello, world!"
+
+
+# ---------------------------------------------------------------- review (2026-12-07, helper "review")
+
+_FAIL_SEND_HOOK = '''
+import os
+from a2wsgi_mp.ipc import pipe as _pipe
+
+_send = _pipe.FrontPipe.send_request
+
+
+def send_request(self, *args, **kwargs):
+    trigger = os.environ.get("LEAN_TEST_FAIL_SEND")
+    if trigger and os.path.exists(trigger):  # once per trigger: as a worker that died unnoticed
+        os.unlink(trigger)
+        raise BrokenPipeError("test: the worker's end is gone")
+    return _send(self, *args, **kwargs)
+
+
+_pipe.FrontPipe.send_request = send_request
+'''
+
+
+def test_a_request_its_worker_never_got_is_sent_again_once_and_answered_once(tmp_path: Path, records: Path) -> None:
+    """The send to the worker fails (its end is gone, not yet noticed): the request is dispatched
+    again, once, and answered once -- by the lean protocol's dispatch and by uvicorn's fast path
+    (a connection handed over by a body first).  The failed send feeds the exchange its Lost at
+    once: with the waiter already set, that handed the connection over (adopting the exchange,
+    whose relay dispatched it again) and then over a second time (dispatched again too): two
+    answers, the app run twice, and the first new protocol orphaned in the server's connections,
+    so that shutdown waited for it forever."""
+    (tmp_path / "sitecustomize.py").write_text(_FAIL_SEND_HOOK)
+    trigger = tmp_path / "fail"
+    env = {"FASTPATH_RECORD_DIR": str(records), "LEAN_TEST_FAIL_SEND": str(trigger),
+           "PYTHONPATH": os.pathsep.join((str(tmp_path), str(Path(__file__).resolve().parent.parent)))}
+    server = Server.cli(APP, "--workers", "1", "--metrics-path", "/metrics", env=env, ready_path="/hello").start()
+    try:
+        server.wait_ready()
+        for first in (b"", b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"):
+            token = uuid.uuid4().hex
+            with socket.create_connection((HOST, server.port), timeout=10) as s:
+                if first:
+                    s.sendall(first)
+                    assert _recv_until(s, 1, ["POST"])[0].body == b"hi"
+                trigger.touch()
+                s.sendall(f"GET /record?token={token} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                assert _recv_until(s, 1, ["GET"])[0].body == b"recorded"
+                s.settimeout(1.0)
+                try:
+                    extra = s.recv(65536)
+                except socket.timeout:
+                    extra = b""
+                assert extra == b"", f"a second answer: {extra!r}"
+            assert not trigger.exists()
+            assert wait_for(lambda t=token: server.log().count(f"token={t} HTTP/1.1\" 200") >= 1, 5)
+            time.sleep(0.3)
+            assert server.log().count(f"token={token} HTTP/1.1\" 200") == 1, "the app ran it twice"
+        server.signal(signal.SIGTERM)
+        assert server.wait(15) == 0, "shutdown waited for a connection that is gone"
+    finally:
+        assert server.stop() == []
+
+
+def _fill_then(server: Server, last: bytes, size: int = 200_000) -> socket.socket:
+    """A client that reads nothing: complete answers of ``size`` bytes, one at a time, until the
+    kernel's buffers are full (found on a first connection: the request whose write pauses the
+    transport, counted as a hand-over), then on a second one as many less one, then ``last``.
+    (A fresh server: its hand-overs are ours, each read of /metrics one of them.)"""
+    reads = [0]
+
+    def counts() -> tuple[float, float]:
+        values = metrics(server.url)
+        reads[0] += 1
+        return values["a2wsgi_mp_requests_total"], values["a2wsgi_mp_handovers_total"] - reads[0]
+
+    def ask(s: socket.socket, request: bytes) -> float:
+        served = counts()[0]
+        s.sendall(request)
+        assert wait_for(lambda: counts()[0] > served, 10), "not answered"
+        return counts()[1]
+
+    fill = f"GET /big?n={size} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    with socket.create_connection((HOST, server.port), timeout=10) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        count = 1
+        while ask(probe, fill) == 0:
+            count += 1
+            assert count < 200, "the transport never stopped taking writes"
+    slow = socket.create_connection((HOST, server.port), timeout=10)
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    for _ in range(count - 1):
+        ask(slow, fill)
+    ask(slow, last)
+    return slow
+
+
+def test_a_last_answer_to_a_client_that_reads_nothing_meets_the_send_timeout(records: Path) -> None:
+    """``Connection: close`` on the request whose answer fills the buffers: the lean protocol
+    closed the transport without handing it over, and a transport closed with a full buffer
+    waits for the client forever (no send timeout; shutdown waited for it too)."""
+    with Server.cli(APP, "--workers", "1", "--send-timeout", "1", "--timeout", "0", "--metrics-path", "/metrics",
+                    env={"FASTPATH_RECORD_DIR": str(records)}, ready_path="/hello") as server:
+        with _fill_then(server, b"GET /big?n=200000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"):
+            assert wait_for(lambda: "send timeout" in server.log(), 10), "the non-reader was never dropped"
+
+
+def test_a_slow_head_handed_over_midway_keeps_its_clock(records: Path) -> None:
+    """A head whose rule-out header comes late is handed over with its clock: 408 at the header
+    timeout from its first byte, not a second header timeout from the hand-over."""
+    with Server.cli(APP, "--workers", "1", "--header-timeout", "2", "--metrics-path", "/metrics",
+                    env={"FASTPATH_RECORD_DIR": str(records)}, ready_path="/hello") as server:
+        with socket.create_connection((HOST, server.port), timeout=10) as s:
+            t0 = time.monotonic()
+            s.sendall(b"GET /hello HTTP/1.1\r\n")
+            time.sleep(1.5)
+            s.sendall(b"Transfer-Encoding: chunked\r\nX-B: 1")  # (on_header runs as the next field starts)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 408 ")
+            assert time.monotonic() - t0 < 3.0, f"408 after {time.monotonic() - t0:.2f} s"
+
+
+def test_clients_that_leave_while_queued_free_their_places_at_once(records: Path) -> None:
+    """Clients that leave while queued: their places in the queue are freed when they leave (as
+    the ASGI path's tasks free theirs), not when a worker comes free -- then, each handed the slot
+    in turn, they passed it on recursively (_offer -> set_result -> _dispatch -> _offer...):
+    past ~330 of them a RecursionError in the worker's pipe lost the answer in flight there."""
+    with Server.cli(APP, "--workers", "1", "--threads", "1", "--backlog", "600", "--metrics-path", "/metrics",
+                    env={"FASTPATH_RECORD_DIR": str(records)}, ready_path="/hello") as server:
+        token = uuid.uuid4().hex
+        with socket.create_connection((HOST, server.port), timeout=15) as busy:
+            busy.sendall(f"GET /sleep?s=2&token={token} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            wait_for((records / token).exists, 10, 0.01, what="the request at the worker")
+            ghosts = [socket.create_connection((HOST, server.port), timeout=10) for _ in range(500)]
+            for ghost in ghosts:
+                ghost.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.5)  # (all queued)
+            for ghost in ghosts:
+                ghost.close()
+            assert _recv_until(busy, 1, ["GET"])[0].body == b"slept"
+        assert httpx.get(f"{server.url}/hello", timeout=10).content == b"Hello, world!"
+        assert "RecursionError" not in server.log()

@@ -131,6 +131,14 @@ class LeanProtocol(asyncio.Protocol):
         self._gone = True
         if self._busy:
             self._lost = True  # the answer, when it comes, is dropped (or its stream cancelled)
+            if self.exchange is None:  # queued: its place is freed now (as the ASGI path's task does)
+                waiters = self.pool.dispatcher._waiters
+                if self in waiters:  # (else it is being handed a slot, or refused, right now)
+                    waiters.remove(self)
+                    self._busy = False
+                    self._add_queued()
+                    self.record.reason = "client left while queued"
+                    self.pool._finish(self.record)
         self.parser = None  # type: ignore[assignment]
 
     def eof_received(self) -> None:
@@ -296,12 +304,14 @@ class LeanProtocol(asyncio.Protocol):
         scope = self.scope
         exchange = self.exchange = pool.dispatcher.begin(slot)
         slot.request, slot.since = scope, monotonic()  # (for a death report)
-        exchange._waiter = self
         if not pool._send_request(exchange, pool._worker_head(scope, None, direct_ok=True), b"", 0, None):
-            # Not sent (its worker is being replaced): uvicorn's protocol dispatches it again.
-            exchange._waiter = None
+            # Not sent (its worker is being replaced): uvicorn's protocol dispatches it again.  (The
+            # waiter is set only once it is sent: a failed send feeds the exchange its Lost at once,
+            # which would otherwise hand the connection over a first time, adopting it.)
             self.exchange = None
             self._hand_over()
+            return
+        exchange._waiter = self
 
     def _answer(self) -> None:
         exchange = self.exchange
@@ -337,11 +347,20 @@ class LeanProtocol(asyncio.Protocol):
         self._busy = False
         self._heard = False
         self._raw = b""
-        if not keep_alive or self.timeout_keep_alive <= 0:
-            self.transport.close()
-            return
+        keep_alive = keep_alive and self.timeout_keep_alive > 0
         if self._write_paused:
-            self._hand_over()  # a client that does not read: the send timeout is uvicorn's protocol's
+            # A client that does not read: the send timeout is uvicorn's protocol's, closing or not
+            # (a transport closed with its buffer full would otherwise wait for the client forever).
+            if keep_alive:
+                self._idle_since = self.loop.time()
+            else:
+                self._pending.clear()
+            self._hand_over()
+            if not keep_alive:
+                self.transport.close()
+            return
+        if not keep_alive:
+            self.transport.close()
             return
         self._idle_since = self.loop.time()
         pending = self._pending
@@ -451,6 +470,8 @@ class LeanProtocol(asyncio.Protocol):
         new.connection_made(transport)
         if not was_ours and transport.is_closing():  # (closed at accept, over the connection cap)
             return
+        if was_ours and refuse is None:
+            self._carry_clocks(new, data)
         if self._write_paused:
             new.pause_writing()
         if refuse is not None:
@@ -471,6 +492,26 @@ class LeanProtocol(asyncio.Protocol):
             else:
                 self.record.reason = "client gone"
                 self.pool._finish(self.record)
+
+    def _carry_clocks(self, new: Any, data: bytes) -> None:
+        """The new protocol's clocks where this one's stood: a head under way keeps the time its
+        first byte came (not the hand-over's: a slow head is not given a second header timeout);
+        an idle connection (nothing to replay) keeps its keep-alive timeout, not a new head's."""
+        loop = self.loop
+        now = loop.time()
+        since = self._head_since
+        if since is not None:
+            timeout = self.limits.header_timeout
+            if timeout and new._head_since is not None:
+                new._head_since = since
+                new._disarm_header_timer()
+                new._header_timer = loop.call_later(max(since + timeout - now, 0.0), new._on_header_timeout)
+        elif self._idle_since is not None and not data:
+            new._head_since = None
+            new._idle_since = self._idle_since
+            if new.timeout_keep_alive_task is None:
+                new.timeout_keep_alive_task = loop.call_later(
+                    max(self._idle_since + self.timeout_keep_alive - now, 0.0), new._keep_alive_expired)
 
 
 class _Adoption:

@@ -122,11 +122,13 @@ class FastRequest:
         exchange = self.exchange = dispatcher.begin(slot)
         slot.request, slot.since = cycle.scope, time.monotonic()  # (for a death report)
         head = self.pool._worker_head(cycle.scope, cycle.send)
-        exchange._waiter = self  # type: ignore[assignment]  # (a future's stand-in)
         if not self.pool._send_request(exchange, head, b"", 0, None):
-            # Not sent (its worker is being replaced): the ASGI path dispatches it again.
-            exchange._waiter = None
+            # Not sent (its worker is being replaced): the ASGI path dispatches it again.  (The waiter
+            # is set only once it is sent: a failed send feeds the exchange its Lost at once, which
+            # would otherwise start the relay too -- two tasks, the app run twice.)
             self._hand_back(None)
+            return
+        exchange._waiter = self  # type: ignore[assignment]  # (a future's stand-in)
 
     def _refused(self, exc: Unavailable) -> None:
         """Queued when the pool gave up on its waiters: the 503 they all get, by the ASGI path."""
