@@ -346,9 +346,35 @@ def test_clients_that_leave_while_queued_free_their_places_at_once(records: Path
             ghosts = [socket.create_connection((HOST, server.port), timeout=10) for _ in range(500)]
             for ghost in ghosts:
                 ghost.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
-            time.sleep(0.5)  # (all queued)
+            assert wait_for(lambda: metrics(server.url).get("a2wsgi_mp_queue_depth", 0) >= len(ghosts), 20,
+                            what="every ghost's request in the queue")
             for ghost in ghosts:
                 ghost.close()
             assert _recv_until(busy, 1, ["GET"])[0].body == b"slept"
         assert httpx.get(f"{server.url}/hello", timeout=10).content == b"Hello, world!"
         assert "RecursionError" not in server.log()
+
+
+def test_limit_concurrency_is_uvicorns_limit_with_the_lean_protocol(records: Path) -> None:
+    """--limit-concurrency (and gunicorn's worker_connections): requests within the limit are the
+    lean protocol's (before, every connection went to uvicorn's protocol and its ASGI task);
+    past it, the request is handed over and uvicorn answers its 503."""
+    with Server.cli(APP, "--workers", "1", "--limit-concurrency", "3", "--metrics-path", "/metrics",
+                    env={"FASTPATH_RECORD_DIR": str(records)}, ready_path="/hello") as server:
+        before = _handovers(server)
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            for _ in range(10):
+                assert c.get("/hello").content == b"Hello, world!"
+        assert _handovers(server) == before + 1
+        held = [socket.create_connection((HOST, server.port), timeout=10) for _ in range(2)]
+        try:
+            for sock in held:  # (answered: the server holds them, as uvicorn counts them)
+                sock.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert _recv_until(sock, 1, ["GET"])[0].body == b"Hello, world!"
+            with socket.create_connection((HOST, server.port), timeout=10) as s:  # the third: 3 >= 3
+                s.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert _recv_until(s, 1, ["GET"])[0].response.status_code == 503
+        finally:
+            for sock in held:
+                sock.close()
+        assert httpx.get(f"{server.url}/hello", timeout=10).content == b"Hello, world!"

@@ -683,3 +683,28 @@ def test_no_log_error_from_a_quiet_run(caplog: pytest.LogCaptureFixture) -> None
 
     asyncio.run(asyncio.wait_for(main(), 30))
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+@scenario(workers=1)
+async def test_a_slot_given_back_from_inside_its_offer_goes_on_to_the_next_waiter(world: World) -> None:
+    """The fast paths' stand-ins for a future give a slot straight back when their client left
+    while queued (Dispatcher.give_back, from inside set_result): hundreds of them in a row were
+    hundreds of nested offers (a RecursionError that lost the answer in flight). Now the slot goes
+    on, in one loop, to the first waiter that keeps it."""
+    dispatcher = world.dispatcher
+    slot = dispatcher.take_idle()
+    assert slot is not None
+
+    class Departed:
+        def done(self) -> bool:
+            return False
+
+        def set_result(self, given: Slot) -> None:
+            dispatcher.give_back(given)
+
+    kept: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
+    dispatcher._waiters.extend([Departed() for _ in range(5000)])  # type: ignore[misc]
+    dispatcher._waiters.append(kept)
+    dispatcher.give_back(slot)  # (its request ended without it: offered to the queue)
+    assert kept.done() and kept.result() is slot and slot.reserved
+    assert not dispatcher._waiters and not world.offered

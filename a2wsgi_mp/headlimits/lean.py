@@ -111,8 +111,8 @@ class LeanProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         config = self.config
         pool = self.pool = _fast_pool(config, config.loaded_app)
-        if pool is None or config.limit_concurrency is not None or transport.get_extra_info("sslcontext") is not None:
-            self._hand_over()  # (no fast path, --limit-concurrency, TLS: uvicorn's from the start)
+        if pool is None or transport.get_extra_info("sslcontext") is not None:
+            self._hand_over()  # (no fast path, TLS: uvicorn's from the start)
             return
         if not HeadGuard._guard_accept(self, transport):  # type: ignore[arg-type]  # (what it uses, we have)
             self._rejected = True
@@ -250,8 +250,11 @@ class LeanProtocol(asyncio.Protocol):
             "query_string": parsed.query or b"",
         }
         pool = self.pool
-        if not fastpath.eligible(scope, pool, True, self._head_bytes + self._url_len):
-            self._hand_over()
+        limit = self.config.limit_concurrency  # (--limit-concurrency, gunicorn's worker_connections)
+        if not fastpath.eligible(scope, pool, True, self._head_bytes + self._url_len) or (
+                limit is not None and (len(self.server_state.connections) >= limit
+                                       or len(self.server_state.tasks) >= limit)):
+            self._hand_over()  # (over the limit: uvicorn's protocol answers its 503)
             return
         self.record = Record(scope, perf_counter())
         self._busy = True

@@ -49,6 +49,7 @@ class Dispatcher:
                          "scaled_up": 0, "scaled_down": 0, "direct": 0, "handed_over": 0}
         self._idle: deque[Slot] = deque()
         self._waiters: deque[asyncio.Future[Slot]] = deque()
+        self._offering: list[Slot] | None = None  # slots to offer, while _offer runs (see there)
         self._next_rid = 0
         #: Seconds worker threads spent on requests, dead workers included (utilisation).
         self.busy_seconds = 0.0
@@ -199,14 +200,28 @@ class Dispatcher:
         self.supervisor.background(coro)
 
     def _offer(self, slot: Slot) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                slot.reserved = True
-                waiter.set_result(slot)
-                return
-        slot.reserved = False
-        self._idle.append(slot)
+        # A waiter handed a slot may give it straight back (a fast path's stand-in whose client
+        # left: give_back), which offers it again from inside set_result: that offer is queued
+        # for this loop, not made by recursion (hundreds of departed clients overflowed the stack).
+        offering = self._offering
+        if offering is not None:
+            offering.append(slot)
+            return
+        self._offering = offering = [slot]
+        try:
+            while offering:
+                slot = offering.pop()
+                while self._waiters:
+                    waiter = self._waiters.popleft()
+                    if not waiter.done():
+                        slot.reserved = True
+                        waiter.set_result(slot)
+                        break
+                else:
+                    slot.reserved = False
+                    self._idle.append(slot)
+        finally:
+            self._offering = None
 
     def _withdraw(self, slot: Slot) -> None:
         try:
