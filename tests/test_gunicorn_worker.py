@@ -634,3 +634,19 @@ def test_boot_failure_exit_code(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         w.run()
     assert exc.value.code == gw.WORKER_BOOT_ERROR
+
+
+def test_the_fast_path_never_goes_past_a_layer_that_must_see_every_request(tmp_path: Path) -> None:
+    """find_pool walks the layers down to the pool for the fast path (and the CLI's lean protocol):
+    not past the pre_request/post_request hooks, nor past a GunicornFront with a scheme header of
+    the user's that is not an X-Forwarded-* one (a request without forwarded headers may still
+    carry it); the default GunicornFront changes nothing such a request has, and is walked past."""
+    from a2wsgi_mp import WSGIPool
+    from a2wsgi_mp.pool.fastpath import find_pool
+
+    pool = WSGIPool("tests.apps.gunicorn_app:app", workers=1)  # (never started)
+    w = make_worker(tmp_path)
+    assert find_pool(gw.GunicornFront(pool, w.cfg)) is pool
+    assert find_pool(gw.GunicornFront(gw.HookMiddleware(pool, w, True, False), w.cfg)) is None
+    custom = make_worker(tmp_path, secure_scheme_headers={"X-Scheme": "https"})
+    assert find_pool(gw.GunicornFront(pool, custom.cfg)) is None

@@ -97,6 +97,9 @@ class HookMiddleware:
     that raises gets the request a 500, as in gunicorn.
     """
 
+    #: The hooks see every request: none may take the fast path past them (pool/fastpath.find_pool).
+    fast_path_opaque = True
+
     def __init__(self, app: ASGIApp, worker: HookedWorker, pre: bool, post: bool) -> None:
         self.app = app
         self.worker = worker
@@ -156,6 +159,10 @@ class GunicornFront:
         self.scheme_headers = {
             k.lower().encode("latin-1"): v for k, v in (cfg.secure_scheme_headers or {}).items()
         }
+        # What this layer does to a request the fast path may take (no forwarded headers: those keep
+        # it on the ASGI path; the head limits are the protocol's too) is nothing, unless a scheme
+        # header of the user's is not an X-Forwarded-* one: then every request must come through here.
+        self.fast_path_opaque = any(not name.startswith(b"x-forwarded-") for name in self.scheme_headers)
         allowed = cfg.forwarded_allow_ips or []
         # (uvicorn types its app with TypedDict scopes and messages; ours are plain mappings)
         self.trusted = ProxyHeadersMiddleware(app, allowed).trusted_hosts if allowed else None  # type: ignore[arg-type]

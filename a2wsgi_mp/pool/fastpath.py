@@ -31,10 +31,15 @@ from .dispatch import Unavailable
 
 
 def find_pool(app: Any) -> WSGIPool | None:
-    """The WSGIPool under uvicorn's wrappers, if the app is one."""
+    """The WSGIPool under uvicorn's wrappers, if the app is one the fast path may call
+    past them: a layer that says ``fast_path_opaque`` (it must see every request: the
+    gunicorn worker's ``pre_request``/``post_request`` hooks) keeps every request on the
+    ASGI path."""
     for _ in range(4):
         if isinstance(app, WSGIPool):
             return app
+        if getattr(app, "fast_path_opaque", False):
+            return None
         app = getattr(app, "app", None)
     return None
 
