@@ -7,6 +7,7 @@ descendant it ever had, so a failing test never leaves workers behind.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import shutil
 import signal
@@ -101,6 +102,7 @@ class Server:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.argv, cwd=REPO, env=self.env, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
+        _RUNNING.add(self)
         return self
 
     def log(self) -> str:
@@ -157,6 +159,7 @@ class Server:
         if self.proc is None or self._stopped:
             return []
         self._stopped = True
+        _RUNNING.discard(self)
         self.remember_descendants()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -185,6 +188,21 @@ class Server:
 
 #: The name the supervision and transport suites use.
 ServerProcess = Server
+
+#: Servers started and not stopped yet.
+_RUNNING: set[Server] = set()
+
+
+@atexit.register
+def stop_leftovers() -> list[Server]:
+    """Stop every server a test started and never stopped (one that raised between ``start()``
+    and the ``with`` or fixture meant to stop it): none outlives the test run."""
+    left = list(_RUNNING)
+    for server in left:
+        print(f"serverproc: stopping server {server.name} (pid {server.pid}), left running by a test",
+              file=sys.stderr)
+        server.stop()
+    return left
 
 
 class ServerSet:
