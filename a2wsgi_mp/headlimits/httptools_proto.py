@@ -149,8 +149,7 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
     def on_url(self, url: bytes) -> None:
         self._url_parts.append(url)
         url_len = self._url_len = self._url_len + len(url)
-        # (llhttp's methods are at most 32 bytes: below that, the method need not be asked for.)
-        if url_len + 42 > self._max_line and url_len + 10 + len(self.parser.get_method() or b"") > self._max_line:
+        if line_too_long(url_len, self._max_line, self.parser):
             raise self._stop(414, "URI Too Long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -225,6 +224,13 @@ def _rules_out(name: bytes, value: bytes) -> bool:
     aside), ``Expect``, or a forwarded header (the proxy middleware must see it)."""
     return (name in _NOT_PLAIN or name.startswith(b"x-forwarded-")) and (
         name != b"content-length" or value.strip() != b"0")
+
+
+def line_too_long(url_len: int, max_line: int, parser: Any) -> bool:
+    """The request line ("METHOD SP target SP HTTP/x.y") is past ``max_line`` with a target of
+    ``url_len`` bytes so far (gunicorn's measure).  (llhttp's methods are at most 32 bytes:
+    below that, the method need not be asked for.)"""
+    return url_len + 42 > max_line and url_len + 10 + len(parser.get_method() or b"") > max_line
 
 
 def _notes(scope: Any) -> tuple[bool, int]:

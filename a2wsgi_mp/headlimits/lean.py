@@ -39,7 +39,7 @@ from ..pool.app import _cancel
 from ..record import Record
 from . import HeadLimits
 from .guard import HeadGuard
-from .httptools_proto import _NOT_PLAIN, _fast_pool, _rules_out
+from .httptools_proto import _NOT_PLAIN, _fast_pool, _rules_out, line_too_long
 
 __all__ = ["LeanProtocol"]
 
@@ -195,7 +195,7 @@ class LeanProtocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url.append(url)
         url_len = self._url_len = self._url_len + len(url)
-        if url_len + 42 > self._max_line and url_len + 10 + len(self.parser.get_method() or b"") > self._max_line:
+        if line_too_long(url_len, self._max_line, self.parser):
             raise _HandOver  # 414: LimitedHttpToolsProtocol says so
 
     def on_header(self, name: bytes, value: bytes) -> None:
