@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import urllib.parse
-from time import monotonic, perf_counter
+from time import perf_counter
 from typing import Any
 
 import httptools
@@ -305,16 +305,9 @@ class LeanProtocol(asyncio.Protocol):
             return
         record.pid = slot.worker.pid
         scope = self.scope
-        exchange = self.exchange = pool.dispatcher.begin(slot)
-        slot.request, slot.since = scope, monotonic()  # (for a death report)
-        if not pool._send_request(exchange, pool._worker_head(scope, None, direct_ok=True), b"", 0, None):
-            # Not sent (its worker is being replaced): uvicorn's protocol dispatches it again.  (The
-            # waiter is set only once it is sent: a failed send feeds the exchange its Lost at once,
-            # which would otherwise hand the connection over a first time, adopting it.)
-            self.exchange = None
+        self.exchange = fastpath.send(pool, slot, scope, pool._worker_head(scope, None, direct_ok=True), self)
+        if self.exchange is None:  # (not sent: uvicorn's protocol dispatches it again)
             self._hand_over()
-            return
-        exchange._waiter = self
 
     def _answer(self) -> None:
         exchange = self.exchange
@@ -340,7 +333,7 @@ class LeanProtocol(asyncio.Protocol):
                 record.bytes_out += len(body)
                 self.pool._finish(record)
                 if self.access_log:
-                    self._log_access(event.status)
+                    fastpath.log_access(self.access_logger, self.scope, event.status)
                 self._answered(keep_alive)
                 return
         self._hand_over(adopt=exchange)  # the relay picks it up from this event on
@@ -387,13 +380,6 @@ class LeanProtocol(asyncio.Protocol):
             _cancel(exchange)
             pool.dispatcher.background(pool._drain(exchange))
         pool._finish(record)
-
-    def _log_access(self, status: int) -> None:
-        from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
-
-        scope: Any = self.scope
-        self.access_logger.info('%s - "%s %s HTTP/%s" %d', get_client_addr(scope), scope["method"],
-                                get_path_with_query_string(scope), scope["http_version"], status)
 
     # ------------------------------------------------------------ the timer
 

@@ -64,6 +64,28 @@ def eligible(scope: dict, pool: WSGIPool, plain: bool, head_bytes: int) -> bool:
     return len(dispatcher._waiters) < cfg.backlog
 
 
+def send(pool: WSGIPool, slot: Any, scope: Any, head: dict[str, Any], waiter: Any) -> Any:
+    """A body-less request on ``slot``: its exchange, whose first frame goes to ``waiter`` (a
+    future's stand-in), or None if it was not sent (its worker is being replaced: the caller
+    dispatches it again).  The waiter is set only once it is sent: a failed send feeds the
+    exchange its ``Lost`` at once, which would otherwise answer the request (a relay, a hand-over)
+    while the caller dispatches it again -- the app run twice."""
+    exchange = pool.dispatcher.begin(slot)
+    slot.request, slot.since = scope, time.monotonic()  # (for a death report)
+    if not pool._send_request(exchange, head, b"", 0, None):
+        return None
+    exchange._waiter = waiter
+    return exchange
+
+
+def log_access(logger: Any, scope: Any, status: int) -> None:
+    """uvicorn's access-log line for a response written without its ``send()``."""
+    from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
+
+    logger.info('%s - "%s %s HTTP/%s" %d', get_client_addr(scope), scope["method"],
+                get_path_with_query_string(scope), scope["http_version"], status)
+
+
 class FastRequest:
     """One request on the fast path, from dispatch to the last byte (or to the relay).
 
@@ -124,16 +146,10 @@ class FastRequest:
             self.pool._finish(record)
             return
         record.pid = slot.worker.pid
-        exchange = self.exchange = dispatcher.begin(slot)
-        slot.request, slot.since = cycle.scope, time.monotonic()  # (for a death report)
-        head = self.pool._worker_head(cycle.scope, cycle.send)
-        if not self.pool._send_request(exchange, head, b"", 0, None):
-            # Not sent (its worker is being replaced): the ASGI path dispatches it again.  (The waiter
-            # is set only once it is sent: a failed send feeds the exchange its Lost at once, which
-            # would otherwise start the relay too -- two tasks, the app run twice.)
+        pool = self.pool
+        self.exchange = send(pool, slot, cycle.scope, pool._worker_head(cycle.scope, cycle.send), self)
+        if self.exchange is None:  # (not sent: the ASGI path dispatches it again)
             self._hand_back(None)
-            return
-        exchange._waiter = self  # type: ignore[assignment]  # (a future's stand-in)
 
     def _refused(self, exc: Unavailable) -> None:
         """Queued when the pool gave up on its waiters: the 503 they all get, by the ASGI path."""
@@ -201,14 +217,7 @@ class FastRequest:
         cycle.response_complete = True
         cycle.message_event.set()
         if cycle.access_log:
-            from uvicorn.protocols.utils import (
-                get_client_addr,
-                get_path_with_query_string,
-            )
-
-            scope = cycle.scope
-            cycle.access_logger.info('%s - "%s %s HTTP/%s" %d', get_client_addr(scope), scope["method"],
-                                     get_path_with_query_string(scope), scope["http_version"], event.status)
+            log_access(cycle.access_logger, cycle.scope, event.status)
         if not keep_alive:
             transport.close()
         cycle.on_response()
