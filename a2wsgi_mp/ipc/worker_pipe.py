@@ -44,13 +44,20 @@ class WorkerPipe:
     def fill(self, flags: int = 0) -> bool:
         """Read once into the connection; False if nothing could be read without blocking."""
         try:
-            nbytes, ancdata, msg_flags, _addr = self.sock.recvmsg_into(self._rbufs, ANCILLARY, flags)
+            nbytes, ancdata, msg_flags = self._recv(flags)
         except BlockingIOError:
             return False
-        except (ConnectionResetError, BrokenPipeError):
-            nbytes, ancdata, msg_flags = 0, [], 0
         self._received(nbytes, ancdata, msg_flags)
         return True
+
+    def _recv(self, flags: int = 0) -> tuple[int, list, int]:
+        """One ``recvmsg_into`` into the receive buffer: (bytes, ancillary data, flags); a reset
+        connection reads as EOF."""
+        try:
+            nbytes, ancdata, msg_flags, _addr = self.sock.recvmsg_into(self._rbufs, ANCILLARY, flags)
+        except (ConnectionResetError, BrokenPipeError):
+            return 0, [], 0
+        return nbytes, ancdata, msg_flags
 
     def _received(self, nbytes: int, ancdata: list, msg_flags: int) -> None:
         """What one ``recvmsg_into`` brought: into the connection."""
@@ -77,10 +84,7 @@ class WorkerPipe:
         """:meth:`fill` (blocking), but a read that is exactly one REQUEST frame without
         descriptors (nearly every one) comes back as the request, past the decoder
         and the event queue (:meth:`WorkerConnection.whole_request`)."""
-        try:
-            nbytes, ancdata, msg_flags, _addr = self.sock.recvmsg_into(self._rbufs, ANCILLARY)
-        except (ConnectionResetError, BrokenPipeError):
-            nbytes, ancdata, msg_flags = 0, [], 0
+        nbytes, ancdata, msg_flags = self._recv()
         if nbytes and not ancdata and not msg_flags & _MSG_CTRUNC:
             request = self.conn.whole_request(self._rbuf[:nbytes])
             if request is not None:
@@ -143,11 +147,8 @@ class WorkerPipe:
     def send_start(self, rid: int, status: int, headers: list, body: bytes, done: bool) -> None:
         conn = self.conn
         frame = conn.start(rid, status, headers, body, done)
-        if frame is not None:  # (nearly every response: send() inline)
-            try:
-                self.sock.sendall(frame)
-            except OSError as exc:
-                raise PeerGone(str(exc)) from exc
+        if frame is not None:  # (nearly every response)
+            self.send(frame)
             return
         # A big first chunk: as body frames.
         self.send(conn.start(rid, status, headers, b"", False))  # type: ignore[arg-type]

@@ -286,7 +286,7 @@ def serve_slot(app: Callable[..., Any], pipe: WorkerPipe, multithread: bool) -> 
             continue
         if not isinstance(event, protocol.Request):
             raise protocol.ProtocolError(f"worker received unexpected {type(event).__name__}")
-        body = io.BytesIO(event.body) if event.body is not None else _body_stream(pipe, event)
+        body = _body_stream(pipe, event)
         try:
             environ = build_environ(
                 event.head,
