@@ -409,3 +409,75 @@ def decode_stream(data: bytes):
     decoder = p.Decoder()
     decoder.feed(data)
     return decoder.events()
+
+
+# ---------------------------------------------------------------- one frame, one read (Decoder.decode_one)
+
+
+def _general(data: bytes) -> list[p.Event]:
+    """What a lenient decoder's receive() makes of ``data`` (the worker's general way)."""
+    out: list[p.Event] = []
+    try:
+        p.Decoder(lenient=True).receive(data, out)
+    except p.ProtocolError:
+        out.append(None)  # type: ignore[arg-type]  # (fatal: a wrong version)
+    return out
+
+
+@pytest.mark.parametrize("frame,event", [s for s in SAMPLES if s[1].KIND != p.BODY], ids=lambda v: repr(v)[:30])
+def test_decode_one_is_the_frame_s_event(frame: bytes, event: p.Event) -> None:
+    kind = int(event.KIND)  # type: ignore[union-attr]
+    for data in (frame, memoryview(bytearray(frame))):
+        decoder = p.Decoder(lenient=True)
+        assert decoder.decode_one(data, kind) == event
+        assert decoder.pending == 0
+    assert p.Decoder().decode_one(frame, p.REQUEST if kind != p.REQUEST else p.CANCEL) is None  # (another kind)
+
+
+def test_decode_one_declines_all_but_exactly_one_frame_and_consumes_nothing() -> None:
+    frame = p.encode_request(1, {"method": "GET"}, b"", 0)
+    decoder = p.Decoder(lenient=True)
+    for data in (b"", frame[:6], frame[:-1], frame + frame, frame + p.encode_cancel(1)):
+        assert decoder.decode_one(data, p.REQUEST) is None
+        assert decoder.pending == 0
+    decoder.receive(frame[:3], [])  # a partial frame pending: the next bytes do not start a frame
+    assert decoder.decode_one(frame, p.REQUEST) is None
+    out: list[p.Event] = []
+    decoder.receive(frame[3:], out)
+    assert out == [p.Request(1, {"method": "GET"}, b"", 0)]
+    assert decoder.decode_one(frame, p.REQUEST) == p.Request(1, {"method": "GET"}, b"", 0)
+    skipping = p.Decoder(lenient=True)  # an oversized frame streaming past
+    skipping.receive(p.HEADER.pack(p.VERSION, p.REQUEST, p.MAX_PAYLOAD + 1) + msgpack.packb([5]) + b"x" * 10, out)
+    assert skipping.decode_one(frame, p.REQUEST) is None
+    broken = p.Decoder()
+    with pytest.raises(p.ProtocolError):
+        broken.receive(_frame(p.REQUEST, b"\xc1"), [])
+    assert broken.decode_one(frame, p.REQUEST) is None
+
+
+def _decode_one_agrees(kind: int, data: bytes) -> None:
+    # decode_one is the general way's answer or no answer: never another event, never an error.
+    got = p.Decoder(lenient=True).decode_one(data, kind)
+    if got is not None:
+        assert _general(data) == [got]
+        assert not isinstance(got, p.Rejected)
+
+
+@given(st.sampled_from(sorted(k for k in p._KIND_NAMES if k != p.BODY)), st.binary(max_size=512))
+@settings(max_examples=300, deadline=None, database=None)
+def test_fuzz_decode_one_random_payload(kind: int, payload: bytes) -> None:
+    _decode_one_agrees(kind, _frame(kind, payload))
+
+
+@given(st.sampled_from(sorted(k for k in p._KIND_NAMES if k != p.BODY)), st.lists(_msgpack_values, max_size=6))
+@settings(max_examples=300, deadline=None, database=None)
+def test_fuzz_decode_one_msgpack_of_any_shape(kind: int, fields: list) -> None:
+    _decode_one_agrees(kind, _frame(kind, msgpack.packb(fields, use_bin_type=True)))
+
+
+@given(st.integers(0, 64), st.integers(0, 255))
+@settings(max_examples=300, deadline=None, database=None)
+def test_fuzz_decode_one_corrupted_request(index: int, value: int) -> None:
+    data = bytearray(p.encode_request(7, {"method": "GET", "headers": [(b"a", b"b")]}, b"xy", 2))
+    data[index % len(data)] = value
+    _decode_one_agrees(p.REQUEST, bytes(data))

@@ -49,12 +49,6 @@ class Decoder:
         """Bytes received but not yet part of a complete frame."""
         return len(self._buf)
 
-    @property
-    def idle(self) -> bool:
-        """At a frame boundary with nothing pending (nor an oversized frame streaming
-        past, nor a failed stream): the next bytes start a frame."""
-        return not self._buf and not self._skip and not self._broken
-
     def feed(self, data: bytes) -> None:
         if self._skip:  # the rest of an oversized frame, streaming past
             dropped = min(self._skip, len(data))
@@ -87,6 +81,29 @@ class Decoder:
         with the events before it appended.  (No generator: the transports call
         this once per read.)"""
         self.receive(b"", out)
+
+    def decode_one(self, data: bytes | memoryview, kind: int) -> Event | None:
+        """The event of ``data`` when it is exactly one complete, well-formed frame of
+        ``kind`` and nothing is pending: a worker's usual read (one REQUEST), decoded
+        with nothing to append to and nothing to keep.  None otherwise, with nothing
+        consumed: then :meth:`receive` it, which also makes a malformed frame its
+        :class:`Rejected` (and a wrong version the fatal ProtocolError).  ``kind``: a
+        msgpack-array kind (not BODY)."""
+        size = len(data)
+        if size <= HEADER_SIZE or self._buf or self._skip or self._broken:
+            return None
+        version, frame_kind, length = HEADER.unpack_from(data)
+        if frame_kind != kind or version != VERSION or HEADER_SIZE + length != size:
+            return None
+        cls, build = FRAMES[kind]
+        try:  # (_decode's work without its error messages: a fault goes the general way)
+            fields = _unpackb(data[HEADER_SIZE:], raw=False, use_list=False)
+        except Exception:
+            return None
+        if type(fields) is not tuple or len(fields) != len(cls._fields):  # type: ignore[attr-defined]
+            return None
+        event: Event | None = build(fields)  # type: ignore[misc]  # (a msgpack-array kind)
+        return event
 
     def receive(self, data: bytes | memoryview, out: list[Event]) -> None:
         """:meth:`feed` then :meth:`decode_into`, in one call: a read's whole cost.
@@ -178,6 +195,9 @@ def _name(kind: int) -> str:
         return f"kind {kind}"
 
 
+_unpackb = msgpack.unpackb
+
+
 def _decode(kind: int, buf: bytes | bytearray | memoryview, start: int, end: int) -> Event:
     if kind == _BODY:
         if end - start < RID.size:
@@ -195,7 +215,7 @@ def _decode(kind: int, buf: bytes | bytearray | memoryview, start: int, end: int
     try:
         # Arrays as tuples: cheaper to build, and headers come out as the
         # (name, value) tuples ASGI servers and middlewares expect.
-        fields: Any = msgpack.unpackb(buf[start:end], raw=False, use_list=False)
+        fields: Any = _unpackb(buf[start:end], raw=False, use_list=False)
     except Exception as exc:
         raise ProtocolError(f"{_name(kind)} payload is not valid msgpack: {exc}") from None
     if type(fields) is not tuple or len(fields) != len(cls._fields):

@@ -33,8 +33,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
-import msgpack
-
 from . import protocol
 from .events import (
     Cancel,
@@ -48,7 +46,7 @@ from .events import (
     ShmSetup,
     Take,
 )
-from .frames import HEADER, HEADER_SIZE, VERSION, ProtocolError
+from .frames import ProtocolError
 from .shm import MIN_CHUNK, Region, RingWriter
 
 __all__ = ["PIECE", "WorkerConnection"]
@@ -63,8 +61,6 @@ _next_usage = 0.0
 
 _HANDLED = frozenset((Cancel, ShmCredit, RequestShm, Report, ShmSetup, FileAck, Take, Keep))
 _REQUEST = int(protocol.Kind.REQUEST)
-_build_request = protocol.FRAMES[_REQUEST][1]
-_unpackb = msgpack.unpackb
 
 
 class WorkerConnection:
@@ -131,22 +127,13 @@ class WorkerConnection:
 
     def whole_request(self, data: bytes | memoryview) -> Request | None:
         """``data`` as a :class:`Request` when it is exactly one well-formed REQUEST frame
-        and nothing else is queued or pending: a worker's usual read, decoded without
-        the decoder and the queue.  None otherwise (nothing consumed): then
+        and nothing else is queued or pending (:meth:`Decoder.decode_one`): a worker's
+        usual read, past the event queue.  None otherwise (nothing consumed): then
         :meth:`receive_data` it, which also turns a malformed frame into its
         :class:`Rejected`.  The descriptors of a read belong to the general way."""
-        if self.events or not self._decoder.idle or len(data) <= HEADER_SIZE:
+        if self.events:
             return None
-        version, kind, length = HEADER.unpack_from(data)
-        if kind != _REQUEST or version != VERSION or HEADER_SIZE + length != len(data):
-            return None
-        try:
-            fields = _unpackb(data[HEADER_SIZE:], raw=False, use_list=False)
-        except Exception:
-            return None
-        if type(fields) is not tuple or len(fields) != 4:
-            return None
-        request: Request | None = _build_request(fields)  # type: ignore[misc]
+        request: Request | None = self._decoder.decode_one(data, _REQUEST)  # type: ignore[assignment]
         return request
 
     def next_event(self) -> Event | None:
