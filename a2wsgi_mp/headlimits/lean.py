@@ -44,6 +44,13 @@ from .httptools_proto import _NOT_PLAIN, _fast_pool, _rules_out, line_too_long
 __all__ = ["LeanProtocol"]
 
 
+#: Header names as they come (``Host``, ``User-Agent``...) -> lower-cased, for the names that never
+#: rule a request out: one dict look-up per header instead of lower() and two tests.  Bounded:
+#: a client inventing names fills it once, then they are lower-cased as before.
+_PLAIN: dict[bytes, bytes] = {}
+_PLAIN_MAX = 512
+
+
 class _HandOver(Exception):
     """Raised from a parser callback: this connection is the other protocol's from here on."""
 
@@ -165,22 +172,22 @@ class LeanProtocol(asyncio.Protocol):
             self.transport.pause_reading()
             return
         self._idle_since = None
-        if self._head_since is None:
-            self._head_since = self.loop.time()
         self._heard = True
         raw = self._raw = self._raw + data if self._raw else data
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError:  # (a refusal, a malformed head, a body, a second request...)
-            self._hand_over()
-            return
-        except httptools.HttpParserUpgrade:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            # (a refusal, a malformed head, a body, a second request, an upgrade: the hand-over's new
+            # protocol starts its head clock on these bytes, now, as this one would have)
             self._hand_over()
             return
         if self._parsed:
             self._parsed = False
             self._request()
-        elif len(raw) > self._max_head + self._max_line:  # a head longer than the limits allow, still coming
+            return
+        if self._head_since is None:  # a head under way (bare CRLFs too): its clock starts with this read
+            self._head_since = self.loop.time()
+        if len(raw) > self._max_head + self._max_line:  # a head longer than the limits allow, still coming
             self._hand_over()
 
     # ------------------------------------------------------------ parser callbacks
@@ -195,7 +202,7 @@ class LeanProtocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url.append(url)
         url_len = self._url_len = self._url_len + len(url)
-        if line_too_long(url_len, self._max_line, self.parser):
+        if url_len + 42 > self._max_line and line_too_long(url_len, self._max_line, self.parser):  # (rarely asked)
             raise _HandOver  # 414: LimitedHttpToolsProtocol says so
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -204,13 +211,15 @@ class LeanProtocol(asyncio.Protocol):
         head_bytes = self._head_bytes = self._head_bytes + size
         if size > self._max_field or fields > self._max_fields or head_bytes > self._max_head:
             raise _HandOver  # 431: LimitedHttpToolsProtocol says so
-        name = name.lower()
-        if (name in _NOT_PLAIN or name.startswith(b"x-forwarded-")) and _rules_out(name, value):
-            raise _HandOver  # a body, Expect, a proxy's header
-        self._headers.append((name, value.rstrip(b" \t")))
-
-    def on_headers_complete(self) -> None:
-        self._head_since = None
+        low = _PLAIN.get(name)
+        if low is None:  # a name not seen yet (or one that may rule the request out)
+            low = name.lower()
+            if low in _NOT_PLAIN or low.startswith(b"x-forwarded-"):
+                if _rules_out(low, value):
+                    raise _HandOver  # a body, Expect, a proxy's header
+            elif len(_PLAIN) < _PLAIN_MAX:
+                _PLAIN[name] = low
+        self._headers.append((low, value.rstrip(b" \t")))
 
     def on_body(self, body: bytes) -> None:
         raise _HandOver
@@ -223,6 +232,7 @@ class LeanProtocol(asyncio.Protocol):
         self._keep_alive = http_version != "1.0" and parser.should_keep_alive()
         self._upgrade = parser.should_upgrade()
         self._parsed = True
+        self._head_since = None  # (a body-less message: its head ended just now; no on_headers_complete)
 
     # ------------------------------------------------------------ the request
 
@@ -296,7 +306,9 @@ class LeanProtocol(asyncio.Protocol):
     def _dispatch(self, slot: Any) -> None:
         pool = self.pool
         record = self.record
-        self._add_queued()
+        if self._queued_at:  # (_add_queued(), inline)
+            record.queued += perf_counter() - self._queued_at
+            self._queued_at = 0.0
         if self._lost:  # the client left while queued: no worker runs it
             self._busy = False
             pool.dispatcher.give_back(slot)
