@@ -15,6 +15,9 @@ from collections.abc import Sequence
 MAX_BODY = 1024 * 1024
 
 _STATUS_LINES: dict[int, bytes] = {}
+#: The server's default headers (uvicorn's ``server_state.default_headers``, a list it replaces
+#: when the date changes) last framed, and their bytes.
+_DEFAULTS: list = [None, b""]
 
 
 def status_line(status: int) -> bytes:
@@ -38,11 +41,11 @@ def frame_head(status: int, headers: Sequence[tuple[bytes, bytes]], body_length:
     ``body_length`` long, so a missing Content-Length is added (uvicorn would
     chunk it: both are valid framing of a complete body).
     """
-    if status < 200 or status in (204, 304) or body_length > MAX_BODY:
+    if status < 200 or status == 204 or status == 304 or body_length > MAX_BODY:
         return None
-    parts = [status_line(status)]
-    for name, value in default_headers:
-        parts += (name, b": ", value, b"\r\n")
+    if default_headers is not _DEFAULTS[0]:  # (a new list once a second, uvicorn's date: framed once)
+        _DEFAULTS[:] = default_headers, b"".join(b"%s: %s\r\n" % (name, value) for name, value in default_headers)
+    parts = [_STATUS_LINES.get(status) or status_line(status), _DEFAULTS[1]]
     has_length = close = False
     for name, value in headers:
         if name == b"content-length":

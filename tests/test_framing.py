@@ -98,3 +98,17 @@ def test_status_lines_have_uvicorns_reason_phrases() -> None:
     assert status_line(599) == b"HTTP/1.1 599 \r\n"
     response, _, _ = _h11(frame_head(599, [], 0, True, [])[0])  # type: ignore[index]
     assert response.status_code == 599
+
+
+def test_the_default_headers_are_those_of_each_call() -> None:
+    """The framed default headers are kept between calls (uvicorn replaces its list when the date
+    changes): a new list, or another server's, is framed anew."""
+    later = [(b"date", b"Mon, 07 Dec 2026 10:00:01 GMT"), (b"server", b"uvicorn")]
+    first = frame_head(200, [], 0, True, DEFAULTS)
+    second = frame_head(200, [], 0, True, later)
+    third = frame_head(200, [], 0, True, [])
+    assert first is not None and second is not None and third is not None
+    assert b"date: Mon, 07 Dec 2026 10:00:00 GMT\r\nserver: uvicorn\r\n" in first[0]
+    assert b"date: Mon, 07 Dec 2026 10:00:01 GMT\r\nserver: uvicorn\r\n" in second[0]
+    assert third[0] == b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+    assert frame_head(200, [], 0, True, DEFAULTS) == first

@@ -337,8 +337,8 @@ class LeanProtocol(asyncio.Protocol):
                 head, keep_alive = framed
                 self.transport.write(head + body)
                 events.popleft()
-                exchange.close()
-                exchange.stop_clock()
+                # (No exchange.close() nor stop_clock(): a done START ended the exchange as it came --
+                # its clock stopped there -- and a first frame leaves nothing in a spill file.)
                 self.exchange = None
                 record = self.record
                 record.status, record.headers = event.status, event.headers

@@ -127,7 +127,10 @@ class Exchange:
         self.relay: asyncio.Task[Any] | None = None
 
     def feed(self, event: Outcome) -> None:
-        if isinstance(event, protocol.Body):
+        if event.__class__ is protocol.Start:  # (first: nearly every response is one START)
+            if event.done:  # type: ignore[union-attr]
+                self._end(event)
+        elif isinstance(event, protocol.Body):
             if self.cancelled:
                 return
             if self._buffered >= HIGH_WATER:
