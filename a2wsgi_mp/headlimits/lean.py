@@ -276,8 +276,9 @@ class LeanProtocol(asyncio.Protocol):
 
     # The stand-in for the dispatcher's future (a slot) and the exchange's (the first frame).
 
-    def done(self) -> bool:
-        return False
+    #: Never done (a future's ``done()``, asked by the dispatcher and the exchange at every request):
+    #: ``bool()`` is False, called in C, no Python frame.
+    done = staticmethod(bool)
 
     def set_result(self, value: Any) -> None:
         if self.exchange is None:

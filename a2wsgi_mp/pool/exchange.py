@@ -128,7 +128,7 @@ class Exchange:
 
     def feed(self, event: Outcome) -> None:
         if event.__class__ is protocol.Start:  # (first: nearly every response is one START)
-            if event.done:  # type: ignore[union-attr]
+            if event.done:
                 self._end(event)
         elif isinstance(event, protocol.Body):
             if self.cancelled:
@@ -164,7 +164,10 @@ class Exchange:
         the deadline: tell the dispatcher now (once), even if the client has not
         read everything yet (the rest waits here)."""
         self.finished = True
-        self.stop_clock()
+        deadlines = self.deadlines
+        if deadlines is not None:  # (stop_clock(), inline)
+            deadlines.discard(self)
+            self.deadlines = None
         if self._paused:  # nothing more comes for us: the connection is the next request's
             self._paused = False
             self.slot.pipe.resume()
