@@ -378,3 +378,30 @@ def test_limit_concurrency_is_uvicorns_limit_with_the_lean_protocol(records: Pat
             for sock in held:
                 sock.close()
         assert httpx.get(f"{server.url}/hello", timeout=10).content == b"Hello, world!"
+
+
+def test_header_names_are_lowered_through_a_bounded_cache_of_plain_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """on_header's cache (raw name -> lower-cased) holds only names that never rule a request
+    out, so a body's framing, Expect or a proxy's header is tested every time; it stops growing
+    at its bound, and names past it are lower-cased all the same."""
+    from a2wsgi_mp.headlimits import lean as module
+
+    monkeypatch.setattr(module, "_PLAIN", {})
+    monkeypatch.setattr(module, "_PLAIN_MAX", 4)
+    proto = module.LeanProtocol.__new__(module.LeanProtocol)
+    proto._headers = []
+    proto._fields = proto._head_bytes = 0
+    proto.on_header(b"X-Thing", b"v \t")
+    proto.on_header(b"X-Thing", b"w")
+    assert proto._headers == [(b"x-thing", b"v"), (b"x-thing", b"w")] and module._PLAIN == {b"X-Thing": b"x-thing"}
+    for name, value in ((b"Content-Length", b"5"), (b"X-Forwarded-For", b"203.0.113.9"), (b"Expect", b"100-continue"),
+                        (b"Transfer-Encoding", b"chunked"), (b"Forwarded", b"for=203.0.113.9")):
+        for _ in range(2):
+            with pytest.raises(module._HandOver):
+                proto.on_header(name, value)
+        assert name not in module._PLAIN
+    proto.on_header(b"Content-Length", b"0")  # (no body: still plain, but never cached)
+    assert b"Content-Length" not in module._PLAIN
+    for i in range(10):
+        proto.on_header(b"X-Name-%d" % i, b"v")
+    assert len(module._PLAIN) == 4 and proto._headers[-1] == (b"x-name-9", b"v")

@@ -606,6 +606,39 @@ async def test_elastic_grows_for_the_queue_and_shrinks_when_idle(world: World) -
     assert len(world.spawned) == 3  # no replacement for a worker the pool shed
 
 
+class _StandIn:
+    """A fast path's stand-in for the dispatcher's future (headlimits.lean, pool.fastpath)."""
+
+    done = staticmethod(bool)
+
+    def __init__(self) -> None:
+        self.slots: list[Slot] = []
+
+    def set_result(self, slot: Slot) -> None:
+        self.slots.append(slot)
+
+
+@scenario(workers=(1, 3), worker_idle_timeout=10)
+async def test_a_fast_request_that_queues_grows_an_elastic_pool(world: World) -> None:
+    """take_or_wait tells the supervisor of its queue only in an elastic pool: there it must."""
+    assert world.dispatcher.take_or_wait(_StandIn()) is not None  # the one idle slot
+    queued = _StandIn()
+    assert world.dispatcher.take_or_wait(queued) is None
+    await world.spawns(2)
+    assert world.counters["scaled_up"] == 1 and queued.slots == []
+
+
+@scenario(workers=1)
+async def test_a_fast_request_that_queues_in_a_fixed_pool_waits_for_its_slot(world: World) -> None:
+    dispatcher = world.dispatcher
+    slot = dispatcher.take_or_wait(_StandIn())
+    assert slot is not None
+    queued = _StandIn()
+    assert dispatcher.take_or_wait(queued) is None and len(world.spawned) == 1
+    dispatcher.give_back(slot)
+    assert queued.slots == [slot] and world.counters["scaled_up"] == 0
+
+
 # ------------------------------------------------------------------ kill, drain
 
 
