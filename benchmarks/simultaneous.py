@@ -63,8 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conns", type=int, default=16, help="wrk connections per server")
     parser.add_argument("--a-options", default="", help="extra CLI options for A (space-separated)")
     parser.add_argument("--b-options", default="", help="extra CLI options for B")
+    parser.add_argument("--header", action="append", default=[],
+                        help="a request header for both loads, as wrk's -H (repeatable): e.g. a proxy's "
+                             "'X-Forwarded-For: 203.0.113.9'")
     args = parser.parse_args(argv)
     app, path = TARGETS[args.page]
+    headers = tuple(args.header)
     servers: list[tuple[subprocess.Popen, int]] = []
     try:
         for tree, extra in ((args.tree_a, args.a_options), (args.tree_b, args.b_options)):
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             import concurrent.futures
 
             with concurrent.futures.ThreadPoolExecutor(2) as pool:
-                runs = [pool.submit(run_wrk, f"http://127.0.0.1:{port}{path}", args.conns, seconds)
+                runs = [pool.submit(run_wrk, f"http://127.0.0.1:{port}{path}", args.conns, seconds, headers)
                         for _, port in servers]
                 return [r.result() for r in runs]
 

@@ -94,17 +94,20 @@ def test_pipelined_requests_are_answered_in_order_across_both_paths(fast: Server
 def test_a_pipelined_request_is_judged_by_its_own_headers(fast: Server) -> None:
     """The protocol notes while parsing whether a head may take the fast path; a pipelined
     request starts after later heads were parsed, so it must be judged by its own headers:
-    the forwarded one still goes through the proxy middleware, the plain ones take the fast path
-    (its framing: Content-Length where the ASGI path would chunk)."""
+    the one with a body goes the ASGI path, the forwarded ones get the proxy middleware's
+    client and scheme on the fast path, the plain ones their own peer's (the fast path's
+    framing: Content-Length where the ASGI path would chunk)."""
     forwarded = b"X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n"
     data = (b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
             b"GET /client HTTP/1.1\r\nHost: x\r\n" + forwarded + b"\r\n"
+            b"GET /nolength HTTP/1.1\r\nHost: x\r\n" + forwarded + b"\r\n"
+            b"POST /client HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n" + forwarded + b"\r\nhi"
             b"GET /nolength HTTP/1.1\r\nHost: x\r\n\r\n"
             b"GET /client HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    answers = h11_responses(_exchange(fast, data), ["GET"] * 4)
+    answers = h11_responses(_exchange(fast, data), ["GET", "GET", "GET", "POST", "GET", "GET"])
     assert [a.body for a in answers] == [b"Hello, world!", b"203.0.113.7 https", b"no length given",
-                                        b"127.0.0.1 http"]
-    assert dict(answers[2].response.headers).get(b"content-length") == b"15"
+                                        b"203.0.113.7 https", b"no length given", b"127.0.0.1 http"]
+    assert [dict(answers[i].response.headers).get(b"content-length") for i in (2, 4)] == [b"15", b"15"]
 
 
 def test_http_1_0_gets_connection_close(fast: Server) -> None:

@@ -168,6 +168,8 @@ def test_serves_through_pool_processes(start) -> None:
     assert get(g.url + "/environ", headers={"x-forwarded-proto": "https"}).json()["wsgi.url_scheme"] == "https"
     assert get(g.url + "/environ", headers={"x-forwarded-ssl": "on"}).json()["wsgi.url_scheme"] == "https"
     assert get(g.url + "/environ").json()["wsgi.url_scheme"] == "http"
+    # (those take the fast path, where the front's own code decides the scheme: and refuses this)
+    assert get(g.url + "/environ", headers={"x-forwarded-ssl": "on", "x-forwarded-proto": "http"}).status_code == 400
     # limit_request_line / limit_request_fields
     assert get(g.url + "/" + "a" * 5000).status_code == 414
 

@@ -90,17 +90,33 @@ def test_a_body_hands_the_connection_over_and_it_keeps_serving(lean: Server) -> 
 
 @pytest.mark.parametrize("first", [b"HEAD /hello", b"OPTIONS *", b"GET /client"])
 def test_what_the_lean_protocol_leaves_alone_is_answered_as_before(lean: Server, first: bytes) -> None:
-    """HEAD; a request target uvicorn decides on; a forwarded header (the proxy middleware)."""
-    extra = b"X-Forwarded-For: 203.0.113.9\r\n" if first.endswith(b"client") else b""
+    """HEAD; a request target uvicorn decides on; RFC 7239's Forwarded (nothing of ours reads it)."""
+    extra = b"Forwarded: for=203.0.113.9\r\n" if first.endswith(b"client") else b""
     with socket.create_connection((HOST, lean.port), timeout=10) as s:
         s.sendall(first + b" HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
         method = first.split()[0].decode()
         answer = _recv_until(s, 1, [method])[0]
         assert answer.response.status_code in (200, 404)
         if extra:
-            assert answer.body.startswith(b"203.0.113.9")
+            assert answer.body == b"127.0.0.1 http"  # (uvicorn does not read Forwarded either)
         s.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
         assert _recv_until(s, 1, ["GET"])[0].body == b"Hello, world!"
+
+
+def test_a_proxys_forwarded_requests_stay_on_the_lean_protocol(lean: Server) -> None:
+    """Behind a proxy every request has X-Forwarded-For/-Proto: they are applied to the scope by
+    uvicorn's proxy-headers middleware's own code (from a trusted peer: 127.0.0.1 is one by
+    default), and the connection stays the lean protocol's; a request without them on the same
+    connection gets its own peer address, not the one before's."""
+    before = _handovers(lean)
+    forwarded = b"X-Forwarded-For: 198.51.100.1, 203.0.113.9\r\nX-Forwarded-Proto: https\r\n"
+    with socket.create_connection((HOST, lean.port), timeout=10) as s:
+        for headers, expected in ((forwarded, b"203.0.113.9 https"), (b"", b"127.0.0.1 http"),
+                                  (b"X-Forwarded-Proto: wss\r\n", b"127.0.0.1 wss"),
+                                  (b"X-Forwarded-Host: example.org\r\n", b"127.0.0.1 http")):
+            s.sendall(b"GET /client HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+            assert _recv_until(s, 1, ["GET"])[0].body == expected
+    assert _handovers(lean) == before + 1  # (the first read of the counter's own connection only)
 
 
 def test_a_streamed_answer_is_adopted_not_sent_again(lean: Server, records: Path) -> None:

@@ -153,15 +153,19 @@ class GunicornFront:
     and ``secure_scheme_headers``, checked against the real peer address before
     uvicorn's proxy-header handling rewrites it."""
 
+    #: The fast path may run this layer on a request's scope alone (pool/fastpath.ScopePass).
+    fast_path_scope_layer = True
+
     def __init__(self, app: ASGIApp, cfg: Any) -> None:
         self.app = app
         self.max_line, self.max_fields, self.max_field_size = request_limits(cfg)
         self.scheme_headers = {
             k.lower().encode("latin-1"): v for k, v in (cfg.secure_scheme_headers or {}).items()
         }
-        # What this layer does to a request the fast path may take (no forwarded headers: those keep
-        # it on the ASGI path; the head limits are the protocol's too) is nothing, unless a scheme
-        # header of the user's is not an X-Forwarded-* one: then every request must come through here.
+        # What this layer does to a request the fast path may take is what its copy in the fast path's
+        # ScopePass does to the scope (X-Forwarded-* scheme headers; the head limits are the protocol's
+        # too), unless a scheme header of the user's is not an X-Forwarded-* one: then every request
+        # must come through here (the fast path notes only X-Forwarded-* headers as forwarded).
         self.fast_path_opaque = any(not name.startswith(b"x-forwarded-") for name in self.scheme_headers)
         allowed = cfg.forwarded_allow_ips or []
         # (uvicorn types its app with TypedDict scopes and messages; ours are plain mappings)

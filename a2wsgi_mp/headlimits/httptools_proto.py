@@ -86,6 +86,7 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
     _url_len = 0
     _verdict: Refused | None = None
     _plain = True  # no header seen that rules the fast path out (see on_header)
+    _forwarded = False  # an X-Forwarded-* header seen: the fast path needs the scope pass (fastpath.ScopePass)
     #: Set by the lean protocol that handed this connection over: takes up its first request.
     _adopt: Any = None
 
@@ -145,6 +146,7 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
         self._fields = self._head_bytes = self._url_len = 0
         self._url_parts = []
         self._plain = True
+        self._forwarded = False
 
     def on_url(self, url: bytes) -> None:
         self._url_parts.append(url)
@@ -169,7 +171,9 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
         if name in _NOT_PLAIN or name.startswith(b"x-forwarded-"):  # (the rare headers: one set lookup for the rest)
             if name == b"expect" and value.lower() == b"100-continue":
                 self.expect_100_continue = True
-            if _rules_out(name, value):
+            if name.startswith(b"x-forwarded-"):
+                self._forwarded = True
+            elif _rules_out(name, value):
                 self._plain = False
         self.headers.append((name, value))
 
@@ -197,13 +201,18 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
             pool = _fast_pool(self.config, app)
             if pool is not None:
                 fastpath = _FAST[0]
-                if cycle.scope is self.scope:  # (the head just parsed: the notes taken on the way are its)
-                    plain, head_bytes = self._plain, self._head_bytes + self._url_len
+                scope = cycle.scope
+                if scope is self.scope:  # (the head just parsed: the notes taken on the way are its)
+                    plain, forwarded, head_bytes = self._plain, self._forwarded, self._head_bytes + self._url_len
                 else:  # a pipelined request, started after another head was parsed
-                    plain, head_bytes = _notes(cycle.scope)
-                if fastpath.eligible(cycle.scope, pool, plain, head_bytes):
-                    fastpath.FastRequest(pool, self, cycle).start()
-                    return
+                    plain, forwarded, head_bytes = _notes(scope)
+                if fastpath.eligible(scope, pool, plain, head_bytes):
+                    if forwarded:  # what the proxy-headers middleware would make of it
+                        scope_pass = _scope_pass(self.config, app)
+                        scope = scope_pass(scope) if scope_pass is not None else None
+                    if scope is not None:
+                        fastpath.FastRequest(pool, self, cycle, scope).start()
+                        return
         super()._start_asgi_task(cycle, app)
 
     def _run_asgi_task(self, cycle: Any, app: Any) -> None:
@@ -215,15 +224,16 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
         return self._verdict
 
 
-#: Headers that keep a request off the fast path (``content-length: 0`` aside), with ``x-forwarded-*``.
+#: Headers that keep a request off the fast path (``content-length: 0`` aside).  (``x-forwarded-*``
+#: headers do not: the layers they are for are run on the scope, :class:`~..pool.fastpath.ScopePass`;
+#: RFC 7239's ``Forwarded`` still does, as nothing of ours reads it and it is rare.)
 _NOT_PLAIN = frozenset((b"content-length", b"transfer-encoding", b"expect", b"forwarded"))
 
 
 def _rules_out(name: bytes, value: bytes) -> bool:
     """The header keeps its request off the fast path: a body's framing (``content-length: 0``
-    aside), ``Expect``, or a forwarded header (the proxy middleware must see it)."""
-    return (name in _NOT_PLAIN or name.startswith(b"x-forwarded-")) and (
-        name != b"content-length" or value.strip() != b"0")
+    aside), ``Expect``, or RFC 7239's ``Forwarded``."""
+    return name in _NOT_PLAIN and (name != b"content-length" or value.strip() != b"0")
 
 
 def line_too_long(url_len: int, max_line: int, parser: Any) -> bool:
@@ -233,9 +243,11 @@ def line_too_long(url_len: int, max_line: int, parser: Any) -> bool:
     return url_len + 42 > max_line and url_len + 10 + len(parser.get_method() or b"") > max_line
 
 
-def _notes(scope: Any) -> tuple[bool, int]:
+def _notes(scope: Any) -> tuple[bool, bool, int]:
     """The notes ``on_header`` takes for the fast path, taken again from a request's scope."""
-    return not any(_rules_out(name, value) for name, value in scope["headers"]), head_size(scope)
+    headers = scope["headers"]
+    return (not any(_rules_out(name, value) for name, value in headers),
+            any(name.startswith(b"x-forwarded-") for name, _ in headers), head_size(scope))
 
 
 #: [the fastpath module], imported on first use (importing pool/ at the top would make
@@ -260,3 +272,16 @@ def _fast_pool(config: Any, app: Any) -> Any:
         except AttributeError:
             pass
     return pool
+
+
+def _scope_pass(config: Any, app: Any) -> Any:
+    """The fast path's :class:`~..pool.fastpath.ScopePass` for ``app``'s layers (once per
+    uvicorn config; after :func:`_fast_pool`), or None: forwarded requests keep the ASGI path."""
+    scope_pass = getattr(config, "_a2wsgi_mp_scope_pass", False)
+    if scope_pass is False:
+        scope_pass = _FAST[0].ScopePass.of(app)
+        try:
+            config._a2wsgi_mp_scope_pass = scope_pass
+        except AttributeError:
+            pass
+    return scope_pass

@@ -3,9 +3,10 @@
 Measured (docs/performance.md, "What an own protocol would buy"): uvicorn's
 protocol and cycle cost a quarter of the front's CPU per request even on the
 fast path.  This protocol serves, by itself, the request most traffic is: a
-body-less GET (or OPTIONS, DELETE...) without ``Expect``, forwarded or upgrade
-headers, alone in its read, whose answer the worker sends complete in its first
-frame.  It parses with httptools, dispatches straight to the pool, writes the
+body-less GET (or OPTIONS, DELETE...) without ``Expect`` or upgrade headers,
+alone in its read, whose answer the worker sends complete in its first frame
+(a proxy's ``X-Forwarded-*`` headers are applied to the scope as the middleware
+would, :class:`~..pool.fastpath.ScopePass`).  It parses with httptools, dispatches straight to the pool, writes the
 answer in one ``write`` and carries the duties such a request has inline: the
 head limits' counts, one timer for the header and keep-alive timeouts, the
 record (metrics, access log), uvicorn's access log line and its request count.
@@ -39,7 +40,7 @@ from ..pool.app import _cancel
 from ..record import Record
 from . import HeadLimits
 from .guard import HeadGuard
-from .httptools_proto import _NOT_PLAIN, _fast_pool, _rules_out, line_too_long
+from .httptools_proto import _NOT_PLAIN, _fast_pool, _rules_out, _scope_pass, line_too_long
 
 __all__ = ["LeanProtocol"]
 
@@ -76,6 +77,7 @@ class LeanProtocol(asyncio.Protocol):
     _write_paused = False
     _parsed = False  # a whole request was parsed in this read
     _heard = False  # bytes of the head under way arrived (408 rather than a silent close)
+    _forwarded = False  # the head under way has X-Forwarded-* headers (see _request)
     #: Loop time the head under way began (at accept: the first head's clock runs); None: no head under way.
     _head_since: float | None = None
     #: Loop time the connection became idle after a response; None: not idle.
@@ -198,6 +200,7 @@ class LeanProtocol(asyncio.Protocol):
         self._url = []
         self._headers = []
         self._fields = self._head_bytes = self._url_len = 0
+        self._forwarded = False
 
     def on_url(self, url: bytes) -> None:
         self._url.append(url)
@@ -212,11 +215,13 @@ class LeanProtocol(asyncio.Protocol):
         if size > self._max_field or fields > self._max_fields or head_bytes > self._max_head:
             raise _HandOver  # 431: LimitedHttpToolsProtocol says so
         low = _PLAIN.get(name)
-        if low is None:  # a name not seen yet (or one that may rule the request out)
+        if low is None:  # a name not seen yet (or one that may rule the request out, or a proxy's)
             low = name.lower()
             if low in _NOT_PLAIN or low.startswith(b"x-forwarded-"):
-                if _rules_out(low, value):
-                    raise _HandOver  # a body, Expect, a proxy's header
+                if low.startswith(b"x-forwarded-"):
+                    self._forwarded = True  # (the scope pass in _request)
+                elif _rules_out(low, value):
+                    raise _HandOver  # a body, Expect, RFC 7239's Forwarded
             elif len(_PLAIN) < _PLAIN_MAX:
                 _PLAIN[name] = low
         self._headers.append((low, value.rstrip(b" \t")))
@@ -266,6 +271,13 @@ class LeanProtocol(asyncio.Protocol):
                                        or len(self.server_state.tasks) >= limit)):
             self._hand_over()  # (over the limit: uvicorn's protocol answers its 503)
             return
+        if self._forwarded:  # what the proxy-headers middleware (and gunicorn's front) make of it
+            scope_pass = _scope_pass(self.config, self.config.loaded_app)
+            passed = scope_pass(scope) if scope_pass is not None else None
+            if passed is None:
+                self._hand_over()
+                return
+            scope = self.scope = passed
         self.record = Record(scope, perf_counter())
         self._busy = True
         slot = pool.dispatcher.take_or_wait(self)
@@ -529,7 +541,7 @@ class _Adoption:
     def __call__(self, protocol: Any, cycle: Any) -> None:
         """``protocol``'s first request (``cycle``) is the lean protocol's: its relay (or 503) from here."""
         lean = self.lean
-        request = fastpath.FastRequest(lean.pool, protocol, cycle)
+        request = fastpath.FastRequest(lean.pool, protocol, cycle, lean.scope)
         request.record = lean.record
         request.exchange = self.exchange
         lean._busy = False

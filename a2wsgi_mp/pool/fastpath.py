@@ -11,7 +11,7 @@ frame goes out in one write (:mod:`a2wsgi_mp.framing`), the uvicorn cycle then
 completed as ``send()`` would (keep-alive, pipelining, access log).
 
 Everything else keeps the ASGI path, decided as late as possible and losing
-nothing: a request with a body, ``Expect``, forwarded headers, the metrics path,
+nothing: a request with a body, ``Expect``, RFC 7239's ``Forwarded``, the metrics path,
 a pool that would refuse (503) — the usual task from the start; a response that
 streams, a file, HEAD, a 1xx/204/304, a dead worker (502), a timeout (504) —
 the usual relay picks up the same exchange where the callback stopped.
@@ -19,9 +19,13 @@ the usual relay picks up the same exchange where the callback stopped.
 
 from __future__ import annotations
 
+import copy
 import time
 from time import perf_counter
 from typing import Any, cast
+
+from uvicorn.middleware.message_logger import MessageLoggerMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from ..framing import frame_head
 from ..ipc import protocol
@@ -44,11 +48,80 @@ def find_pool(app: Any) -> WSGIPool | None:
     return None
 
 
+class ScopePass:
+    """What the layers between uvicorn and the pool do to a forwarded request's scope, done
+    without them: uvicorn's proxy-headers middleware (``--forwarded-allow-ips``: the client
+    address and scheme from ``X-Forwarded-For``/``-Proto``) and the gunicorn worker's front
+    (``secure_scheme_headers``).
+
+    Behind a proxy every request carries those headers: without this, every one of them
+    took the ASGI path.  The layers' own code decides (copies of them, each calling the
+    next copy instead of the next layer, the last a capture of the scope the pool would
+    get), so what uvicorn's or gunicorn's version does to the scope is what is done here;
+    a layer that would answer by itself (gunicorn's 400 for contradictory scheme headers),
+    await anything, or raise leaves the request to the ASGI path, which does it for real."""
+
+    __slots__ = ("_chain", "_seen")
+
+    def __init__(self, layers: list[Any]) -> None:
+        chain: Any = self._capture
+        for layer in reversed(layers):
+            clone = copy.copy(layer)
+            clone.app = chain
+            chain = clone
+        self._chain = chain
+        self._seen: Any = None
+
+    @classmethod
+    def of(cls, app: Any) -> ScopePass | None:
+        """The pass for the layers above the pool in ``app`` (as :func:`find_pool` walks
+        them), or None if one of them is not known to touch nothing but the scope."""
+        layers: list[Any] = []
+        for _ in range(4):
+            if isinstance(app, WSGIPool):
+                return cls(layers)
+            if isinstance(app, _SCOPE_LAYERS) or getattr(app, "fast_path_scope_layer", False):
+                layers.append(app)
+            elif not isinstance(app, MessageLoggerMiddleware):  # (a trace log: the fast path logs no messages)
+                return None
+            app = getattr(app, "app", None)
+        return None
+
+    async def _capture(self, scope: Any, receive: Any, send: Any) -> None:
+        self._seen = scope
+
+    def __call__(self, scope: dict) -> dict | None:
+        """The scope the pool would be called with, or None: the ASGI path's to do.
+        (``scope`` itself is changed in place as the middleware would change it.)"""
+        self._seen = None
+        step = self._chain(scope, _not_here, _not_here)
+        try:
+            step.send(None)
+        except StopIteration:
+            return self._seen
+        except Exception:  # (answered by the layer itself, or its error: the ASGI path shows it)
+            return None
+        step.close()  # it awaited something: not a scope-only layer after all
+        return None
+
+
+async def _not_here(*_: Any) -> Any:
+    raise _Answered
+
+
+class _Answered(Exception):
+    """A layer of a ScopePass received or sent a message: the request is not the fast path's."""
+
+
+#: Layers known to act on a request's scope alone (what the gunicorn worker's own front marks itself).
+_SCOPE_LAYERS = (ProxyHeadersMiddleware,)
+
+
 def eligible(scope: dict, pool: WSGIPool, plain: bool, head_bytes: int) -> bool:
     """A request the fast path may take: no body, nothing a middleware would change.
 
     The protocol noted while parsing whether any header rules it out (``plain``:
-    no body framing, ``Expect`` or forwarded headers) and the bytes of its URL and
+    no body framing, ``Expect`` or ``Forwarded``) and the bytes of its URL and
     fields (``head_bytes``, at least :func:`~a2wsgi_mp.environ.head_size`'s count):
     no second pass over the headers here."""
     cfg = pool.config
@@ -93,16 +166,19 @@ class FastRequest:
     (a slot, when the request queues) and then the exchange's (the worker's first
     frame) — as callbacks: no task, no future per request."""
 
-    __slots__ = ("cycle", "dispatcher", "exchange", "pool", "protocol", "queued_at", "record")
+    __slots__ = ("cycle", "dispatcher", "exchange", "pool", "protocol", "queued_at", "record", "scope")
 
-    def __init__(self, pool: WSGIPool, protocol_: Any, cycle: Any) -> None:
+    def __init__(self, pool: WSGIPool, protocol_: Any, cycle: Any, scope: Any) -> None:
         self.pool = pool
         self.dispatcher = pool.dispatcher
         self.protocol = protocol_
         self.cycle = cycle
+        #: The scope the pool is called with: the cycle's, or what the layers above the pool make of
+        #: it (``ScopePass``: a forwarded request's client and scheme).
+        self.scope = scope
         self.exchange: Any = None
         #: The request's record (metrics, access log), as WSGIPool._http keeps one.
-        self.record = Record(cycle.scope, perf_counter())
+        self.record = Record(scope, perf_counter())
         self.queued_at = 0.0
 
     def start(self) -> None:
@@ -148,7 +224,8 @@ class FastRequest:
             return
         record.pid = slot.worker.pid
         pool = self.pool
-        self.exchange = send(pool, slot, cycle.scope, pool._worker_head(cycle.scope, cycle.send), self)
+        scope = self.scope
+        self.exchange = send(pool, slot, scope, pool._worker_head(scope, cycle.send), self)
         if self.exchange is None:  # (not sent: the ASGI path dispatches it again)
             self._hand_back(None)
 
@@ -180,8 +257,9 @@ class FastRequest:
         its queue (``refused``), in a task of its own."""
         pool = self.pool
         record = self.record
+        scope = self.scope  # (not the cycle's: the one the layers above the pool made, if any)
 
-        async def rest(scope: Any, receive: Any, send: Any) -> None:
+        async def rest(_: Any, receive: Any, send: Any) -> None:
             with Recording(pool, record):
                 if refused is not None:
                     await _send_unavailable(send, refused, record)
