@@ -45,9 +45,9 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
 
 
-def wrk_args(url: str, conns: int, duration: float, headers: tuple[str, ...] = ()) -> list[str]:
+def wrk_args(url: str, conns: int, duration: float, headers: tuple[str, ...] = (), script: str = "") -> list[str]:
     seconds = max(1, math.ceil(duration))  # wrk takes whole seconds only
-    extra = [arg for header in headers for arg in ("-H", header)]
+    extra = [arg for header in headers for arg in ("-H", header)] + (["-s", script] if script else [])
     return [ensure_wrk(), "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "--timeout", "2s", *extra, url]
 
 
@@ -92,8 +92,8 @@ def run_wrk_best(url: str, conns: int, duration: float, repeat: int,
     return best
 
 
-def run_wrk(url: str, conns: int, duration: float, headers: tuple[str, ...] = ()) -> dict[str, Any]:
-    proc = subprocess.run(wrk_args(url, conns, duration, headers), capture_output=True, text=True,
+def run_wrk(url: str, conns: int, duration: float, headers: tuple[str, ...] = (), script: str = "") -> dict[str, Any]:
+    proc = subprocess.run(wrk_args(url, conns, duration, headers, script), capture_output=True, text=True,
                           timeout=duration + 15)
     r = parse_wrk(proc.stdout, duration)
     if proc.returncode != 0 or not r["requests"]:

@@ -42,6 +42,26 @@ def start(tree: str, app: str, port: int, extra: list[str]) -> subprocess.Popen:
     return subprocess.Popen(argv, cwd=tree, env=env, start_new_session=True)
 
 
+def _mix_script(every: int) -> str:
+    """A wrk script: every ``every``-th request (wrk's one thread) a POST of 64 bytes to the same path,
+    so each connection sends a body now and then.  The caller removes the file."""
+    import tempfile
+
+    lua = f"""
+local n = 0
+request = function()
+  n = n + 1
+  if n % {every} == 0 then
+    return wrk.format("POST", nil, {{["Content-Type"] = "text/plain"}}, string.rep("x", 64))
+  end
+  return wrk.format("GET")
+end
+"""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(lua)
+    return f.name
+
+
 def cpu_times(procs: list[psutil.Process]) -> dict[int, float]:
     out = {}
     for p in procs:
@@ -66,9 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--header", action="append", default=[],
                         help="a request header for both loads, as wrk's -H (repeatable): e.g. a proxy's "
                              "'X-Forwarded-For: 203.0.113.9'")
+    parser.add_argument("--mix", type=int, default=0, metavar="N",
+                        help="every Nth request a small POST, on whichever connection (a keep-alive connection that "
+                             "sends a body now and then: a browser's form, a proxy's pooled connection)")
     args = parser.parse_args(argv)
     app, path = TARGETS[args.page]
     headers = tuple(args.header)
+    script = _mix_script(args.mix) if args.mix else ""
     servers: list[tuple[subprocess.Popen, int]] = []
     try:
         for tree, extra in ((args.tree_a, args.a_options), (args.tree_b, args.b_options)):
@@ -89,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             import concurrent.futures
 
             with concurrent.futures.ThreadPoolExecutor(2) as pool:
-                runs = [pool.submit(run_wrk, f"http://127.0.0.1:{port}{path}", args.conns, seconds, headers)
+                runs = [pool.submit(run_wrk, f"http://127.0.0.1:{port}{path}", args.conns, seconds, headers, script)
                         for _, port in servers]
                 return [r.result() for r in runs]
 
@@ -119,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"  B/A median {statistics.median(ratios):.3f} (rounds {', '.join(f'{r:.2f}' for r in ratios)})")
         return 0
     finally:
+        if script:
+            os.unlink(script)
         for proc, _ in servers:
             try:
                 os.killpg(proc.pid, signal.SIGTERM)

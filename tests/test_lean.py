@@ -77,7 +77,10 @@ def test_plain_requests_are_served_without_a_hand_over(lean: Server) -> None:
     assert _handovers(lean) == before + 1  # (the read of `before`)
 
 
-def test_a_body_hands_the_connection_over_and_it_keeps_serving(lean: Server) -> None:
+def test_a_body_hands_the_connection_over_and_back_once_idle(lean: Server) -> None:
+    """A keep-alive connection that sends a body now and then (a browser's form, a proxy's pooled
+    upstream connection) is uvicorn's protocol's for that request and the lean protocol's again
+    once it is answered: each body is a hand-over of its own."""
     before = _handovers(lean)
     with httpx.Client(base_url=lean.url, timeout=10) as c:
         assert c.get("/hello").status_code == 200
@@ -85,7 +88,36 @@ def test_a_body_hands_the_connection_over_and_it_keeps_serving(lean: Server) -> 
         for _ in range(5):
             assert c.get("/hello").content == b"Hello, world!"
             assert c.post("/echo", content=b"x").content == b"x"
-    assert _handovers(lean) == before + 1 + 1  # (once: the connection is uvicorn's protocol's from then on)
+            assert c.head("/hello").status_code == 200
+    assert _handovers(lean) == before + 11 + 1  # (6 bodies, 5 HEADs; and the read of `before`)
+
+
+def test_a_next_head_begun_in_the_same_read_keeps_the_connection_until_it_is_answered(lean: Server) -> None:
+    """The first bytes of the next request came with a body: they are in uvicorn's parser, so the
+    connection goes back to the lean protocol only after that request's answer."""
+    before = _handovers(lean)
+    with socket.create_connection((HOST, lean.port), timeout=10) as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhiGET /hel")
+        assert _recv_until(s, 1, ["POST"])[0].body == b"hi"
+        s.sendall(b"lo HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _recv_until(s, 1, ["GET"])[0].body == b"Hello, world!"
+        for _ in range(3):
+            s.sendall(b"GET /nolength HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _recv_until(s, 1, ["GET"])[0].body == b"no length given"
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nho")
+        assert _recv_until(s, 1, ["POST"])[0].body == b"ho"
+    assert _handovers(lean) == before + 2 + 1
+
+
+def test_a_connection_handed_back_keeps_its_keep_alive_timeout(records: Path) -> None:
+    with Server.cli(APP, "--workers", "1", "--timeout-keep-alive", "1", "--metrics-path", "/metrics",
+                    env={"FASTPATH_RECORD_DIR": str(records)}, ready_path="/hello") as server:
+        with socket.create_connection((HOST, server.port), timeout=10) as s:
+            s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+            assert _recv_until(s, 1, ["POST"])[0].body == b"hi"
+            t0 = time.monotonic()
+            assert s.recv(65536) == b""  # closed by the server (the socket's own timeout: 10 s)
+            assert time.monotonic() - t0 < 5, f"closed after {time.monotonic() - t0:.2f} s"
 
 
 @pytest.mark.parametrize("first", [b"HEAD /hello", b"OPTIONS *", b"GET /client"])

@@ -89,6 +89,10 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
     _forwarded = False  # an X-Forwarded-* header seen: the fast path needs the scope pass (fastpath.ScopePass)
     #: Set by the lean protocol that handed this connection over: takes up its first request.
     _adopt: Any = None
+    #: Set by the lean protocol that handed this connection over: it takes the connection back
+    #: once idle (``_hand_back``).
+    _hand_back_to: Any = None
+    _between = True  # no byte of a next message is in the parser (its last message complete)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._url_parts: list[bytes] = []
@@ -142,6 +146,7 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._between = False
         self._in_head = self._heard = True
         self._fields = self._head_bytes = self._url_len = 0
         self._url_parts = []
@@ -186,7 +191,29 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
 
     def on_message_complete(self) -> None:
         self._completed += 1
+        self._between = True
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._hand_back_to is not None and self._idle_since is not None:
+            self._hand_back()
+
+    def _hand_back(self) -> None:
+        """The connection is idle, as the lean protocol that handed it over left it at each of
+        its answers: back to it, so a keep-alive connection that once sent a body (or HEAD, or a
+        pipelined pair) is not served by this protocol for the rest of its life.  Only when nothing
+        is half done: no byte of a next request read (the parser holds none), nothing pipelined,
+        no refusal owed, the client reading what it was sent."""
+        if (self._between and not self.pipeline and self._deferred is None and not self._refused
+                and not self.flow.write_paused and not self.transport.is_closing()):
+            self.connections.discard(self)
+            self._disarm_all()
+            task = self.timeout_keep_alive_task
+            if task is not None:
+                task.cancel()
+                self.timeout_keep_alive_task = None
+            self._hand_back_to._take_back(self)
 
     # ------------------------------------------------------------ the fast path (pool/fastpath.py)
 

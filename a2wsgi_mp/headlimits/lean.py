@@ -480,6 +480,8 @@ class LeanProtocol(asyncio.Protocol):
                                   _loop=self.loop)
         if adopt is not None or refused is not None:
             new._adopt = _Adoption(self, adopt, refused)
+        if was_ours:
+            new._hand_back_to = type(self)  # (it hands the connection back once idle: _take_back)
         transport.set_protocol(new)
         new.connection_made(transport)
         if not was_ours and transport.is_closing():  # (closed at accept, over the connection cap)
@@ -506,6 +508,22 @@ class LeanProtocol(asyncio.Protocol):
             else:
                 self.record.reason = "client gone"
                 self.pool._finish(self.record)
+
+    @classmethod
+    def _take_back(cls, old: Any) -> None:
+        """The connection this class handed ``old`` (a LimitedHttpToolsProtocol) is idle again
+        (``old`` checked that nothing is half done and stopped its clocks): this class's from here,
+        its keep-alive clock still running from the last answer."""
+        transport = old.transport
+        lean = cls(old.config, old.server_state, old.app_state, _loop=old.loop)
+        lean.transport = transport
+        lean.pool = _fast_pool(lean.config, lean.config.loaded_app)
+        lean.server, lean.client = old.server, old.client
+        lean.server_state.connections.add(lean)
+        lean._head_since = None
+        lean._idle_since = old._idle_since
+        lean._arm()
+        transport.set_protocol(lean)
 
     def _carry_clocks(self, new: Any, data: bytes) -> None:
         """The new protocol's clocks where this one's stood: a head under way keeps the time its
