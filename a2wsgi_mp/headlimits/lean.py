@@ -14,12 +14,13 @@ record (metrics, access log), uvicorn's access log line and its request count.
 Anything else **hands the connection over** to :class:`LimitedHttpToolsProtocol`
 (as uvicorn hands a WebSocket upgrade to its WebSocket protocol): a fresh one is
 made for the transport and fed the raw bytes since the last answered request, so
-a body, a refusal (the same limits give the same 4xx), a malformed head, a
-proxy header, HEAD, a pipelined mix, TLS, the metrics path, a full queue... are
-handled by the code that handles them today, which keeps the connection from
-then on.  A request already at a worker whose answer turns out to stream (or to
-be a 502, a 504, a file...) is *adopted* by the new protocol's first request:
-its relay picks up the same exchange, instead of sending the request again.
+a body, a refusal (the same limits give the same 4xx), a malformed head, HEAD,
+a pipelined mix, TLS, the metrics path, a full queue... are handled by the code
+that handles them today, which hands the connection back once it is idle with
+nothing half done (``LimitedHttpToolsProtocol._hand_back``).  A request
+already at a worker whose answer turns out to stream (or to be a 502, a 504, a
+file...) is *adopted* by the new protocol's first request: its relay picks up
+the same exchange, instead of sending the request again.
 """
 
 from __future__ import annotations
