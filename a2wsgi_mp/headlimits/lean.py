@@ -6,7 +6,8 @@ fast path.  This protocol serves, by itself, the request most traffic is: a
 body-less GET (or OPTIONS, DELETE...) without ``Expect`` or upgrade headers,
 alone in its read, whose answer the worker sends complete in its first frame
 (a proxy's ``X-Forwarded-*`` headers are applied to the scope as the middleware
-would, :class:`~..pool.fastpath.ScopePass`).  It parses with httptools, dispatches straight to the pool, writes the
+would: :class:`~..pool.fastpath.ScopePass`).  It parses with httptools,
+dispatches straight to the pool, writes the
 answer in one ``write`` and carries the duties such a request has inline: the
 head limits' counts, one timer for the header and keep-alive timeouts, the
 record (metrics, access log), uvicorn's access log line and its request count.

@@ -23,6 +23,11 @@ from wsgiref.validate import validator
 NOT_CALLABLE = 42
 
 
+#: /together's meeting points, by key.
+_BARRIERS: dict[str, threading.Barrier] = {}
+_BARRIERS_LOCK = threading.Lock()
+
+
 def _json(start_response, data, status="200 OK"):
     body = json.dumps(data).encode()
     start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
@@ -132,6 +137,14 @@ def app(environ, start_response):
         # ("-c APP START_METHOD FRONT_PID FD") or the front's.
         forked = sys.argv[2:3] != [str(os.getppid())]
         return _json(start_response, {"pid": os.getpid(), "thread": threading.get_ident(), "forked": forked})
+    if path == "/together":  # n requests that must all be running at once to be answered (no clock)
+        with _BARRIERS_LOCK:
+            barrier = _BARRIERS.setdefault(q.get("key", ""), threading.Barrier(int(q.get("n", "2"))))
+        try:
+            barrier.wait(timeout=20)
+        except threading.BrokenBarrierError:
+            return _json(start_response, {"error": "not all at once"}, "503 Service Unavailable")
+        return _json(start_response, {"pid": os.getpid(), "thread": threading.get_ident()})
     if path == "/sleep":
         if "started" in q:  # the test waits for this instead of sleeping itself
             _record(f"started-{q['started']}")
