@@ -430,8 +430,8 @@ def test_limit_concurrency_is_uvicorns_limit_with_the_lean_protocol(records: Pat
 
 def test_header_names_are_lowered_through_a_bounded_cache_of_plain_names(monkeypatch: pytest.MonkeyPatch) -> None:
     """on_header's cache (raw name -> lower-cased) holds only names that never rule a request
-    out, so a body's framing, Expect or a proxy's header is tested every time; it stops growing
-    at its bound, and names past it are lower-cased all the same."""
+    out nor are a proxy's, so a body's framing, Expect or X-Forwarded-* is noted every time; it
+    stops growing at its bound, and names past it are lower-cased all the same."""
     from a2wsgi_mp.headlimits import lean as module
 
     monkeypatch.setattr(module, "_PLAIN", {})
@@ -442,12 +442,16 @@ def test_header_names_are_lowered_through_a_bounded_cache_of_plain_names(monkeyp
     proto.on_header(b"X-Thing", b"v \t")
     proto.on_header(b"X-Thing", b"w")
     assert proto._headers == [(b"x-thing", b"v"), (b"x-thing", b"w")] and module._PLAIN == {b"X-Thing": b"x-thing"}
-    for name, value in ((b"Content-Length", b"5"), (b"X-Forwarded-For", b"203.0.113.9"), (b"Expect", b"100-continue"),
+    for name, value in ((b"Content-Length", b"5"), (b"Expect", b"100-continue"),
                         (b"Transfer-Encoding", b"chunked"), (b"Forwarded", b"for=203.0.113.9")):
         for _ in range(2):
             with pytest.raises(module._HandOver):
                 proto.on_header(name, value)
         assert name not in module._PLAIN
+    for _ in range(2):
+        proto._forwarded = False
+        proto.on_header(b"X-Forwarded-For", b"203.0.113.9")
+        assert proto._forwarded and b"X-Forwarded-For" not in module._PLAIN
     proto.on_header(b"Content-Length", b"0")  # (no body: still plain, but never cached)
     assert b"Content-Length" not in module._PLAIN
     for i in range(10):
