@@ -15,7 +15,7 @@ from .ipc.fds import MAX_FDS
 #: How the zygote starts a worker (see :mod:`a2wsgi_mp.pool.zygote`).
 START_METHODS = ("fork", "spawn")
 #: The Linux CPU scheduling policy of the workers (see ``PoolConfig.worker_sched``).
-WORKER_SCHEDS = ("normal", "batch", "idle")
+WORKER_SCHEDS = ("normal", "batch", "idle", "autogroup")
 
 
 def default_start_method() -> str:
@@ -126,7 +126,12 @@ class PoolConfig:
     #: "batch" (SCHED_BATCH) or "idle" (SCHED_IDLE: the workers only get CPU time no
     #: normal task wants, so the front — and anything else on the machine — wins every
     #: wake-up: an async route served by the front keeps its latency beside CPU-bound
-    #: workers, at a cost in throughput when the front is busy; see docs/performance.md).
+    #: workers, at a cost in throughput when the front is busy; see docs/performance.md) or
+    #: "autogroup" (the zygote starts a session of its own, so the workers share a Linux
+    #: autogroup apart from the front's, and that group's nice is 19: the front wins the CPU
+    #: against them, and so does every other session's work; only where autogroup applies:
+    #: kernel.sched_autogroup_enabled=1 and the root cpu cgroup, not in a container or a
+    #: systemd service with the cpu controller; see docs/performance.md).
     #: Set in each worker as it starts; where refused, the worker logs it and serves as normal.
     worker_sched: str = "normal"
 
@@ -175,7 +180,7 @@ class PoolConfig:
             raise ValueError("hooks must name a module ('myproject.pool_hooks') or a .py file: every worker "
                              "process imports it")
         if self.worker_sched not in WORKER_SCHEDS:
-            raise ValueError(f"worker_sched must be 'normal', 'batch' or 'idle', not {self.worker_sched!r}")
+            raise ValueError(f"worker_sched must be one of {', '.join(WORKER_SCHEDS)}, not {self.worker_sched!r}")
         if self.header_map not in HEADER_MAPS:
             raise ValueError(f"header_map must be 'drop', 'refuse' or 'dangerous', not {self.header_map!r}")
 

@@ -16,7 +16,9 @@ Variants: ``normal``, ``batch`` (workers SCHED_BATCH), ``nice5``/``nice10`` (wor
 ``idle`` (workers SCHED_IDLE), ``wslice``/``wshort`` (workers' EEVDF slice 20 ms / 0.1 ms),
 ``wshort_batch``, ``fslice`` (the front's slice 0.1 ms), ``batch_fslice``; a name with ``+prt``
 runs the probe itself SCHED_FIFO (a diagnostic: what is left is the server's share of the tail,
-not the load generator's).  A custom slice needs ``sched_setattr`` (Linux >= 6.12 honours
+not the load generator's).  ``VARIANT@ag`` runs the variant on a second server whose pool has
+``worker_sched="autogroup"`` (a session cannot be changed from outside, so it is started so), e.g.
+``--variants normal,normal@ag,idle``.  A custom slice needs ``sched_setattr`` (Linux >= 6.12 honours
 ``sched_runtime`` for SCHED_OTHER), reached through ctypes here (x86_64 only).
 """
 
@@ -81,6 +83,7 @@ VARIANTS: dict[str, Callable[[int, list[int]], None]] = {
     "batch": lambda f, w: apply(w, os.SCHED_BATCH),
     "nice5": lambda f, w: apply(w, os.SCHED_OTHER, 5),
     "nice10": lambda f, w: apply(w, os.SCHED_OTHER, 10),
+    "nice19": lambda f, w: apply(w, os.SCHED_OTHER, 19),
     "idle": lambda f, w: apply(w, os.SCHED_IDLE),
     "wslice": lambda f, w: apply(w, os.SCHED_OTHER, 0, 20_000_000),
     "wshort": lambda f, w: apply(w, os.SCHED_OTHER, 0, 100_000),
@@ -127,6 +130,14 @@ def measure(server: Server, duration: float, hello: float, probe_prefix: list[st
             "hello_rps": parse_wrk(h.stdout, hello)["good_rps"]}
 
 
+#: Servers a variant can run on (``variant@server``): the default, and one whose pool runs
+#: ``worker_sched="autogroup"`` (its zygote's session is its own: set at start, not from outside).
+SERVERS: dict[str, dict[str, str]] = {
+    "": {},
+    "ag": {"BENCH_MP_OPTIONS": json.dumps({"worker_sched": "autogroup"})},
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -136,17 +147,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = args.variants.split(",")
     results: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    idle: dict[str, Any] = {}
+    servers: dict[str, Server] = {}
     with tempfile.TemporaryDirectory() as logdir:
-        server = Server(Config("a2wsgi_mp", 2, 1, "router"), logdir)
-        server.start()
         try:
-            front, workers = roles(server)
-            print(f"front {front}, workers {workers}", file=sys.stderr)
-            idle = run_probe(server.port, "/ping", 2.0)
-            print(f"idle p99 {idle.get('p99_ms')}", file=sys.stderr)
+            for where in sorted({n.partition("@")[2] for n in names}):
+                server = Server(Config("a2wsgi_mp", 2, 1, "router"), logdir)
+                server.env.update(SERVERS[where])
+                server.logpath += f".{where or 'default'}"
+                server.start()
+                servers[where] = server
+                front, workers = roles(server)
+                probe = run_probe(server.port, "/ping", 2.0)
+                idle[where] = probe.get("p99_ms")
+                print(f"server {where or 'default'}: front {front}, workers {workers}, idle p99 {idle[where]}",
+                      file=sys.stderr)
             for r in range(args.rounds):
                 for name in (names if r % 2 == 0 else names[::-1]):
-                    base, _, flag = name.partition("+")
+                    spec, _, where = name.partition("@")
+                    base, _, flag = spec.partition("+")
+                    server = servers[where]
+                    front, workers = roles(server)
                     VARIANTS[base](front, workers)
                     try:
                         m = measure(server, args.duration, args.hello, ["chrt", "-f", "1"] if flag == "prt" else [])
@@ -157,10 +178,11 @@ def main(argv: list[str] | None = None) -> int:
                           f"cpu {m['cpu_rps']:.0f} rps others {m['others']:.2f} hello {m['hello_rps']:.0f} rps",
                           file=sys.stderr, flush=True)
         finally:
-            server.stop()
+            for server in servers.values():
+                server.stop()
     summary = {n: {k: statistics.median(m[k] for m in ms) for k in ("p99", "p50", "cpu_rps", "hello_rps")}
-               | {"p99_all": [m["p99"] for m in ms]} for n, ms in results.items()}
-    print(json.dumps({"idle_p99": idle.get("p99_ms"), "variants": summary}, indent=1))
+               | {"p99_all": [m["p99"] for m in ms]} for n, ms in results.items() if ms}
+    print(json.dumps({"idle_p99": idle, "variants": summary}, indent=1))
     return 0
 
 

@@ -238,9 +238,11 @@ OPTIONS: list[Option] = [
          "server is not shutting down, 503 otherwise; never sent to a worker (default: off)"),
     pool("header_map", str, "header names with underscores: dropped, refused (400) or dangerous (kept, "
          "and X_Forwarded_For lands on HTTP_X_FORWARDED_FOR!)", choices=HEADER_MAPS),
-    pool("worker_sched", str, "the workers' CPU scheduling policy (Linux): normal, batch, or idle (the "
+    pool("worker_sched", str, "the workers' CPU scheduling policy (Linux): normal, batch, idle (the "
          "front wins every wake-up: an async route in the front keeps its latency beside CPU-bound workers; "
-         "workers get only spare CPU)", choices=WORKER_SCHEDS),
+         "workers get only spare CPU), or autogroup (the workers in a session and autogroup of their own at "
+         "nice 19: the front wins against them, and so does any other session's work; only outside a cpu "
+         "cgroup, i.e. not in a container)", choices=WORKER_SCHEDS),
     pool("ipc", str, "bodies via the socketpair (pipe) or a shared-memory ring per slot (shm)",
          choices=("pipe", "shm")),
     pool("fast_path", boolean, "requests without a body skip the ASGI layer in the front, complete "

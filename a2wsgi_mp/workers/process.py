@@ -386,17 +386,30 @@ def watch_rss(limit: int) -> None:
 
 #: ``worker_sched`` -> the policy's name in :mod:`os` (looked up when used: not every platform has them).
 _SCHED_POLICIES = {"batch": "SCHED_BATCH", "idle": "SCHED_IDLE"}
+#: ``worker_sched="autogroup"``: the nice of the workers' autogroup (the lowest priority).
+AUTOGROUP_NICE = 19
+_AUTOGROUP = "/proc/self/autogroup"
+_AUTOGROUP_ENABLED = "/proc/sys/kernel/sched_autogroup_enabled"
 
 
-def set_worker_sched(name: str | None) -> str | None:
+def set_worker_sched(name: str | None, zygote_pid: int | None = None) -> str | None:
     """Put this process under the CPU scheduling policy ``name`` (``PoolConfig.worker_sched``).
 
     Called first thing in a worker, so the threads it starts later inherit it.  Never fails the
     boot: a refused call (a seccomp profile, no such policy on this platform) is returned as a
     message for the front's log, and the worker serves under the policy it has.
+
+    ``"autogroup"``: the zygote (``zygote_pid``) started a session of its own, so Linux put it and
+    every worker it forks in an autogroup of their own (the front's is another), and the worker
+    sets that group's nice to :data:`AUTOGROUP_NICE` (unprivileged: a nice is only raised; every
+    worker writes the same value).  The scheduler picks between groups first, so the front's
+    group wins the CPU against the workers' (docs/performance.md, "P3 and autogroup").  Written
+    only in a session that is the zygote's: never to the front's group (or a shell's).
     """
     if not name or name == "normal":
         return None
+    if name == "autogroup":
+        return _autogroup_nice(zygote_pid)
     policy = getattr(os, _SCHED_POLICIES.get(name, ""), None)
     try:
         if policy is None or not hasattr(os, "sched_setscheduler"):
@@ -404,6 +417,25 @@ def set_worker_sched(name: str | None) -> str | None:
         os.sched_setscheduler(0, policy, os.sched_param(0))
     except OSError as exc:
         return f"worker_sched={name!r} refused ({exc}): this worker keeps its scheduling policy"
+    return None
+
+
+def _autogroup_nice(zygote_pid: int | None) -> str | None:
+    refused = "worker_sched='autogroup' refused ({}): the workers compete with the front as with 'normal'"
+    try:
+        if zygote_pid is None or os.getsid(0) != zygote_pid:
+            return refused.format("the zygote has no session of its own")
+        with open(_AUTOGROUP, "w") as f:
+            f.write(str(AUTOGROUP_NICE))
+    except OSError as exc:  # no CONFIG_SCHED_AUTOGROUP (or no /proc), or refused
+        return refused.format(exc)
+    try:
+        with open(_AUTOGROUP_ENABLED) as f:
+            enabled = f.read().strip() != "0"
+    except OSError:
+        enabled = True
+    if not enabled:
+        return refused.format("kernel.sched_autogroup_enabled is 0")
     return None
 
 
@@ -416,7 +448,7 @@ def run_worker(app_ref: AppRef, socks: list[socket.socket], parent_pid: int, fro
     ``worker_sched`` (see :func:`set_worker_sched`).
     """
     options = options or {}
-    refused = set_worker_sched(options.get("worker_sched"))
+    refused = set_worker_sched(options.get("worker_sched"), parent_pid)
     tie_to_front(front_fd, parent_pid)
     reset_signals(signal.SIG_IGN)
     reportfile.install()

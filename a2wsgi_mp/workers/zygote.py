@@ -40,6 +40,17 @@ from .inherited import close_inherited
 from .process import EXIT_BOOT_FAILED, die_with_parent, reset_signals, run_worker
 
 
+def own_session(session: bool) -> None:
+    """A process group of our own, in a session of our own if ``session``."""
+    if session:
+        try:
+            os.setsid()
+            return
+        except OSError:  # (already a group leader: the workers report the autogroup they got)
+            pass
+    os.setpgid(0, 0)
+
+
 class _Zygote:
     def __init__(self, ctl: socket.socket, app_ref: AppRef, start_method: str, front_fd: int,
                  options: dict[str, Any] | None = None) -> None:
@@ -157,8 +168,11 @@ def run_zygote(
         # The zygote ends only with the front (EOF, or PDEATHSIG): a SIGTERM to
         # everyone must not take the workers down before the front drains them.
         reset_signals(signal.SIG_IGN)
-        # Our own process group, so terminal and group signals reach the front only.
-        os.setpgid(0, 0)
+        # Our own process group, so terminal and group signals reach the front only;
+        # with worker_sched="autogroup" our own session (and so process group): Linux
+        # gives a session its own autogroup, which every worker inherits (see
+        # a2wsgi_mp.workers.process.set_worker_sched).
+        own_session(bool(options and options.get("worker_sched") == "autogroup"))
         set_role("zygote (preloaded)" if preload else "zygote", describe(app_ref))
         zygote = _Zygote(ctl, app_ref, start_method, front_fd, options)
         if preload:
