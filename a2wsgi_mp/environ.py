@@ -46,6 +46,21 @@ HEAD_KEYS = (
 )
 
 
+#: The request head as it crosses to a worker (IPC protocol version 3): these fields, in this
+#: order, as an array: a map's ten key strings cost the worker more to decode than the rest of
+#: the head.  ``header_map``: None for "drop" (the pool's front sets it only otherwise);
+#: ``direct``: the front takes an OFFER of a streamed body (``pool/direct.py``).
+HEAD_FIELDS = (*HEAD_KEYS, "header_map", "direct")
+
+
+def head_fields(head: Mapping[str, Any]) -> tuple:
+    """A head (or a scope) as the array of :data:`HEAD_FIELDS` (an absent key is None;
+    ``direct`` a bool: whether the key is there)."""
+    get = head.get
+    return (get("method"), get("scheme"), get("path"), get("query_string"), get("root_path"), get("headers"),
+            get("client"), get("server"), get("http_version"), get("header_map"), "direct" in head)
+
+
 def request_head(scope: Mapping[str, Any]) -> dict[str, Any]:
     """The msgpack-clean part of ``scope`` that crosses the process boundary."""
     try:  # (every key there, as from uvicorn: one dict display, the front's hot path)
@@ -102,9 +117,25 @@ def build_environ(
     Django and many older apps read exactly ``CONTENT_LENGTH`` bytes and would
     otherwise see an empty body.
     """
-    get = scope.get
-    root_path: str = get("root_path", "") or ""
-    path: str = get("path", "") or ""
+    return environ_from_head(head_fields(scope), body, errors, multithread, multiprocess, file_wrapper, body_length,
+                             header_map)
+
+
+def environ_from_head(
+    head: tuple,
+    body: IO[bytes],
+    errors: IO[str] | io.TextIOBase | None = None,
+    multithread: bool = False,
+    multiprocess: bool = True,
+    file_wrapper: Any = None,
+    body_length: int | None = None,
+    header_map: str | None = None,
+) -> Environ:
+    """:func:`build_environ` of a head as it comes to a worker: the array of :data:`HEAD_FIELDS`
+    (:func:`head_fields`; None for an absent field)."""
+    method, scheme, path, query, root_path, headers, client, server, http_version, head_map, _direct = head
+    root_path = root_path or ""
+    path = path or ""
     # The ASGI spec says ``path`` includes ``root_path``; older routers strip it.
     # Only a whole-segment prefix counts: "/appendix" is not under "/app".
     if root_path:
@@ -114,19 +145,18 @@ def build_environ(
                 path = rest
         if not root_path.isascii():
             root_path = _latin1_path(root_path)
-    query = get("query_string", b"") or b""
-    server = get("server") or ("localhost", 80)
-    client = get("client")
+    query = query or b""
+    server = server or ("localhost", 80)
     environ: dict[str, Any] = {
-        "REQUEST_METHOD": get("method", "GET"),
+        "REQUEST_METHOD": method if method is not None else "GET",
         "SCRIPT_NAME": root_path,
         "PATH_INFO": path if path.isascii() else _latin1_path(path),  # (_latin1_path inline: nearly every path)
         "QUERY_STRING": query.decode("latin-1") if isinstance(query, bytes) else query,
         "SERVER_NAME": str(server[0]),
         "SERVER_PORT": str(server[1]) if server[1] is not None else "80",
-        "SERVER_PROTOCOL": "HTTP/" + get("http_version", "1.1"),
+        "SERVER_PROTOCOL": "HTTP/" + (http_version if http_version is not None else "1.1"),
         "wsgi.version": (1, 0),
-        "wsgi.url_scheme": get("scheme", "http"),
+        "wsgi.url_scheme": scheme if scheme is not None else "http",
         "wsgi.input": body,
         "wsgi.errors": errors if errors is not None else sys.stderr,
         "wsgi.multithread": multithread,
@@ -139,7 +169,7 @@ def build_environ(
         environ["REMOTE_PORT"] = str(client[1])
     if file_wrapper is not None:
         environ["wsgi.file_wrapper"] = file_wrapper
-    add_headers(environ, get("headers") or (), header_map or get("header_map") or "drop")
+    add_headers(environ, headers or (), header_map or head_map or "drop")
     if body_length and "CONTENT_LENGTH" not in environ:
         environ["CONTENT_LENGTH"] = str(body_length)
     return environ

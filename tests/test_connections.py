@@ -20,6 +20,7 @@ from a2wsgi_mp.ipc.shm import MIN_CHUNK
 from a2wsgi_mp.ipc.worker_connection import PIECE, WorkerConnection
 
 HEAD = {"method": "GET", "path": "/"}
+WIRE_HEAD = p.head_fields(HEAD)  # (as a worker gets it)
 RING = 256 * 1024
 
 
@@ -50,7 +51,7 @@ def _worker_for(front: FrontConnection, rss: int = 123) -> WorkerConnection:
 def test_a_plain_response_ends_the_request() -> None:
     conn = _front()
     data = conn.send_request(1, HEAD, b"hi", 2)
-    assert _decode(data) == [p.Request(1, HEAD, b"hi", 2)]
+    assert _decode(data) == [p.Request(1, WIRE_HEAD, b"hi", 2)]
     assert conn.in_flight == 1 and not conn.started
     events = conn.receive_data(p.encode_usage(7) + p.encode_start(1, 200, [], b"ok", True))
     assert events == [p.Usage(7), p.Start(1, 200, [], b"ok", True)]
@@ -157,7 +158,7 @@ def test_send_request_chooses_inline_or_the_ring(size: int, how: str) -> None:
     data = front.send_request(4, HEAD, body, size)
     assert p.HEADER.unpack_from(data)[1] == (p.Kind.REQUEST_SHM if how == "ring" else p.Kind.REQUEST)
     worker.receive_data(data)
-    assert worker.next_event() == p.Request(4, HEAD, body, size)  # the same event either way
+    assert worker.next_event() == p.Request(4, WIRE_HEAD, body, size)  # the same event either way
     front.close()
     worker.close()
 
@@ -167,7 +168,7 @@ def test_send_request_with_a_spooled_body_passes_its_descriptor() -> None:
     for fd in conn.outbox[0][1]:
         os.close(fd)
     data = conn.send_request(6, HEAD, None, 10 << 20, fd=99)
-    assert _decode(data) == [p.Request(6, HEAD, None, 10 << 20)]  # (the transport sends fd 99 with it)
+    assert _decode(data) == [p.Request(6, WIRE_HEAD, None, 10 << 20)]  # (the transport sends fd 99 with it)
     conn.close()
 
 
@@ -362,7 +363,7 @@ def test_a_cancel_while_an_offer_awaits_its_answer() -> None:
     assert worker.next_event() is None
     front.send_request(2, HEAD, b"", 0)
     worker.receive_data(p.encode_request(2, HEAD, b"", 0))
-    assert worker.next_event() == p.Request(2, HEAD, b"", 0)
+    assert worker.next_event() == p.Request(2, WIRE_HEAD, b"", 0)
 
 
 def test_an_abort_after_take_ends_the_request_and_close_drops_an_unused_socket() -> None:
@@ -422,7 +423,7 @@ def test_worker_control_frames_are_applied_not_queued() -> None:
     worker = WorkerConnection(rss=lambda: 4096)
     worker.receive_data(p.encode_request(1, HEAD, b"", 0) + p.encode_cancel(1) + p.encode_report(True))
     assert worker.cancelled(1) and not worker.cancelled(2)
-    assert worker.next_event() == p.Request(1, HEAD, b"", 0)
+    assert worker.next_event() == p.Request(1, WIRE_HEAD, b"", 0)
     assert worker.next_event() is None
     worker.forget(1)
     assert not worker.cancelled(1)
@@ -435,8 +436,8 @@ def test_worker_control_frames_are_applied_not_queued() -> None:
 
 def test_a_read_that_is_one_request_frame_is_the_request() -> None:
     frame = p.encode_request(1, HEAD, b"", 0)
-    assert WorkerConnection().whole_request(memoryview(bytearray(frame))) == p.Request(1, HEAD, b"", 0)
-    assert WorkerConnection().whole_request(frame) == p.Request(1, HEAD, b"", 0)
+    assert WorkerConnection().whole_request(memoryview(bytearray(frame))) == p.Request(1, WIRE_HEAD, b"", 0)
+    assert WorkerConnection().whole_request(frame) == p.Request(1, WIRE_HEAD, b"", 0)
 
 
 @pytest.mark.parametrize("data", [
@@ -461,8 +462,8 @@ def test_no_shortcut_while_something_is_pending_or_queued() -> None:
     worker = WorkerConnection()
     worker.receive_data(p.encode_request(1, HEAD, b"", 0))  # a request queued
     assert worker.whole_request(frame) is None
-    assert worker.next_event() == p.Request(1, HEAD, b"", 0)
-    assert worker.whole_request(frame) == p.Request(2, HEAD, b"", 0)
+    assert worker.next_event() == p.Request(1, WIRE_HEAD, b"", 0)
+    assert worker.whole_request(frame) == p.Request(2, WIRE_HEAD, b"", 0)
 
 
 def test_worker_eof_cancels_everything() -> None:
@@ -535,7 +536,7 @@ def test_the_worker_rejects_a_bad_request_and_goes_on() -> None:
     worker.receive_data(_frame(p.Kind.REQUEST, [3, "not a head", None, 0]) + p.encode_request(4, HEAD, b"", 0))
     rejected = worker.next_event()
     assert isinstance(rejected, p.Rejected) and rejected.rid == 3
-    assert worker.next_event() == p.Request(4, HEAD, b"", 0)
+    assert worker.next_event() == p.Request(4, WIRE_HEAD, b"", 0)
 
 
 # ---------------------------------------------------------------- both ends, all in memory
@@ -551,7 +552,7 @@ def test_both_ends_through_a_whole_conversation() -> None:
         data = front.send_request(rid, HEAD, body, len(body))
         worker.receive_data(data)
         request = worker.next_event()
-        assert request == p.Request(rid, HEAD, body, len(body))
+        assert request == p.Request(rid, WIRE_HEAD, body, len(body))
         out = [worker.start(rid, 200, [], b"", False)]
         view = memoryview(body[::-1])
         while view:
@@ -603,7 +604,7 @@ def test_every_kind_has_its_event_and_the_generic_encoder_matches() -> None:
     for kind, (cls, _) in ev.FRAMES.items():
         assert cls.KIND == kind
     assert p.encode(p.Start(1, 200, [(b"a", b"b")], b"x", True)) == p.encode_start(1, 200, [(b"a", b"b")], b"x", True)
-    assert p.encode(p.Request(1, HEAD, None, 5)) == p.encode_request(1, HEAD, None, 5)
+    assert p.encode(p.Request(1, WIRE_HEAD, None, 5)) == p.encode_request(1, HEAD, None, 5)
     assert p.REQUEST is p.Kind.REQUEST and p._KIND_NAMES[1] == "REQUEST"
 
 

@@ -9,7 +9,8 @@ from wsgiref import validate
 
 import msgpack
 
-from a2wsgi_mp.environ import HEAD_KEYS, build_environ, request_head
+from a2wsgi_mp.environ import HEAD_KEYS, build_environ, environ_from_head, request_head
+from a2wsgi_mp.ipc import protocol
 
 
 def scope(**overrides):
@@ -34,9 +35,14 @@ def scope(**overrides):
 
 
 def build(s, body=b"", **kwargs):
-    """The worker's view: the scope goes through request_head and msgpack first."""
-    head = msgpack.unpackb(msgpack.packb(request_head(s), use_bin_type=True), raw=False)
-    env = build_environ(head, io.BytesIO(body), errors=io.StringIO(), **kwargs)
+    """The worker's view: the scope goes through request_head and a REQUEST frame first (its head
+    an array), and the worker's environ is the one an in-process build_environ makes of the scope."""
+    request = protocol.Decoder().decode_one(protocol.encode_request(1, request_head(s), b"", 0), protocol.REQUEST)
+    assert isinstance(request, protocol.Request)
+    errors = io.StringIO()
+    env = environ_from_head(request.head, io.BytesIO(body), errors=errors, **kwargs)
+    in_process = build_environ(s, env["wsgi.input"], errors=errors, **kwargs)
+    assert env == in_process
     with warnings.catch_warnings():
         warnings.simplefilter("error", validate.WSGIWarning)
         validate.check_environ(env)

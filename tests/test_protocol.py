@@ -14,9 +14,9 @@ from a2wsgi_mp.ipc import protocol as p
 # One sample of every frame kind, with the event it must decode to.
 SAMPLES = [
     (p.encode_request(7, {"method": "GET", "path": "/x", "headers": [[b"host", b"h"]]}, b"body", 4),
-     p.Request(7, {"method": "GET", "path": "/x", "headers": ((b"host", b"h"),)}, b"body", 4)),
+     p.Request(7, p.head_fields({"method": "GET", "path": "/x", "headers": ((b"host", b"h"),)}), b"body", 4)),
     (p.encode_request(8, {"method": "POST"}, None, 123456789),
-     p.Request(8, {"method": "POST"}, None, 123456789)),
+     p.Request(8, p.head_fields({"method": "POST"}), None, 123456789)),
     (p.encode_cancel(9), p.Cancel(9)),
     (p.encode_spawn(3, 4), p.Spawn(3, 4)),
     (p.encode_ready(4242), p.Ready(4242, p.VERSION)),
@@ -47,7 +47,8 @@ if hasattr(p, "encode_shm_body"):  # the shared-memory ring frames (--ipc shm)
         (p.encode_shm_body(16, 4096, 65536), p.ShmBody(16, 4096, 65536)),
     ]
 if hasattr(p, "encode_request_shm"):  # a request body in the slot's ring (--ipc shm)
-    SAMPLES += [(p.encode_request_shm(17, {"method": "POST"}, 40000), p.RequestShm(17, {"method": "POST"}, 40000))]
+    SAMPLES += [(p.encode_request_shm(17, {"method": "POST"}, 40000),
+                 p.RequestShm(17, p.head_fields({"method": "POST"}), 40000))]
 if hasattr(p, "encode_usage"):  # RSS reports for max_rss (version 2)
     SAMPLES += [(p.encode_report(True), p.Report(True)), (p.encode_report(False), p.Report(False)),
                 (p.encode_usage(215 << 20), p.Usage(215 << 20))]
@@ -394,15 +395,45 @@ def test_fuzz_one_corrupted_byte_in_a_valid_stream(index: int, value: int, cut: 
 
 def test_header_layout_is_stable() -> None:
     # The wire format since version 1: !BBI header, BODY payload = !I request id + raw bytes.
-    # Version 2 added REPORT and USAGE.
-    assert p.VERSION == 2
+    # Version 2 added REPORT and USAGE; version 3 made a REQUEST's head an array.
+    assert p.VERSION == 3
     assert p.HEADER_SIZE == 6
-    assert p.encode_body(1, b"ab") == struct.pack("!BBII", 2, p.BODY, 6, 1) + b"ab"
+    assert p.encode_body(1, b"ab") == struct.pack("!BBII", 3, p.BODY, 6, 1) + b"ab"
 
 
-def test_a_version_1_peer_is_refused_at_its_first_frame() -> None:
-    with pytest.raises(p.ProtocolError, match="unsupported protocol version 1 .this side speaks 2."):
-        list(decode_stream(_frame(p.READY, msgpack.packb([1, 1]), version=1)))
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_peer_is_refused_at_its_first_frame(version: int) -> None:
+    with pytest.raises(p.ProtocolError, match=f"unsupported protocol version {version} .this side speaks 3."):
+        list(decode_stream(_frame(p.READY, msgpack.packb([1, version]), version=version)))
+    # A version 2 front's REQUEST (a map head) never reaches the app, even in a lenient worker.
+    v2_request = _frame(p.REQUEST, msgpack.packb([1, {"method": "GET"}, b"", 0]), version=2)
+    with pytest.raises(p.ProtocolError, match="unsupported protocol version 2"):
+        p.Decoder(lenient=True).receive(v2_request, [])
+    assert p.Decoder(lenient=True).decode_one(v2_request, p.REQUEST) is None
+
+
+def test_the_request_head_crosses_as_an_array_of_head_fields() -> None:
+    head = {"method": "PUT", "scheme": "https", "path": "/p", "query_string": b"q=1", "root_path": "/r",
+            "headers": [(b"a", b"b")], "client": ("1.2.3.4", 5), "server": ("h", 443), "http_version": "2",
+            "header_map": "refuse", "direct": True}
+    assert p.HEAD_FIELDS == (*head,)
+    fields = msgpack.unpackb(p.encode_request(1, head, b"", 0)[p.HEADER_SIZE:], use_list=False)[1]
+    assert fields == ("PUT", "https", "/p", b"q=1", "/r", ((b"a", b"b"),), ("1.2.3.4", 5), ("h", 443), "2",
+                      "refuse", True)
+    # Absent keys are nil; ``direct`` is whether the key is there.
+    assert p.head_fields({"method": "GET"}) == ("GET", *[None] * 8, None, False)
+    shm = msgpack.unpackb(p.encode_request_shm(2, {"method": "GET"}, 9)[p.HEADER_SIZE:], use_list=False)
+    assert shm == (2, p.head_fields({"method": "GET"}), 9)
+
+
+@pytest.mark.parametrize("head", [{"method": "GET"}, ("GET",) * 10, ("GET",) * 12, ["GET"] * 11, None])
+def test_a_request_head_not_an_array_of_eleven_is_malformed(head: object) -> None:
+    frame = _frame(p.REQUEST, msgpack.packb([1, head, b"", 0]))
+    if head == ["GET"] * 11:  # (msgpack has one array type: this one is well-formed)
+        assert p.Decoder().decode_one(frame, p.REQUEST) == p.Request(1, ("GET",) * 11, b"", 0)
+        return
+    with pytest.raises(p.ProtocolError, match="malformed Request"):
+        list(decode_stream(frame))
 
 
 def decode_stream(data: bytes):
@@ -444,8 +475,8 @@ def test_decode_one_declines_all_but_exactly_one_frame_and_consumes_nothing() ->
     assert decoder.decode_one(frame, p.REQUEST) is None
     out: list[p.Event] = []
     decoder.receive(frame[3:], out)
-    assert out == [p.Request(1, {"method": "GET"}, b"", 0)]
-    assert decoder.decode_one(frame, p.REQUEST) == p.Request(1, {"method": "GET"}, b"", 0)
+    assert out == [p.Request(1, p.head_fields({"method": "GET"}), b"", 0)]
+    assert decoder.decode_one(frame, p.REQUEST) == p.Request(1, p.head_fields({"method": "GET"}), b"", 0)
     skipping = p.Decoder(lenient=True)  # an oversized frame streaming past
     skipping.receive(p.HEADER.pack(p.VERSION, p.REQUEST, p.MAX_PAYLOAD + 1) + msgpack.packb([5]) + b"x" * 10, out)
     assert skipping.decode_one(frame, p.REQUEST) is None

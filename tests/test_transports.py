@@ -42,7 +42,7 @@ def test_request_shm_frame_round_trip_and_needs_a_ring():
 
     dec = protocol.Decoder()
     dec.feed(protocol.encode_request_shm(9, {"method": "POST"}, 5))
-    assert list(dec.events()) == [protocol.RequestShm(9, {"method": "POST"}, 5)]
+    assert list(dec.events()) == [protocol.RequestShm(9, protocol.head_fields({"method": "POST"}), 5)]
     a, b = socket.socketpair()
     pipe = WorkerPipe(b)
     a.sendall(protocol.encode_request_shm(9, {}, 5))

@@ -15,6 +15,7 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Any, Callable, NamedTuple, TypeVar, Union
 
+from ..environ import HEAD_FIELDS
 from .frames import VERSION
 
 __all__ = [
@@ -131,11 +132,15 @@ def _headers(headers: Any) -> list | None:
 # ---------------------------------------------------------------- front -> worker
 
 
+#: A REQUEST's head is the array of environ.HEAD_FIELDS.
+_HEAD_LEN = len(HEAD_FIELDS)
+
+
 def _request(fields: tuple) -> "Request | None":
     # The worker's hot path: one call, not a check and a constructor.
     rid, head, body, body_length = fields
-    if (isinstance(rid, int) and isinstance(head, dict) and (body is None or isinstance(body, bytes))
-            and isinstance(body_length, int) and body_length >= 0):
+    if (isinstance(rid, int) and type(head) is tuple and len(head) == _HEAD_LEN
+            and (body is None or isinstance(body, bytes)) and isinstance(body_length, int) and body_length >= 0):
         return new_event(Request, fields)
     return None
 
@@ -143,12 +148,13 @@ def _request(fields: tuple) -> "Request | None":
 @frame(Kind.REQUEST, build=_request)
 class Request(NamedTuple):
     """A request to run: ``head`` is the msgpack-clean scope subset
-    (:func:`a2wsgi_mp.environ.request_head`).  The body is ``body`` inline, or,
+    (:func:`a2wsgi_mp.environ.request_head`) as the array of
+    :data:`~a2wsgi_mp.environ.HEAD_FIELDS` (:func:`~a2wsgi_mp.environ.head_fields`).  The body is ``body`` inline, or,
     when ``body`` is None and ``body_length`` > 0, in a file descriptor that came
     with this frame."""
 
     rid: int
-    head: dict
+    head: tuple
     body: bytes | None
     body_length: int
 
@@ -182,13 +188,14 @@ class ShmCredit(NamedTuple):
 
 
 @frame(Kind.REQUEST_SHM, lambda rid, head, length: (
-    isinstance(rid, int) and isinstance(head, dict) and isinstance(length, int) and length >= 0))
+    isinstance(rid, int) and type(head) is tuple and len(head) == _HEAD_LEN and isinstance(length, int)
+    and length >= 0))
 class RequestShm(NamedTuple):
     """A REQUEST whose ``length``-byte body is at the start of the slot's ring
     (the ring is idle between requests).  The worker copies it out on receipt."""
 
     rid: int
-    head: dict
+    head: tuple
     length: int
 
 

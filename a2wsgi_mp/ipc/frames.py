@@ -10,7 +10,8 @@ from __future__ import annotations
 import struct
 
 #: 2: REPORT and USAGE (a worker's RSS with each response's last frame).
-VERSION = 2
+#: 3: a REQUEST's head is an array (environ.HEAD_FIELDS), not a map.
+VERSION = 3
 HEADER = struct.Struct("!BBI")
 HEADER_SIZE = HEADER.size
 RID = struct.Struct("!I")

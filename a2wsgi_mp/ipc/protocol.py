@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import msgpack
 
+from ..environ import HEAD_FIELDS, head_fields
+
 # Re-exported here, the protocol's entry point: protocol.Kind, protocol.Request,
 # protocol.Decoder, protocol.ProtocolError (and protocol.REQUEST == Kind.REQUEST).
 from .decoder import Decoder
@@ -66,6 +68,7 @@ __all__ = [
     "encode_file", "encode_file_ack", "encode_shm_setup", "encode_request_shm", "encode_shm_credit",
     "encode_shm_body", "encode_report", "encode_usage", "encode_body_header", "encode_body", "encode_end",
     "encode_abort", "encode_log", "encode_app_error", "encode_spawn", "encode_spawned", "encode_exited",
+    "HEAD_FIELDS", "head_fields",
 ]
 
 #: kind number -> name (the tests check that every frame kind round-trips).
@@ -124,7 +127,9 @@ _BODY = int(Kind.BODY)
 
 
 def encode_request(rid: int, head: dict, body: bytes | None, body_length: int) -> bytes:
-    payload = _packb((rid, head, body, body_length))  # (_frame() inline: once per request)
+    """``head``: :func:`~a2wsgi_mp.environ.request_head`'s map (and the front's ``header_map``
+    and ``direct``); it crosses as the array of :data:`~a2wsgi_mp.environ.HEAD_FIELDS`."""
+    payload = _packb((rid, head_fields(head), body, body_length))  # (_frame() inline: once per request)
     return _pack_header(VERSION, _REQUEST, len(payload)) + payload
 
 
@@ -158,7 +163,7 @@ def encode_shm_setup(size: int) -> bytes:
 
 
 def encode_request_shm(rid: int, head: dict, length: int) -> bytes:
-    return _frame(_REQUEST_SHM, _packb((rid, head, length)))
+    return _frame(_REQUEST_SHM, _packb((rid, head_fields(head), length)))
 
 
 def encode_shm_credit(nbytes: int) -> bytes:

@@ -22,7 +22,7 @@ import traceback
 from typing import Any, BinaryIO, Callable, NoReturn
 
 from .. import reportfile
-from ..environ import UnderscoreHeader, build_environ
+from ..environ import UnderscoreHeader, environ_from_head
 from ..hooks import HookError, Hooks, ServerView, WorkerView, load_hooks
 from ..ipc import protocol
 from ..ipc.worker_pipe import PeerGone, WorkerPipe
@@ -287,15 +287,9 @@ def serve_slot(app: Callable[..., Any], pipe: WorkerPipe, multithread: bool) -> 
         if not isinstance(event, protocol.Request):
             raise protocol.ProtocolError(f"worker received unexpected {type(event).__name__}")
         body = _body_stream(pipe, event)
+        head = event.head  # (environ.HEAD_FIELDS: method first, direct last)
         try:
-            environ = build_environ(
-                event.head,
-                body,
-                errors=errors,
-                multithread=multithread,
-                file_wrapper=FileWrapper,
-                body_length=event.body_length,
-            )
+            environ = environ_from_head(head, body, errors, multithread, True, FileWrapper, event.body_length)
         except (UnderscoreHeader, ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
             # A head the app must not see (or a garbled one): this request fails, the worker lives on.
             body.close()
@@ -305,7 +299,7 @@ def serve_slot(app: Callable[..., Any], pipe: WorkerPipe, multithread: bool) -> 
             _answer(pipe, event.rid, status, str(exc) if status == 400 else "Internal Server Error")
             pipe.forget(event.rid)
             continue
-        sink = _Sink(pipe, event.rid, "direct" in event.head and event.head.get("method") != "HEAD")
+        sink = _Sink(pipe, event.rid, head[10] and head[0] != "HEAD")
         try:
             run_wsgi(app, environ, sink, sink.log_error)
             if not sink.finished:  # cancelled by the client: acknowledge
