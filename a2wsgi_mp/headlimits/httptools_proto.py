@@ -90,8 +90,10 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
     #: Set by the lean protocol that handed this connection over: takes up its first request.
     _adopt: Any = None
     #: Set by the lean protocol that handed this connection over: it takes the connection back
-    #: once idle (``_hand_back``).
+    #: once idle (``_hand_back``) after ``_hand_back_after`` requests in a row of the kind it serves.
     _hand_back_to: Any = None
+    _hand_back_after = 1
+    _lean_streak = 0  # requests in a row that took the fast path (the kind the lean protocol serves)
     _between = True  # no byte of a next message is in the parser (its last message complete)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -196,7 +198,8 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self._hand_back_to is not None and self._idle_since is not None:
+        if self._hand_back_to is not None and self._idle_since is not None and \
+                self._lean_streak >= self._hand_back_after:
             self._hand_back()
 
     def _hand_back(self) -> None:
@@ -238,8 +241,10 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
                         scope_pass = _scope_pass(self.config, app)
                         scope = scope_pass(scope) if scope_pass is not None else None
                     if scope is not None:
+                        self._lean_streak += 1
                         fastpath.FastRequest(pool, self, cycle, scope).start()
                         return
+        self._lean_streak = 0
         super()._start_asgi_task(cycle, app)
 
     def _run_asgi_task(self, cycle: Any, app: Any) -> None:
