@@ -121,6 +121,19 @@ def test_a_next_head_begun_in_the_same_read_keeps_the_connection_until_it_is_ans
     assert _handovers(lean) == before + 2 + 1
 
 
+def test_without_keep_alive_a_connection_is_not_handed_back_but_closed(records: Path) -> None:
+    """``--timeout-keep-alive 0``: uvicorn's protocol closes the connection once its answers are out
+    (here a body and a request pipelined behind it); it is not handed back to be held open."""
+    with Server.cli(APP, "--workers", "1", "--timeout-keep-alive", "0", ready_path="/hello") as server:
+        with socket.create_connection((HOST, server.port), timeout=10) as s:
+            s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+                      b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):  # (the socket's own timeout, 10 s, if never closed)
+                data += chunk
+            assert [a.body for a in h11_responses(data, ["POST", "GET"])] == [b"hi", b"Hello, world!"]
+
+
 def test_a_connection_handed_back_keeps_its_keep_alive_timeout(records: Path) -> None:
     with Server.cli(APP, "--workers", "1", "--timeout-keep-alive", "1", "--metrics-path", "/metrics",
                     env={"FASTPATH_RECORD_DIR": str(records)}, ready_path="/hello") as server:

@@ -207,9 +207,10 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
         its answers: back to it, so a keep-alive connection that once sent a body (or HEAD, or a
         pipelined pair) is not served by this protocol for the rest of its life.  Only when nothing
         is half done: no byte of a next request read (the parser holds none), nothing pipelined,
-        no refusal owed, the client reading what it was sent."""
+        no refusal owed, the client reading what it was sent, keep-alive on."""
         if (self._between and not self.pipeline and self._deferred is None and not self._refused
-                and not self.flow.write_paused and not self.transport.is_closing()):
+                and not self.flow.write_paused and not self.transport.is_closing()
+                and self.timeout_keep_alive > 0):  # (0: uvicorn's timer, armed just now, closes it at once)
             self.connections.discard(self)
             self._disarm_all()
             task = self.timeout_keep_alive_task
