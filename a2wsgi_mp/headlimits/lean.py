@@ -229,10 +229,10 @@ class LeanProtocol(asyncio.Protocol):
         low = _PLAIN.get(name)
         if low is None:  # a name not seen yet (or one that may rule the request out, or a proxy's)
             low = name.lower()
-            if low in _NOT_PLAIN or low.startswith(b"x-forwarded-"):
-                if low.startswith(b"x-forwarded-"):
-                    self._forwarded = True  # (the scope pass in _request)
-                elif _rules_out(low, value):
+            if low.startswith(b"x-forwarded-"):
+                self._forwarded = True  # (the scope pass in _request)
+            elif low in _NOT_PLAIN:
+                if _rules_out(low, value):
                     raise _HandOver  # a body, Expect, RFC 7239's Forwarded
             elif len(_PLAIN) < _PLAIN_MAX:
                 _PLAIN[name] = low
