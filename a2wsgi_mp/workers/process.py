@@ -421,8 +421,12 @@ def _autogroup_nice(zygote_pid: int | None) -> str | None:
             return refused.format("the zygote has no session of its own")
         with open(_AUTOGROUP, "w") as f:
             f.write(str(AUTOGROUP_NICE))
+        with open(_AUTOGROUP) as f:  # read back: some sandboxed kernels take the write, then report nothing
+            reported = f.read().split()
     except OSError as exc:  # no CONFIG_SCHED_AUTOGROUP (or no /proc), or refused
         return refused.format(exc)
+    if reported[-2:] != ["nice", str(AUTOGROUP_NICE)]:
+        return refused.format(f"{_AUTOGROUP} reads {' '.join(reported)!r} after the write")
     try:
         with open(_AUTOGROUP_ENABLED) as f:
             enabled = f.read().strip() != "0"
