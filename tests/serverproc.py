@@ -103,6 +103,7 @@ class Server:
         self.proc = subprocess.Popen(self.argv, cwd=REPO, env=self.env, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         _RUNNING.add(self)
+        _cover_sigterm()
         return self
 
     def log(self) -> str:
@@ -203,6 +204,25 @@ def stop_leftovers() -> list[Server]:
               file=sys.stderr)
         server.stop()
     return left
+
+
+def _stop_then_die(signum: int, frame: object) -> None:
+    """SIGTERM (a shell's ``timeout``, CI's job limit) ends a run without its at-exit handlers:
+    stop the servers first (each in a session of its own, the signal never reached them), then
+    die of the signal as the default action would."""
+    signal.signal(signum, signal.SIG_DFL)
+    stop_leftovers()
+    os.kill(os.getpid(), signum)
+
+
+def _cover_sigterm() -> None:
+    """Install :func:`_stop_then_die` for SIGTERM, unless someone else handles it (or this is
+    not the main thread, where handlers cannot be set)."""
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _stop_then_die)
+    except ValueError:
+        pass
 
 
 class ServerSet:
