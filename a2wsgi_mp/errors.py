@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = [
     "BootFailed",
+    "BootInterrupted",
     "InputDisconnected",
     "LifespanFailure",
     "RemoteAppError",
@@ -25,6 +26,12 @@ class BootFailed(Exception):
     Raised by :class:`~a2wsgi_mp.WSGIPool` at startup (ASGI lifespan) and to
     the requests waiting for a worker.
     """
+
+
+class BootInterrupted(BootFailed):
+    """The pool was stopped (a SIGTERM, a shutdown) while its workers were still loading the
+    app: the start-up ends at once, and nothing failed -- a ``systemctl stop`` during a slow
+    start is not the app's fault, nor a reason to wait out the boot timeout."""
 
 
 class RemoteAppError(Exception):

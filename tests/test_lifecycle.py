@@ -80,6 +80,31 @@ def test_sigterm_exits_within_the_graceful_timeout_with_a_request_that_never_end
     assert wait_gone(tree, 5) == []
 
 
+@pytest.mark.parametrize("preload", [False, True], ids=["workers-loading", "zygote-preloading"])
+def test_sigterm_while_the_app_loads_stops_at_once_and_exits_0(tmp_path: Path, preload: bool) -> None:
+    """``systemctl stop`` during a slow start: the start-up is abandoned (not waited out to the
+    boot timeout, 60 s), nothing is called a failure, and no process is left."""
+    loading = tmp_path / "imports"
+    loading.touch()
+    argv = [*cli_command(), "tests.apps.slow_import:app", "--host", HOST, "--port", "{port}", "--workers", "2",
+            *(["--preload"] if preload else [])]
+    server = Server("slowboot", argv, log_dir=tmp_path, env=subprocess_env(SLOW_IMPORT_LOG=str(loading)))
+    server.start()
+    try:
+        assert wait_for(lambda: len(loading.read_text().split()) >= 1, 30), server.log()
+        tree = [psutil.Process(server.pid), *server.descendants()]
+        os.kill(server.pid, signal.SIGTERM)
+        code = server.wait(20)  # (the boot timeout is 60 s: waiting it out fails here)
+    finally:
+        server.stop()
+    log = server.log()
+    assert code == 0, log
+    assert "start-up abandoned" in log, log
+    for bad in ("ERROR", "Traceback", "failed"):
+        assert bad not in log, (bad, log)
+    assert wait_gone(tree, 5) == []
+
+
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*cli_command(), *args], cwd=REPO, env=subprocess_env(**(env or {})),
                           capture_output=True, text=True, timeout=60, check=False)

@@ -21,7 +21,7 @@ from ..accesslog import AccessLog
 from ..admin import AdminServer
 from ..config import PoolConfig
 from ..environ import head_size, request_head
-from ..errors import RemoteAppError
+from ..errors import BootInterrupted, RemoteAppError
 from ..hooks import ServerView, load_hooks
 from ..ipc import protocol
 from ..ipc.fds import FileHandoff
@@ -189,6 +189,10 @@ class WSGIPool:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.startup()
+                except BootInterrupted as exc:  # (stopped on purpose: no error, and the server says why)
+                    logger.info("%s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": ""})
+                    return
                 except BootFailed as exc:
                     await self.dispatcher.stop(0)
                     await send({"type": "lifespan.startup.failed", "message": f"WSGI app failed to load:\n{exc}"})

@@ -39,7 +39,7 @@ import time
 from typing import Any, Callable, Protocol, cast
 
 from ..config import PoolConfig
-from ..errors import BootFailed
+from ..errors import BootFailed, BootInterrupted
 from ..hooks import Hooks, ServerView, WorkerView
 from ..ipc import protocol, shm
 from ..ipc.pipe import FileHandoff, FrontPipe, pair
@@ -157,11 +157,17 @@ class Supervisor:
         self._zygote = self._new_zygote()
         try:
             await self._zygote.start()
-        except PreloadFailed as exc:
-            raise BootFailed(f"could not preload {describe(self.app_ref)}:\n{exc}") from None
+        except Exception as exc:
+            if self.stopping:  # (stop() ended the zygote while it imported the app)
+                raise self._interrupted() from None
+            if isinstance(exc, PreloadFailed):
+                raise BootFailed(f"could not preload {describe(self.app_ref)}:\n{exc}") from None
+            raise
         self.reconcile()
         deadline = began + self.config.boot_timeout
         while len(self.workers) < self.target or any(w.state is not State.READY for w in self.workers.values()):
+            if self.stopping:
+                raise self._interrupted()
             if self.boot_failures and not self._ever_ready:
                 raise BootFailed(self._last_boot_error or "the worker exited while loading the app")
             remaining = deadline - self.clock.now()
@@ -175,6 +181,9 @@ class Supervisor:
                     self.clock.now() - began, len(self.workers), cfg.threads, describe(self.app_ref),
                     self._zygote.pid, cfg.start_method, ", preloaded" if cfg.preload else "",
                     f" (elastic: {cfg.workers_min} to {cfg.workers_max} workers)" if cfg.elastic else "")
+
+    def _interrupted(self) -> BootInterrupted:
+        return BootInterrupted(f"stopped while the workers loaded {describe(self.app_ref)}: start-up abandoned")
 
     async def stop(self, timeout: float) -> None:
         """Let in-flight requests finish within ``timeout``, then end every process."""

@@ -217,6 +217,8 @@ class Zygote:
             if not future.done():
                 future.set_exception(ZygoteLost("the zygote was stopped"))
         self._pending.clear()
+        if self._preloaded is not None and not self._preloaded.done():  # (start() gives up at once)
+            self._preloaded.set_exception(PreloadFailed(f"the zygote was stopped while importing {self.app_ref}"))
         if self._pipe is not None:
             self._pipe.close()
         for _ in range(200):
