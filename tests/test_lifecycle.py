@@ -80,18 +80,20 @@ def test_sigterm_exits_within_the_graceful_timeout_with_a_request_that_never_end
     assert wait_gone(tree, 5) == []
 
 
-@pytest.mark.parametrize("preload", [False, True], ids=["workers-loading", "zygote-preloading"])
-def test_sigterm_while_the_app_loads_stops_at_once_and_exits_0(tmp_path: Path, preload: bool) -> None:
+@pytest.mark.parametrize("options", [[], ["--preload"], ["--fronts", "2"]],
+                         ids=["workers-loading", "zygote-preloading", "two-fronts"])
+def test_sigterm_while_the_app_loads_stops_at_once_and_exits_0(tmp_path: Path, options: list[str]) -> None:
     """``systemctl stop`` during a slow start: the start-up is abandoned (not waited out to the
     boot timeout, 60 s), nothing is called a failure, and no process is left."""
     loading = tmp_path / "imports"
     loading.touch()
     argv = [*cli_command(), "tests.apps.slow_import:app", "--host", HOST, "--port", "{port}", "--workers", "2",
-            *(["--preload"] if preload else [])]
+            *options]
     server = Server("slowboot", argv, log_dir=tmp_path, env=subprocess_env(SLOW_IMPORT_LOG=str(loading)))
     server.start()
     try:
-        assert wait_for(lambda: len(loading.read_text().split()) >= 1, 30), server.log()
+        importing = 2 if "--fronts" in options else 1  # (with two fronts: both are starting)
+        assert wait_for(lambda: len(loading.read_text().split()) >= importing, 30), server.log()
         tree = [psutil.Process(server.pid), *server.descendants()]
         os.kill(server.pid, signal.SIGTERM)
         code = server.wait(20)  # (the boot timeout is 60 s: waiting it out fails here)

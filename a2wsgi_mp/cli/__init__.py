@@ -181,37 +181,13 @@ def _frontserver_class() -> Any:
             self.lifecycle.handle_exit(sig, frame)
 
         async def startup(self, sockets: Any = None) -> None:
-            quiet = _StartupAbandoned(self.lifecycle)
-            uvicorn_log = logging.getLogger("uvicorn.error")
-            uvicorn_log.addFilter(quiet)
-            try:
-                await super().startup(sockets=sockets)
-            except SystemExit:
-                if not self.lifecycle.exiting:
-                    raise  # (the app did not load)
-                # A SIGTERM while the workers loaded the app (systemd stopping a slow start): the
-                # pool abandoned its start-up; wait for the drain the signal began, then exit 0.
-                await self.lifecycle.pool.shutdown()
-                return
-            finally:
-                uvicorn_log.removeFilter(quiet)
+            if not await self.lifecycle.startup(lambda: super(FrontServer, self).startup(sockets=sockets)):
+                return  # (stopped while the app loaded: not started, not failed)
             if self.started:  # (uvicorn says nothing of sockets it was given)
                 logger.info("listening on %s (press CTRL+C to quit)", self.lifecycle.where)
                 self.lifecycle.started()
 
     return FrontServer
-
-
-class _StartupAbandoned(logging.Filter):
-    """uvicorn calls any lifespan start-up that did not complete a failure ("Application startup
-    failed. Exiting."): not so when the pool abandoned it for a stop signal (the pool says why)."""
-
-    def __init__(self, lifecycle: Lifecycle) -> None:
-        super().__init__()
-        self.lifecycle = lifecycle
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (self.lifecycle.exiting and record.getMessage().startswith("Application startup failed"))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -87,6 +87,7 @@ def front_app() -> WSGIPool:
     lifecycle = Lifecycle(server, pool, spec["shutdown_delay"])
     if server is not None:
         lifecycle.install_exit_handlers()
+        lifecycle.guard_startup(server)  # (a stop while the app loads is no failure)
     # ... and the master passes SIGHUP on (see the module's docstring): this front reloads its pool.
     loop = asyncio.get_running_loop()
     lifecycle.bind(loop)
@@ -136,9 +137,10 @@ def _supervisor_class() -> Any:
 
         def init_processes(self) -> None:
             super().init_processes()
-            # READY=1 once every front serves (or one failed: uvicorn's loop then stops us).
+            # READY=1 once every front serves (or one failed: uvicorn's loop then stops us; or a
+            # SIGTERM/SIGINT came while they start -- uvicorn's loop handles it once we return).
             while not self.should_exit.is_set():
-                if not all(p.process.is_alive() for p in self.processes):
+                if not all(p.process.is_alive() for p in self.processes) or _stop_pending(self):
                     return
                 if all(_ready(p, 1) for p in self.processes):
                     self.notifier.ready(f"serving with {len(self.processes)} fronts")
@@ -165,6 +167,11 @@ def _supervisor_class() -> Any:
             self.notifier.ready(f"serving with {len(self.processes)} fronts")
 
     return Fronts
+
+
+def _stop_pending(master: Any) -> bool:
+    """A SIGTERM or SIGINT waits in uvicorn's queue (its handler only queues signals)."""
+    return any(sig in (signal.SIGTERM, signal.SIGINT) for sig in getattr(master, "signal_queue", ()))
 
 
 def _ready(process: Any, timeout: float) -> bool:

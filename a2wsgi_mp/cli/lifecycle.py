@@ -20,7 +20,7 @@ import asyncio
 import logging
 import signal
 from types import FrameType
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from ..pool.app import WSGIPool
 from ..pool.worker import State
@@ -30,6 +30,18 @@ logger = logging.getLogger("a2wsgi_mp")
 
 #: How often a reload's progress is checked (for systemd's READY=1 after RELOADING=1).
 RELOAD_POLL = 0.1
+
+
+class _StartupAbandoned(logging.Filter):
+    """Drops uvicorn's "Application startup failed" while the front is stopping (see
+    :meth:`Lifecycle.startup`: the pool's own line says why)."""
+
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        super().__init__()
+        self.lifecycle = lifecycle
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self.lifecycle.exiting and record.getMessage().startswith("Application startup failed"))
 
 
 class Lifecycle:
@@ -61,6 +73,35 @@ class Lifecycle:
             signal.signal(sig, self.handle_exit)
 
     # ------------------------------------------------------------ start
+
+    async def startup(self, startup: Callable[[], Awaitable[None]]) -> bool:
+        """Run uvicorn's ``startup``; False if a SIGTERM or SIGINT came while the workers loaded
+        the app (``systemctl stop`` during a slow start): the pool abandoned its start-up
+        (:class:`~a2wsgi_mp.errors.BootInterrupted`), which is no failure -- uvicorn's "startup
+        failed" line is not logged and its exit status 3 not given; the drain the signal began
+        is waited for, and the server then ends as after any stop (exit 0)."""
+        quiet = _StartupAbandoned(self)
+        uvicorn_log = logging.getLogger("uvicorn.error")
+        uvicorn_log.addFilter(quiet)
+        try:
+            await startup()
+        except SystemExit:
+            if not self.exiting:
+                raise  # (the app did not load)
+            await self.pool.shutdown()
+            return False
+        finally:
+            uvicorn_log.removeFilter(quiet)
+        return True
+
+    def guard_startup(self, server: Any) -> None:
+        """:meth:`startup` around a plain uvicorn ``server``'s (a ``--fronts`` front's)."""
+        original = server.startup
+
+        async def startup(sockets: Any = None) -> None:
+            await self.startup(lambda: original(sockets=sockets))
+
+        server.startup = startup
 
     def started(self) -> None:
         """The server listens and the pool is ready."""
