@@ -133,3 +133,38 @@ def test_the_body_timeout_counts_from_the_last_piece(monkeypatch: pytest.MonkeyP
     # The sweep runs every timeout/4: cancelled between timeout and timeout + a tick after the last piece.
     late = result["cancelled_at"] - result["last_piece"]
     assert 0.4 - 0.05 <= late <= 0.4 + reads.tick + 0.2, late
+
+
+def test_pieces_the_request_waited_for_are_not_waited_for_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny pieces that come further apart than half the batching wait (a slow trickle, or the
+    batches the protocol's gate holds, ``headlimits/trickle.py``) are taken as they come: waiting
+    before the next read would batch nothing and only add a timer and a delay."""
+    monkeypatch.setattr(pool_app, "TRICKLE_GAP", 0.005)
+    monkeypatch.setattr(pool_app, "TRICKLE_WAIT", 0.05)
+    sleeps: list[float] = []
+    real_sleep = pool_app._sleep
+
+    async def counted(loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        sleeps.append(delay)
+        await real_sleep(loop, delay)
+
+    monkeypatch.setattr(pool_app, "_sleep", counted)
+    client = Client()
+    pieces = 3 * pool_app.TRICKLE_STREAK
+
+    async def main() -> tuple[bool, bytes]:
+        async def trickle() -> None:  # a piece every 0.1 s: twice the wait, four times its half
+            for i in range(pieces):
+                await asyncio.sleep(0.1)
+                client.feed(b"%d" % (i % 10), last=i == pieces - 1)
+
+        spool = Spool(1 << 20)
+        feeder = asyncio.ensure_future(trickle())
+        ok = await asyncio.wait_for(pool_app._read_body(client.receive, spool, None), 10)
+        await feeder
+        return ok, await spool.finish() or b""
+
+    ok, body = asyncio.run(main())
+    assert ok and body == b"".join(b"%d" % (i % 10) for i in range(pieces))  # every byte, in order
+    # Before: a wait before every read once the streak began (2 * STREAK of them here).
+    assert len(sleeps) <= 2, sleeps

@@ -17,6 +17,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from . import HeadLimits
 from .guard import HeadGuard
+from .trickle import TrickleGate
 
 __all__ = ["LimitedConnection", "LimitedH11Protocol"]
 
@@ -65,7 +66,7 @@ class LimitedConnection(h11.Connection):
 
 
 # (HeadGuard.connection_made takes an asyncio.Transport, as H11Protocol's does, not a BaseTransport)
-class LimitedH11Protocol(HeadGuard, H11Protocol):  # type: ignore[misc]
+class LimitedH11Protocol(TrickleGate, HeadGuard, H11Protocol):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.conn = LimitedConnection(self.limits, self._refuse)
@@ -79,7 +80,14 @@ class LimitedH11Protocol(HeadGuard, H11Protocol):  # type: ignore[misc]
             self._head_started()
             tail = self._measure(data)
         super().data_received(data)
-        if not reading_head or self._refused:
+        if not reading_head:
+            if not self._refused:  # (trickle.py: a body trickled in tiny pieces is read in batches)
+                if conn.their_state is h11.SEND_BODY:
+                    self._body_read(len(data))
+                elif self._trickle_streak or self._gated:
+                    self._trickle_end()
+            return
+        if self._refused:
             return
         if conn.their_state is not h11.IDLE:
             self._head_done()  # (the read may go on into the body: its bytes are not a header line)
@@ -87,6 +95,11 @@ class LimitedH11Protocol(HeadGuard, H11Protocol):  # type: ignore[misc]
             self._refuse(431, "Request Header Fields Too Large: a header field is too long")
         else:
             self._tail = tail
+
+    def on_response_complete(self) -> None:
+        if self._trickle_streak or self._gated:  # answered before its body was whole: read what is left now
+            self._trickle_end()
+        super().on_response_complete()
 
     def send_400_response(self, msg: str) -> None:
         self._refused = True

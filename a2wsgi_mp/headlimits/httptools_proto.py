@@ -21,11 +21,12 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..environ import head_size
 from .guard import HeadGuard, Refused
+from .trickle import TrickleGate
 
 __all__ = ["LimitedHttpToolsProtocol"]
 
 
-class _LazyKeepAlive(HttpToolsProtocol):
+class _LazyKeepAlive(TrickleGate, HttpToolsProtocol):
     """uvicorn's keep-alive timeout, with one timer per connection re-armed only
     when it fires (as the header clock, :class:`~.guard.HeadGuard`).
 
@@ -50,6 +51,8 @@ class _LazyKeepAlive(HttpToolsProtocol):
             return
         # uvicorn's (0.30 to 0.55) when nothing is pipelined, the timer aside.
         self.server_state.total_requests += 1
+        if self._gated:  # answered before its trickled body was whole (a 408, a 413): read what is left now
+            self._trickle_end()
         self.flow.resume_reading()
         loop = self.loop
         self._idle_since = loop.time()
@@ -139,6 +142,9 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
                 self._refuse(431, "Request Header Fields Too Large: a header field is too long")
         else:
             self._tail = 0  # no head under way: the next one starts afresh (a body's bytes are no line)
+            cycle = self.cycle
+            if cycle is not None and cycle.more_body and not cycle.response_complete:
+                self._body_read(len(data))  # (trickle.py: a body trickled in tiny pieces is read in batches)
 
     def _in_body(self) -> bool:
         cycle = self.cycle
@@ -194,6 +200,8 @@ class LimitedHttpToolsProtocol(HeadGuard, _LazyKeepAlive):
     def on_message_complete(self) -> None:
         self._completed += 1
         self._between = True
+        if self._trickle_streak or self._gated:
+            self._trickle_end()
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
