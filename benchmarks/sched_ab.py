@@ -12,13 +12,17 @@ processes (``sched_setscheduler`` / ``setpriority`` / ``sched_setattr``), then m
 
     flock /tmp/a2wsgi-bench.lock python -m benchmarks.sched_ab --rounds 3
 
-Variants: ``normal``, ``batch`` (workers SCHED_BATCH), ``nice5``/``nice10`` (workers' nice),
-``idle`` (workers SCHED_IDLE), ``wslice``/``wshort`` (workers' EEVDF slice 20 ms / 0.1 ms),
-``wshort_batch``, ``fslice`` (the front's slice 0.1 ms), ``batch_fslice``; a name with ``+prt``
+Variants: ``normal`` (and ``normal2``, the same again: the A/A control), ``batch`` (workers
+SCHED_BATCH), ``nice5``/``nice10``/``nice19`` (workers' nice), ``idle`` (workers SCHED_IDLE),
+``wslice``/``wshort``/``wlong`` (workers' EEVDF slice 20 ms / 0.1 ms / 100 ms), ``wshort_batch``,
+``fslice`` (the front's slice 0.1 ms), ``batch_fslice``, ``fslice_wlong``; ``fnice_m10`` (the
+front at nice -10: a diagnostic, it needs CAP_SYS_NICE); a name with ``+prt``
 runs the probe itself SCHED_FIFO (a diagnostic: what is left is the server's share of the tail,
 not the load generator's).  ``VARIANT@ag`` runs the variant on a second server whose pool has
 ``worker_sched="autogroup"`` (a session cannot be changed from outside, so it is started so), e.g.
-``--variants normal,normal@ag,idle``.  A custom slice needs ``sched_setattr`` (Linux >= 6.12 honours
+``--variants normal,normal@ag,idle``.  ``--burn N`` runs N busy loops in a session of their own for
+the whole run: another session's CPU load, beside which a variant that lowers the workers' weight
+shows its price.  A custom slice needs ``sched_setattr`` (Linux >= 6.12 honours
 ``sched_runtime`` for SCHED_OTHER), reached through ctypes here (x86_64 only).
 """
 
@@ -80,6 +84,7 @@ def roles(server: Server) -> tuple[int, list[int]]:
 
 VARIANTS: dict[str, Callable[[int, list[int]], None]] = {
     "normal": lambda f, w: None,
+    "normal2": lambda f, w: None,  # (the A/A control: the same as normal, measured as another variant)
     "batch": lambda f, w: apply(w, os.SCHED_BATCH),
     "nice5": lambda f, w: apply(w, os.SCHED_OTHER, 5),
     "nice10": lambda f, w: apply(w, os.SCHED_OTHER, 10),
@@ -90,6 +95,10 @@ VARIANTS: dict[str, Callable[[int, list[int]], None]] = {
     "wshort_batch": lambda f, w: apply(w, os.SCHED_BATCH, 0, 100_000),
     "fslice": lambda f, w: apply([f], os.SCHED_OTHER, 0, 100_000),
     "batch_fslice": lambda f, w: (apply(w, os.SCHED_BATCH), apply([f], os.SCHED_OTHER, 0, 100_000)),
+    # (a diagnostic, needs CAP_SYS_NICE: the front's weight raised instead of its slice shortened)
+    "fnice_m10": lambda f, w: apply([f], os.SCHED_OTHER, -10),
+    "wlong": lambda f, w: apply(w, os.SCHED_OTHER, 0, 100_000_000),
+    "fslice_wlong": lambda f, w: (apply(w, os.SCHED_OTHER, 0, 100_000_000), apply([f], os.SCHED_OTHER, 0, 100_000)),
 }
 
 
@@ -144,11 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--hello", type=float, default=2.0)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--burn", type=int, default=0,
+                        help="N busy loops in a session of their own for the whole run (another session's CPU load)")
     args = parser.parse_args(argv)
     names = args.variants.split(",")
     results: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     idle: dict[str, Any] = {}
     servers: dict[str, Server] = {}
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+               for _ in range(args.burn)]
     with tempfile.TemporaryDirectory() as logdir:
         try:
             for where in sorted({n.partition("@")[2] for n in names}):
@@ -180,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for server in servers.values():
                 server.stop()
+            for burner in burners:
+                burner.kill()
+                burner.wait()
     summary = {n: {k: statistics.median(m[k] for m in ms) for k in ("p99", "p50", "cpu_rps", "hello_rps")}
                | {"p99_all": [m["p99"] for m in ms]} for n, ms in results.items() if ms}
     print(json.dumps({"idle_p99": idle, "variants": summary}, indent=1))
