@@ -342,7 +342,7 @@ class LeanProtocol(asyncio.Protocol):
             return
         record.pid = slot.worker.pid
         scope = self.scope
-        self.exchange = fastpath.send(pool, slot, scope, pool._worker_head(scope, None, direct_ok=True), self)
+        self.exchange = fastpath.send(pool, slot, scope, pool._worker_fields(scope), self)
         if self.exchange is None:  # (not sent: uvicorn's protocol dispatches it again)
             self._hand_over()
 

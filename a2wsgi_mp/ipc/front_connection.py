@@ -245,7 +245,7 @@ class FrontConnection:
 
     # ------------------------------------------------------------ sending
 
-    def send_request(self, rid: int, head: dict, body: bytes | None, body_length: int,
+    def send_request(self, rid: int, head: dict | tuple, body: bytes | None, body_length: int,
                      fd: int | None = None) -> bytes:
         """The frame that starts request ``rid``.
 

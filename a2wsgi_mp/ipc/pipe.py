@@ -187,7 +187,7 @@ class FrontPipe(asyncio.Protocol):
         if not self._closed and self.transport is not None:
             self.transport.write(data)
 
-    def send_request(self, rid: int, head: dict, body: bytes | None, body_length: int,
+    def send_request(self, rid: int, head: dict | tuple, body: bytes | None, body_length: int,
                      fd: int | None = None) -> None:
         """Start request ``rid`` on this connection; the connection chooses how its body travels
         (``fd``: a spooled body's file, which the caller closes afterwards)."""

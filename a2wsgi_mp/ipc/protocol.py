@@ -126,10 +126,12 @@ _EXITED = int(Kind.EXITED)
 _BODY = int(Kind.BODY)
 
 
-def encode_request(rid: int, head: dict, body: bytes | None, body_length: int) -> bytes:
+def encode_request(rid: int, head: dict | tuple, body: bytes | None, body_length: int) -> bytes:
     """``head``: :func:`~a2wsgi_mp.environ.request_head`'s map (and the front's ``header_map``
-    and ``direct``); it crosses as the array of :data:`~a2wsgi_mp.environ.HEAD_FIELDS`."""
-    payload = _packb((rid, head_fields(head), body, body_length))  # (_frame() inline: once per request)
+    and ``direct``); it crosses as the array of :data:`~a2wsgi_mp.environ.HEAD_FIELDS` (``head``
+    may be that array already: the lean protocol's)."""
+    fields = head if type(head) is tuple else head_fields(head)  # type: ignore[arg-type]
+    payload = _packb((rid, fields, body, body_length))  # (_frame() inline: once per request)
     return _pack_header(VERSION, _REQUEST, len(payload)) + payload
 
 
@@ -162,8 +164,9 @@ def encode_shm_setup(size: int) -> bytes:
     return _frame(_SHM_SETUP, _packb((size,)))
 
 
-def encode_request_shm(rid: int, head: dict, length: int) -> bytes:
-    return _frame(_REQUEST_SHM, _packb((rid, head_fields(head), length)))
+def encode_request_shm(rid: int, head: dict | tuple, length: int) -> bytes:
+    fields = head if type(head) is tuple else head_fields(head)  # type: ignore[arg-type]
+    return _frame(_REQUEST_SHM, _packb((rid, fields, length)))
 
 
 def encode_shm_credit(nbytes: int) -> bytes:

@@ -336,7 +336,18 @@ class WSGIPool:
             head["direct"] = True
         return head
 
-    def _send_request(self, exchange: Exchange, head: dict[str, Any], inline: bytes | None, size: int,
+    def _worker_fields(self, scope: Scope) -> tuple:
+        """``environ.head_fields(self._worker_head(scope, None, direct_ok=True))`` built at once,
+        the array the IPC carries (no dict, no second pass): the lean protocol's request, whose
+        scope it made itself (every key there, its headers a list)."""
+        cfg = self.config
+        header_map = cfg.header_map
+        headers = scope["headers"]
+        return (scope["method"], scope["scheme"], scope["path"], scope["query_string"], scope["root_path"],
+                headers if headers.__class__ is list else list(headers), scope["client"], scope["server"],
+                scope["http_version"], None if header_map == "drop" else header_map, bool(cfg.direct_stream))
+
+    def _send_request(self, exchange: Exchange, head: dict[str, Any] | tuple, inline: bytes | None, size: int,
                       spool: Spool | None) -> bool | None:
         """Send the request on its slot: True if sent, False if its worker provably did
         not get it (the connection is broken: it is ended as the worker's death),

@@ -137,8 +137,9 @@ def eligible(scope: dict, pool: WSGIPool, plain: bool, head_bytes: int) -> bool:
     return len(dispatcher._waiters) < cfg.backlog
 
 
-def send(pool: WSGIPool, slot: Any, scope: Any, head: dict[str, Any], waiter: Any) -> Any:
-    """A body-less request on ``slot``: its exchange, whose first frame goes to ``waiter`` (a
+def send(pool: WSGIPool, slot: Any, scope: Any, head: dict[str, Any] | tuple, waiter: Any) -> Any:
+    """A body-less request on ``slot`` (``head``: its head as a map, or already as the array the
+    IPC carries -- ``WSGIPool._worker_fields``): its exchange, whose first frame goes to ``waiter`` (a
     future's stand-in), or None if it was not sent (its worker is being replaced: the caller
     dispatches it again).  The waiter is set only once it is sent: a failed send feeds the
     exchange its ``Lost`` at once, which would otherwise answer the request (a relay, a hand-over)
