@@ -18,6 +18,12 @@ _STATUS_LINES: dict[int, bytes] = {}
 #: The server's default headers (uvicorn's ``server_state.default_headers``, a list it replaces
 #: when the date changes) last framed, and their bytes.
 _DEFAULTS: list = [None, b""]
+#: Whole heads framed with those defaults: (status, headers, body length, keep-alive) -> what
+#: :func:`frame_head` returned.  Most responses of a site are the same few heads (hello's is one);
+#: emptied with each new defaults list (once a second), and filled no further than this many
+#: (a site whose every head differs -- a cookie per response -- pays one dict look-up more).
+_HEADS: dict[tuple, tuple[bytes, bool]] = {}
+HEADS_MAX = 64
 
 
 def status_line(status: int) -> bytes:
@@ -41,10 +47,16 @@ def frame_head(status: int, headers: Sequence[tuple[bytes, bytes]], body_length:
     ``body_length`` long, so a missing Content-Length is added (uvicorn would
     chunk it: both are valid framing of a complete body).
     """
+    key = (status, tuple(headers), body_length, keep_alive)
+    if default_headers is _DEFAULTS[0]:
+        framed = _HEADS.get(key)
+        if framed is not None:
+            return framed
+    else:  # (a new list once a second, uvicorn's date: framed once, and the heads framed anew)
+        _DEFAULTS[:] = default_headers, b"".join(b"%s: %s\r\n" % (name, value) for name, value in default_headers)
+        _HEADS.clear()
     if status < 200 or status == 204 or status == 304 or body_length > MAX_BODY:
         return None
-    if default_headers is not _DEFAULTS[0]:  # (a new list once a second, uvicorn's date: framed once)
-        _DEFAULTS[:] = default_headers, b"".join(b"%s: %s\r\n" % (name, value) for name, value in default_headers)
     parts = [_STATUS_LINES.get(status) or status_line(status), _DEFAULTS[1]]
     has_length = close = False
     for name, value in headers:
@@ -60,6 +72,9 @@ def frame_head(status: int, headers: Sequence[tuple[bytes, bytes]], body_length:
     if not keep_alive and not close:
         parts.append(b"connection: close\r\n")
     parts.append(b"\r\n")
-    return b"".join(parts), keep_alive and not close
+    framed = b"".join(parts), keep_alive and not close
+    if len(_HEADS) < HEADS_MAX:
+        _HEADS[key] = framed
+    return framed
 
 

@@ -6,6 +6,7 @@ import h11
 import httptools
 import pytest
 
+from a2wsgi_mp import framing
 from a2wsgi_mp.framing import MAX_BODY, frame_head, status_line
 
 from .wire import h11_responses
@@ -112,3 +113,75 @@ def test_the_default_headers_are_those_of_each_call() -> None:
     assert b"date: Mon, 07 Dec 2026 10:00:01 GMT\r\nserver: uvicorn\r\n" in second[0]
     assert third[0] == b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
     assert frame_head(200, [], 0, True, DEFAULTS) == first
+
+
+def _uncached(*args: object) -> tuple[bytes, bool] | None:
+    framing._HEADS.clear()
+    framing._DEFAULTS[:] = None, b""
+    return frame_head(*args)  # type: ignore[arg-type]
+
+
+def test_a_head_framed_again_is_the_cached_one_and_the_same_bytes() -> None:
+    defaults = list(DEFAULTS)
+    headers = [(b"content-type", b"text/plain"), (b"content-length", b"13")]
+    first = _uncached(200, headers, 13, True, defaults)
+    again = frame_head(200, [tuple(h) for h in headers], 13, True, defaults)  # (equal headers, other objects)
+    assert again is first  # (framed once: the cache's)
+    assert first is not None and first[0].startswith(b"HTTP/1.1 200 OK\r\ndate: Mon, 07 Dec 2026 10:00:00 GMT\r\n")
+
+
+@pytest.mark.parametrize("status, headers, length, keep_alive", [
+    (404, [(b"content-type", b"text/plain"), (b"content-length", b"13")], 13, True),  # another status
+    (200, [(b"content-type", b"text/html"), (b"content-length", b"13")], 13, True),  # another header value
+    (200, [(b"content-length", b"13"), (b"content-type", b"text/plain")], 13, True),  # another order
+    (200, [(b"content-type", b"text/plain"), (b"content-length", b"13")], 13, False),  # closing
+    (200, [(b"content-type", b"text/plain"), (b"content-length", b"13"), (b"connection", b"close")], 13, True),
+    (200, [(b"content-type", b"text/plain")], 12, True),  # no length: the body's
+    (200, [(b"content-type", b"text/plain"), (b"content-length", b"13")], 12, True),  # a mismatch: the relay's
+    (204, [(b"content-type", b"text/plain")], 0, True),  # no body: the relay's
+])
+def test_a_different_head_is_framed_for_itself(status: int, headers: list, length: int, keep_alive: bool) -> None:
+    """Each head warms the cache with the hello head first: what comes back is what an empty cache
+    frames, whatever was cached before (and asked twice, the same)."""
+    defaults = list(DEFAULTS)
+    hello = [(b"content-type", b"text/plain"), (b"content-length", b"13")]
+    expected = _uncached(status, headers, length, keep_alive, defaults)
+    _uncached(200, hello, 13, True, defaults)
+    assert frame_head(status, headers, length, keep_alive, defaults) == expected
+    assert frame_head(status, headers, length, keep_alive, defaults) == expected
+    assert frame_head(200, hello, 13, True, defaults) != expected
+
+
+def test_the_cached_heads_are_framed_anew_when_the_date_changes() -> None:
+    headers = [(b"content-length", b"2")]
+    now = [(b"date", b"Mon, 07 Dec 2026 10:00:00 GMT"), (b"server", b"uvicorn")]
+    first = _uncached(200, headers, 2, True, now)
+    assert frame_head(200, headers, 2, True, now) is first
+    later = [(b"date", b"Mon, 07 Dec 2026 10:00:01 GMT"), (b"server", b"uvicorn")]
+    second = frame_head(200, headers, 2, True, later)
+    assert second is not None and b"date: Mon, 07 Dec 2026 10:00:01 GMT\r\n" in second[0]
+    assert second[0] == first[0].replace(b"10:00:00", b"10:00:01")  # type: ignore[index]
+    assert frame_head(200, headers, 2, True, later) is second
+    equal_again = list(later)  # (another list, equal or not: uvicorn's next second)
+    assert frame_head(200, headers, 2, True, equal_again) is not second
+
+
+def test_every_cached_head_gets_the_new_date() -> None:
+    """Heads cached in one second, the first asked in the next: the others too carry its date."""
+    now = [(b"date", b"Mon, 07 Dec 2026 10:00:00 GMT")]
+    later = [(b"date", b"Mon, 07 Dec 2026 10:00:01 GMT")]
+    _uncached(200, [(b"content-length", b"2")], 2, True, now)
+    assert frame_head(404, [(b"content-length", b"2")], 2, True, now) is not None
+    frame_head(200, [(b"content-length", b"2")], 2, True, later)
+    framed = frame_head(404, [(b"content-length", b"2")], 2, True, later)
+    assert framed is not None and framed[0] == b"HTTP/1.1 404 Not Found\r\ndate: Mon, 07 Dec 2026 10:00:01 GMT\r\n" \
+        b"content-length: 2\r\n\r\n"
+
+
+def test_the_cache_is_bounded() -> None:
+    defaults = list(DEFAULTS)
+    _uncached(200, [], 0, True, defaults)
+    for i in range(framing.HEADS_MAX * 2):  # (a cookie per response: every head differs)
+        framed = frame_head(200, [(b"set-cookie", b"s=%d" % i)], 0, True, defaults)
+        assert framed is not None and b"set-cookie: s=%d\r\n" % i in framed[0]
+    assert len(framing._HEADS) == framing.HEADS_MAX
